@@ -1,0 +1,66 @@
+"""The fnrun error tree: one root, one subtree per concern."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class FnrunError(Exception):
+    """Root of every error fnrun raises on purpose."""
+
+
+class UsageError(FnrunError):
+    """A user mistake on the command line or in a request (one line, exit 2)."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """A position in a source file, 1-based, as editors count."""
+
+    file: Path
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class ManifestError(FnrunError):
+    """A declaration (YAML or handler) is invalid; reported as FILE:LINE:COL: message."""
+
+    def __init__(self, where: Where | None, message: str) -> None:
+        super().__init__(message)
+        self.where = where
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+class ManifestErrors(FnrunError):
+    """Several declaration errors found in one pass over a project."""
+
+    def __init__(self, errors: list[ManifestError]) -> None:
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = errors
+
+
+class StoreError(FnrunError):
+    """The store cannot be opened or a store operation failed."""
+
+
+class WorkerError(FnrunError):
+    """A worker process misbehaved (base of the worker subtree)."""
+
+
+class WorkerCrashed(WorkerError):
+    """A worker died mid-invocation (exit, signal, out of memory)."""
+
+
+class WorkerTimeout(WorkerError):
+    """An invocation passed its timeout; the worker's process group was killed."""
+
+
+class HandlerLoadError(WorkerError):
+    """A worker could not import the handler module or find the callable."""

@@ -1,0 +1,101 @@
+"""What a project declares, after validation: frozen settings and function specs.
+
+Leaf module. `runtime.manifest` builds these from YAML; everything else only
+reads them. Durations are float seconds, sizes are int bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from runtime.errors import Where
+
+MiB = 1024 * 1024
+DEFAULT_STORE = "sqlite:///.fnrun/state.db"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; `max_attempts` counts the first try."""
+
+    max_attempts: int = 3
+    backoff: float = 1.0
+    max_backoff: float = 300.0
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body: int = MiB
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Per-function defaults that a function's own keys override."""
+
+    timeout: float = 60.0
+    concurrency: int = 1
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True)
+class Retention:
+    events: float = 7 * 86400.0
+    history: float = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The project's settings: fnrun.yaml, then environment, then flags."""
+
+    project: Path
+    functions: Path
+    store: str = DEFAULT_STORE
+    http: HttpSettings = field(default_factory=HttpSettings)
+    defaults: Defaults = field(default_factory=Defaults)
+    retention: Retention = field(default_factory=Retention)
+    config_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    """Base of every trigger declaration; each trigger module subclasses it."""
+
+    kind: ClassVar[str] = ""
+    where: Where
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One declared function, fully resolved."""
+
+    name: str
+    where: Where
+    handler_file: Path
+    handler_attr: str
+    triggers: tuple[TriggerSpec, ...] = ()
+    timeout: float = 60.0
+    concurrency: int = 1
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    memory_mb: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+
+    @property
+    def handler(self) -> str:
+        return f"{self.handler_file}:{self.handler_attr}"
+
+    def triggers_of(self, kind: str) -> list[TriggerSpec]:
+        return [t for t in self.triggers if t.kind == kind]
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded project: its settings and its functions by name."""
+
+    settings: Settings
+    functions: Mapping[str, FunctionSpec]

@@ -1,0 +1,1 @@
+"""Stores: one interface (`base`), one adapter per backend."""

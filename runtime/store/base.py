@@ -1,0 +1,213 @@
+"""The store interface: durable events, deliveries, history, dead letters, schedules.
+
+Every adapter (`sqlite.py`, `redis.py`) implements `Store`; the core only ever
+sees this interface, chosen by URL through `runtime.plugins.STORES`. One
+parametrised contract suite (tests/runtime/store/test_contract.py) runs against
+each adapter.
+
+Model. `publish` stores an event plus one *delivery* per target function
+(fan-out happens before the store: the caller passes the targets). A
+delivery is `pending` until `claim` hands it to this node (`running`), then
+either `succeed` (gone, with its emits published in the same atomic write),
+`fail` with a retry time (pending again, due later) or `fail` without one
+(dead letter). `recover` makes deliveries left `running` by a dead node
+pending again. Attempts are counted by `claim`, so a killed attempt counts.
+
+Every write that acknowledges something to a producer (publish, succeed,
+fail, fire_tick) returns only after the write is durable. Adapters batch
+concurrent writes into one commit (group commit).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from runtime.events import JSON, Event, Outcome
+
+Targets = Sequence[str]
+"""Names of the functions that get a delivery of one event."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One function's claim on one event, as handed out by `claim`."""
+
+    id: str
+    function: str
+    event: Event
+    attempt: int
+    """The attempt this claim is, 1-based (already counted)."""
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    """One finished attempt, newest first in `history`."""
+
+    event_id: str
+    function: str
+    attempt: int
+    status: str
+    started: float
+    duration: float
+    error: str | None = None
+    result: JSON = None
+    """The return value, truncated to a bounded JSON-safe form."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A delivery that used up its attempts."""
+
+    id: str
+    function: str
+    event: Event
+    attempts: int
+    error: str | None
+    traceback: str | None
+    failed_at: float
+
+
+@dataclass(frozen=True)
+class Counts:
+    pending: int = 0
+    running: int = 0
+    dead: int = 0
+
+
+class Store(ABC):
+    """Durable state of one project (or of a cluster, for shared stores)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._wakeups: dict[str, anyio.Event] = {}
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and create the schema if needed."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush pending writes and release connections."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- ingress -----------------------------------------------------------
+
+    @abstractmethod
+    async def publish(self, items: Sequence[tuple[Event, Targets]]) -> list[bool]:
+        """Durably store events and their deliveries; idempotent by event id.
+
+        Returns, per item, True if the event was new. A repeated id stores
+        nothing new (no second delivery), which is what makes webhook ids and
+        schedule ticks fire once.
+        """
+
+    # -- delivery ----------------------------------------------------------
+
+    @abstractmethod
+    async def claim(self, function: str, limit: int, now: float) -> list[Delivery]:
+        """Take up to `limit` due pending deliveries of `function` for this node."""
+
+    @abstractmethod
+    async def next_due(self, function: str) -> float | None:
+        """When the earliest pending delivery of `function` falls due, if any."""
+
+    @abstractmethod
+    async def succeed(
+        self, delivery: Delivery, outcome: Outcome, emits: Sequence[tuple[Event, Targets]]
+    ) -> None:
+        """Finish a delivery and publish its emits, atomically; record history."""
+
+    @abstractmethod
+    async def fail(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
+        """Record a failed attempt: pending again at `retry_at`, or a dead letter if None."""
+
+    @abstractmethod
+    async def recover(self) -> int:
+        """Make deliveries whose node died pending again; return how many."""
+
+    # -- inspection and operations -----------------------------------------
+
+    @abstractmethod
+    async def counts(self) -> dict[str, Counts]:
+        """Pending, running and dead deliveries per function."""
+
+    @abstractmethod
+    async def history(self, function: str | None = None, limit: int = 50) -> list[HistoryRecord]:
+        """Recent finished attempts, newest first."""
+
+    @abstractmethod
+    async def dead_letters(
+        self, function: str | None = None, ids: Sequence[str] | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead letters, newest first, filtered by function and/or ids."""
+
+    @abstractmethod
+    async def replay_dead(
+        self, now: float, function: str | None = None, ids: Sequence[str] | None = None
+    ) -> int:
+        """Make matching dead letters pending again with fresh attempts; return how many."""
+
+    @abstractmethod
+    async def drop_dead(self, function: str | None = None, ids: Sequence[str] | None = None) -> int:
+        """Delete matching dead letters; return how many."""
+
+    @abstractmethod
+    async def replay(
+        self, function: str, since: float, matches: Callable[[str], bool], now: float
+    ) -> int:
+        """Deliver retained events (time >= since, type accepted by `matches`) again."""
+
+    @abstractmethod
+    async def prune(self, events_before: float, history_before: float) -> None:
+        """Drop events and history older than the retention bounds.
+
+        Events that still have a pending, running or dead delivery are kept.
+        """
+
+    # -- schedules and idempotency -----------------------------------------
+
+    @abstractmethod
+    async def last_tick(self, function: str) -> float | None:
+        """The last schedule tick (epoch seconds) fired for `function`, if any."""
+
+    @abstractmethod
+    async def fire_tick(self, function: str, tick: float, event: Event, targets: Targets) -> bool:
+        """Publish a tick event and advance `last_tick` atomically.
+
+        Returns False (and stores nothing) if that tick was already fired,
+        by this node or any other.
+        """
+
+    @abstractmethod
+    async def remember(self, key: str, value: JSON, ttl: float) -> JSON | None:
+        """Store `value` under `key` unless present; return the earlier value if it was."""
+
+    # -- wake-ups ----------------------------------------------------------
+
+    def notify(self, function: str) -> None:
+        """Wake whoever waits for work of `function` in this process."""
+        event = self._wakeups.pop(function, None)
+        if event is not None:
+            event.set()
+
+    async def wait_for_work(self, function: str, timeout: float) -> None:
+        """Return when `function` may have new work here, or after `timeout`.
+
+        Adapters whose other producers live in other processes or nodes
+        bound `timeout` (polling) or override this with a blocking read.
+        """
+        event = self._wakeups.setdefault(function, anyio.Event())
+        with anyio.move_on_after(timeout):
+            await event.wait()

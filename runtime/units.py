@@ -1,0 +1,49 @@
+"""Durations and sizes as users write them: 500ms, 30s, 5m, 1h, 7d; 512KiB, 1MiB."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE_UNITS = {
+    None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2,
+    "GB": 1000**3, "GiB": 1024**3,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `500ms`, `30s`, `5m`, `1h`, `7d` or a plain number.
+
+    Raises:
+        ValueError: with a message fit to show the user.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 30s, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"bad duration {value!r} (use e.g. 500ms, 30s, 5m, 1h, 7d)")
+        seconds = float(match[1]) * _DURATION_UNITS[match[2]]
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative, got {value!r}")
+    return seconds
+
+
+def parse_size(value: object) -> int:
+    """Bytes from `1MiB`, `512KiB`, `10MB` or a plain integer."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size like 1MiB, got {value!r}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError(f"bad size {value!r} (use e.g. 512KiB, 1MiB, 10MB)")
+        size = int(match[1]) * _SIZE_UNITS[match[2]]
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {value!r}")
+    return size

@@ -1,0 +1,1 @@
+"""fnrun triggers: event (topic patterns), schedule (cron) and webhook (HTTP)."""
