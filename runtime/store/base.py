@@ -21,7 +21,7 @@ concurrent writes into one commit (group commit).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -83,7 +83,16 @@ class Store(ABC):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.leases: dict[str, float] = {}
         self._wakeups: dict[str, anyio.Event] = {}
+
+    def configure(self, leases: Mapping[str, float]) -> None:
+        """Tell the store how long an attempt of each function may run (its timeout).
+
+        Shared stores reclaim a dead node's running deliveries once they have
+        been idle longer than this plus a margin.
+        """
+        self.leases = dict(leases)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -180,7 +189,11 @@ class Store(ABC):
 
     @abstractmethod
     async def last_tick(self, function: str) -> float | None:
-        """The last schedule tick (epoch seconds) fired for `function`, if any."""
+        """The last schedule tick (epoch seconds) fired under the schedule key `function`.
+
+        The schedule trigger passes a key per schedule (a function may have
+        several), not necessarily a bare function name.
+        """
 
     @abstractmethod
     async def fire_tick(self, function: str, tick: float, event: Event, targets: Targets) -> bool:
