@@ -143,6 +143,14 @@ class Store(ABC):
         """Record a failed attempt: pending again at `retry_at`, or a dead letter if None."""
 
     @abstractmethod
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back claimed deliveries that never started (graceful stop).
+
+        They become pending and due at once, and the claim's attempt is not
+        counted: `claim` counted it, `release` takes it back.
+        """
+
+    @abstractmethod
     async def recover(self) -> int:
         """Make deliveries whose node died pending again; return how many."""
 
