@@ -1,0 +1,109 @@
+"""The `fnrun` command: argument parsing, and the only place errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from runtime import __version__
+from runtime.errors import FnrunError, ManifestError, ManifestErrors, UsageError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", default=".", help="project folder (default: .)")
+    parser.add_argument("--functions", help="functions folder (default: from fnrun.yaml)")
+    parser.add_argument("--store", help="store URL: sqlite:///PATH or redis://HOST:PORT/DB")
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fnrun", description="Run Python functions on events.")
+    parser.add_argument("--version", action="version", version=f"fnrun {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, text in (("run", "run the supervisor"), ("dev", "run with hot reload")):
+        cmd = sub.add_parser(name, help=text)
+        _common(cmd)
+        cmd.add_argument("--host", help="HTTP address (default 127.0.0.1)")
+        cmd.add_argument("--port", type=int, help="HTTP port (default 8080)")
+        cmd.add_argument("--grace", type=float, default=30.0, help="seconds to drain on stop")
+        if name == "run":
+            cmd.add_argument("--reload", action="store_true", help="reload on file changes")
+
+    cmd = sub.add_parser("invoke", help="run one function once, without a supervisor")
+    _common(cmd)
+    cmd.add_argument("name")
+    cmd.add_argument("--data", help="event data: JSON, or @FILE")
+    cmd.add_argument("--type", default="fnrun.invoke", help="event type")
+
+    cmd = sub.add_parser("emit", help="publish one event durably")
+    _common(cmd)
+    cmd.add_argument("type")
+    cmd.add_argument("--data", help="event data: JSON, or @FILE")
+    cmd.add_argument("--subject")
+    cmd.add_argument("--id", help="event id (default: a new one)")
+
+    cmd = sub.add_parser("ls", help="list functions, triggers and queues")
+    _common(cmd)
+    _json_flag(cmd)
+
+    cmd = sub.add_parser("validate", help="check every declaration and handler")
+    _common(cmd)
+
+    cmd = sub.add_parser("history", help="recent invocations")
+    _common(cmd)
+    cmd.add_argument("--function")
+    cmd.add_argument("--limit", type=int, default=50)
+    _json_flag(cmd)
+
+    cmd = sub.add_parser("dead-letters", help="inspect, replay or drop dead letters")
+    _common(cmd)
+    cmd.add_argument("action", choices=["list", "replay", "drop"])
+    cmd.add_argument("ids", nargs="*", metavar="ID")
+    cmd.add_argument("--all", action="store_true", help="every dead letter (with the filter)")
+    cmd.add_argument("--function")
+    _json_flag(cmd)
+
+    cmd = sub.add_parser("replay", help="deliver retained events to a function again")
+    _common(cmd)
+    cmd.add_argument("--function", required=True)
+    cmd.add_argument("--since", help="a duration (1h) or an ISO time (default: all retained)")
+    cmd.add_argument("--type", help="only event types matching this pattern")
+
+    cmd = sub.add_parser("new", help="scaffold a function")
+    _common(cmd)
+    cmd.add_argument("name")
+    kind = cmd.add_mutually_exclusive_group()
+    kind.add_argument("--event", metavar="TYPE")
+    kind.add_argument("--cron", metavar="EXPR")
+    kind.add_argument("--webhook", metavar="PATH")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `fnrun` console script and `python -m runtime`."""
+    args = build_parser().parse_args(argv)
+    from runtime import commands  # after parsing, so --help stays fast
+
+    try:
+        code = commands.run_command(args)
+    except ManifestErrors as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        code = 1
+    except ManifestError as exc:
+        print(exc, file=sys.stderr)
+        code = 1
+    except UsageError as exc:
+        print(f"fnrun: {exc}", file=sys.stderr)
+        code = 2
+    except FnrunError as exc:
+        print(f"fnrun: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,330 @@
+"""The `fnrun` commands. Each takes parsed arguments and returns an exit code.
+
+User mistakes raise `UsageError` (or `ManifestErrors`); the CLI turns those
+into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from runtime import logs, plugins
+from runtime.errors import UsageError
+from runtime.events import Event, Outcome
+from runtime.manifest import load_project, load_settings
+from runtime.specs import FunctionSpec, Project, Settings
+from runtime.store.base import Store
+from runtime.units import parse_duration
+from runtime.views import dead_letter_json, invocation_json, iso
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def run_command(args: argparse.Namespace) -> int:
+    return COMMANDS[args.command](args)
+
+
+# -- shared pieces -------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        Path(args.project),
+        functions=args.functions,
+        store=args.store,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+    )
+
+
+def _project(args: argparse.Namespace) -> Project:
+    return load_project(_settings(args))
+
+
+def _function(project: Project, name: str) -> FunctionSpec:
+    if name not in project.functions:
+        known = ", ".join(sorted(project.functions)) or "none"
+        raise UsageError(f"no such function {name!r} (known: {known})")
+    return project.functions[name]
+
+
+def _data(raw: str | None) -> Any:
+    """`--data JSON` or `--data @FILE`."""
+    if raw is None:
+        return None
+    if raw.startswith("@"):
+        try:
+            raw = Path(raw[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--data: cannot read {raw[1:]}: {exc.strerror}") from None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--data is not valid JSON: {exc}") from None
+
+
+def _with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]) -> int:
+    async def main() -> int:
+        async with plugins.store_for(settings.store) as store:
+            return await work(store)
+
+    return anyio.run(main)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
+    cells = [[str(c) for c in header]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def plain_result(encoded: Any) -> Any:
+    """A worker-encoded return value as plain JSON for people and scripts."""
+    if not isinstance(encoded, dict):
+        return encoded
+    if "json" in encoded:
+        return encoded["json"]
+    if "text" in encoded:
+        return encoded["text"]
+    if "bytes" in encoded:
+        return {"base64": encoded["bytes"]}
+    if "status" in encoded:
+        return {
+            "status": encoded["status"],
+            "body": plain_result(encoded.get("body")),
+            "headers": encoded.get("headers", {}),
+        }
+    return encoded
+
+
+# -- run -----------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from runtime.supervisor import Supervisor
+
+    settings = _settings(args)
+    human = args.command == "dev"
+    logs.configure(human=human)
+    supervisor = Supervisor(settings, grace=args.grace, reload=human or args.reload)
+    anyio.run(supervisor.run, backend_options={"use_uvloop": True})
+    return 0
+
+
+# -- invoke, emit --------------------------------------------------------------
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from runtime.pool import WorkerPool
+
+    project = _project(args)
+    spec = _function(project, args.name)
+    event = Event(type=args.type, data=_data(args.data), source="fnrun/invoke")
+    logs.configure()
+
+    async def main() -> Outcome:
+        pool = WorkerPool(spec, log=logging.getLogger(f"fnrun.fn.{spec.name}"))
+        try:
+            return await pool.invoke(event, 1)
+        finally:
+            await pool.aclose(grace=0)
+
+    outcome = anyio.run(main)
+    if not outcome.ok:
+        print(outcome.traceback or outcome.error or outcome.status, file=sys.stderr)
+        return 1
+    _print_json(plain_result(outcome.result))
+    return 0
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    project = _project(args)
+    kwargs: dict[str, Any] = {"id": args.id} if args.id else {}
+    event = Event(
+        type=args.type, data=_data(args.data), subject=args.subject, source="fnrun/cli", **kwargs
+    )
+    router = plugins.load(f"{plugins.TRIGGERS['event']}:Router")(project)
+
+    async def work(store: Store) -> int:
+        await store.publish([(event, router.targets(event.type))])
+        print(event.id)
+        return 0
+
+    return _with_store(project.settings, work)
+
+
+# -- inspection ----------------------------------------------------------------
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from runtime.listing import describe_functions
+
+    project = _project(args)
+
+    async def work(store: Store) -> int:
+        now = datetime.now().timestamp()
+        listing = describe_functions(project, await store.counts(), now)
+        if args.json:
+            _print_json(listing)
+            return 0
+        rows = [
+            (
+                f["name"],
+                "; ".join(_trigger_text(t) for t in f["triggers"]) or "-",
+                f["concurrency"], f["pending"], f["running"], f["dead"],
+            )
+            for f in listing
+        ]
+        _table(rows, ("FUNCTION", "TRIGGERS", "CONC", "PENDING", "RUNNING", "DEAD"))
+        return 0
+
+    return _with_store(project.settings, work)
+
+
+def _trigger_text(trigger: dict[str, Any]) -> str:
+    kind = trigger["kind"]
+    if kind == "event":
+        return f"event {trigger.get('pattern')}"
+    if kind == "schedule":
+        nxt = trigger.get("next") or trigger.get("next_utc") or "?"
+        return f"schedule {trigger.get('cron')} ({trigger.get('timezone')}) next {nxt}"
+    if kind == "webhook":
+        methods = ",".join(trigger.get("methods") or [])
+        return f"webhook {methods} {trigger.get('url')} ({trigger.get('mode')})"
+    return kind
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    project = _project(args)
+    count = len(project.functions)
+    print(f"ok: {count} function{'s' if count != 1 else ''} in {project.settings.functions}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+
+    async def work(store: Store) -> int:
+        records = [invocation_json(r) for r in await store.history(args.function, args.limit)]
+        if args.json:
+            _print_json(records)
+            return 0
+        rows = [
+            (r["started"], r["function"], r["event_id"], r["attempt"], r["outcome"],
+             f"{r['duration_ms']:.1f}ms", r["error"] or "")
+            for r in records
+        ]
+        _table(rows, ("STARTED", "FUNCTION", "EVENT", "ATTEMPT", "OUTCOME", "DURATION", "ERROR"))
+        return 0
+
+    return _with_store(settings, work)
+
+
+# -- dead letters, replay --------------------------------------------------------
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    ids = args.ids or None
+    if args.action != "list" and not (ids or args.all or args.function):
+        raise UsageError(f"dead-letters {args.action} needs IDs, --all or --function")
+    if ids and args.all:
+        raise UsageError("give IDs or --all, not both")
+
+    async def work(store: Store) -> int:
+        if args.action == "list":
+            letters = [dead_letter_json(d) for d in await store.dead_letters(args.function, ids)]
+            if args.json:
+                _print_json(letters)
+            else:
+                rows = [
+                    (d["id"], d["function"], d["event"]["id"], d["attempts"],
+                     d["failed_at"], d["error"])
+                    for d in letters
+                ]
+                _table(rows, ("ID", "FUNCTION", "EVENT", "ATTEMPTS", "FAILED", "ERROR"))
+            return 0
+        if args.action == "replay":
+            count = await store.replay_dead(datetime.now().timestamp(), args.function, ids)
+        else:
+            count = await store.drop_dead(args.function, ids)
+        verb = "replayed" if args.action == "replay" else "dropped"
+        print(json.dumps({verb: count}) if args.json else f"{verb} {count} dead letter(s)")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _since(raw: str | None, now: float) -> float:
+    if raw is None:
+        return 0.0
+    try:
+        return now - parse_duration(raw)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise UsageError(f"--since: {raw!r} is neither a duration (1h) nor an ISO time") from None
+    return moment.timestamp()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    project = _project(args)
+    _function(project, args.function)
+    now = datetime.now().timestamp()
+    since = _since(args.since, now)
+    event_module = plugins.load(plugins.TRIGGERS["event"])
+    if args.type is not None:
+        event_module.check_pattern(args.type)
+
+    def matches(event_type: str) -> bool:
+        return args.type is None or bool(event_module.matches(args.type, event_type))
+
+    async def work(store: Store) -> int:
+        count = await store.replay(args.function, since, matches, now)
+        print(f"replaying {count} event(s) to {args.function} (since {iso(since)})")
+        return 0
+
+    return _with_store(project.settings, work)
+
+
+# -- new -------------------------------------------------------------------------
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from runtime.scaffold import scaffold
+
+    settings = _settings(args)
+    for path in scaffold(settings.functions, args.name, args.event, args.cron, args.webhook):
+        print(f"created {path}")
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "run": cmd_run,
+    "dev": cmd_run,
+    "invoke": cmd_invoke,
+    "emit": cmd_emit,
+    "ls": cmd_ls,
+    "validate": cmd_validate,
+    "history": cmd_history,
+    "dead-letters": cmd_dead_letters,
+    "replay": cmd_replay,
+    "new": cmd_new,
+}

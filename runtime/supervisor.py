@@ -1,0 +1,247 @@
+"""The composition root: wires store, pools, dispatchers, triggers and HTTP.
+
+Only the CLI imports this module. Everything runs in one anyio task group
+that drains on stop (SPEC 5.7): stop taking work, let running invocations
+finish within the grace period, then kill them (their deliveries stay
+`running` or are recorded failed, and run again on the next start).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from runtime import plugins
+from runtime.clock import Clock, SystemClock
+from runtime.dispatcher import Dispatcher
+from runtime.events import Event, Outcome
+from runtime.ingress import Trigger
+from runtime.listing import describe_functions
+from runtime.manifest import function_fingerprint, load_project
+from runtime.metrics import Metrics
+from runtime.pool import WorkerPool
+from runtime.specs import FunctionSpec, Project, Settings
+from runtime.store.base import Targets
+
+log = logging.getLogger("fnrun")
+
+RETENTION_INTERVAL = 300.0
+
+
+@dataclass
+class Running:
+    """One function live on this node: its pool and its delivery loop."""
+
+    spec: FunctionSpec
+    fingerprint: str
+    pool: WorkerPool
+    dispatcher: Dispatcher
+    done: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+
+class Supervisor:
+    """Runs a project until told to stop. Implements `Ingress` and `RuntimeView`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        grace: float = 30.0,
+        handle_signals: bool = True,
+        reload: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.reload = reload
+        self.clock: Clock = clock or SystemClock()
+        self.grace = grace
+        self.handle_signals = handle_signals
+        self.metrics = Metrics()
+        self.store = plugins.store_for(settings.store)
+        self.project: Project | None = None
+        self.reload_error: str | None = None
+        self._functions: dict[str, Running] = {}
+        self._triggers: dict[str, Trigger] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._ready = False
+        self._draining = False
+        self._stop = anyio.Event()
+        self.metrics.set_sources(self._depth, self._live_workers)
+
+    # -- Ingress ------------------------------------------------------------
+
+    @property
+    def ingress(self) -> Supervisor:
+        return self
+
+    @property
+    def accepting(self) -> bool:
+        return self._ready and not self._draining
+
+    def targets(self, event_type: str) -> list[str]:
+        router = self._triggers.get("event")
+        return router.targets(event_type) if router is not None else []  # type: ignore[attr-defined]
+
+    def route(self, events: Sequence[Event]) -> list[tuple[Event, Targets]]:
+        return [(event, self.targets(event.type)) for event in events]
+
+    async def publish(self, events: Sequence[Event]) -> list[bool]:
+        return await self.store.publish(self.route(events))
+
+    async def invoke(self, function: str, event: Event) -> Outcome:
+        running = self._functions.get(function)
+        if running is None:
+            now = self.clock.now()
+            return Outcome("error", now, 0.0, error=f"function {function!r} is not loaded")
+        outcome = await running.pool.invoke(event, 1)
+        self.metrics.invocation(function, outcome.status, outcome.duration, 1)
+        return outcome
+
+    # -- RuntimeView ----------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and not self._draining
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def functions_json(self) -> list[dict[str, Any]]:
+        if self.project is None:
+            return []
+        counts = await self.store.counts()
+        return describe_functions(self.project, counts, self.clock.now(), self._live_workers())
+
+    def health_detail(self) -> dict[str, Any]:
+        return {
+            "functions": len(self._functions),
+            "draining": self._draining,
+            "reload_error": self.reload_error,
+        }
+
+    def _live_workers(self) -> Mapping[str, int]:
+        return {name: r.pool.live_workers for name, r in self._functions.items()}
+
+    async def _depth(self) -> Mapping[str, tuple[int, int, int]]:
+        counts = await self.store.counts()
+        return {name: (c.pending, c.running, c.dead) for name, c in counts.items()}
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (what SIGTERM does)."""
+        self._stop.set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Load, bind, serve, and drain on stop."""
+        project = load_project(self.settings)
+        async with self.store:
+            self.store.configure({n: s.timeout for n, s in project.functions.items()})
+            recovered = await self.store.recover()
+            if recovered:
+                log.warning("recovered %d deliveries left running by a previous run", recovered)
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if self.handle_signals:
+                    tg.start_soon(self._watch_signals)
+                self._bind_triggers(project)
+                for trigger in self._triggers.values():
+                    tg.start_soon(trigger.run)
+                for spec in project.functions.values():
+                    self._start_function(spec)
+                await self._start_http(tg)
+                tg.start_soon(self._retention_loop)
+                self._ready = True
+                log.info("ready: %d functions", len(project.functions))
+                task_status.started()
+                await self._stop.wait()
+                await self._drain()
+                tg.cancel_scope.cancel()
+
+    def _bind_triggers(self, project: Project) -> None:
+        self.project = project
+        if not self._triggers:
+            for kind, module in plugins.TRIGGERS.items():
+                self._triggers[kind] = plugins.load(f"{module}:Trigger")(self)
+        for trigger in self._triggers.values():
+            trigger.bind(project)
+
+    async def _start_http(self, tg: anyio.abc.TaskGroup) -> None:
+        from runtime import http  # the HTTP stack loads only where it serves
+
+        webhooks = getattr(self._triggers.get("webhook"), "asgi", None)
+        app = http.create_app(self, webhooks)
+        http.check_bind(self.settings)
+        self.http_server = await tg.start(http.serve, app, self.settings.http)
+
+    def _start_function(self, spec: FunctionSpec) -> None:
+        assert self._tg is not None
+        fn_log = logging.getLogger(f"fnrun.fn.{spec.name}")
+        pool = WorkerPool(spec, log=fn_log)
+        dispatcher = Dispatcher(
+            spec, pool, self.store,
+            clock=self.clock, metrics=self.metrics, route=self.route, log=fn_log,
+        )
+        running = Running(spec, function_fingerprint(spec), pool, dispatcher)
+        self._functions[spec.name] = running
+        self._tg.start_soon(self._run_function, running)
+
+    async def _run_function(self, running: Running) -> None:
+        try:
+            with running.scope:
+                await running.dispatcher.run()
+        finally:
+            running.done.set()
+
+    async def _stop_function(self, running: Running, grace: float) -> None:
+        """Stop one function: no new work, running invocations finish within `grace`.
+
+        Invocations still running after it are cancelled, which kills their
+        workers; their deliveries stay `running` and are retried on the next
+        start (SPEC 5.7), without counting as a failure now.
+        """
+        running.dispatcher.stop()
+        with anyio.move_on_after(grace):
+            await running.done.wait()
+        with anyio.CancelScope(shield=True):
+            if not running.done.is_set():
+                running.scope.cancel()
+                await running.done.wait()
+            await running.pool.aclose(grace=0)
+
+    async def _drain(self) -> None:
+        self._draining = True
+        log.info("stopping: letting running invocations finish (grace %.0fs)", self.grace)
+        async with anyio.create_task_group() as tg:
+            for running in list(self._functions.values()):
+                tg.start_soon(self._stop_function, running, self.grace)
+        self._functions.clear()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if self._stop.is_set():
+                    log.warning("second %s: stopping now", signal.Signals(signum).name)
+                    for running in self._functions.values():
+                        running.scope.cancel()
+                else:
+                    log.info("%s received", signal.Signals(signum).name)
+                    self._stop.set()
+
+    async def _retention_loop(self) -> None:
+        retention = self.settings.retention
+        while True:
+            now = self.clock.now()
+            try:
+                await self.store.prune(now - retention.events, now - retention.history)
+            except Exception:
+                log.exception("retention pruning failed; will try again")
+            await anyio.sleep(RETENTION_INTERVAL)
