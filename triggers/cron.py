@@ -1,0 +1,137 @@
+"""Cron maths of the schedule trigger: pure functions of a spec and epoch seconds.
+
+All calendar arithmetic is croniter's, evaluated in the schedule's IANA zone
+(zoneinfo), so DST gaps and repeats follow croniter's documented rules: a
+time that a spring-forward skips fires at the first wall time after the gap
+(`30 2 * * *` fires at 03:00 that day), and a wall time that a fall-back
+repeats fires at both of its instants (they are distinct UTC ticks, so
+distinct events). fnrun adds no cron arithmetic of its own.
+
+On time or missed. A tick is *on time* when it is at most `GRACE` seconds
+old at the moment it is looked at; older ticks are *missed* (the supervisor
+was down, stalled, or the wall clock jumped forward) and obey the catch-up
+policy. Missed ticks that do fire are marked past due.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, ClassVar, Literal
+from zoneinfo import ZoneInfo
+
+from croniter import CroniterBadDateError, croniter
+
+from runtime.specs import TriggerSpec
+
+CatchUp = Literal["none", "latest", "all"]
+CATCH_UP_POLICIES: tuple[CatchUp, ...] = ("none", "latest", "all")
+
+GRACE = 1.0
+"""Seconds a tick may be late and still count as on time (not past due)."""
+
+MAX_CATCH_UP = 1_000
+"""Most missed ticks `catch_up: all` fires for one schedule (the most recent ones)."""
+
+
+@dataclass(frozen=True)
+class ScheduleSpec(TriggerSpec):
+    """`schedule: CRON` or `{cron, timezone, catch_up, data}` (SPEC section 4)."""
+
+    kind: ClassVar[str] = "schedule"
+    cron: str
+    timezone: str = "UTC"
+    catch_up: CatchUp = "latest"
+    data: Any = None
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    """The zone called `name`; raises ZoneInfoNotFoundError or ValueError if unknown."""
+    return ZoneInfo(name)
+
+
+def _local(spec: ScheduleSpec, ts: float) -> datetime:
+    # fromtimestamp sets `fold` inside a repeated hour, which croniter honours.
+    return datetime.fromtimestamp(ts, zone(spec.timezone))
+
+
+def next_tick(spec: ScheduleSpec, after: float) -> float | None:
+    """The first tick strictly after `after` (epoch seconds), or None if it never fires."""
+    try:
+        return float(croniter(spec.cron, _local(spec, after)).get_next(float))
+    except CroniterBadDateError:
+        return None
+
+
+def prev_tick(spec: ScheduleSpec, before: float) -> float | None:
+    """The last tick strictly before `before`, or None if there is none."""
+    try:
+        return float(croniter(spec.cron, _local(spec, before)).get_prev(float))
+    except CroniterBadDateError:
+        return None
+
+
+def is_past_due(tick: float, now: float) -> bool:
+    """True if `tick`, seen at `now`, is missed rather than on time."""
+    return now - tick > GRACE
+
+
+def due_ticks(spec: ScheduleSpec, last: float | None, now: float, started: float) -> list[float]:
+    """Ticks to fire at `now`, oldest first, after the catch-up policy.
+
+    Args:
+        last: the last tick fired for this schedule (persisted), or None if
+            it never fired; then nothing before `started` counts as missed.
+        now: wall-clock time of this look.
+        started: when this schedule was first bound by the running trigger.
+    """
+    base = started if last is None else last
+    if now <= base:
+        return []
+    missed = _missed(spec, base, now - GRACE)
+    on_time = _ticks_between(spec, max(base, now - GRACE), now)
+    return missed + on_time
+
+
+def _missed(spec: ScheduleSpec, base: float, until: float) -> list[float]:
+    """Ticks in (base, until] that the catch-up policy keeps."""
+    if spec.catch_up == "none" or until <= base:
+        return []
+    limit = 1 if spec.catch_up == "latest" else MAX_CATCH_UP
+    # Walk back from `until` so a year of downtime under a per-second cron
+    # costs at most `limit` steps. The +1 makes a tick exactly at `until`
+    # count (prev_tick is strict); ticks are whole seconds.
+    out: list[float] = []
+    cursor = until + 1.0
+    while len(out) < limit:
+        tick = prev_tick(spec, cursor)
+        if tick is None or tick <= base:
+            break
+        if tick <= until:
+            out.append(tick)
+        cursor = tick
+    out.reverse()
+    return out
+
+
+def _ticks_between(spec: ScheduleSpec, after: float, until: float) -> list[float]:
+    """Every tick in (after, until]; callers keep the window short (GRACE)."""
+    out: list[float] = []
+    tick = next_tick(spec, after)
+    while tick is not None and tick <= until:
+        out.append(tick)
+        tick = next_tick(spec, tick)
+    return out
+
+
+def describe(spec: ScheduleSpec, now: float) -> dict[str, Any]:
+    """The next fire time, in the schedule's zone and in UTC, for `fnrun ls`."""
+    tick = next_tick(spec, now)
+    if tick is None:
+        return {"next": None, "next_utc": None}
+    return {
+        "next": _local(spec, tick).isoformat(),
+        "next_utc": datetime.fromtimestamp(tick, UTC).isoformat(),
+    }
