@@ -1,0 +1,390 @@
+"""Loading a project's function declarations with strict validation (SPEC section 3).
+
+Every `*.yaml` / `*.yml` under the functions folder may hold a `functions:`
+mapping. Each mistake becomes a `ManifestError` at FILE:LINE:COL and the scan
+goes on, so `fnrun validate` shows all of them at once. Handlers are checked
+without importing user code: the file must stay inside the functions folder
+and its source must bind the callable at top level (read with `ast`).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from runtime import plugins
+from runtime.errors import ManifestError, ManifestErrors, Where
+from runtime.settings_loader import concurrency, load_settings, retry_policy, timeout
+from runtime.specs import FunctionSpec, Project, Settings, TriggerSpec
+from runtime.yamlnodes import Node, Reader
+
+__all__ = [
+    "Scan", "function_fingerprint", "load_project", "load_settings", "scan_project",
+    "top_level_names",
+]
+
+NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+FUNCTION_KEYS = (
+    "handler", "triggers", "timeout", "concurrency", "retry", "memory_mb", "env", "secrets",
+)
+MIN_MEMORY_MB = 16
+MAX_MEMORY_MB = 1024 * 1024
+MAX_FILE_BYTES = 1024 * 1024
+MAX_SOURCE_BYTES = 16 * 1024 * 1024
+SKIP_DIRS = frozenset({"__pycache__", "node_modules"})
+T = TypeVar("T")
+
+
+@dataclass
+class Scan:
+    """What one pass over the functions folder found: the valid functions and every error."""
+
+    project: Project
+    errors: list[ManifestError] = field(default_factory=list)
+
+
+def load_project(settings: Settings) -> Project:
+    """The project's validated functions.
+
+    Raises:
+        ManifestErrors: every declaration error found, sorted by file and line.
+    """
+    scan = scan_project(settings)
+    if scan.errors:
+        raise ManifestErrors(scan.errors)
+    return scan.project
+
+
+def scan_project(settings: Settings) -> Scan:
+    """Load what is valid and collect every error (the reloader keeps good functions)."""
+    root = settings.functions
+    errors: list[ManifestError] = []
+    found: dict[str, FunctionSpec] = {}
+    if not root.is_dir():
+        errors.append(ManifestError(None, f"functions folder {root} does not exist"))
+        return Scan(Project(settings, found), errors)
+    first: dict[str, Where] = {}
+    sources = _Sources()
+    for file in yaml_files(root):
+        loader = _FileLoader(file, settings, sources, errors)
+        for name_node, spec in loader.load():
+            name = name_node.value
+            if name in first:
+                errors.append(ManifestError(
+                    loader.reader.where(name_node),
+                    f"duplicate function name {name!r} (first declared at {first[name]})",
+                ))
+                continue
+            first[name] = loader.reader.where(name_node)
+            if spec is not None:
+                found[name] = spec
+    errors.extend(conflicts(found.values()))
+    return Scan(Project(settings, found), sort_errors(errors))
+
+
+def yaml_files(root: Path) -> Iterator[Path]:
+    """YAML files under `root`, recursively, in a stable order; hidden folders skipped."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
+        for name in sorted(files):
+            if name.endswith((".yaml", ".yml")) and not name.startswith("."):
+                yield Path(folder) / name
+
+
+def sort_errors(errors: list[ManifestError]) -> list[ManifestError]:
+    """Errors by file, line and column, each reported once."""
+    unique = {str(e): e for e in errors}
+    return sorted(
+        unique.values(),
+        key=lambda e: (str(e.where.file), e.where.line, e.where.column) if e.where else ("", 0, 0),
+    )
+
+
+def conflicts(specs: Iterable[FunctionSpec]) -> list[ManifestError]:
+    """Triggers that claim the same key (a webhook's method and path) as an earlier one."""
+    seen: dict[Any, tuple[str, Where]] = {}
+    errors = []
+    ordered = sorted(specs, key=lambda s: (str(s.where.file), s.where.line, s.where.column))
+    for spec in ordered:
+        for trigger in spec.triggers:
+            keys_of = getattr(trigger, "conflict_keys", None)
+            for key in sorted(keys_of() if keys_of else (), key=repr):
+                if key in seen:
+                    owner, where = seen[key]
+                    what = " ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+                    errors.append(ManifestError(
+                        trigger.where,
+                        f"{trigger.kind} {what} is already declared by function {owner!r}"
+                        f" at {where}",
+                    ))
+                    break
+                seen[key] = (spec.name, trigger.where)
+    return errors
+
+
+class _Sources:
+    """Top-level names of handler files, parsed once per scan."""
+
+    def __init__(self) -> None:
+        self._names: dict[Path, set[str] | None | ManifestError] = {}
+
+    def names(self, file: Path) -> set[str] | None:
+        """Names bound at top level of `file` (None: a star import hides them).
+
+        Raises:
+            ManifestError: the file cannot be read or has a syntax error.
+        """
+        if file not in self._names:
+            try:
+                self._names[file] = top_level_names(file)
+            except ManifestError as exc:
+                self._names[file] = exc
+        found = self._names[file]
+        if isinstance(found, ManifestError):
+            raise found
+        return found
+
+
+def top_level_names(file: Path) -> set[str] | None:
+    """Names a module binds at top level, read with `ast` (user code is never run)."""
+    if file.stat().st_size > MAX_SOURCE_BYTES:
+        raise ManifestError(Where(file, 1, 1), f"file is larger than {MAX_SOURCE_BYTES} bytes")
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except SyntaxError as exc:
+        where = Where(file, exc.lineno or 1, exc.offset or 1)
+        raise ManifestError(where, f"syntax error: {exc.msg}") from None
+    except ValueError as exc:  # null bytes, bad encoding cookie
+        raise ManifestError(Where(file, 1, 1), f"cannot parse: {exc}") from None
+    names: set[str] = set()
+    for node in _statements(tree.body):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            for alias in node.names:
+                if alias.name == "*":
+                    return None
+                names.add(alias.asname or alias.name.partition(".")[0])
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    # Module-level `if`/`try`/`with` blocks bind module names too
+    # (`try: from fast import parse` / `except ImportError: def parse...`).
+    for node in body:
+        yield node
+        if isinstance(node, ast.If | ast.With | ast.Try | ast.TryStar):
+            yield from _statements(node.body)
+            yield from _statements(getattr(node, "orelse", []))
+            yield from _statements(getattr(node, "finalbody", []))
+            for handler in getattr(node, "handlers", []):
+                yield from _statements(handler.body)
+
+
+class _FileLoader:
+    """Validates the functions of one YAML file, appending every error to `errors`."""
+
+    def __init__(
+        self, file: Path, settings: Settings, sources: _Sources, errors: list[ManifestError]
+    ) -> None:
+        self.file = file
+        self.settings = settings
+        self.root = settings.functions.resolve()
+        self.sources = sources
+        self.errors = errors
+        self.reader = Reader(file)
+
+    def attempt(self, parse: Callable[..., T], *args: Any) -> T | None:
+        """Run one check; record its error and return None if it fails."""
+        try:
+            return parse(*args)
+        except ManifestError as exc:
+            self.errors.append(exc)
+            return None
+
+    def load(self) -> list[tuple[Node, FunctionSpec | None]]:
+        """(name node, spec or None if invalid) for each function in the file."""
+        entries = self.attempt(self._entries)
+        if not entries:
+            return []
+        out = []
+        for name_node, value in entries:
+            before = len(self.errors)
+            spec = self.function(name_node, value)
+            out.append((name_node, spec if len(self.errors) == before else None))
+        return out
+
+    def _entries(self) -> list[tuple[Node, Node]]:
+        if self.file.stat().st_size > MAX_FILE_BYTES:
+            raise ManifestError(Where(self.file, 1, 1), f"larger than {MAX_FILE_BYTES} bytes")
+        try:
+            text = self.file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ManifestError(Where(self.file, 1, 1), f"not UTF-8 text: {exc}") from None
+        self.reader = Reader(self.file, text)
+        root = self.reader.compose()
+        if root is None:
+            return []
+        top = self.reader.mapping(root, "a functions file", allowed=("functions",))
+        node = top.get("functions")
+        if node is None or node.tag == "tag:yaml.org,2002:null":
+            return []
+        self.reader.mapping(node, "functions")  # type and key checks
+        return list(node.value)
+
+    def function(self, name_node: Node, node: Node) -> FunctionSpec | None:
+        """One function's spec; None (errors recorded) if anything is invalid."""
+        name = name_node.value
+        if not NAME.fullmatch(name):
+            self.errors.append(self.reader.error(
+                name_node, f"bad function name {name!r} (use [a-z][a-z0-9-]{{0,62}})"
+            ))
+        keys = self.attempt(
+            self.reader.mapping, node, f"function {name!r}", FUNCTION_KEYS, ("handler",)
+        )
+        if keys is None:
+            return None
+        d, reader = self.settings.defaults, self.reader
+        parsers: dict[str, Callable[[Node], Any]] = {
+            "triggers": self.triggers,
+            "timeout": lambda n: timeout(reader, n, "timeout"),
+            "concurrency": lambda n: concurrency(reader, n, name),
+            "retry": lambda n: retry_policy(reader, n, d.retry, name),
+            "memory_mb": self.memory,
+            "env": self.env,
+            "secrets": self.secrets,
+        }
+        values = {key: self.attempt(parse, keys[key]) for key, parse in parsers.items()
+                  if key in keys}
+        handler = self.attempt(self.handler, keys["handler"])
+        if handler is None:
+            return None
+        base: dict[str, Any] = {
+            "timeout": d.timeout, "concurrency": d.concurrency, "retry": d.retry,
+        }
+        return FunctionSpec(
+            name=name, where=reader.where(name_node),
+            handler_file=handler[0], handler_attr=handler[1], **{**base, **values},
+        )
+
+    def handler(self, node: Node) -> tuple[Path, str]:
+        """`FILE:CALLABLE`, FILE inside the functions folder, CALLABLE bound in it."""
+        text = self.reader.string(node, "handler")
+        file_part, sep, attr = text.rpartition(":")
+        if not sep or not file_part or not attr:
+            raise self.reader.error(node, f"handler must be FILE:CALLABLE (like orders.py:charge), "
+                                          f"got {text!r}")
+        if not attr.isidentifier():
+            raise self.reader.error(node, f"handler callable {attr!r} is not a Python name")
+        if Path(file_part).is_absolute():
+            raise self.reader.error(node, f"handler file {file_part!r} must be relative, "
+                                          "not an absolute path")
+        if not file_part.endswith(".py"):
+            raise self.reader.error(node, f"handler file {file_part!r} must be a .py file")
+        lexical = Path(os.path.normpath(self.file.parent / file_part))
+        resolved = lexical.resolve()
+        if not resolved.is_relative_to(self.root):
+            how = "links to" if lexical.is_relative_to(self.settings.functions) else "is"
+            raise self.reader.error(
+                node, f"handler file {file_part!r} {how} outside the functions folder {self.root}"
+            )
+        if not resolved.is_file():
+            raise self.reader.error(node, f"handler file {file_part!r} does not exist")
+        names = self.sources.names(resolved)
+        if names is not None and attr not in names:
+            raise self.reader.error(node, f"handler file {file_part!r} has no top-level {attr!r}")
+        return resolved, attr
+
+    def triggers(self, node: Node) -> tuple[TriggerSpec, ...]:
+        items = self.attempt(self.reader.sequence, node, "triggers") or []
+        found = (self.attempt(self.trigger, item) for item in items)
+        return tuple(t for t in found if t is not None)
+
+    def trigger(self, item: Node) -> TriggerSpec:
+        """One `- KIND: VALUE` entry, parsed by the module registered for KIND."""
+        known = ", ".join(plugins.TRIGGERS)
+        if not isinstance(item, yaml.MappingNode) or len(item.value) != 1:
+            raise self.reader.error(item, f"a trigger must be a mapping with one key ({known})")
+        key, value = item.value[0]
+        kind = self.reader.string(key, "trigger kind")
+        if kind not in plugins.TRIGGERS:
+            raise self.reader.error(key, f"unknown trigger kind {kind!r} (known: {known})")
+        try:
+            module = plugins.load(plugins.TRIGGERS[kind])
+        except ImportError as exc:
+            raise self.reader.error(key, f"trigger kind {kind!r} is not available: {exc}") from None
+        spec: TriggerSpec = module.parse(self.reader, value)
+        return spec
+
+    def memory(self, node: Node) -> int:
+        value = self.reader.integer(node, "memory_mb", minimum=MIN_MEMORY_MB)
+        if value > MAX_MEMORY_MB:
+            raise self.reader.error(node, f"memory_mb must be at most {MAX_MEMORY_MB}")
+        return value
+
+    def env(self, node: Node) -> dict[str, str]:
+        self.reader.mapping(node, "env")
+        out = {}
+        for key, value in node.value:
+            if not ENV_NAME.fullmatch(key.value):
+                raise self.reader.error(key, f"env: {key.value!r} is not a variable name")
+            if not isinstance(value, yaml.ScalarNode):
+                raise self.reader.error(value, f"env.{key.value} must be a string")
+            out[key.value] = str(value.value)
+        return out
+
+    def secrets(self, node: Node) -> tuple[str, ...]:
+        out = []
+        for item in self.reader.sequence(node, "secrets"):
+            name = self.reader.string(item, "secrets item")
+            if not ENV_NAME.fullmatch(name):
+                raise self.reader.error(item, f"secrets: {name!r} is not a variable name")
+            out.append(name)
+        return tuple(out)
+
+
+def function_fingerprint(spec: FunctionSpec) -> str:
+    """A hash of what a function's workers depend on: its spec and its code.
+
+    Positions (`where`) are left out, so editing another function in the same
+    YAML does not look like a change to this one. Code is the handler file
+    and the .py files beside it.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps(_canonical(spec), sort_keys=True, default=str).encode())
+    folder = spec.handler_file.parent
+    files = {spec.handler_file, *folder.glob("*.py")} if folder.is_dir() else {spec.handler_file}
+    for file in sorted(files):
+        digest.update(str(file).encode() + b"\0")
+        try:
+            digest.update(file.read_bytes())
+        except OSError:
+            digest.update(b"<missing>")
+    return digest.hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        names = [f.name for f in fields(value) if f.name != "where"]
+        out = {name: _canonical(getattr(value, name)) for name in names}
+        out["__kind__"] = type(value).__qualname__
+        return out
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_canonical(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, set | frozenset) else items
+    return value if isinstance(value, str | int | float | bool | None) else str(value)

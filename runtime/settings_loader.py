@@ -1,0 +1,218 @@
+"""Project settings: fnrun.yaml, then FNRUN_* environment, then explicit flags (SPEC 2).
+
+Relative paths, including the file of a SQLite store URL, resolve against the
+project folder. SQLite URLs follow SQLAlchemy's convention: three slashes
+then a relative path, four slashes for an absolute one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from runtime.errors import ManifestError, UsageError, Where
+from runtime.plugins import STORES
+from runtime.specs import DEFAULT_STORE, Defaults, HttpSettings, Retention, RetryPolicy, Settings
+from runtime.yamlnodes import Node, Reader
+
+CONFIG_FILE = "fnrun.yaml"
+MAX_CONCURRENCY = 256
+MAX_ATTEMPTS = 1000
+MAX_CONFIG_BYTES = 1024 * 1024
+_SQLITE = "sqlite:///"
+
+
+def load_settings(
+    project: Path,
+    *,
+    functions: str | None = None,
+    store: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Settings:
+    """The project's settings: file < environment < explicit arguments.
+
+    Raises:
+        UsageError: the project folder is missing, or FNRUN_PORT/`port` is bad.
+        ManifestError: fnrun.yaml is invalid (at FILE:LINE:COL).
+    """
+    root = Path(project).expanduser()
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise UsageError(f"project folder {root} {what}")
+    root = root.resolve()
+    config = root / CONFIG_FILE
+    raw: dict[str, Any] = read_config(config) if config.is_file() else {}
+    overrides = {
+        "functions": environ.get("FNRUN_FUNCTIONS") or None,
+        "store": environ.get("FNRUN_STORE") or None,
+        "host": environ.get("FNRUN_HOST") or None,
+        "port": _env_port(environ.get("FNRUN_PORT")),
+    }
+    explicit = {"functions": functions, "store": store, "host": host, "port": port}
+    for key, value in (*overrides.items(), *explicit.items()):
+        if value is not None:
+            raw[key] = value
+    http: HttpSettings = raw.get("http", HttpSettings())
+    if "host" in raw:
+        http = replace(http, host=raw["host"])
+    if "port" in raw:
+        http = replace(http, port=_check_port(raw["port"], "port"))
+    functions_dir = (root / raw.get("functions", "functions")).resolve()
+    store_url = resolve_store_url(raw.get("store", DEFAULT_STORE), root)
+    return Settings(
+        project=root,
+        functions=functions_dir,
+        store=store_url,
+        http=http,
+        defaults=raw.get("defaults", Defaults()),
+        retention=raw.get("retention", Retention()),
+        config_file=config if config.is_file() else None,
+    )
+
+
+def resolve_store_url(url: str, project: Path) -> str:
+    """Make a relative SQLite URL absolute against `project`; other URLs unchanged."""
+    if not url.startswith(_SQLITE):
+        return url
+    rest = url[len(_SQLITE):]
+    path, sep, query = rest.partition("?")
+    if path.startswith("/") or path in ("", ":memory:"):
+        return url
+    absolute = (project / path).resolve()
+    return f"{_SQLITE}{absolute}{sep}{query}"
+
+
+def _env_port(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"FNRUN_PORT must be a port number, got {value!r}") from None
+    return _check_port(number, "FNRUN_PORT")
+
+
+def _check_port(port: int, what: str) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UsageError(f"{what} must be a port number 0-65535, got {port!r}")
+    return port
+
+
+def read_config(file: Path) -> dict[str, Any]:
+    """The keys set in fnrun.yaml, validated, as typed values."""
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise ManifestError(Where(file, 1, 1), f"file is larger than {MAX_CONFIG_BYTES} bytes")
+    reader = Reader(file)
+    root = reader.compose()
+    if root is None:
+        return {}
+    keys = ("functions", "store", "http", "defaults", "retention")
+    fields = reader.mapping(root, CONFIG_FILE, allowed=keys)
+    out: dict[str, Any] = {}
+    if "functions" in fields:
+        out["functions"] = reader.string(fields["functions"], "functions")
+    if "store" in fields:
+        out["store"] = store_url(reader, fields["store"])
+    if "http" in fields:
+        out["http"] = http_settings(reader, fields["http"])
+    if "defaults" in fields:
+        out["defaults"] = defaults(reader, fields["defaults"])
+    if "retention" in fields:
+        out["retention"] = retention(reader, fields["retention"])
+    return out
+
+
+def store_url(reader: Reader, node: Node) -> str:
+    """A store URL whose scheme has an adapter."""
+    url = reader.string(node, "store")
+    if urlsplit(url).scheme not in STORES:
+        known = ", ".join(f"{s}://" for s in STORES)
+        raise reader.error(node, f"unknown store URL {url!r} (known: {known})")
+    return url
+
+
+def http_settings(reader: Reader, node: Node) -> HttpSettings:
+    fields = reader.mapping(node, "http", allowed=("host", "port", "max_body"))
+    http = HttpSettings()
+    if "host" in fields:
+        http = replace(http, host=reader.string(fields["host"], "http.host"))
+    if "port" in fields:
+        port = reader.integer(fields["port"], "http.port", minimum=0)
+        if port > 65535:
+            raise reader.error(fields["port"], "http.port must be at most 65535")
+        http = replace(http, port=port)
+    if "max_body" in fields:
+        http = replace(http, max_body=reader.size(fields["max_body"], "http.max_body"))
+    return http
+
+
+def defaults(reader: Reader, node: Node) -> Defaults:
+    fields = reader.mapping(node, "defaults", allowed=("timeout", "concurrency", "retry"))
+    out = Defaults()
+    if "timeout" in fields:
+        out = replace(out, timeout=timeout(reader, fields["timeout"], "defaults.timeout"))
+    if "concurrency" in fields:
+        out = replace(out, concurrency=concurrency(reader, fields["concurrency"], "defaults"))
+    if "retry" in fields:
+        out = replace(out, retry=retry_policy(reader, fields["retry"], out.retry, "defaults"))
+    return out
+
+
+def retention(reader: Reader, node: Node) -> Retention:
+    fields = reader.mapping(node, "retention", allowed=("events", "history"))
+    out = Retention()
+    if "events" in fields:
+        out = replace(out, events=reader.duration(fields["events"], "retention.events"))
+    if "history" in fields:
+        out = replace(out, history=reader.duration(fields["history"], "retention.history"))
+    return out
+
+
+def timeout(reader: Reader, node: Node, what: str) -> float:
+    """A per-attempt timeout: a positive duration."""
+    seconds = reader.duration(node, what)
+    if seconds <= 0:
+        raise reader.error(node, f"{what} must be positive")
+    return seconds
+
+
+def concurrency(reader: Reader, node: Node, owner: str) -> int:
+    """Most invocations at once: 1..MAX_CONCURRENCY (each is a worker process)."""
+    value = reader.integer(node, f"{owner}.concurrency", minimum=1)
+    if value > MAX_CONCURRENCY:
+        raise reader.error(node, f"{owner}.concurrency must be at most {MAX_CONCURRENCY}")
+    return value
+
+
+def retry_policy(reader: Reader, node: Node, base: RetryPolicy, owner: str) -> RetryPolicy:
+    """`retry: {max_attempts, backoff, max_backoff}` over `base`, or `retry: false`."""
+    what = f"{owner}.retry"
+    if node.tag == "tag:yaml.org,2002:bool":
+        if reader.boolean(node, what):
+            raise reader.error(node, f"{what} must be a mapping or false")
+        return replace(base, max_attempts=1)
+    if node.tag != "tag:yaml.org,2002:map":
+        raise reader.error(node, f"{what} must be a mapping or false")
+    fields = reader.mapping(node, what, allowed=("max_attempts", "backoff", "max_backoff"))
+    policy = base
+    if "max_attempts" in fields:
+        attempts = reader.integer(fields["max_attempts"], f"{what}.max_attempts", minimum=1)
+        if attempts > MAX_ATTEMPTS:
+            raise reader.error(
+                fields["max_attempts"], f"{what}.max_attempts must be at most {MAX_ATTEMPTS}"
+            )
+        policy = replace(policy, max_attempts=attempts)
+    if "backoff" in fields:
+        policy = replace(policy, backoff=reader.duration(fields["backoff"], f"{what}.backoff"))
+    if "max_backoff" in fields:
+        cap = reader.duration(fields["max_backoff"], f"{what}.max_backoff")
+        policy = replace(policy, max_backoff=cap)
+    if policy.max_backoff < policy.backoff:
+        raise reader.error(node, f"{what}: max_backoff must not be less than backoff")
+    return policy
