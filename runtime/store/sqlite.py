@@ -1,0 +1,510 @@
+"""The SQLite store: one WAL file per project, durable commits, group commit.
+
+All writes go through one connection, serialised by `_GroupCommit`: callers
+queue an operation, one of them (the leader) runs everything queued in ONE
+transaction on a worker thread and commits (fsync'd: synchronous=FULL), then
+wakes the others. One fsync per batch instead of per write is what makes
+durable ingress fast. Reads use a second connection; WAL lets them run beside
+the writer, and `busy_timeout` lets `fnrun emit` write from another process.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from runtime.errors import StoreError
+from runtime.events import JSON, Event, Outcome
+from runtime.store.base import Counts, DeadLetter, Delivery, HistoryRecord, Store, Targets
+
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], T]
+
+MAX_BATCH = 1000
+"""Most operations per transaction: bounds one commit's latency."""
+MAX_HISTORY = 100_000
+MAX_RESULT = 4096
+MAX_ERROR = 2000
+MAX_TRACEBACK = 32_768
+EXTERNAL_POLL = 0.2
+"""Longest wait before looking again: `fnrun emit` writes from another process."""
+BUSY_TIMEOUT_MS = 10_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY, type TEXT NOT NULL, time REAL NOT NULL,
+    body TEXT NOT NULL, stored_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS events_time ON events (time);
+CREATE INDEX IF NOT EXISTS events_stored_at ON events (stored_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, function TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0, due REAL NOT NULL, updated REAL NOT NULL,
+    error TEXT, traceback TEXT);
+CREATE INDEX IF NOT EXISTS deliveries_claim ON deliveries (function, state, due);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, function TEXT NOT NULL,
+    attempt INTEGER NOT NULL, status TEXT NOT NULL, started REAL NOT NULL,
+    duration REAL NOT NULL, error TEXT, result TEXT);
+CREATE INDEX IF NOT EXISTS history_function ON history (function, id);
+CREATE TABLE IF NOT EXISTS schedules (key TEXT PRIMARY KEY, last_tick REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
+"""
+
+
+def path_of(url: str) -> Path:
+    """The database file of `sqlite:////abs/state.db` (or `sqlite:///rel.db`, cwd-relative)."""
+    prefix = "sqlite:///"
+    raw = url[len(prefix) :].partition("?")[0] if url.startswith(prefix) else ""
+    if not raw or raw == ":memory:":
+        raise StoreError(f"bad SQLite store URL {url!r} (expected sqlite:////abs/path/state.db)")
+    return Path(raw).absolute()
+
+
+def _clip(text: str | None, limit: int, keep_tail: bool = False) -> str | None:
+    """Bound stored text; tracebacks keep their end, where the cause is."""
+    if text is None or len(text) <= limit:
+        return text
+    return "…" + text[-limit:] if keep_tail else text[:limit] + "…"
+
+
+def _result_json(result: JSON) -> str:
+    text = json.dumps(result, default=repr, separators=(",", ":"))
+    return text if len(text) <= MAX_RESULT else json.dumps(text[:MAX_RESULT] + "…")
+
+
+def _id_list(ids: Sequence[str] | None) -> str | None:
+    return None if ids is None else json.dumps([int(i) for i in ids if i.isdigit()])
+
+
+# A dead-letter filter: optional function, optional JSON list of delivery ids.
+DEAD_FILTER = (
+    "state = 'dead' AND (:function IS NULL OR function = :function)"
+    " AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))"
+)
+
+
+@dataclass(eq=False)
+class _Op:
+    work: Work[Any]
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    finished: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+
+class _GroupCommit:
+    """Runs queued write operations, many per transaction, on one connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._queue: list[_Op] = []
+        self._busy = False
+
+    async def submit(self, work: Work[T]) -> T:
+        """Run `work(conn)` inside the next committed transaction; return its result."""
+        op = _Op(work)
+        self._queue.append(op)
+        # Once queued, the write will happen: wait for its outcome even if
+        # cancelled, so leadership is always handed on and nobody hangs.
+        with anyio.CancelScope(shield=True):
+            if self._busy:
+                await op.wake.wait()
+            if not op.finished:
+                await self._lead()
+        if op.error is not None:
+            raise op.error
+        return op.result  # type: ignore[no-any-return]
+
+    async def _lead(self) -> None:
+        self._busy = True
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        try:
+            await anyio.to_thread.run_sync(self._commit, batch)
+        finally:
+            for op in batch:
+                op.finished = True
+                op.wake.set()
+            if self._queue:
+                self._queue[0].wake.set()  # it leads the next batch; _busy stays set
+            else:
+                self._busy = False
+
+    def _commit(self, batch: list[_Op]) -> None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    op.result = op.work(conn)
+                except Exception as exc:  # one bad op must not fail the batch
+                    conn.execute("ROLLBACK TO op")
+                    op.error = exc if isinstance(exc, StoreError) else StoreError(str(exc))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for op in batch:
+                op.result, op.error = None, StoreError(f"SQLite write failed: {exc}")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode != "wal":
+        raise StoreError(f"{path}: cannot switch SQLite to WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def _insert_events(
+    conn: sqlite3.Connection, items: Sequence[tuple[Event, Targets]], now: float
+) -> list[bool]:
+    """Store new events and one pending delivery per target; True per new event."""
+    fresh = []
+    for event, targets in items:
+        body = json.dumps(event.to_dict(), separators=(",", ":"))
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO events (id, type, time, body, stored_at) VALUES (?, ?, ?, ?, ?)",
+            (event.id, event.type, event.time.timestamp(), body, now),
+        )
+        is_new = cur.rowcount == 1
+        if is_new:
+            conn.executemany(
+                "INSERT INTO deliveries (event_id, function, state, due, updated)"
+                " VALUES (?, ?, 'pending', ?, ?)",
+                [(event.id, fn, now, now) for fn in dict.fromkeys(targets)],
+            )
+        fresh.append(is_new)
+    return fresh
+
+
+def _insert_history(conn: sqlite3.Connection, delivery: Delivery, outcome: Outcome) -> None:
+    conn.execute(
+        "INSERT INTO history (event_id, function, attempt, status, started, duration, error,"
+        " result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            delivery.event.id,
+            delivery.function,
+            delivery.attempt,
+            outcome.status,
+            outcome.started,
+            outcome.duration,
+            _clip(outcome.error, MAX_ERROR),
+            _result_json(outcome.result),
+        ),
+    )
+
+
+def _targets_of(items: Sequence[tuple[Event, Targets]], fresh: Sequence[bool]) -> set[str]:
+    return {fn for (_, targets), new in zip(items, fresh, strict=True) if new for fn in targets}
+
+
+class SqliteStore(Store):
+    """A `Store` on one SQLite file, shared by one supervisor and any `fnrun` commands."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.path = path_of(url)
+        self._writer: _GroupCommit | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._read_conn: sqlite3.Connection | None = None
+        self._read_lock = anyio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(self._open)
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_conn = _connect(self.path)
+            self._write_conn.executescript(SCHEMA)
+            self._read_conn = _connect(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        self._writer = _GroupCommit(self._write_conn)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.submit(lambda conn: None)  # waits out queued writes
+            self._writer = None
+        async with self._read_lock:
+            for conn in (self._write_conn, self._read_conn):
+                if conn is not None:
+                    conn.close()
+            self._write_conn = self._read_conn = None
+
+    async def _write(self, work: Work[T]) -> T:
+        if self._writer is None:
+            raise StoreError(f"store {self.path} is not open")
+        return await self._writer.submit(work)
+
+    async def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        async with self._read_lock:
+            conn = self._read_conn
+            if conn is None:
+                raise StoreError(f"store {self.path} is not open")
+            try:
+                return await anyio.to_thread.run_sync(lambda: conn.execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite read failed: {exc}") from exc
+
+    def _notify_all(self, functions: set[str]) -> None:
+        for function in functions:
+            self.notify(function)
+
+    # -- ingress and delivery ----------------------------------------------
+
+    async def publish(self, items: Sequence[tuple[Event, Targets]]) -> list[bool]:
+        items = list(items)
+        fresh = await self._write(lambda conn: _insert_events(conn, items, time.time()))
+        self._notify_all(_targets_of(items, fresh))
+        return fresh
+
+    async def claim(self, function: str, limit: int, now: float) -> list[Delivery]:
+        def work(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                "UPDATE deliveries SET state = 'running', attempts = attempts + 1, updated = ?"
+                " WHERE id IN (SELECT id FROM deliveries WHERE function = ? AND state = 'pending'"
+                " AND due <= ? ORDER BY due, id LIMIT ?)"
+                " RETURNING id, due, attempts,"
+                " (SELECT body FROM events WHERE events.id = deliveries.event_id)",
+                (time.time(), function, now, limit),
+            ).fetchall()
+
+        rows = sorted(await self._write(work), key=lambda row: (row[1], row[0]))
+        return [
+            Delivery(str(row_id), function, Event.from_dict(json.loads(body)), attempts)
+            for row_id, _, attempts, body in rows
+        ]
+
+    async def next_due(self, function: str) -> float | None:
+        rows = await self._read(
+            "SELECT min(due) FROM deliveries WHERE function = ? AND state = 'pending'",
+            (function,),
+        )
+        return rows[0][0]  # type: ignore[no-any-return]
+
+    async def succeed(
+        self, delivery: Delivery, outcome: Outcome, emits: Sequence[tuple[Event, Targets]]
+    ) -> None:
+        emits = list(emits)
+
+        def work(conn: sqlite3.Connection) -> set[str]:
+            _insert_history(conn, delivery, outcome)
+            done = conn.execute(
+                "DELETE FROM deliveries WHERE id = ? AND state != 'dead'", (delivery.id,)
+            )
+            if done.rowcount == 0:  # already finished by an earlier attempt: emit nothing twice
+                return set()
+            return _targets_of(emits, _insert_events(conn, emits, time.time()))
+
+        self._notify_all(await self._write(work))
+
+    async def fail(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            _insert_history(conn, delivery, outcome)
+            now = time.time()
+            conn.execute(
+                "UPDATE deliveries SET state = ?, due = ?, updated = ?, error = ?, traceback = ?"
+                " WHERE id = ?",
+                (
+                    "dead" if retry_at is None else "pending",
+                    now if retry_at is None else retry_at,
+                    now,
+                    _clip(outcome.error, MAX_ERROR),
+                    _clip(outcome.traceback, MAX_TRACEBACK, keep_tail=True),
+                    delivery.id,
+                ),
+            )
+
+        await self._write(work)
+        if retry_at is not None:
+            self.notify(delivery.function)
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        ids = _id_list([d.id for d in deliveries])
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = max(attempts - 1, 0),"
+                " due = ?1, updated = ?1"
+                " WHERE state = 'running' AND id IN (SELECT value FROM json_each(?2))",
+                (time.time(), ids),
+            )
+        )
+        self._notify_all({d.function for d in deliveries})
+
+    async def recover(self) -> int:
+        # One SQLite file has one supervisor, so every running row is an orphan
+        # of a dead one; its attempt was counted by claim and stays counted.
+        rows: list[tuple[str]] = await self._write(
+            lambda conn: conn.execute(
+                "UPDATE deliveries SET state = 'pending', due = ?1, updated = ?1"
+                " WHERE state = 'running' RETURNING function",
+                (time.time(),),
+            ).fetchall()
+        )
+        self._notify_all({row[0] for row in rows})
+        return len(rows)
+
+    # -- inspection and operations -----------------------------------------
+
+    async def counts(self) -> dict[str, Counts]:
+        rows = await self._read(
+            "SELECT function, state, count(*) FROM deliveries GROUP BY function, state"
+        )
+        tally: dict[str, dict[str, int]] = {}
+        for function, state, n in rows:
+            tally.setdefault(function, {})[state] = n
+        return {function: Counts(**states) for function, states in tally.items()}
+
+    async def history(self, function: str | None = None, limit: int = 50) -> list[HistoryRecord]:
+        rows = await self._read(
+            "SELECT event_id, function, attempt, status, started, duration, error, result"
+            " FROM history WHERE ?1 IS NULL OR function = ?1 ORDER BY id DESC LIMIT ?2",
+            (function, limit),
+        )
+        return [
+            HistoryRecord(
+                event_id, fn, attempt, status, started, duration, error, json.loads(result)
+            )
+            for event_id, fn, attempt, status, started, duration, error, result in rows
+        ]
+
+    async def dead_letters(
+        self, function: str | None = None, ids: Sequence[str] | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        rows = await self._read(
+            "SELECT d.id, d.function, e.body, d.attempts, d.error, d.traceback, d.updated"
+            f" FROM (SELECT * FROM deliveries WHERE {DEAD_FILTER}) AS d"
+            " JOIN events AS e ON e.id = d.event_id"
+            " ORDER BY d.updated DESC, d.id DESC LIMIT :limit",
+            {"function": function, "ids": _id_list(ids), "limit": limit},
+        )
+        return [
+            DeadLetter(str(row[0]), row[1], Event.from_dict(json.loads(row[2])), *row[3:])
+            for row in rows
+        ]
+
+    async def replay_dead(
+        self, now: float, function: str | None = None, ids: Sequence[str] | None = None
+    ) -> int:
+        rows: list[tuple[str]] = await self._write(
+            lambda conn: conn.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, due = :now,"
+                f" updated = :now, error = NULL, traceback = NULL WHERE {DEAD_FILTER}"
+                " RETURNING function",
+                {"now": now, "function": function, "ids": _id_list(ids)},
+            ).fetchall()
+        )
+        self._notify_all({row[0] for row in rows})
+        return len(rows)
+
+    async def drop_dead(self, function: str | None = None, ids: Sequence[str] | None = None) -> int:
+        return await self._write(
+            lambda conn: (
+                conn.execute(
+                    f"DELETE FROM deliveries WHERE {DEAD_FILTER}",
+                    {"function": function, "ids": _id_list(ids)},
+                ).rowcount
+            )
+        )
+
+    async def replay(
+        self, function: str, since: float, matches: Callable[[str], bool], now: float
+    ) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT id, type FROM events WHERE time >= ? ORDER BY time, rowid", (since,)
+            ).fetchall()
+            chosen = [(event_id, function, now, now) for event_id, kind in rows if matches(kind)]
+            conn.executemany(
+                "INSERT INTO deliveries (event_id, function, state, due, updated)"
+                " VALUES (?, ?, 'pending', ?, ?)",
+                chosen,
+            )
+            return len(chosen)
+
+        count = await self._write(work)
+        if count:
+            self.notify(function)
+        return count
+
+    async def prune(self, events_before: float, history_before: float) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM events WHERE stored_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries WHERE deliveries.event_id = events.id)",
+                (events_before,),
+            )
+            conn.execute("DELETE FROM history WHERE started < ?", (history_before,))
+            conn.execute(
+                "DELETE FROM history WHERE id <= (SELECT max(id) FROM history) - ?",
+                (MAX_HISTORY,),
+            )
+            conn.execute("DELETE FROM kv WHERE expires < ?", (time.time(),))
+
+        await self._write(work)
+
+    # -- schedules and idempotency -----------------------------------------
+
+    async def last_tick(self, function: str) -> float | None:
+        rows = await self._read("SELECT last_tick FROM schedules WHERE key = ?", (function,))
+        return rows[0][0] if rows else None
+
+    async def fire_tick(self, function: str, tick: float, event: Event, targets: Targets) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT last_tick FROM schedules WHERE key = ?", (function,))
+            last = row.fetchone()
+            if last is not None and last[0] >= tick:
+                return False
+            if not _insert_events(conn, [(event, targets)], time.time())[0]:
+                return False
+            conn.execute(
+                "INSERT INTO schedules (key, last_tick) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET last_tick = excluded.last_tick",
+                (function, tick),
+            )
+            return True
+
+        fired = await self._write(work)
+        if fired:
+            self._notify_all(set(targets))
+        return fired
+
+    async def remember(self, key: str, value: JSON, ttl: float) -> JSON | None:
+        def work(conn: sqlite3.Connection) -> JSON | None:
+            now = time.time()
+            conn.execute("DELETE FROM kv WHERE key = ? AND expires < ?", (key, now))
+            row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                return json.loads(row[0])
+            conn.execute(
+                "INSERT INTO kv (key, value, expires) VALUES (?, ?, ?)",
+                (key, json.dumps(value, separators=(",", ":")), now + ttl),
+            )
+            return None
+
+        return await self._write(work)
+
+    # -- wake-ups ----------------------------------------------------------
+
+    async def wait_for_work(self, function: str, timeout: float) -> None:  # noqa: ASYNC109
+        # `fnrun emit` commits from another process, which cannot notify us:
+        # bound the wait so such events are seen within EXTERNAL_POLL.
+        await super().wait_for_work(function, min(timeout, EXTERNAL_POLL))
