@@ -30,7 +30,8 @@ def record(event, ctx, **extra):
     """Append one line per attempt: the test's ground truth."""
     line = json.dumps({"id": event.id, "type": event.type, "fn": ctx.function,
                        "attempt": ctx.attempt, "pid": os.getpid(), "t": time.time(), **extra})
-    fd = os.open(os.environ["FNRUN_TEST_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "calls.log")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (line + "\\n").encode())
     finally:
@@ -90,7 +91,11 @@ class Project:
         return path
 
     def add(self, name: str, yaml_text: str, code: str) -> None:
-        """Add functions/NAME.yaml and functions/NAME.py (with `record` available)."""
+        """Add functions/NAME.yaml and functions/NAME.py (with `record` available).
+
+        `record` writes to PROJECT/calls.log, found from the handler's own path:
+        workers get no test variables (their environment is an allowlist).
+        """
         self.write(f"functions/{name}.yaml", yaml_text)
         self.write(f"functions/{name}.py", RECORDER + textwrap.dedent(code))
 
@@ -98,7 +103,7 @@ class Project:
 
     def start(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start `fnrun run` and wait until /_/health answers 200."""
-        full_env = {**os.environ, "FNRUN_TEST_LOG": str(self.log), **(env or {})}
+        full_env = {**os.environ, **(env or {})}
         stderr = open(self.root / f"supervisor-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "runtime", "run", "--project", str(self.root),
