@@ -20,6 +20,8 @@ def next_delay(policy: RetryPolicy, attempt: int, rand: float | None = None) -> 
     """
     if attempt >= policy.max_attempts:
         return None
-    nominal = min(policy.max_backoff, policy.backoff * 2.0 ** (attempt - 1))
+    # Cap the exponent: 2.0 ** 1024 raises OverflowError, and any delay past
+    # 2**62 backoffs is clipped by max_backoff anyway.
+    nominal = min(policy.max_backoff, policy.backoff * 2.0 ** min(attempt - 1, 62))
     jitter = random.random() if rand is None else rand
     return nominal / 2 + nominal / 2 * jitter
