@@ -290,8 +290,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     now = datetime.now().timestamp()
     since = _since(args.since, now)
     event_module = plugins.load(plugins.TRIGGERS["event"])
-    if args.type is not None:
-        event_module.check_pattern(args.type)
+    problem = None if args.type is None else event_module.check_pattern(args.type)
+    if problem:
+        raise UsageError(f"--type: {problem}")
 
     def matches(event_type: str) -> bool:
         return args.type is None or bool(event_module.matches(args.type, event_type))
