@@ -1,0 +1,128 @@
+"""CloudEvents 1.0 over HTTP, inbound: structured, binary and batch modes -> Events.
+
+https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-protocol-binding.md
+Pure: (content type, headers, body) in, events out, `UsageError` with a
+message fit for a 400 answer on anything malformed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from runtime.errors import UsageError
+from runtime.events import Event
+
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+MAX_BATCH = 1000
+_CORE = {"specversion", "id", "source", "type", "subject", "time", "datacontenttype",
+         "dataschema", "data", "data_base64"}
+_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
+
+
+def parse(headers: Mapping[str, str], body: bytes) -> list[Event]:
+    """The events of one `POST /_/events` request.
+
+    Args:
+        headers: request headers with lower-case names.
+
+    Raises:
+        UsageError: not a CloudEvents request, or an invalid event.
+    """
+    media = _media(headers.get("content-type", ""))
+    if media == BATCH:
+        items = _json(body)
+        if not isinstance(items, list):
+            raise UsageError("a CloudEvents batch must be a JSON array")
+        if len(items) > MAX_BATCH:
+            raise UsageError(f"a batch holds at most {MAX_BATCH} events, got {len(items)}")
+        return [structured(item, f"event {i}: ") for i, item in enumerate(items)]
+    if media == STRUCTURED:
+        return [structured(_json(body))]
+    if "ce-specversion" in headers:
+        return [binary(headers, body)]
+    raise UsageError(
+        f"send {STRUCTURED}, {BATCH}, or binary mode (ce-specversion, ce-id, ce-source, "
+        "ce-type headers)"
+    )
+
+
+def structured(raw: Any, where: str = "") -> Event:
+    """One event from its JSON object form."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}a CloudEvent must be a JSON object")
+    attrs = {k: v for k, v in raw.items() if k not in ("data", "data_base64")}
+    if "data_base64" in raw:
+        try:
+            data: Any = base64.b64decode(raw["data_base64"], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise UsageError(f"{where}data_base64 is not base64") from None
+    else:
+        data = raw.get("data")
+    return _event(attrs, data, where)
+
+
+def binary(headers: Mapping[str, str], body: bytes) -> Event:
+    """One event from `ce-*` headers (attributes) and the body (data)."""
+    attrs: dict[str, Any] = {k[3:]: v for k, v in headers.items() if k.startswith("ce-")}
+    media = _media(headers.get("content-type", ""))
+    if media:
+        attrs["datacontenttype"] = headers["content-type"]
+    data: Any = None
+    if body:
+        data = _json(body) if media == "application/json" or media.endswith("+json") else body
+    return _event(attrs, data, "")
+
+
+def _event(attrs: Mapping[str, Any], data: Any, where: str) -> Event:
+    if attrs.get("specversion") != "1.0":
+        raise UsageError(f"{where}specversion must be \"1.0\", got {attrs.get('specversion')!r}")
+    for name in ("id", "source", "type"):
+        value = attrs.get(name)
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{where}required attribute {name!r} is missing or empty")
+    subject = attrs.get("subject")
+    if subject is not None and not isinstance(subject, str):
+        raise UsageError(f"{where}subject must be a string")
+    extensions: dict[str, Any] = {}
+    for name, value in attrs.items():
+        if name in _CORE:
+            continue
+        if not _EXTENSION_NAME.fullmatch(name):
+            raise UsageError(f"{where}bad extension attribute name {name!r} (a-z0-9, up to 20)")
+        extensions[name] = value
+    for name in ("datacontenttype", "dataschema"):
+        if name in attrs:
+            extensions[name] = attrs[name]
+    fields: dict[str, Any] = {}
+    if "time" in attrs:
+        fields["time"] = _time(attrs["time"], where)
+    return Event(type=attrs["type"], id=attrs["id"], source=attrs["source"], subject=subject,
+                 data=data, extensions=extensions, **fields)
+
+
+def _time(value: Any, where: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise UsageError(f"{where}time {value!r} is not an RFC 3339 timestamp") from None
+    if parsed.tzinfo is None:
+        raise UsageError(f"{where}time {value!r} needs a UTC offset (e.g. Z)")
+    return parsed
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise UsageError(f"invalid JSON: {exc}") from None
+
+
+def _media(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()

@@ -1,0 +1,72 @@
+"""A sync webhook's reply: invocation outcome -> a storable answer -> an HTTP response.
+
+The answer is a JSON-safe dict (`status`, `headers`, `kind`, `body`) so the
+first reply to an `Idempotency-Key` can be kept in the store and returned
+again verbatim.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+from starlette.responses import JSONResponse, Response
+
+from runtime.events import Outcome
+
+log = logging.getLogger("fnrun.webhook")
+
+_KINDS = ("json", "text", "bytes")
+_MEDIA = {
+    "json": "application/json",
+    "text": "text/plain; charset=utf-8",
+    "bytes": "application/octet-stream",
+}
+
+
+def answer(function: str, event_id: str, outcome: Outcome) -> dict[str, Any]:
+    """What to reply for `outcome`; failures carry the event id, never the traceback."""
+    if outcome.status == "timeout":
+        log.error("sync webhook %s timed out (id %s)", function, event_id)
+        return _error(504, "function timed out", event_id)
+    if not outcome.ok:
+        log.error("sync webhook %s failed (id %s): %s\n%s", function, event_id,
+                  outcome.error, outcome.traceback or "")
+        return _error(500, "function failed", event_id)
+    return decode(outcome.result)
+
+
+def decode(encoded: Any) -> dict[str, Any]:
+    """An answer from a result encoded by `runtime.protocol.encode_result`."""
+    status, headers = 200, {}
+    if isinstance(encoded, dict) and "status" in encoded:
+        status = encoded["status"]
+        headers = {str(k): str(v) for k, v in (encoded.get("headers") or {}).items()}
+        encoded = encoded.get("body")
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        log.error("sync webhook returned bad HTTP status %r", status)
+        return _error(500, "function returned a bad HTTP status", None)
+    for kind in _KINDS:
+        if isinstance(encoded, dict) and kind in encoded:
+            return {"status": status, "headers": headers, "kind": kind, "body": encoded[kind]}
+    return {"status": status, "headers": headers, "kind": "json", "body": encoded}
+
+
+def response(answer: dict[str, Any]) -> Response:
+    """The HTTP response of an answer."""
+    status, kind, body = answer["status"], answer["kind"], answer["body"]
+    headers = {k.lower(): v for k, v in answer["headers"].items()}
+    media = headers.pop("content-type", _MEDIA[kind])
+    if status in (204, 304):
+        return Response(b"", status, headers)
+    if kind == "bytes":
+        return Response(base64.b64decode(body), status, headers, media_type=media)
+    if kind == "text":
+        return Response(body, status, headers, media_type=media)
+    return JSONResponse(body, status, headers, media_type=media)
+
+
+def _error(status: int, message: str, event_id: str | None) -> dict[str, Any]:
+    return {"status": status, "headers": {}, "kind": "json",
+            "body": {"error": message, "id": event_id}}
