@@ -26,6 +26,7 @@ from runtime.listing import describe_functions
 from runtime.manifest import function_fingerprint, load_project
 from runtime.metrics import Metrics
 from runtime.pool import WorkerPool
+from runtime.registry import Diff, diff
 from runtime.specs import FunctionSpec, Project, Settings
 from runtime.store.base import Targets
 
@@ -166,6 +167,27 @@ class Supervisor:
                 await self._drain()
                 tg.cancel_scope.cancel()
 
+    async def apply(self, project: Project) -> Diff:
+        """Switch to a new version of the project (hot reload), function by function.
+
+        Only added and changed functions get new workers; a changed or removed
+        function's old dispatcher stops taking work and its running invocations
+        finish under the old version (each invocation runs under one version).
+        Deliveries live in the store, so nothing pending is lost: a removed
+        function's deliveries wait for it to come back (SPEC 5.5).
+        """
+        assert self._tg is not None, "apply() needs a running supervisor"
+        new = {name: function_fingerprint(spec) for name, spec in project.functions.items()}
+        change = diff({n: r.fingerprint for n, r in self._functions.items()}, new)
+        self.store.configure({n: s.timeout for n, s in project.functions.items()})
+        self._bind_triggers(project)
+        for name in change.removed + change.changed:
+            self._tg.start_soon(self._stop_function, self._functions.pop(name), self.grace)
+        for name in change.added + change.changed:
+            self._start_function(project.functions[name], new[name])
+        self.reload_error = None
+        return change
+
     def _bind_triggers(self, project: Project) -> None:
         self.project = project
         if not self._triggers:
@@ -182,7 +204,7 @@ class Supervisor:
         http.check_bind(self.settings)
         self.http_server = await tg.start(http.serve, app, self.settings.http)
 
-    def _start_function(self, spec: FunctionSpec) -> None:
+    def _start_function(self, spec: FunctionSpec, fingerprint: str | None = None) -> None:
         assert self._tg is not None
         fn_log = logging.getLogger(f"fnrun.fn.{spec.name}")
         pool = WorkerPool(spec, log=fn_log)
@@ -190,7 +212,7 @@ class Supervisor:
             spec, pool, self.store,
             clock=self.clock, metrics=self.metrics, route=self.route, log=fn_log,
         )
-        running = Running(spec, function_fingerprint(spec), pool, dispatcher)
+        running = Running(spec, fingerprint or function_fingerprint(spec), pool, dispatcher)
         self._functions[spec.name] = running
         self._tg.start_soon(self._run_function, running)
 
