@@ -1,0 +1,388 @@
+"""The Redis store: Streams with consumer groups, so several nodes share the work (SPEC 9).
+
+Each function has a stream `fnrun:q:{fn}` read by one consumer group; every
+node is a consumer named hostname-pid-random. A claim is XREADGROUP plus due
+retries (a sorted set moved back into the stream) plus XAUTOCLAIM of entries
+idle past the function's lease; the deliveries of a node whose heartbeat key
+expired are requeued at once. Every state change is one Lua script (see
+`redis_scripts`), so XACK and the emits of a success commit atomically, and
+concurrent calls share one pipelined round trip (`redis_batch`).
+
+Durability is Redis's: with `appendonly yes` and `appendfsync always` an
+acknowledged write survives a crash of Redis itself; with the default
+`everysec` up to one second of writes can be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from runtime.errors import StoreError
+from runtime.events import JSON, Event, Outcome
+from runtime.store.base import Counts, DeadLetter, Delivery, HistoryRecord, Store, Targets
+from runtime.store.redis_batch import Arg, ScriptRunner
+from runtime.store.redis_scripts import SCRIPTS
+
+P = "fnrun:"
+DEFAULT_LEASE = 60.0
+"""Seconds an attempt may run when `configure` did not say (the default timeout)."""
+HEARTBEAT_TTL = 10.0
+"""A node whose heartbeat is older than this is dead; its deliveries are requeued."""
+REAP_EVERY = 1.0
+"""How often (s) a claim also looks for dead nodes' and lease-expired deliveries."""
+WAKE_POLL = 0.2
+"""Longest wait for work: other nodes publish without waking this process."""
+HISTORY_MAX, HISTORY_MAX_PER_FUNCTION = 10_000, 1_000
+MAX_RESULT = 4096
+"""Longest JSON return value kept in history; longer ones keep a text prefix."""
+CHUNK = 500
+"""Most items per script call, so no single script blocks Redis for long."""
+
+
+def lease_margin(lease: float) -> float:
+    """Extra idle time past the lease before another node takes a delivery over."""
+    return min(30.0, max(1.0, lease / 2))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _bounded(result: JSON) -> JSON:
+    text = _dumps(result)
+    return result if len(text) <= MAX_RESULT else text[:MAX_RESULT] + "..."
+
+
+def _items(items: Sequence[tuple[Event, Targets]]) -> list[Arg]:
+    """Flat ARGV for the Lua `publish_many`: count, then id, body, type, n, targets."""
+    args: list[Arg] = [len(items)]
+    for event, targets in items:
+        args += [event.id, _dumps(event.to_dict()), event.type, len(targets), *targets]
+    return args
+
+
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
+
+
+class RedisStore(Store):
+    """`Store` on Redis Streams; any number of processes may share one database."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.heartbeat_ttl = HEARTBEAT_TTL
+        self._client: Redis | None = None
+        self._runner: ScriptRunner | None = None
+        self._beat: asyncio.Task[None] | None = None
+        self._entries: dict[str, str] = {}  # delivery id -> stream entry it was claimed as
+        self._reaped: dict[str, float] = {}
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, load the scripts and start this node's heartbeat."""
+        # Commands retry with backoff while Redis restarts; every script is
+        # safe to run twice (publish is idempotent by id, settles by XACK).
+        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40)
+        client = Redis.from_url(
+            self.url,
+            decode_responses=True,
+            retry=retry,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_connect_timeout=2.0,
+            health_check_interval=5,
+        )
+        try:
+            await client.ping()
+            self._runner = ScriptRunner(client, SCRIPTS)
+            await self._runner.load()
+            await self._heartbeat(client)
+        except RedisError as exc:
+            await client.aclose()
+            raise StoreError(f"cannot open Redis store {self.url}: {exc}") from exc
+        self._client = client
+        self._beat = asyncio.get_running_loop().create_task(self._beat_forever(client))
+
+    async def close(self) -> None:
+        """Stop the heartbeat and say goodbye, so others requeue our running work now."""
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+            self._beat = None
+        if self._client is not None:
+            with contextlib.suppress(RedisError):
+                await self._client.delete(f"{P}node:{self.consumer}")
+            await self._client.aclose()
+            self._client = None
+
+    async def _heartbeat(self, client: Redis) -> None:
+        await client.set(f"{P}node:{self.consumer}", "1", px=int(self.heartbeat_ttl * 1000))
+
+    async def _beat_forever(self, client: Redis) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_ttl / 4)
+            with contextlib.suppress(RedisError):
+                await self._heartbeat(client)
+
+    @property
+    def client(self) -> Any:
+        # Any: redis-py's stubs cannot express that decode_responses=True
+        # makes every reply a str.
+        if self._client is None:
+            raise StoreError("the Redis store is not open")
+        return self._client
+
+    async def _call(self, script: str, args: Sequence[Arg]) -> Any:
+        if self._runner is None or self._client is None:
+            raise StoreError("the Redis store is not open")
+        return await self._runner.call(script, args)
+
+    @property
+    def round_trips(self) -> int:
+        """Script round trips so far (for the benchmark)."""
+        return 0 if self._runner is None else self._runner.round_trips
+
+    # -- ingress -----------------------------------------------------------
+
+    async def publish(self, items: Sequence[tuple[Event, Targets]]) -> list[bool]:
+        new: list[bool] = []
+        for start in range(0, len(items), CHUNK):
+            part = items[start : start + CHUNK]
+            flags = await self._call("publish", _items(part))
+            new += [bool(f) for f in flags]
+        self._wake(items)
+        return new
+
+    def _wake(self, items: Sequence[tuple[Event, Targets]]) -> None:
+        for function in {t for _, targets in items for t in targets}:
+            self.notify(function)
+
+    # -- delivery ----------------------------------------------------------
+
+    def _min_idle_ms(self, function: str) -> int:
+        lease = self.leases.get(function, DEFAULT_LEASE)
+        return int((lease + lease_margin(lease)) * 1000)
+
+    async def claim(self, function: str, limit: int, now: float) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        min_idle = -1
+        if time.monotonic() - self._reaped.get(function, 0.0) >= REAP_EVERY:
+            self._reaped[function] = time.monotonic()
+            await self._call("reap", [function, self.consumer, -1])
+            min_idle = self._min_idle_ms(function)
+        args: list[Arg] = [function, self.consumer, limit, int(now * 1000), min_idle]
+        rows = await self._call("claim", args)
+        out = []
+        for entry, first, attempt, body in rows:
+            delivery = Delivery(
+                id=f"{function}/{first}",
+                function=function,
+                event=Event.from_dict(json.loads(body)),
+                attempt=int(attempt),
+            )
+            self._entries[delivery.id] = entry
+            out.append(delivery)
+        return out
+
+    async def next_due(self, function: str) -> float | None:
+        due = await self._call("next_due", [function])
+        return None if due is None else float(due) / 1000
+
+    def _settle_args(self, delivery: Delivery, outcome: Outcome) -> list[Arg]:
+        entry = self._entries.pop(delivery.id, None)
+        if entry is None:
+            raise StoreError(f"delivery {delivery.id} was not claimed by this store")
+        record = {
+            "event_id": delivery.event.id,
+            "function": delivery.function,
+            "attempt": delivery.attempt,
+            "status": outcome.status,
+            "started": outcome.started,
+            "duration": outcome.duration,
+            "error": outcome.error,
+            "result": _bounded(outcome.result),
+        }
+        first = delivery.id.partition("/")[2]
+        return [
+            delivery.function, entry, first, delivery.event.id,
+            _dumps(record), HISTORY_MAX, HISTORY_MAX_PER_FUNCTION,
+        ]  # fmt: skip
+
+    async def succeed(
+        self, delivery: Delivery, outcome: Outcome, emits: Sequence[tuple[Event, Targets]]
+    ) -> None:
+        args = self._settle_args(delivery, outcome) + _items(emits)
+        await self._call("succeed", args)
+        self._wake(emits)
+
+    async def fail(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
+        args = self._settle_args(delivery, outcome)
+        due = "" if retry_at is None else int(retry_at * 1000)
+        args += [due, repr(time.time()), delivery.attempt]
+        args += [outcome.error or "", outcome.traceback or ""]
+        await self._call("fail", args)
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        args: list[Arg] = [0]
+        for delivery in deliveries:
+            entry = self._entries.pop(delivery.id, None)
+            if entry is not None:
+                args += [delivery.function, entry, delivery.id.partition("/")[2]]
+        args[0] = (len(args) - 1) // 3
+        if args[0]:
+            await self._call("release", args)
+        for function in {d.function for d in deliveries}:
+            self.notify(function)
+
+    async def recover(self) -> int:
+        functions = await self.client.smembers(f"{P}fns")
+        moved = 0
+        for function in sorted(functions):
+            moved += int(
+                await self._call("reap", [function, self.consumer, self._min_idle_ms(function)])
+            )
+        return moved
+
+    async def wait_for_work(self, function: str, timeout: float) -> None:  # noqa: ASYNC109
+        await super().wait_for_work(function, min(timeout, WAKE_POLL))
+
+    # -- inspection and operations -----------------------------------------
+
+    async def counts(self) -> dict[str, Counts]:
+        functions = sorted(await self.client.smembers(f"{P}fns"))
+        pipe = self.client.pipeline(transaction=False)
+        for function in functions:
+            pipe.xlen(f"{P}q:{function}")
+            pipe.xpending(f"{P}q:{function}", "g")
+            pipe.zcard(f"{P}z:{function}")
+            pipe.zcard(f"{P}dz:{function}")
+        replies = await pipe.execute(raise_on_error=False)
+        out = {}
+        for i, function in enumerate(functions):
+            length, pel, waiting, dead = replies[4 * i : 4 * i + 4]
+            running = pel["pending"] if isinstance(pel, dict) else 0
+            length = length if isinstance(length, int) else 0
+            out[function] = Counts(pending=length - running + waiting, running=running, dead=dead)
+        return out
+
+    async def history(self, function: str | None = None, limit: int = 50) -> list[HistoryRecord]:
+        key = f"{P}h" if function is None else f"{P}h:{function}"
+        rows = await self.client.lrange(key, 0, max(0, limit) - 1) if limit > 0 else []
+        return [HistoryRecord(**json.loads(row)) for row in rows]
+
+    async def dead_letters(
+        self, function: str | None = None, ids: Sequence[str] | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        if ids is None:
+            index = f"{P}dz" if function is None else f"{P}dz:{function}"
+            chosen = await self.client.zrevrange(index, 0, max(0, limit) - 1) if limit > 0 else []
+        else:
+            chosen = [i for i in ids if function is None or i.partition("/")[0] == function]
+        pipe = self.client.pipeline(transaction=False)
+        for letter_id in chosen:
+            pipe.hgetall(f"{P}dl:{letter_id}")
+        rows = [(i, row) for i, row in zip(chosen, await pipe.execute(), strict=True) if row]
+        pipe = self.client.pipeline(transaction=False)
+        for _, row in rows:
+            pipe.hget(f"{P}ev:{row['event']}", "e")
+        bodies = await pipe.execute()
+        letters = [
+            DeadLetter(
+                id=letter_id,
+                function=row["function"],
+                event=Event.from_dict(json.loads(body)),
+                attempts=int(row["attempts"]),
+                error=row["error"] or None,
+                traceback=row["traceback"] or None,
+                failed_at=float(row["failed_at"]),
+            )
+            for (letter_id, row), body in zip(rows, bodies, strict=True)
+            if body is not None
+        ]
+        letters.sort(key=lambda letter: letter.failed_at, reverse=True)
+        return letters[: max(0, limit)]
+
+    async def _select_dead(self, function: str | None, ids: Sequence[str] | None) -> list[str]:
+        if ids is not None:
+            return [i for i in ids if function is None or i.partition("/")[0] == function]
+        index = f"{P}dz" if function is None else f"{P}dz:{function}"
+        return list(await self.client.zrange(index, 0, -1))
+
+    async def replay_dead(
+        self, now: float, function: str | None = None, ids: Sequence[str] | None = None
+    ) -> int:
+        chosen = await self._select_dead(function, ids)
+        done = 0
+        for part in _chunks(chosen):
+            done += int(await self._call("dead_replay", [len(part), *part]))
+        for name in {i.partition("/")[0] for i in chosen}:
+            self.notify(name)
+        return done
+
+    async def drop_dead(self, function: str | None = None, ids: Sequence[str] | None = None) -> int:
+        chosen = await self._select_dead(function, ids)
+        done = 0
+        for part in _chunks(chosen):
+            done += int(await self._call("dead_drop", [len(part), *part]))
+        return done
+
+    async def replay(
+        self, function: str, since: float, matches: Callable[[str], bool], now: float
+    ) -> int:
+        start, done = str(max(0, int(since * 1000))), 0
+        while True:
+            entries = await self.client.xrange(f"{P}idx", start, "+", count=CHUNK)
+            chosen = [fields["e"] for _, fields in entries if matches(fields["y"])]
+            if chosen:
+                done += int(await self._call("redeliver", [function, len(chosen), *chosen]))
+            if len(entries) < CHUNK:
+                break
+            start = "(" + entries[-1][0]
+        if done:
+            self.notify(function)
+        return done
+
+    async def prune(self, events_before: float, history_before: float) -> None:
+        last_ms = int(events_before * 1000) - 1
+        while last_ms >= 0 and int(await self._call("prune_events", [last_ms, CHUNK])) == CHUNK:
+            pass
+        functions = await self.client.smembers(f"{P}fns")
+        for key in [f"{P}h", *(f"{P}h:{f}" for f in sorted(functions))]:
+            await self._call("prune_history", [key, repr(history_before)])
+
+    # -- schedules and idempotency -----------------------------------------
+
+    async def last_tick(self, function: str) -> float | None:
+        tick = await self.client.get(f"{P}tick:{function}")
+        return None if tick is None else float(tick)
+
+    async def fire_tick(self, function: str, tick: float, event: Event, targets: Targets) -> bool:
+        args = [function, repr(tick), *_items([(event, targets)])[1:]]
+        fired = bool(await self._call("fire_tick", args))
+        if fired:
+            self._wake([(event, targets)])
+        return fired
+
+    async def remember(self, key: str, value: JSON, ttl: float) -> JSON | None:
+        ttl_ms = max(1, int(ttl * 1000))
+        earlier = await self.client.set(f"{P}k:{key}", _dumps(value), nx=True, px=ttl_ms, get=True)
+        return None if earlier is None else json.loads(earlier)
