@@ -1,0 +1,165 @@
+"""Project settings: fnrun.yaml < FNRUN_* environment < explicit flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.errors import ManifestError, UsageError
+from runtime.settings_loader import load_settings, resolve_store_url
+from runtime.specs import Defaults, HttpSettings, Retention, RetryPolicy
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def config(root: Path, text: str) -> Path:
+    (root / "fnrun.yaml").write_text(text)
+    return root
+
+
+def test_defaults_without_a_config_file(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, environ={})
+    assert settings.project == tmp_path.resolve()
+    assert settings.functions == tmp_path / "functions"
+    assert settings.store == f"sqlite:///{tmp_path}/.fnrun/state.db"
+    assert settings.store.startswith("sqlite:////")
+    assert settings.http == HttpSettings("127.0.0.1", 8080, 1024 * 1024)
+    assert settings.defaults == Defaults()
+    assert settings.retention == Retention()
+    assert settings.config_file is None
+
+
+def test_every_key_of_the_file_is_read(tmp_path: Path) -> None:
+    config(tmp_path, """
+functions: src/fns
+store: sqlite:///var/db.sqlite?mode=rwc
+http: {host: 0.0.0.0, port: 9000, max_body: 64KiB}
+defaults:
+  timeout: 5m
+  concurrency: 8
+  retry: {max_attempts: 10, backoff: 250ms, max_backoff: 1h}
+retention: {events: 1d, history: 12h}
+""")
+    settings = load_settings(tmp_path, environ={})
+    assert settings.functions == tmp_path / "src/fns"
+    assert settings.store == f"sqlite:///{tmp_path}/var/db.sqlite?mode=rwc"
+    assert settings.http == HttpSettings("0.0.0.0", 9000, 64 * 1024)
+    assert settings.defaults == Defaults(300.0, 8, RetryPolicy(10, 0.25, 3600.0))
+    assert settings.retention == Retention(86400.0, 43200.0)
+    assert settings.config_file == tmp_path / "fnrun.yaml"
+
+
+def test_retry_false_in_defaults_means_one_attempt(tmp_path: Path) -> None:
+    config(tmp_path, "defaults: {retry: false}\n")
+    assert load_settings(tmp_path, environ={}).defaults.retry.max_attempts == 1
+
+
+def test_empty_config_file_gives_defaults(tmp_path: Path) -> None:
+    config(tmp_path, "# nothing yet\n")
+    settings = load_settings(tmp_path, environ={})
+    assert (settings.defaults, settings.http) == (Defaults(), HttpSettings())
+
+
+def test_precedence_file_then_environment_then_arguments(tmp_path: Path) -> None:
+    config(tmp_path, "functions: a\nstore: redis://127.0.0.1:6379/5\n"
+                     "http: {host: 10.0.0.1, port: 1111}\n")
+    env = {"FNRUN_FUNCTIONS": "b", "FNRUN_STORE": "sqlite:///env.db",
+           "FNRUN_HOST": "10.0.0.2", "FNRUN_PORT": "2222"}
+
+    from_file = load_settings(tmp_path, environ={})
+    assert (from_file.functions.name, from_file.store) == ("a", "redis://127.0.0.1:6379/5")
+    assert (from_file.http.host, from_file.http.port) == ("10.0.0.1", 1111)
+
+    from_env = load_settings(tmp_path, environ=env)
+    assert (from_env.functions.name, from_env.store) == ("b", f"sqlite:///{tmp_path}/env.db")
+    assert (from_env.http.host, from_env.http.port) == ("10.0.0.2", 2222)
+
+    from_args = load_settings(
+        tmp_path, functions="c", store="sqlite:////abs/x.db", host="127.0.0.9", port=3333,
+        environ=env,
+    )
+    assert (from_args.functions.name, from_args.store) == ("c", "sqlite:////abs/x.db")
+    assert (from_args.http.host, from_args.http.port) == ("127.0.0.9", 3333)
+
+
+def test_empty_environment_variables_do_not_override(tmp_path: Path) -> None:
+    config(tmp_path, "http: {port: 1111}\n")
+    settings = load_settings(tmp_path, environ={"FNRUN_PORT": "", "FNRUN_STORE": ""})
+    assert settings.http.port == 1111
+    assert settings.store.endswith("/.fnrun/state.db")
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("sqlite:///.fnrun/state.db", "sqlite:///{root}/.fnrun/state.db"),
+    ("sqlite:///db/../x.db", "sqlite:///{root}/x.db"),
+    ("sqlite:////srv/fnrun/state.db", "sqlite:////srv/fnrun/state.db"),
+    ("sqlite:///:memory:", "sqlite:///:memory:"),
+    ("redis://127.0.0.1:6379/3", "redis://127.0.0.1:6379/3"),
+])
+def test_store_url_resolution(tmp_path: Path, url: str, expected: str) -> None:
+    assert resolve_store_url(url, tmp_path) == expected.format(root=tmp_path)
+
+
+def test_absolute_functions_folder_is_kept(tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere"
+    settings = load_settings(tmp_path / ".", functions=str(other), environ={})
+    assert settings.functions == other
+
+
+@pytest.mark.parametrize("value", ["http", "-1", "70000", "80.5"])
+def test_bad_fnrun_port_is_one_line(tmp_path: Path, value: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        load_settings(tmp_path, environ={"FNRUN_PORT": value})
+    assert "FNRUN_PORT" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_bad_port_argument_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="port must be a port number"):
+        load_settings(tmp_path, port=99999, environ={})
+
+
+def test_missing_project_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as caught:
+        load_settings(tmp_path / "nope", environ={})
+    assert str(caught.value) == f"project folder {tmp_path / 'nope'} does not exist"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="is not a folder"):
+        load_settings(tmp_path / "file", environ={})
+
+
+BAD_CONFIGS = {
+    "unknown top key": ("function: x\n", 1, 1, "unknown key 'function' in fnrun.yaml"),
+    "not a mapping": ("- a\n", 1, 1, "fnrun.yaml must be a mapping"),
+    "functions not string": ("functions: [a]\n", 1, 12, "functions must be a string"),
+    "unknown store": ("store: postgres://x/y\n", 1, 8, "unknown store URL 'postgres://x/y'"),
+    "http unknown key": ("http: {hots: x}\n", 1, 8, "unknown key 'hots' in http"),
+    "http port text": ("http: {port: eighty}\n", 1, 14, "http.port must be an integer"),
+    "http port big": ("http:\n  port: 65536\n", 2, 9, "http.port must be at most 65535"),
+    "http max_body": ("http: {max_body: 1 lot}\n", 1, 18, "bad size '1 lot'"),
+    "defaults unknown": ("defaults: {memory: 1}\n", 1, 12, "unknown key 'memory' in defaults"),
+    "defaults timeout": ("defaults: {timeout: forever}\n", 1, 21, "bad duration 'forever'"),
+    "defaults concurrency": ("defaults: {concurrency: 0}\n", 1, 25, "at least 1"),
+    "defaults retry": ("defaults: {retry: yes}\n", 1, 19, "mapping or false"),
+    "retry cap below": (
+        "defaults:\n  retry: {backoff: 10s, max_backoff: 1s}\n", 2, 10, "max_backoff must not"
+    ),
+    "retention": ("retention: {events: -1d}\n", 1, 21, "bad duration"),
+    "retention key": ("retention: {logs: 1d}\n", 1, 13, "unknown key 'logs' in retention"),
+    "duplicate key": ("store: a\nstore: b\n", 2, 1, "duplicate key 'store'"),
+    "syntax": ("http: {port: 1\n", 2, 1, "expected ','"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_is_reported_at_its_position(tmp_path: Path, case: str) -> None:
+    text, line, column, message = BAD_CONFIGS[case]
+    config(tmp_path, text)
+    with pytest.raises(ManifestError) as caught:
+        load_settings(tmp_path, environ={})
+    error = caught.value
+    assert error.where is not None
+    assert (error.where.file, error.where.line, error.where.column) == (
+        tmp_path / "fnrun.yaml", line, column,
+    ), str(error)
+    assert message in error.message
