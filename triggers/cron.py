@@ -74,7 +74,7 @@ def prev_tick(spec: ScheduleSpec, before: float) -> float | None:
 
 
 def is_past_due(tick: float, now: float) -> bool:
-    """True if `tick`, seen at `now`, is missed rather than on time."""
+    """True if `tick`, seen at `now`, is missed rather than on time (older than GRACE)."""
     return now - tick > GRACE
 
 
@@ -90,38 +90,35 @@ def due_ticks(spec: ScheduleSpec, last: float | None, now: float, started: float
     base = started if last is None else last
     if now <= base:
         return []
-    missed = _missed(spec, base, now - GRACE)
-    on_time = _ticks_between(spec, max(base, now - GRACE), now)
-    return missed + on_time
+    edge = now - GRACE
+    return _missed(spec, base, edge) + _on_time(spec, base, edge, now)
 
 
-def _missed(spec: ScheduleSpec, base: float, until: float) -> list[float]:
-    """Ticks in (base, until] that the catch-up policy keeps."""
-    if spec.catch_up == "none" or until <= base:
+def _missed(spec: ScheduleSpec, base: float, edge: float) -> list[float]:
+    """Ticks in (base, edge) that the catch-up policy keeps."""
+    if spec.catch_up == "none" or edge <= base:
         return []
     limit = 1 if spec.catch_up == "latest" else MAX_CATCH_UP
-    # Walk back from `until` so a year of downtime under a per-second cron
-    # costs at most `limit` steps. The +1 makes a tick exactly at `until`
-    # count (prev_tick is strict); ticks are whole seconds.
+    # Walk back from the edge so a year of downtime under a per-second cron
+    # costs at most `limit` steps.
     out: list[float] = []
-    cursor = until + 1.0
-    while len(out) < limit:
-        tick = prev_tick(spec, cursor)
-        if tick is None or tick <= base:
-            break
-        if tick <= until:
-            out.append(tick)
-        cursor = tick
+    tick = prev_tick(spec, edge)
+    while tick is not None and tick > base and len(out) < limit:
+        out.append(tick)
+        tick = prev_tick(spec, tick)
     out.reverse()
     return out
 
 
-def _ticks_between(spec: ScheduleSpec, after: float, until: float) -> list[float]:
-    """Every tick in (after, until]; callers keep the window short (GRACE)."""
+def _on_time(spec: ScheduleSpec, base: float, edge: float, now: float) -> list[float]:
+    """Every tick in [edge, now] and after base (a window of GRACE), oldest first."""
     out: list[float] = []
-    tick = next_tick(spec, after)
-    while tick is not None and tick <= until:
-        out.append(tick)
+    # next_tick is strict and ticks are whole seconds: step back one second
+    # so a tick exactly at `edge` is included, then filter.
+    tick = next_tick(spec, max(base, edge - 1.0))
+    while tick is not None and tick <= now:
+        if tick >= edge:
+            out.append(tick)
         tick = next_tick(spec, tick)
     return out
 
