@@ -41,7 +41,6 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY, type TEXT NOT NULL, time REAL NOT NULL,
     body TEXT NOT NULL, stored_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS events_time ON events (time);
 CREATE INDEX IF NOT EXISTS events_stored_at ON events (stored_at);
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, function TEXT NOT NULL,
@@ -430,7 +429,8 @@ class SqliteStore(Store):
     ) -> int:
         def work(conn: sqlite3.Connection) -> int:
             rows = conn.execute(
-                "SELECT id, type FROM events WHERE time >= ? ORDER BY time, rowid", (since,)
+                "SELECT id, type FROM events WHERE stored_at >= ? ORDER BY stored_at, rowid",
+                (since,),
             ).fetchall()
             chosen = [(event_id, function, now, now) for event_id, kind in rows if matches(kind)]
             conn.executemany(

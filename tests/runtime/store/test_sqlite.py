@@ -1,0 +1,262 @@
+"""SQLite-specific facts: the file, its modes, other processes, group commit."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from runtime.errors import StoreError
+from runtime.events import Event, Outcome
+from runtime.store import sqlite
+from runtime.store.sqlite import SqliteStore
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+
+def url_of(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore(url_of(tmp_path / "state.db")) as opened:
+        assert isinstance(opened, SqliteStore)
+        yield opened
+
+
+def outcome(status: str = "ok", **fields: object) -> Outcome:
+    return Outcome(status=status, started=time.time(), duration=0.1, **fields)  # type: ignore[arg-type]
+
+
+PUBLISHER = textwrap.dedent(
+    """
+    import sys, anyio
+    from runtime.events import Event
+    from runtime.store.sqlite import SqliteStore
+
+    async def main(url, count):
+        async with SqliteStore(url) as store:
+            for i in range(count):
+                sent = Event(type="ext.event", data=i)
+                await store.publish([(sent, ["a"])])
+                print(sent.id, flush=True)
+
+    anyio.run(main, sys.argv[1], int(sys.argv[2]))
+    """
+)
+
+
+def start_publisher(url: str, count: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", PUBLISHER, url, str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+async def test_state_survives_close_and_reopen(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "state.db")
+    kept, dead = Event(type="a.b", data={"x": 1}), Event(type="a.b", data=b"\x00")
+    async with SqliteStore(url) as first:
+        await first.publish([(kept, ["a"]), (dead, ["d"])])
+        [delivery] = await first.claim("d", 10, time.time())
+        await first.fail(delivery, outcome("error", error="bad"), None)
+        await first.fire_tick("k", 100.0, Event(type="fnrun.schedule", id="k@100"), [])
+    async with SqliteStore(url) as second:
+        assert (await second.counts())["a"].pending == 1
+        [letter] = await second.dead_letters()
+        assert (letter.event, letter.error) == (dead, "bad")
+        assert await second.last_tick("k") == 100.0
+        [again] = await second.claim("a", 10, time.time())
+        assert again.event == kept
+
+
+async def test_file_is_in_wal_mode_with_full_sync(store: SqliteStore) -> None:
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    sync = await store._write(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
+    assert sync == 2  # FULL: every commit is fsync'd before publish returns
+
+
+async def test_relative_url_resolves_against_cwd_and_creates_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with SqliteStore("sqlite:///.fnrun/deep/state.db") as opened:
+        await opened.publish([(Event(type="x"), ["a"])])
+    assert (tmp_path / ".fnrun" / "deep" / "state.db").is_file()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:", "postgres://x"])
+def test_bad_url_is_one_clear_error(url: str) -> None:
+    with pytest.raises(StoreError, match="bad SQLite store URL"):
+        SqliteStore(url)
+
+
+async def test_unopenable_file_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot open store"):
+        await SqliteStore(url_of(tmp_path / "file" / "state.db")).open()
+
+
+async def test_acknowledged_publishes_survive_kill_9(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "state.db")
+    with start_publisher(url, 100_000) as publisher:
+        assert publisher.stdout is not None
+        acked = [publisher.stdout.readline().strip() for _ in range(300)]
+        publisher.send_signal(signal.SIGKILL)
+        acked += publisher.stdout.read().split()  # acks already printed before the kill
+        publisher.wait(timeout=10)
+    async with SqliteStore(url) as reopened:
+        fresh = await reopened.publish([(Event(type="x", id=i), ["a"]) for i in acked])
+    assert not any(fresh), "an acknowledged event was lost"
+
+
+async def test_another_process_publishing_is_picked_up(store: SqliteStore) -> None:
+    got: set[str] = set()
+    with start_publisher(store.url, 200) as publisher, anyio.fail_after(20):
+        # Our own writes go on meanwhile: both processes share the file.
+        await store.publish([(Event(type="own", data=i), ["b"]) for i in range(200)])
+        while len(got) < 200:
+            await store.wait_for_work("a", 10)  # bounded: no in-process notify comes
+            got |= {d.event.id for d in await store.claim("a", 100, time.time())}
+        assert publisher.stdout is not None
+        assert got == set(publisher.stdout.read().split())
+        assert publisher.wait(timeout=10) == 0
+    assert (await store.counts())["b"].pending == 200
+
+
+async def test_publish_wakes_a_waiter_in_this_process(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "EXTERNAL_POLL", 60.0)
+    woke_after: list[float] = []
+
+    async def wait() -> None:
+        start = time.monotonic()
+        await store.wait_for_work("a", 60)
+        woke_after.append(time.monotonic() - start)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            await store.publish([(Event(type="x"), ["a"])])
+    assert woke_after[0] < 5
+
+
+async def test_concurrent_writes_share_commits(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    commit = sqlite._GroupCommit._commit
+
+    def counting(self: sqlite._GroupCommit, batch: list[sqlite._Op]) -> None:
+        batches.append(len(batch))
+        commit(self, batch)
+
+    monkeypatch.setattr(sqlite._GroupCommit, "_commit", counting)
+    async with anyio.create_task_group() as tg:
+        for i in range(200):
+            tg.start_soon(store.publish, [(Event(type="x", data=i), ["a"])])
+    assert sum(batches) == 200
+    assert len(batches) < 100, batches  # group commit: far fewer transactions than writes
+    assert (await store.counts())["a"].pending == 200
+
+
+async def test_a_failing_operation_does_not_fail_its_batch(store: SqliteStore) -> None:
+    errors: list[Exception] = []
+
+    async def bad() -> None:
+        try:
+            await store._write(lambda conn: conn.execute("INSERT INTO nowhere VALUES (1)"))
+        except StoreError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(store.publish, [(Event(type="x", data=i), ["a"])])
+            if i % 10 == 0:
+                tg.start_soon(bad)
+    assert len(errors) == 5 and "no such table" in str(errors[0])
+    assert (await store.counts())["a"].pending == 50
+
+
+async def test_cancelled_writers_never_stall_the_queue(store: SqliteStore) -> None:
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(store.publish, [(Event(type="x", id=f"e{i}"), ["a"])])
+            await anyio.lowlevel.checkpoint()
+            tg.cancel_scope.cancel()
+        assert await store.publish([(Event(type="x"), ["a"])]) == [True]
+        stored = await store.publish([(Event(type="x", id=f"e{i}"), ["a"]) for i in range(50)])
+    assert stored.count(False) >= 1  # queued writes went through despite the cancel
+    assert (await store.counts())["a"].pending == 51
+
+
+async def test_a_second_success_publishes_no_emits(store: SqliteStore) -> None:
+    await store.publish([(Event(type="x"), ["a"])])
+    [delivery] = await store.claim("a", 1, time.time())
+    emit = (Event(type="y"), ["b"])
+    await store.succeed(delivery, outcome(), [emit])
+    await store.succeed(delivery, outcome(), [(Event(type="y"), ["b"])])
+    assert (await store.counts())["b"].pending == 1
+    assert len(await store.history("a")) == 2
+
+
+async def test_stored_results_and_tracebacks_are_bounded(store: SqliteStore) -> None:
+    await store.publish([(Event(type="x"), ["a"]), (Event(type="x"), ["b"])])
+    [first] = await store.claim("a", 1, time.time())
+    await store.succeed(first, outcome(result={"blob": "x" * 100_000}), [])
+    [record] = await store.history("a")
+    assert isinstance(record.result, str) and len(record.result) <= sqlite.MAX_RESULT + 1
+    [second] = await store.claim("b", 1, time.time())
+    trace = "Traceback\n" + "  frame\n" * 100_000 + "ValueError: the cause"
+    await store.fail(second, outcome("error", error="e" * 10_000, traceback=trace), None)
+    [letter] = await store.dead_letters()
+    assert letter.traceback is not None and letter.traceback.endswith("ValueError: the cause")
+    assert len(letter.traceback) <= sqlite.MAX_TRACEBACK + 1
+    assert letter.error is not None and len(letter.error) <= sqlite.MAX_ERROR + 1
+
+
+async def test_remember_forgets_after_its_ttl(store: SqliteStore) -> None:
+    assert await store.remember("k", 1, -1) is None  # stored already expired
+    assert await store.remember("k", 2, 60) is None
+    assert await store.remember("k", 3, 60) == 2
+
+
+async def test_history_rows_are_bounded(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "MAX_HISTORY", 5)
+    await store.publish([(Event(type="x", data=i), ["a"]) for i in range(8)])
+    for delivery in await store.claim("a", 10, time.time()):
+        await store.succeed(delivery, outcome(result=delivery.event.data), [])
+    await store.prune(events_before=0, history_before=0)
+    assert [r.result for r in await store.history()] == [7, 6, 5, 4, 3]
+
+
+def test_event_rows_hold_the_json_envelope(tmp_path: Path) -> None:
+    sent = Event(type="a.b", data={"k": "v"}, subject="s")
+
+    async def publish() -> None:
+        async with SqliteStore(url_of(tmp_path / "s.db")) as opened:
+            await opened.publish([(sent, [])])
+
+    anyio.run(publish)
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        body, kind = conn.execute("SELECT body, type FROM events").fetchone()
+    assert (json.loads(body), kind) == (sent.to_dict(), "a.b")
