@@ -1,0 +1,1 @@
+"""fnrun benchmarks against peers: `bench/run` (see bench/README.md)."""

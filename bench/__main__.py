@@ -1,0 +1,60 @@
+"""`python -m bench [--quick] [--runs N] [--only NAME ...]`: run scenarios, write the table.
+
+Use `bench/run`, which first prepares bench/.env (peers + fnrun) and checks Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+from pathlib import Path
+
+from bench import redisdb
+from bench.harness import Context, Result, Scenario, run_case
+from bench.procs import REPO
+from bench.report import write
+
+SCENARIOS = ["drain", "latency", "coldstart", "webhook", "schedules", "reload", "redis_scale"]
+RESULTS = REPO / "bench" / "results"
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one short run per case")
+    parser.add_argument("--runs", type=int, default=5, help="runs per case (default 5)")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, metavar="NAME",
+                        help=f"scenarios to run (default all: {', '.join(SCENARIOS)})")
+    parser.add_argument("--system", nargs="+", metavar="PREFIX",
+                        help="only cases whose system starts with one of these")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/12",
+                        help="Redis database for peers and fnrun's Redis store; it is flushed")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    if args.redis.rstrip("/").endswith(("/0", ":6379")):
+        raise SystemExit("bench: refusing to flush Redis database 0; pass another with --redis")
+    redisdb.client(args.redis).ping()
+    runs = 1 if args.quick else args.runs
+    logs = RESULTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ctx = Context(quick=args.quick, redis_url=args.redis, logs=logs)
+    done: list[tuple[Scenario, list[Result]]] = []
+    for name in args.only or SCENARIOS:
+        scenario: Scenario = importlib.import_module(f"bench.scenarios.{name}").SCENARIO
+        print(f"== {scenario.name}: {scenario.title}", flush=True)
+        started = time.monotonic()
+        cases = [c for c in scenario.cases
+                 if not args.system or c.system.startswith(tuple(args.system))]
+        done.append((scenario, [run_case(scenario, case, ctx, runs) for case in cases]))
+        print(f"   ({time.monotonic() - started:.0f}s)", flush=True)
+        write(done, runs, args.quick, RESULTS)
+    print()
+    print(write(done, runs, args.quick, RESULTS))
+    print(f"written: {Path(RESULTS / 'latest.md').relative_to(REPO)} and latest.json")
+
+
+if __name__ == "__main__":
+    main()

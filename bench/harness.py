@@ -1,0 +1,111 @@
+"""Scenarios, cases and results: run each case several times, keep every number.
+
+A scenario is a list of cases, one per system measured (fnrun, a peer, a
+baseline). A case's `measure` runs once and returns `{metric: value}`; the
+harness repeats it, and turns `NotAvailable` (or any failure) into an
+"n/a (reason)" row so one missing part never sinks the whole run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.procs import REPO
+
+FNRUN = "fnrun"
+
+
+class NotAvailable(Exception):
+    """This case cannot run here (a part of fnrun not landed yet, a tool missing)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a case needs to know about this run."""
+
+    quick: bool
+    redis_url: str
+    logs: Path
+
+    def scratch(self, name: str) -> Path:
+        """A fresh temporary folder for one measurement."""
+        return Path(tempfile.mkdtemp(prefix=f"fnrun-bench-{name}-"))
+
+    def pick(self, full: float, quick: float) -> float:
+        """A size or duration: `full` normally, `quick` under --quick."""
+        return quick if self.quick else full
+
+
+@dataclass(frozen=True)
+class Target:
+    """An issue's target for one fnrun metric: shown, never asserted."""
+
+    text: str
+    met: Callable[[float], bool]
+
+
+@dataclass(frozen=True)
+class Case:
+    system: str
+    measure: Callable[[Context], dict[str, float]]
+
+    @property
+    def is_fnrun(self) -> bool:
+        return self.system.startswith(FNRUN)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    cases: list[Case]
+    targets: dict[tuple[str, str], Target] = field(default_factory=dict)
+    """(system, metric) -> target."""
+    notes: str = ""
+
+
+@dataclass
+class Result:
+    """Every run of one case: values per metric, or why it could not run."""
+
+    scenario: str
+    system: str
+    values: dict[str, list[float]] = field(default_factory=dict)
+    na: str | None = None
+
+    def median(self, metric: str) -> float | None:
+        runs = self.values.get(metric)
+        return statistics.median(runs) if runs else None
+
+
+def run_case(scenario: Scenario, case: Case, ctx: Context, runs: int) -> Result:
+    """Measure `case` `runs` times; stop at the first failure and say why."""
+    result = Result(scenario.name, case.system)
+    for index in range(runs):
+        started = time.monotonic()
+        try:
+            numbers = case.measure(ctx)
+        except NotAvailable as exc:
+            result.na = str(exc)
+            break
+        except Exception as exc:  # a broken run is reported, not fatal
+            log = ctx.logs / f"{scenario.name}-{case.system.replace(' ', '_')}.error.txt"
+            log.write_text(traceback.format_exc())
+            where = log.relative_to(REPO)
+            result.na = f"failed: {type(exc).__name__}: {str(exc)[:160]} (see {where})"
+            break
+        for metric, value in numbers.items():
+            result.values.setdefault(metric, []).append(value)
+        shown = ", ".join(f"{m}={v:,.4g}" for m, v in numbers.items())
+        took = time.monotonic() - started
+        print(f"  {scenario.name} / {case.system} run {index + 1}/{runs}: {shown} ({took:.1f}s)",
+              flush=True)
+    if result.na:
+        print(f"  {scenario.name} / {case.system}: n/a ({result.na})", flush=True)
+    return result

@@ -1,0 +1,1 @@
+"""Peer applications: the same no-op and recording tasks, written for each peer."""

@@ -1,0 +1,1 @@
+"""Scenarios: each module defines SCENARIO."""
