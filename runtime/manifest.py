@@ -157,10 +157,12 @@ class _Sources:
 
 def top_level_names(file: Path) -> set[str] | None:
     """Names a module binds at top level, read with `ast` (user code is never run)."""
-    if file.stat().st_size > MAX_SOURCE_BYTES:
-        raise ManifestError(Where(file, 1, 1), f"file is larger than {MAX_SOURCE_BYTES} bytes")
     try:
+        if file.stat().st_size > MAX_SOURCE_BYTES:
+            raise ManifestError(Where(file, 1, 1), f"larger than {MAX_SOURCE_BYTES} bytes")
         tree = ast.parse(file.read_bytes(), filename=str(file))
+    except OSError as exc:
+        raise ManifestError(Where(file, 1, 1), f"cannot read: {exc.strerror or exc}") from None
     except SyntaxError as exc:
         where = Where(file, exc.lineno or 1, exc.offset or 1)
         raise ManifestError(where, f"syntax error: {exc.msg}") from None
@@ -228,12 +230,15 @@ class _FileLoader:
         return out
 
     def _entries(self) -> list[tuple[Node, Node]]:
-        if self.file.stat().st_size > MAX_FILE_BYTES:
-            raise ManifestError(Where(self.file, 1, 1), f"larger than {MAX_FILE_BYTES} bytes")
+        start = Where(self.file, 1, 1)
         try:
+            if self.file.stat().st_size > MAX_FILE_BYTES:
+                raise ManifestError(start, f"larger than {MAX_FILE_BYTES} bytes")
             text = self.file.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ManifestError(Where(self.file, 1, 1), f"not UTF-8 text: {exc}") from None
+            raise ManifestError(start, f"not UTF-8 text: {exc}") from None
+        except OSError as exc:
+            raise ManifestError(start, f"cannot read: {exc.strerror or exc}") from None
         self.reader = Reader(self.file, text)
         root = self.reader.compose()
         if root is None:

@@ -106,9 +106,16 @@ def _check_port(port: int, what: str) -> int:
 
 def read_config(file: Path) -> dict[str, Any]:
     """The keys set in fnrun.yaml, validated, as typed values."""
-    if file.stat().st_size > MAX_CONFIG_BYTES:
-        raise ManifestError(Where(file, 1, 1), f"file is larger than {MAX_CONFIG_BYTES} bytes")
-    reader = Reader(file)
+    start = Where(file, 1, 1)
+    try:
+        if file.stat().st_size > MAX_CONFIG_BYTES:
+            raise ManifestError(start, f"larger than {MAX_CONFIG_BYTES} bytes")
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(start, f"not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise ManifestError(start, f"cannot read: {exc.strerror or exc}") from None
+    reader = Reader(file, text)
     root = reader.compose()
     if root is None:
         return {}

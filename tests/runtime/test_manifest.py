@@ -195,6 +195,20 @@ def test_syntax_error_in_handler_is_reported_in_the_python_file(tmp_path: Path) 
     assert found[3].startswith("syntax error: ")
 
 
+def test_files_that_are_not_text_or_too_big_are_reported(tmp_path: Path) -> None:
+    root = project(tmp_path, {"f.yaml": "functions:\n  f:\n    handler: nul.py:main\n"})
+    (root / "functions/nul.py").write_bytes(b"def main(e):\n    return '\x00'\x00\n")
+    (root / "functions/latin.yml").write_bytes(b"# caf\xe9\n")
+    (root / "functions/huge.yaml").write_text("#" * (1024 * 1024 + 1))
+    found = errors_of(root)
+    assert [f[:3] for f in found] == [
+        ("huge.yaml", 1, 1), ("latin.yml", 1, 1), ("nul.py", 1, 1),
+    ]
+    assert "larger than" in found[0][3]
+    assert "not UTF-8 text" in found[1][3]
+    assert "null bytes" in found[2][3]
+
+
 def test_duplicate_function_name_reports_the_second_and_points_at_the_first(
     tmp_path: Path,
 ) -> None:

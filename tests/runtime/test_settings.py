@@ -163,3 +163,10 @@ def test_bad_config_is_reported_at_its_position(tmp_path: Path, case: str) -> No
         tmp_path / "fnrun.yaml", line, column,
     ), str(error)
     assert message in error.message
+
+
+def test_config_that_is_not_text_is_one_error(tmp_path: Path) -> None:
+    (tmp_path / "fnrun.yaml").write_bytes(b"store: \xff\xfe\n")
+    with pytest.raises(ManifestError) as caught:
+        load_settings(tmp_path, environ={})
+    assert str(caught.value).startswith(f"{tmp_path}/fnrun.yaml:1:1: not UTF-8 text")
