@@ -23,7 +23,7 @@ import yaml
 
 from runtime import plugins
 from runtime.errors import ManifestError, ManifestErrors, Where
-from runtime.settings_loader import concurrency, load_settings, retry_policy, timeout
+from runtime.settings_loader import CONFIG_FILE, concurrency, load_settings, retry_policy, timeout
 from runtime.specs import FunctionSpec, Project, Settings, TriggerSpec
 from runtime.yamlnodes import Node, Reader
 
@@ -75,7 +75,10 @@ def scan_project(settings: Settings) -> Scan:
         return Scan(Project(settings, found), errors)
     first: dict[str, Where] = {}
     sources = _Sources()
+    config = (settings.project / CONFIG_FILE).resolve()
     for file in yaml_files(root):
+        if file.resolve() == config:  # `functions: .` puts fnrun.yaml in the scan
+            continue
         loader = _FileLoader(file, settings, sources, errors)
         for name_node, spec in loader.load():
             name = name_node.value

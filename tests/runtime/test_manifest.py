@@ -401,3 +401,12 @@ def test_project_is_a_plain_value(tmp_path: Path) -> None:
     settings = load_settings(root)
     loaded = load_project(settings)
     assert isinstance(loaded, Project) and loaded.settings is settings
+
+
+def test_project_folder_as_functions_folder_skips_fnrun_yaml(tmp_path: Path) -> None:
+    write(tmp_path, "fnrun.yaml", "functions: .\nstore: sqlite:///state.db\n")
+    write(tmp_path, "h.py", HANDLER)
+    write(tmp_path, "f.yaml", "functions:\n  f:\n    handler: h.py:main\n")
+    write(tmp_path, ".fnrun/junk.yaml", "not: valid\n")
+    loaded = load_project(load_settings(tmp_path))
+    assert list(loaded.functions) == ["f"]
