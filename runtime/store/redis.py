@@ -69,10 +69,11 @@ def _bounded(result: JSON) -> JSON:
 
 
 def _items(items: Sequence[tuple[Event, Targets]]) -> list[Arg]:
-    """Flat ARGV for the Lua `publish_many`: count, then id, body, type, n, targets."""
+    """Flat ARGV for the Lua `publish_many`: count, then id, body, type, time, n, targets."""
     args: list[Arg] = [len(items)]
     for event, targets in items:
-        args += [event.id, _dumps(event.to_dict()), event.type, len(targets), *targets]
+        at = int(event.time.timestamp() * 1_000_000)
+        args += [event.id, _dumps(event.to_dict()), event.type, at, len(targets), *targets]
     return args
 
 
@@ -187,7 +188,7 @@ class RedisStore(Store):
         min_idle = -1
         if time.monotonic() - self._reaped.get(function, 0.0) >= REAP_EVERY:
             self._reaped[function] = time.monotonic()
-            await self._call("reap", [function, self.consumer, -1])
+            await self._call("reap", [function, self.consumer, 0, -1])
             min_idle = self._min_idle_ms(function)
         args: list[Arg] = [function, self.consumer, limit, int(now * 1000), min_idle]
         rows = await self._call("claim", args)
@@ -254,12 +255,13 @@ class RedisStore(Store):
             self.notify(function)
 
     async def recover(self) -> int:
+        """Requeue what dead nodes, lease-expired attempts and this node (starting) hold."""
         functions = await self.client.smembers(f"{P}fns")
         moved = 0
         for function in sorted(functions):
-            moved += int(
-                await self._call("reap", [function, self.consumer, self._min_idle_ms(function)])
-            )
+            args = [function, self.consumer, 1, self._min_idle_ms(function)]
+            moved += int(await self._call("reap", args))
+        self._entries.clear()
         return moved
 
     async def wait_for_work(self, function: str, timeout: float) -> None:  # noqa: ASYNC109
@@ -348,10 +350,15 @@ class RedisStore(Store):
     async def replay(
         self, function: str, since: float, matches: Callable[[str], bool], now: float
     ) -> int:
-        start, done = str(max(0, int(since * 1000))), 0
+        # The index is ordered by store time, which is never before event time
+        # (events are not future-dated), so the scan can start at `since`.
+        since_us = int(since * 1_000_000)
+        start, done = str(max(0, since_us // 1000)), 0
         while True:
             entries = await self.client.xrange(f"{P}idx", start, "+", count=CHUNK)
-            chosen = [fields["e"] for _, fields in entries if matches(fields["y"])]
+            chosen = [
+                f["e"] for _, f in entries if int(f["t"]) >= since_us and matches(f["y"])
+            ]
             if chosen:
                 done += int(await self._call("redeliver", [function, len(chosen), *chosen]))
             if len(entries) < CHUNK:
@@ -363,8 +370,12 @@ class RedisStore(Store):
 
     async def prune(self, events_before: float, history_before: float) -> None:
         last_ms = int(events_before * 1000) - 1
-        while last_ms >= 0 and int(await self._call("prune_events", [last_ms, CHUNK])) == CHUNK:
-            pass
+        # Kept events are indexed again at the tail; the bound stops a cutoff
+        # in the future from walking over them forever.
+        rounds = await self.client.xlen(f"{P}idx") // CHUNK + 1
+        for _ in range(rounds if last_ms >= 0 else 0):
+            if int(await self._call("prune_events", [last_ms, CHUNK])) < CHUNK:
+                break
         functions = await self.client.smembers(f"{P}fns")
         for key in [f"{P}h", *(f"{P}h:{f}" for f in sorted(functions))]:
             await self._call("prune_history", [key, repr(history_before)])

@@ -5,7 +5,7 @@ Key layout (all under `fnrun:`):
 | key | type | holds |
 | --- | --- | --- |
 | `ev:{event}` | hash | `e` event JSON, `n` live deliveries, `p` 1 once retention passed |
-| `idx` | stream | one entry per event (`e` id, `y` type), ids by store time; trimmed by MINID |
+| `idx` | stream | per event: `e` id, `y` type, `t` event time (µs); by store time, MINID |
 | `fns` | set | functions that ever had a delivery |
 | `q:{fn}` | stream + group `g` | deliveries: `e` event id, `d` first entry id (set on re-adds) |
 | `a:{fn}` | hash | attempts per delivery (`d`), counted at claim, so kill -9 keeps them |
@@ -39,15 +39,15 @@ local function enqueue(fn, eid, d)
   return redis.call('XADD', q, '*', 'e', eid)
 end
 
--- Reads one published item from ARGV: id, body, type, n, targets...
+-- Reads one published item from ARGV: id, body, type, time (µs), n, targets...
 local function publish_one()
-  local eid, body, typ, n = arg(), arg(), arg(), tonumber(arg())
+  local eid, body, typ, at, n = arg(), arg(), arg(), arg(), tonumber(arg())
   local targets = {}
   for i = 1, n do targets[i] = arg() end
   local k = P .. 'ev:' .. eid
   if redis.call('EXISTS', k) == 1 then return 0 end
   redis.call('HSET', k, 'e', body, 'n', n)
-  redis.call('XADD', P .. 'idx', '*', 'e', eid, 'y', typ)
+  redis.call('XADD', P .. 'idx', '*', 'e', eid, 'y', typ, 't', at)
   for _, fn in ipairs(targets) do enqueue(fn, eid, false) end
   return 1
 end
@@ -183,16 +183,18 @@ return done
 """
 
 REAP = PRELUDE + """
--- Requeue running deliveries of dead nodes (heartbeat gone) and, when
--- min_idle >= 0, of any node that has held one longer than min_idle ms.
-local fn, me, min_idle = arg(), arg(), tonumber(arg())
+-- Requeue running deliveries of dead nodes (heartbeat gone), of this node
+-- when `mine` is 1 (it is starting), and, when min_idle >= 0, of any node
+-- that has held one longer than min_idle ms.
+local fn, me, mine, min_idle = arg(), arg(), arg(), tonumber(arg())
 local q = P .. 'q:' .. fn
 if redis.call('EXISTS', q) == 0 then return 0 end
 local moved = 0
 for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', q, G)) do
   local info = fields(c)
   local name = info['name']
-  if name ~= me and redis.call('EXISTS', P .. 'node:' .. name) == 0 then
+  local dead = name ~= me and redis.call('EXISTS', P .. 'node:' .. name) == 0
+  if dead or (name == me and mine == '1') then
     for _, p in ipairs(redis.call('XPENDING', q, G, '-', '+', 1000, name)) do
       moved = moved + requeue(fn, q, p[1])
     end
@@ -290,16 +292,22 @@ return done
 """
 
 PRUNE_EVENTS = PRELUDE + """
--- Retention: forget up to `batch` index entries older than `cutoff` (ms);
--- an event whose deliveries are still live keeps its body, marked so the
--- last of them deletes it.
+-- Retention: forget up to `batch` index entries stored up to `last_ms`.
+-- An event whose deliveries are still live stays (and stays replayable):
+-- it is indexed again at the tail, marked so the last delivery deletes it.
 local last_ms, batch = arg(), tonumber(arg())
 local idx = P .. 'idx'
 local old = redis.call('XRANGE', idx, '-', last_ms, 'COUNT', batch)
 for _, e in ipairs(old) do
-  local k = P .. 'ev:' .. fields(e[2])['e']
+  local f = fields(e[2])
+  local k = P .. 'ev:' .. f['e']
   local n = tonumber(redis.call('HGET', k, 'n') or '0')
-  if n <= 0 then redis.call('DEL', k) else redis.call('HSET', k, 'p', '1') end
+  if n <= 0 then
+    redis.call('DEL', k)
+  else
+    redis.call('HSET', k, 'p', '1')
+    redis.call('XADD', idx, '*', 'e', f['e'], 'y', f['y'], 't', f['t'])
+  end
 end
 if #old > 0 then
   local id = old[#old][1]
