@@ -14,10 +14,10 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 
 from runtime.events import Outcome
+from runtime.protocol import decode_result
 
 log = logging.getLogger("fnrun.webhook")
 
-_KINDS = ("json", "text", "bytes")
 _MEDIA = {
     "json": "application/json",
     "text": "text/plain; charset=utf-8",
@@ -39,18 +39,19 @@ def answer(function: str, event_id: str, outcome: Outcome) -> dict[str, Any]:
 
 def decode(encoded: Any) -> dict[str, Any]:
     """An answer from a result encoded by `runtime.protocol.encode_result`."""
-    status, headers = 200, {}
-    if isinstance(encoded, dict) and "status" in encoded:
-        status = encoded["status"]
-        headers = {str(k): str(v) for k, v in (encoded.get("headers") or {}).items()}
-        encoded = encoded.get("body")
-    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+    try:
+        status, kind, body, headers = decode_result(encoded)
+    except (TypeError, ValueError) as exc:
+        log.error("sync webhook result cannot be decoded: %s", exc)
+        return _error(500, "function returned an unusable result", None)
+    status = 200 if status is None else status
+    if not 200 <= status <= 599:
         log.error("sync webhook returned bad HTTP status %r", status)
         return _error(500, "function returned a bad HTTP status", None)
-    for kind in _KINDS:
-        if isinstance(encoded, dict) and kind in encoded:
-            return {"status": status, "headers": headers, "kind": kind, "body": encoded[kind]}
-    return {"status": status, "headers": headers, "kind": "json", "body": encoded}
+    if kind == "bytes":
+        body = base64.b64encode(body).decode("ascii")
+    headers = {str(k): str(v) for k, v in headers.items()}
+    return {"status": status, "headers": headers, "kind": kind, "body": body}
 
 
 def response(answer: dict[str, Any]) -> Response:

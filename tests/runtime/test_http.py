@@ -1,0 +1,441 @@
+"""The HTTP server for real: uvicorn on 127.0.0.1, httpx and raw sockets, a SQLite store.
+
+The runtime view here is assembled from real parts (SqliteStore, Metrics,
+the webhook Trigger); only its readiness flags are set by the test.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from runtime.clock import SystemClock
+from runtime.errors import UsageError, Where
+from runtime.events import Event, Outcome
+from runtime.http import Listening, check_bind, create_app, serve
+from runtime.metrics import Metrics
+from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
+from runtime.store.base import Store
+from runtime.store.sqlite import SqliteStore
+from triggers.webhook import Trigger, WebhookSpec
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+KEY = b"payments-test-key-0123456789abcd"
+SECRET = "whsec_" + base64.b64encode(KEY).decode()
+OLD_SECRET = "whsec_" + base64.b64encode(b"the key before rotation").decode()
+GH_SECRET = "gh-secret"
+HERE = Where(Path("functions/hooks.yaml"), 1, 1)
+
+
+@dataclass
+class View:
+    """A RuntimeView and Ingress over a real store; `invoke` is not used here."""
+
+    settings: Settings
+    store: Store
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: SystemClock = field(default_factory=SystemClock)
+    accepting: bool = True
+    draining: bool = False
+
+    @property
+    def ingress(self) -> View:
+        return self
+
+    @property
+    def ready(self) -> bool:
+        return self.accepting and not self.draining
+
+    def targets(self, event_type: str) -> list[str]:
+        return ["sink"] if event_type.startswith("order.") else []
+
+    async def publish(self, events: Sequence[Event]) -> list[bool]:
+        return await self.store.publish([(e, self.targets(e.type)) for e in events])
+
+    async def invoke(self, function: str, event: Event) -> Outcome:
+        raise AssertionError("no sync webhooks in this module")
+
+    async def functions_json(self) -> list[dict[str, Any]]:
+        return [{"name": "orders"}, {"name": "sink"}]
+
+    def health_detail(self) -> dict[str, Any]:
+        return {"functions": 2}
+
+
+@dataclass
+class Harness:
+    view: View
+    client: httpx.AsyncClient
+    listening: Listening
+    trigger: Trigger
+
+    async def pending(self) -> dict[str, int]:
+        counts = await self.view.store.counts()
+        return {name: c.pending for name, c in counts.items() if c.pending}
+
+    async def events_of(self, function: str) -> list[Event]:
+        return [d.event for d in await self.view.store.claim(function, 100, time.time() + 1)]
+
+
+def webhook(name: str, path: str, **kw: Any) -> FunctionSpec:
+    trigger = WebhookSpec(where=HERE, path=path, **kw)
+    return FunctionSpec(name=name, where=HERE, handler_file=Path(f"/nowhere/{name}.py"),
+                        handler_attr="handler", triggers=(trigger,))
+
+
+FUNCTIONS = [
+    webhook("orders", "/hooks/orders", methods=("POST", "PUT")),
+    webhook("signed", "/hooks/signed", secret_env="FNRUN_TEST_WH_SECRET", signature="standard"),
+    webhook("gh", "/hooks/gh", secret_env="FNRUN_TEST_GH_SECRET", signature="github"),
+    webhook("unset", "/hooks/unset", secret_env="FNRUN_TEST_NEVER_SET", signature="standard"),
+    webhook("small", "/hooks/small", max_body=100),
+]
+
+
+async def start(tmp_path: Path, host: str = "127.0.0.1",
+                environ: dict[str, str] | None = None) -> AsyncIterator[Harness]:
+    settings = Settings(project=tmp_path, functions=tmp_path / "functions",
+                        store=f"sqlite:///{tmp_path}/state.db",
+                        http=HttpSettings(host=host, port=0, max_body=4096))
+    async with SqliteStore(settings.store) as store:
+        view = View(settings, store)
+        trigger = Trigger(view)
+        trigger.body_timeout = 0.5
+        trigger.bind(Project(settings, {f.name: f for f in FUNCTIONS}))
+        app = create_app(view, trigger.asgi, environ=environ)
+        loopback = HttpSettings(port=0)  # tests listen on loopback whatever `host` says
+        async with anyio.create_task_group() as tg:
+            listening = await tg.start(partial(serve, header_timeout=0.5), app, loopback)
+            async with httpx.AsyncClient(base_url=listening.url, timeout=10) as client:
+                yield Harness(view, client, listening, trigger)
+            tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+    monkeypatch.setenv("FNRUN_TEST_WH_SECRET", SECRET)
+    monkeypatch.setenv("FNRUN_TEST_GH_SECRET", GH_SECRET)
+    monkeypatch.delenv("FNRUN_TEST_NEVER_SET", raising=False)
+    async for harness in start(tmp_path):
+        yield harness
+
+
+def standard_headers(secret: str, msg_id: str, body: bytes, stamp: int | None = None,
+                     extra: str = "") -> dict[str, str]:
+    stamp = int(time.time()) if stamp is None else stamp
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    sig = base64.b64encode(hmac.new(key, f"{msg_id}.{stamp}.".encode() + body,
+                                    hashlib.sha256).digest()).decode()
+    return {"webhook-id": msg_id, "webhook-timestamp": str(stamp),
+            "webhook-signature": f"{extra} v1,{sig}".strip(), "content-type": "application/json"}
+
+
+# -- health and readiness ------------------------------------------------------
+
+async def test_health_follows_readiness(h: Harness) -> None:
+    r = await h.client.get("/_/health")
+    assert (r.status_code, r.json()) == (200, {"status": "ok", "functions": 2})
+    h.view.accepting = False
+    r = await h.client.get("/_/health")
+    assert (r.status_code, r.json()["status"]) == (503, "starting")
+    h.view.draining = True
+    assert (await h.client.get("/_/health")).json()["status"] == "stopping"
+
+
+async def test_webhook_answers_503_while_not_accepting_and_stores_nothing(h: Harness) -> None:
+    h.view.accepting = False
+    r = await h.client.post("/hooks/orders", json={"a": 1})
+    assert r.status_code == 503
+    assert await h.pending() == {}
+
+
+# -- async webhooks -------------------------------------------------------------
+
+async def test_async_webhook_stores_then_answers_202(h: Harness) -> None:
+    r = await h.client.post("/hooks/orders?x=1&y=two", json={"order": 42},
+                            headers={"X-Trace": "abc"})
+    assert r.status_code == 202
+    event_id = r.json()["id"]
+    assert await h.pending() == {"orders": 1}
+    (event,) = await h.events_of("orders")
+    assert event.id == event_id
+    assert event.data == {"order": 42}
+    assert event.type == "fnrun.webhook" and event.subject == "/hooks/orders"
+    assert event.http is not None
+    assert (event.http.method, event.http.path) == ("POST", "/hooks/orders")
+    assert dict(event.http.query) == {"x": "1", "y": "two"}
+    assert event.http.headers["x-trace"] == "abc"
+
+
+async def test_other_content_types_arrive_as_bytes(h: Harness) -> None:
+    r = await h.client.put("/hooks/orders", content=b"a=1&b=\xff",
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 202
+    (event,) = await h.events_of("orders")
+    assert event.data == b"a=1&b=\xff"
+
+
+async def test_invalid_json_is_400_and_stores_nothing(h: Harness) -> None:
+    r = await h.client.post("/hooks/orders", content=b'{"order": ',
+                            headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert "invalid JSON" in r.json()["error"]
+    assert await h.pending() == {}
+
+
+async def test_unknown_path_404_wrong_method_405(h: Harness) -> None:
+    r = await h.client.post("/hooks/nope", json={})
+    assert r.status_code == 404 and r.json()["error"]
+    r = await h.client.delete("/hooks/orders")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "POST, PUT"
+
+
+async def test_async_idempotency_key_returns_the_first_answer(h: Harness) -> None:
+    first = await h.client.post("/hooks/orders", json={"n": 1}, headers={"Idempotency-Key": "k1"})
+    again = await h.client.post("/hooks/orders", json={"n": 1}, headers={"Idempotency-Key": "k1"})
+    other = await h.client.post("/hooks/orders", json={"n": 1}, headers={"Idempotency-Key": "k2"})
+    assert first.status_code == again.status_code == other.status_code == 202
+    assert first.json() == again.json() != other.json()
+    assert await h.pending() == {"orders": 2}
+
+
+# -- body limits and slow clients ------------------------------------------------
+
+async def test_body_over_max_body_is_413(h: Harness) -> None:
+    r = await h.client.post("/hooks/small", content=b"x" * 101)
+    assert r.status_code == 413
+    r = await h.client.post("/hooks/small", content=b"x" * 100)
+    assert r.status_code == 202
+
+
+async def test_chunked_body_without_length_is_bounded_while_reading(h: Harness) -> None:
+    head = b"POST /hooks/small HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+    chunk = b"40\r\n" + b"y" * 64 + b"\r\n"
+    # Never terminated: the answer must come from counting, not from the end of the body.
+    reply, _ = await raw_exchange(h, [head, chunk, chunk], pause=0.01)
+    assert reply.startswith(b"HTTP/1.1 413")
+    assert await h.pending() == {}
+
+
+async def raw_exchange(h: Harness, parts: Sequence[bytes], pause: float) -> tuple[bytes, float]:
+    """Send `parts` with pauses while reading until the server closes; (reply, seconds)."""
+    started = time.monotonic()
+    reply = b""
+    gone = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
+            ConnectionResetError)
+    async with await anyio.connect_tcp("127.0.0.1", h.listening.port) as stream:
+
+        async def read() -> None:
+            nonlocal reply
+            try:
+                while True:
+                    reply += await stream.receive()
+            except gone:
+                pass
+            tg.cancel_scope.cancel()  # the server hung up: stop sending
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read)
+                try:
+                    for part in parts:
+                        await stream.send(part)
+                        await anyio.sleep(pause)  # the slowness under test, not a wait for work
+                except gone:
+                    pass
+    return reply, time.monotonic() - started
+
+
+async def test_slow_body_is_cut_off(h: Harness) -> None:
+    head = (b"POST /hooks/orders HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: 1000\r\n\r\n")
+    reply, took = await raw_exchange(h, [head] + [b" "] * 100, pause=0.05)
+    assert reply.startswith(b"HTTP/1.1 408")
+    assert took < 5
+    assert await h.pending() == {}
+
+
+async def test_slow_headers_are_cut_off(h: Harness) -> None:
+    parts = [bytes([c]) for c in b"POST /hooks/orders HTTP/1.1\r\nhost: slow-loris\r\n"]
+    reply, took = await raw_exchange(h, parts, pause=0.05)
+    assert reply == b""  # closed before any request was read
+    assert took < 0.05 * len(parts)
+
+
+# -- signatures -----------------------------------------------------------------
+
+async def test_standard_signature_accepted_and_repeat_deduplicated(h: Harness) -> None:
+    body = b'{"payment": "p_1"}'
+    hdrs = standard_headers(SECRET, "msg_1", body)
+    first = await h.client.post("/hooks/signed", content=body, headers=hdrs)
+    again = await h.client.post("/hooks/signed", content=body, headers=hdrs)
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    assert await h.pending() == {"signed": 1}
+
+
+async def test_key_rotation_accepts_any_listed_signature(h: Harness) -> None:
+    body = b'{"payment": "p_2"}'
+    old = standard_headers(OLD_SECRET, "msg_2", body)["webhook-signature"]
+    hdrs = standard_headers(SECRET, "msg_2", body, extra=old)
+    assert hdrs["webhook-signature"].count("v1,") == 2
+    r = await h.client.post("/hooks/signed", content=body, headers=hdrs)
+    assert r.status_code == 202
+
+
+@pytest.mark.parametrize("case", ["wrong-key", "stale", "tampered", "missing"])
+async def test_bad_signature_is_401_and_stores_nothing(h: Harness, case: str) -> None:
+    body = b'{"payment": "p_3"}'
+    secret = OLD_SECRET if case == "wrong-key" else SECRET
+    stamp = int(time.time()) - 301 if case == "stale" else None
+    hdrs = standard_headers(secret, "msg_3", body, stamp)
+    if case == "missing":
+        del hdrs["webhook-signature"]
+    sent = body.replace(b"p_3", b"p_4") if case == "tampered" else body
+    r = await h.client.post("/hooks/signed", content=sent, headers=hdrs)
+    assert r.status_code == 401
+    assert await h.pending() == {}
+
+
+async def test_github_signature(h: Harness) -> None:
+    body = b'{"action": "opened"}'
+    good = "sha256=" + hmac.new(GH_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    bad = "sha256=" + hmac.new(b"nope", body, hashlib.sha256).hexdigest()
+    r = await h.client.post("/hooks/gh", content=body, headers={"X-Hub-Signature-256": bad})
+    assert r.status_code == 401
+    r = await h.client.post("/hooks/gh", content=body, headers={"X-Hub-Signature-256": good})
+    assert r.status_code == 202
+    assert await h.pending() == {"gh": 1}
+
+
+async def test_missing_secret_variable_is_a_500_not_a_401(h: Harness) -> None:
+    body = b"{}"
+    r = await h.client.post("/hooks/unset", content=body,
+                            headers=standard_headers(SECRET, "m", body))
+    assert r.status_code == 500
+    assert r.json() == {"error": "webhook secret is not configured"}
+    assert await h.pending() == {}
+
+
+# -- POST /_/events ---------------------------------------------------------------
+
+async def test_events_structured_binary_and_batch(h: Harness) -> None:
+    one = {"specversion": "1.0", "id": "e1", "source": "test", "type": "order.created",
+           "data": {"n": 1}, "time": "2024-05-01T10:00:00Z", "tenant": "acme"}
+    r = await h.client.post("/_/events", content=json.dumps(one),
+                            headers={"content-type": "application/cloudevents+json"})
+    assert (r.status_code, r.json()) == (202, {"ids": ["e1"]})
+    r = await h.client.post("/_/events", content=b"raw", headers={
+        "ce-specversion": "1.0", "ce-id": "e2", "ce-source": "test", "ce-type": "order.paid",
+        "content-type": "application/octet-stream"})
+    assert (r.status_code, r.json()) == (202, {"ids": ["e2"]})
+    batch = [{**one, "id": "e3"}, {**one, "id": "e4", "data_base64": "AAE=", "data": None}]
+    del batch[1]["data"]
+    r = await h.client.post("/_/events", content=json.dumps(batch),
+                            headers={"content-type": "application/cloudevents-batch+json"})
+    assert (r.status_code, r.json()) == (202, {"ids": ["e3", "e4"]})
+    events = {e.id: e for e in await h.events_of("sink")}
+    assert set(events) == {"e1", "e2", "e3", "e4"}
+    assert events["e1"].data == {"n": 1} and events["e1"].extensions["tenant"] == "acme"
+    assert events["e2"].data == b"raw" and events["e4"].data == b"\x00\x01"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        ({"specversion": "0.3", "id": "x", "source": "s", "type": "t"}, "cloudevents+json",
+         "specversion"),
+        ({"specversion": "1.0", "source": "s", "type": "t"}, "cloudevents+json", "'id'"),
+        ({"specversion": "1.0", "id": "x", "source": "s"}, "cloudevents+json", "'type'"),
+        ({"specversion": "1.0", "id": "x", "source": "s", "type": "t"}, "json", "binary mode"),
+        ({"specversion": "1.0", "id": "x", "source": "s", "type": "t"}, "cloudevents-batch+json",
+         "JSON array"),
+        ({"specversion": "1.0", "id": "x", "source": "s", "type": "t", "time": "yesterday"},
+         "cloudevents+json", "RFC 3339"),
+    ],
+)
+async def test_events_bad_input_is_400(
+    h: Harness, body: dict[str, Any], content_type: str, message: str
+) -> None:
+    r = await h.client.post("/_/events", content=json.dumps(body),
+                            headers={"content-type": f"application/{content_type}"})
+    assert r.status_code == 400
+    assert message in r.json()["error"]
+    assert await h.pending() == {}
+
+
+async def test_events_body_limit(h: Harness) -> None:
+    big = {"specversion": "1.0", "id": "x", "source": "s", "type": "order.x", "data": "z" * 5000}
+    r = await h.client.post("/_/events", content=json.dumps(big),
+                            headers={"content-type": "application/cloudevents+json"})
+    assert r.status_code == 413
+
+
+# -- listings and metrics ------------------------------------------------------------
+
+async def test_functions_invocations_dead_letters_and_metrics(h: Harness) -> None:
+    assert (await h.client.get("/_/functions")).json() == [{"name": "orders"}, {"name": "sink"}]
+    await h.view.publish([Event(type="order.a", id="ok1"), Event(type="order.b", id="bad1")])
+    now = time.time() + 1
+    for delivery in await h.view.store.claim("sink", 10, now):
+        if delivery.event.id == "ok1":
+            await h.view.store.succeed(delivery, Outcome("ok", now, 0.02, result={"json": 1}), [])
+        else:
+            await h.view.store.fail(delivery, Outcome("error", now, 0.01, error="boom",
+                                                      traceback="Traceback: boom"), None)
+    history = (await h.client.get("/_/invocations", params={"function": "sink"})).json()
+    assert sorted((r["event_id"], r["outcome"]) for r in history) == [
+        ("bad1", "error"), ("ok1", "ok")]
+    assert len((await h.client.get("/_/invocations", params={"limit": "1"})).json()) == 1
+    assert (await h.client.get("/_/invocations", params={"limit": "0"})).status_code == 400
+    dead = (await h.client.get("/_/dead-letters", params={"function": "sink"})).json()
+    assert [(d["event"]["id"], d["error"]) for d in dead] == [("bad1", "boom")]
+    assert (await h.client.get("/_/dead-letters", params={"function": "orders"})).json() == []
+
+    before = (await h.client.get("/_/metrics"))
+    assert before.headers["content-type"].startswith("text/plain")
+    assert 'fnrun_invocations_total{function="sink",outcome="ok"}' not in before.text
+    h.view.metrics.invocation("sink", "ok", 0.02, 1)
+    after = (await h.client.get("/_/metrics")).text
+    assert 'fnrun_invocations_total{function="sink",outcome="ok"} 1.0' in after
+
+
+# -- the token rule ---------------------------------------------------------------------
+
+def test_check_bind_refuses_public_host_without_token(tmp_path: Path) -> None:
+    public = Settings(project=tmp_path, functions=tmp_path, http=HttpSettings(host="0.0.0.0"))
+    with pytest.raises(UsageError, match="FNRUN_TOKEN"):
+        check_bind(public, {})
+    check_bind(public, {"FNRUN_TOKEN": "t0k3n"})
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        local = Settings(project=tmp_path, functions=tmp_path, http=HttpSettings(host=host))
+        check_bind(local, {})
+
+
+async def test_public_bind_requires_bearer_token_except_health(tmp_path: Path) -> None:
+    async for h in start(tmp_path, host="0.0.0.0", environ={"FNRUN_TOKEN": "t0k3n"}):
+        assert (await h.client.get("/_/health")).status_code == 200
+        for path in ("/_/functions", "/_/metrics", "/_/invocations", "/_/dead-letters"):
+            assert (await h.client.get(path)).status_code == 401
+            wrong = await h.client.get(path, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            right = await h.client.get(path, headers={"Authorization": "Bearer t0k3n"})
+            assert right.status_code == 200, path
+        r = await h.client.post("/_/events", content=b"{}")
+        assert r.status_code == 401
+        # webhooks carry their own auth (signatures), never the operator token
+        assert (await h.client.post("/hooks/orders", json={})).status_code == 202

@@ -1,0 +1,137 @@
+"""Webhook declarations (parse), route binding and sync reply mapping: pure parts."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from runtime.errors import ManifestError, Where
+from runtime.events import Outcome
+from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
+from runtime.yamlnodes import Reader
+from triggers import replies
+from triggers.webhook import Trigger, WebhookSpec, parse
+
+pytestmark = pytest.mark.timeout(10)
+
+FILE = Path("functions/hooks.yaml")
+
+
+def parse_text(text: str) -> WebhookSpec:
+    reader = Reader(FILE, text)
+    root = reader.compose()
+    assert root is not None
+    return parse(reader, root)
+
+
+def test_defaults() -> None:
+    spec = parse_text("{path: /hooks/orders}")
+    assert (spec.path, spec.methods, spec.mode) == ("/hooks/orders", ("POST",), "async")
+    assert (spec.secret_env, spec.signature, spec.max_body) == (None, "none", None)
+    assert spec.where == Where(FILE, 1, 1)
+
+
+def test_path_shorthand() -> None:
+    assert parse_text("/hooks/x").path == "/hooks/x"
+
+
+def test_full_declaration() -> None:
+    spec = parse_text(
+        "{path: /pay, methods: [post, put], mode: sync, secret_env: PAY_SECRET, max_body: 64KiB}"
+    )
+    assert spec.methods == ("POST", "PUT")
+    assert spec.mode == "sync"
+    assert (spec.secret_env, spec.signature) == ("PAY_SECRET", "standard")
+    assert spec.max_body == 64 * 1024
+    assert spec.conflict_keys() == {("POST", "/pay"), ("PUT", "/pay")}
+
+
+def test_github_signature() -> None:
+    spec = parse_text("{path: /gh, secret_env: GH_SECRET, signature: github}")
+    assert spec.signature == "github"
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("{path: hooks}", "1:8", "must start with '/'"),
+        ("{path: /_/health}", "1:8", "reserved"),
+        ("{path: '/a?b=1'}", "1:8", "plain path"),
+        ("{path: /a, methods: [FETCH]}", "1:22", "unknown method 'FETCH'"),
+        ("{path: /a, methods: [POST, post]}", "1:28", "listed twice"),
+        ("{path: /a, methods: []}", "1:21", "must not be empty"),
+        ("{path: /a, mode: fast}", "1:18", "one of async, sync"),
+        ("{path: /a, signature: standard}", "1:23", "needs secret_env"),
+        ("{path: /a, secret_env: 'whsec_abc+/='}", "1:24", "environment variable"),
+        ("{path: /a, max_body: lots}", "1:22", "bad size"),
+        ("{path: /a, secret: x}", "1:12", "unknown key 'secret'"),
+        ("{methods: [GET]}", "1:1", "needs 'path'"),
+        ("{path: 42}", "1:8", "must be a string"),
+    ],
+)
+def test_errors_point_at_the_value(text: str, where: str, message: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_text(text)
+    assert str(info.value).startswith(f"{FILE}:{where}: ")
+    assert message in str(info.value)
+
+
+class _NoIngress:
+    """bind() reads only the project; the ingress is never touched here."""
+
+
+def test_bind_routes_and_default_body_limit(tmp_path: Path) -> None:
+    here = Where(FILE, 1, 1)
+    fn = FunctionSpec(
+        name="pay", where=here, handler_file=tmp_path / "p.py", handler_attr="h",
+        triggers=(WebhookSpec(where=here, path="/pay", methods=("POST", "PUT")),
+                  WebhookSpec(where=here, path="/small", max_body=10)),
+    )
+    settings = Settings(project=tmp_path, functions=tmp_path, http=HttpSettings(max_body=1234))
+    trigger = Trigger(_NoIngress())  # type: ignore[arg-type]
+    trigger.bind(Project(settings, {"pay": fn}))
+    routes = trigger._table.routes
+    assert set(routes) == {"/pay", "/small"}
+    assert {m: (f, limit) for m, (f, _, limit) in routes["/pay"].methods.items()} == {
+        "POST": ("pay", 1234), "PUT": ("pay", 1234)}
+    assert routes["/small"].methods["POST"][2] == 10
+    trigger.bind(Project(settings, {}))
+    assert trigger._table.routes == {}
+
+
+def ok(result: object) -> Outcome:
+    return Outcome("ok", 0.0, 0.01, result=result)
+
+
+@pytest.mark.parametrize(
+    ("encoded", "status", "kind", "body", "headers"),
+    [
+        ({"json": {"a": 1}}, 200, "json", {"a": 1}, {}),
+        ({"json": [1, 2]}, 200, "json", [1, 2], {}),
+        ({"text": "hi"}, 200, "text", "hi", {}),
+        ({"bytes": base64.b64encode(b"\x00\x01").decode()}, 200, "bytes", "AAE=", {}),
+        ({"status": 201, "body": {"json": {"id": 7}}, "headers": {}}, 201, "json", {"id": 7}, {}),
+        ({"status": 418, "body": {"text": "teapot"}, "headers": {"X-A": "b"}}, 418, "text",
+         "teapot", {"X-A": "b"}),
+        ({"status": 99, "body": {"json": None}, "headers": {}}, 500, "json",
+         {"error": "function returned a bad HTTP status", "id": None}, {}),
+    ],
+)
+def test_sync_answers(
+    encoded: object, status: int, kind: str, body: object, headers: dict[str, str]
+) -> None:
+    assert replies.answer("f", "ev1", ok(encoded)) == {
+        "status": status, "kind": kind, "body": body, "headers": headers}
+
+
+def test_failures_carry_the_id_but_never_the_traceback() -> None:
+    failed = Outcome("error", 0.0, 0.1, error="KeyError: 'secret'", traceback="Traceback ...")
+    crashed = Outcome("crash", 0.0, 0.1, error="worker died")
+    late = Outcome("timeout", 0.0, 5.0, error="timed out")
+    for outcome, status in ((failed, 500), (crashed, 500), (late, 504)):
+        answer = replies.answer("f", "ev1", outcome)
+        assert answer["status"] == status
+        assert answer["body"]["id"] == "ev1"
+        assert "Traceback" not in str(answer) and "secret" not in str(answer)
