@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import pytest
 
+from runtime import plugins
 from runtime.errors import ManifestErrors, Where
 from runtime.manifest import (
     conflicts,
@@ -410,3 +411,16 @@ def test_project_folder_as_functions_folder_skips_fnrun_yaml(tmp_path: Path) -> 
     write(tmp_path, ".fnrun/junk.yaml", "not: valid\n")
     loaded = load_project(load_settings(tmp_path))
     assert list(loaded.functions) == ["f"]
+
+
+def test_trigger_kind_whose_module_cannot_load_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(plugins.TRIGGERS, "queue", "triggers.no_such_module")
+    root = project(tmp_path, {
+        "f.yaml": "functions:\n  f:\n    handler: h.py:main\n    triggers:\n      - queue: x\n",
+    })
+    found = one_error(root)
+    assert found[:3] == ("f.yaml", 5, 9)
+    assert "trigger kind 'queue' is not available: No module named 'triggers.no_such_module'" \
+        in found[3]
