@@ -251,6 +251,7 @@ async def clock_passes(moment: float) -> None:
 async def test_replay_redelivers_retained_events_by_since_and_type(store: Store) -> None:
     first, other = event("order.created", "first"), event("user.created", "other")
     await store.publish([(first, ["a"]), (other, ["a"])])
+    await clock_passes(time.time())  # a clear gap on both sides of `middle`
     middle = time.time()
     await clock_passes(middle)
     second = event("order.created", "second")
