@@ -22,13 +22,13 @@ Node = yaml.Node
 class _StrictLoader(yaml.SafeLoader):
     """Safe loader that refuses aliases (and so merge keys built on them)."""
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:  # type: ignore[override]
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise yaml.MarkedYAMLError(
                 problem="YAML aliases are not allowed", problem_mark=event.start_mark
             )
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
 
 class Reader:
