@@ -68,6 +68,7 @@ class Dispatcher:
         self._settling = anyio.Semaphore(MAX_SETTLING)
         self._stopping = False
         self._mean_duration = 0.01
+        self.broken = False
 
     def stop(self) -> None:
         """Stop taking work: runners finish their current invocation and return."""
@@ -120,9 +121,27 @@ class Dispatcher:
             delivery = self._buffer.popleft()
             self._signal()
             outcome = await self.pool.invoke(delivery.event, delivery.attempt)
+            if self.pool.load_error is not None:
+                await self._pause(delivery)
+                return
             self._mean_duration = 0.9 * self._mean_duration + 0.1 * outcome.duration
             await self._settling.acquire()
             settles.start_soon(self._settle, delivery, outcome)
+
+    async def _pause(self, delivery: Delivery) -> None:
+        """Bad code must not burn attempts: stop, and let the deliveries wait (SPEC 5.5).
+
+        The function stays down until a reload brings a version that loads.
+        """
+        if not self._stopping:
+            self.log.error(
+                "cannot load %s, its deliveries wait for a fixed version: %s",
+                self.spec.handler, self.pool.load_error,
+            )
+        self.broken = True
+        self.stop()
+        with anyio.CancelScope(shield=True):
+            await self.store.release([delivery])
 
     async def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
         name = self.spec.name
