@@ -27,7 +27,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -50,6 +50,8 @@ WAKE_POLL = 0.2
 HISTORY_MAX, HISTORY_MAX_PER_FUNCTION = 10_000, 1_000
 MAX_RESULT = 4096
 """Longest JSON return value kept in history; longer ones keep a text prefix."""
+RETRIES = 40
+"""Reconnect attempts per command (backoff capped at 1 s): rides out a Redis restart."""
 CHUNK = 500
 """Most items per script call, so no single script blocks Redis for long."""
 
@@ -99,19 +101,19 @@ class RedisStore(Store):
 
     async def open(self) -> None:
         """Connect, load the scripts and start this node's heartbeat."""
-        # Commands retry with backoff while Redis restarts; every script is
-        # safe to run twice (publish is idempotent by id, settles by XACK).
-        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40)
         client = Redis.from_url(
             self.url,
             decode_responses=True,
-            retry=retry,
+            retry=Retry(NoBackoff(), retries=0),  # a wrong URL fails at once
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
             socket_connect_timeout=2.0,
             health_check_interval=5,
         )
         try:
             await client.ping()
+            # From now on commands retry with backoff while Redis restarts; every
+            # script is safe to run twice (publish is idempotent by id, settles by XACK).
+            client.set_retry(Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=RETRIES))
             self._runner = ScriptRunner(client, SCRIPTS)
             await self._runner.load()
             await self._heartbeat(client)
@@ -224,7 +226,7 @@ class RedisStore(Store):
         }
         first = delivery.id.partition("/")[2]
         return [
-            delivery.function, entry, first, delivery.event.id,
+            delivery.function, self.consumer, entry, first, delivery.event.id,
             _dumps(record), HISTORY_MAX, HISTORY_MAX_PER_FUNCTION,
         ]  # fmt: skip
 
@@ -243,14 +245,13 @@ class RedisStore(Store):
         await self._call("fail", args)
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
-        args: list[Arg] = [0]
+        args: list[Arg] = []
         for delivery in deliveries:
             entry = self._entries.pop(delivery.id, None)
             if entry is not None:
                 args += [delivery.function, entry, delivery.id.partition("/")[2]]
-        args[0] = (len(args) - 1) // 3
-        if args[0]:
-            await self._call("release", args)
+        if args:
+            await self._call("release", [self.consumer, len(args) // 3, *args])
         for function in {d.function for d in deliveries}:
             self.notify(function)
 

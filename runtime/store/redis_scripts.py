@@ -74,6 +74,13 @@ local function record(fn, entry, hmax, hmax_fn)
   redis.call('LTRIM', P .. 'h:' .. fn, 0, hmax_fn - 1)
 end
 
+-- Is `id` running on consumer `me`? After a lease passed, another node may
+-- hold the very same entry (XAUTOCLAIM keeps ids), and XACK ignores owners.
+local function owns(q, id, me)
+  local p = redis.call('XPENDING', q, G, id, id, 1)
+  return #p == 1 and p[1][2] == me
+end
+
 local function fields(flat)
   local t = {}
   for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
@@ -132,13 +139,14 @@ return out
 """
 
 SUCCEED = PRELUDE + """
-local fn, entry, d, eid = arg(), arg(), arg(), arg()
+local fn, me, entry, d, eid = arg(), arg(), arg(), arg(), arg()
 local hist, hmax, hmax_fn = arg(), tonumber(arg()), tonumber(arg())
 local q = P .. 'q:' .. fn
 record(fn, hist, hmax, hmax_fn)
--- A zero ack means another node took the delivery over (lease passed) and
--- settles it itself: its emits, not ours, are the ones to keep.
-if redis.call('XACK', q, G, entry) == 0 then return 0 end
+-- Not ours any more: another node took the delivery over (lease passed) and
+-- settles it itself; its emits, not ours, are the ones to keep.
+if not owns(q, entry, me) then return 0 end
+redis.call('XACK', q, G, entry)
 redis.call('XDEL', q, entry)
 redis.call('HDEL', P .. 'a:' .. fn, d)
 release_event(eid)
@@ -147,13 +155,14 @@ return 1
 """
 
 FAIL = PRELUDE + """
-local fn, entry, d, eid = arg(), arg(), arg(), arg()
+local fn, me, entry, d, eid = arg(), arg(), arg(), arg(), arg()
 local hist, hmax, hmax_fn = arg(), tonumber(arg()), tonumber(arg())
 local retry_at, now = arg(), arg()
 local attempts, err, tb = arg(), arg(), arg()
 local q = P .. 'q:' .. fn
 record(fn, hist, hmax, hmax_fn)
-if redis.call('XACK', q, G, entry) == 0 then return 0 end
+if not owns(q, entry, me) then return 0 end
+redis.call('XACK', q, G, entry)
 redis.call('XDEL', q, entry)
 if retry_at ~= '' then
   redis.call('ZADD', P .. 'z:' .. fn, retry_at, d .. ' ' .. eid)
@@ -169,12 +178,12 @@ return 2
 """
 
 RELEASE = PRELUDE + """
-local count = tonumber(arg())
+local me, count = arg(), tonumber(arg())
 local done = 0
 for i = 1, count do
   local fn, entry, d = arg(), arg(), arg()
   local q = P .. 'q:' .. fn
-  if requeue(fn, q, entry) == 1 then
+  if owns(q, entry, me) and requeue(fn, q, entry) == 1 then
     redis.call('HINCRBY', P .. 'a:' .. fn, d, -1)
     done = done + 1
   end

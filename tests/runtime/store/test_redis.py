@@ -1,0 +1,203 @@
+"""Redis-only facts: several nodes on one Redis, leases, heartbeats, group commit.
+
+The shared contract suite (test_contract.py) covers the delivery model on
+DB 15; these tests use DB 14 and flush only it.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import NoReturn
+
+import anyio
+import pytest
+import redis
+
+from runtime.errors import StoreError
+from runtime.events import Event, Outcome
+from runtime.store.base import Counts, Delivery
+from runtime.store.redis import RedisStore
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.timeout(60)]
+
+URL = "redis://127.0.0.1:6379/14"
+
+
+@pytest.fixture(autouse=True)
+def clean_db(service_missing: Callable[[str], NoReturn]) -> object:
+    """Flush DB 14 (only) around each test; skip (or fail under CI) without Redis."""
+    try:
+        with redis.Redis.from_url(URL, socket_connect_timeout=1) as client:
+            client.flushdb()
+    except redis.RedisError as exc:
+        service_missing(f"Redis is not reachable at {URL}: {exc}")
+    yield None
+    with redis.Redis.from_url(URL, socket_connect_timeout=1) as client:
+        client.flushdb()
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A local TCP port bound but not listening, so connecting to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def nodes(count: int) -> AsyncIterator[list[RedisStore]]:
+    """`count` opened stores on DB 14, as separate cluster nodes."""
+    stores = [RedisStore(URL) for _ in range(count)]
+    try:
+        for store in stores:
+            await store.open()
+        yield stores
+    finally:
+        for store in stores:
+            await store.close()
+
+
+def ok() -> Outcome:
+    return Outcome(status="ok", started=time.time(), duration=0.001)
+
+
+def crashed() -> Outcome:
+    return Outcome(status="crash", started=time.time(), duration=0.001, error="worker died")
+
+
+async def claim_within(store: RedisStore, function: str, seconds: float) -> list[Delivery]:
+    """Claim until something comes, polling with a deadline (never a bare sleep)."""
+    with anyio.fail_after(seconds):
+        while True:
+            claimed = await store.claim(function, 10, time.time())
+            if claimed:
+                return claimed
+            await store.wait_for_work(function, 0.05)
+
+
+async def test_lease_takeover_counts_the_attempt_and_ignores_the_late_owner() -> None:
+    async with nodes(2) as (a, b):
+        b.configure({"f": 0.2})  # lease 0.2 s + 1 s margin
+        await a.publish([(Event(type="x", id="e1"), ["f"])])
+        [held] = await a.claim("f", 10, time.time())
+        assert await b.claim("f", 10, time.time()) == []
+        started = time.monotonic()
+        [taken] = await claim_within(b, "f", 10)
+        assert time.monotonic() - started >= 0.8
+        assert (taken.id, taken.event.id, taken.attempt) == (held.id, "e1", 2)
+        # The slow first owner finishes late: its emits must not commit,
+        # only the current owner's success settles the delivery.
+        await a.succeed(held, ok(), [(Event(type="late"), ["g"])])
+        assert (await b.counts())["f"].running == 1
+        await b.succeed(taken, ok(), [(Event(type="won"), ["g"])])
+        [emitted] = await b.claim("g", 10, time.time())
+        assert emitted.event.type == "won"
+        assert (await b.counts())["f"] == Counts()
+
+
+async def test_a_dead_nodes_work_is_taken_over_once_its_heartbeat_expires() -> None:
+    async with nodes(1) as (b,):
+        a = RedisStore(URL)
+        a.heartbeat_ttl = 0.5
+        await a.open()
+        await a.publish([(Event(type="x", id="e1"), ["f"])])
+        [held] = await a.claim("f", 10, time.time())
+        # kill -9: no goodbye, the heartbeat key just stops being refreshed.
+        assert a._beat is not None
+        a._beat.cancel()
+        await a.client.aclose()
+        [taken] = await claim_within(b, "f", 10)  # default lease is 60 s: heartbeat wins
+        assert (taken.id, taken.attempt) == (held.id, 2)
+
+
+async def test_attempt_counts_survive_reconnects() -> None:
+    async with nodes(1) as (first,):
+        await first.publish([(Event(type="x", id="e1"), ["f"])])
+        [one] = await first.claim("f", 10, time.time())
+        assert one.attempt == 1
+    # A new process (new consumer) after the old one went away mid-attempt.
+    async with nodes(1) as (second,):
+        assert await second.recover() == 1
+        [two] = await second.claim("f", 10, time.time())
+        assert (two.id, two.attempt) == (one.id, 2)
+        await second.fail(two, crashed(), time.time())
+    async with nodes(1) as (third,):
+        [three] = await third.claim("f", 10, time.time())
+        assert (three.id, three.attempt) == (one.id, 3)
+        await third.fail(three, crashed(), None)
+        [letter] = await third.dead_letters()
+        assert (letter.id, letter.attempts, letter.error) == (one.id, 3, "worker died")
+
+
+async def test_three_nodes_share_3000_deliveries_each_run_once() -> None:
+    total = 3000
+    seen: Counter[str] = Counter()
+    per_node: Counter[int] = Counter()
+    async with nodes(3) as stores:
+        await stores[0].publish([(Event(type="x", id=f"e{i}"), ["f"]) for i in range(total)])
+
+        async def work(index: int, store: RedisStore) -> None:
+            while sum(seen.values()) < total:
+                batch = await store.claim("f", 20, time.time())
+                for delivery in batch:
+                    seen[delivery.event.id] += 1
+                    per_node[index] += 1
+                async with anyio.create_task_group() as settles:
+                    for delivery in batch:
+                        settles.start_soon(store.succeed, delivery, ok(), [])
+                if not batch:
+                    await store.wait_for_work("f", 0.05)
+
+        with anyio.fail_after(45):
+            async with anyio.create_task_group() as tg:
+                for index, store in enumerate(stores):
+                    tg.start_soon(work, index, store)
+        counts = (await stores[0].counts())["f"]
+    assert len(seen) == total
+    assert [event_id for event_id, n in seen.items() if n != 1] == []
+    assert (counts.pending, counts.running) == (0, 0)
+    assert len(per_node) == 3, per_node  # every node took part
+
+
+async def test_each_tick_fires_once_across_racing_nodes() -> None:
+    ticks = [1_700_000_000.0 + 60 * i for i in range(20)]
+    async with nodes(3) as stores:
+        wins: list[float] = []
+
+        async def race(store: RedisStore, tick: float) -> None:
+            event = Event(type="fnrun.schedule", id=f"tick-{tick}")
+            if await store.fire_tick("job:0", tick, event, ["job"]):
+                wins.append(tick)
+
+        with anyio.fail_after(20):
+            for tick in ticks:
+                async with anyio.create_task_group() as tg:
+                    for store in stores:
+                        tg.start_soon(race, store, tick)
+        assert sorted(wins) == ticks
+        assert await stores[1].last_tick("job:0") == ticks[-1]
+        assert not await stores[2].fire_tick(
+            "job:0", ticks[3], Event(type="fnrun.schedule", id="late"), ["job"]
+        )
+        assert (await stores[0].counts())["job"].pending == len(ticks)
+
+
+async def test_concurrent_writes_share_round_trips() -> None:
+    async with nodes(1) as (store,):
+        before = store.round_trips
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(store.publish, [(Event(type="x", id=f"e{i}"), ["f"])])
+        assert store.round_trips - before <= 20
+        assert (await store.counts())["f"].pending == 200
+
+
+async def test_an_unreachable_redis_is_one_clear_store_error() -> None:
+    with closed_port() as port:
+        store = RedisStore(f"redis://127.0.0.1:{port}/14")
+        with anyio.fail_after(10), pytest.raises(StoreError, match="cannot open Redis store"):
+            await store.open()
