@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -104,12 +105,12 @@ class Project:
     def start(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start `fnrun run` and wait until /_/health answers 200."""
         full_env = {**os.environ, **(env or {})}
-        stderr = open(self.root / f"supervisor-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime", "run", "--project", str(self.root),
-             "--port", str(self.port), *extra],
-            env=full_env, stdout=stderr, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(self.root / f"supervisor-{len(self.procs)}.log", "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "runtime", "run", "--project", str(self.root),
+                 "--port", str(self.port), *extra],
+                env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         self.procs.append(proc)
         wait_until(lambda: proc.poll() is not None or self.healthy(), timeout=30)
         if proc.poll() is not None:
@@ -154,7 +155,8 @@ class Project:
         """POST CloudEvents in batches; returns the ids the supervisor acknowledged."""
         ids: list[str] = []
         items = [
-            {"specversion": "1.0", "source": "tests", **e} for e in events
+            {"specversion": "1.0", "source": "tests", "id": str(uuid.uuid4()), **e}
+            for e in events
         ]
         with httpx.Client(timeout=30) as client:
             for start in range(0, len(items), batch):
