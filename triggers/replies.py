@@ -20,7 +20,7 @@ log = logging.getLogger("fnrun.webhook")
 
 _MEDIA = {
     "json": "application/json",
-    "text": "text/plain; charset=utf-8",
+    "text": "text/plain",
     "bytes": "application/octet-stream",
 }
 
@@ -58,7 +58,8 @@ def response(answer: dict[str, Any]) -> Response:
     """The HTTP response of an answer."""
     status, kind, body = answer["status"], answer["kind"], answer["body"]
     headers = {k.lower(): v for k, v in answer["headers"].items()}
-    media = headers.pop("content-type", _MEDIA[kind])
+    # A content type the handler chose is sent verbatim (Starlette would add a charset).
+    media = None if "content-type" in headers else _MEDIA[kind]
     if status in (204, 304):
         return Response(b"", status, headers)
     if kind == "bytes":
