@@ -1,0 +1,159 @@
+"""The `fnrun` commands as a user types them: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e.harness import Project, fnrun, wait_until
+
+ECHO = """
+    functions:
+      echo:
+        handler: echo.py:handle
+        triggers: [{event: "ping.*"}]
+        retry: {max_attempts: 1}
+      listener:
+        handler: echo.py:listen
+        triggers: [{event: pong}]
+"""
+ECHO_CODE = """
+    def handle(event, ctx):
+        record(event, ctx)
+        if event.data and event.data.get("fail"):
+            raise RuntimeError("asked to fail")
+        ctx.emit("pong", {"echo": event.data})
+        return {"echo": event.data, "attempt": ctx.attempt, "type": event.type}
+
+    def listen(event, ctx):
+        record(event, ctx)
+"""
+
+
+@pytest.fixture
+def echo(project: Project) -> Project:
+    project.add("echo", ECHO, ECHO_CODE)
+    return project
+
+
+def run(project: Project, *args: str, check: bool = True) -> str:
+    return fnrun(*args, "--project", str(project.root), check=check).stdout
+
+
+def test_invoke_prints_the_return_value_as_json(echo: Project) -> None:
+    out = run(echo, "invoke", "echo", "--data", '{"n": 1}', "--type", "ping.x")
+    assert json.loads(out) == {"echo": {"n": 1}, "attempt": 1, "type": "ping.x"}
+    assert len(echo.calls()) == 1
+
+
+def test_invoke_data_from_a_file(echo: Project) -> None:
+    data = echo.write("data.json", '{"from": "file"}')
+    out = run(echo, "invoke", "echo", "--data", f"@{data}")
+    assert json.loads(out)["echo"] == {"from": "file"}
+
+
+def test_invoke_failure_exits_1_with_the_traceback(echo: Project) -> None:
+    proc = fnrun("invoke", "echo", "--data", '{"fail": true}', "--project", str(echo.root),
+                 check=False)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "RuntimeError: asked to fail" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["invoke", "nope"], "fnrun: no such function 'nope' (known: echo, listener)"),
+        (["invoke", "echo", "--data", "{bad"], "fnrun: --data is not valid JSON"),
+        (["invoke", "echo", "--data", "@/no/such/file"], "fnrun: --data: cannot read"),
+        (["replay", "--function", "nope"], "fnrun: no such function 'nope'"),
+        (["replay", "--function", "echo", "--since", "yesterday"], "fnrun: --since:"),
+        (["replay", "--function", "echo", "--type", "a..b"], "fnrun: --type: bad event pattern"),
+        (["dead-letters", "drop"], "fnrun: dead-letters drop needs IDs, --all or --function"),
+        (["history", "--limit", "0"], "fnrun: --limit must be at least 1"),
+        (["new", "Bad_Name"], "fnrun: bad function name 'Bad_Name'"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_exit_2(
+    echo: Project, args: list[str], message: str
+) -> None:
+    proc = fnrun(*args, "--project", str(echo.root), check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_project_is_one_line(tmp_path: pytest.TempPathFactory) -> None:
+    proc = fnrun("ls", "--project", "/definitely/not/here", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "fnrun: project folder /definitely/not/here does not exist"
+
+
+def test_validate_reports_every_error_with_its_position(project: Project) -> None:
+    project.write("functions/a.yaml", """
+        functions:
+          Bad-Name: {handler: a.py:f}
+          ok-one: {handler: a.py:missing}
+    """)
+    project.write("functions/a.py", "def f(event):\n    return 1\n")
+    proc = fnrun("validate", "--project", str(project.root), check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{project.functions / 'a.yaml'}:2:3: ")
+    assert lines[1].startswith(f"{project.functions / 'a.yaml'}:3:")
+
+
+def test_validate_ok(echo: Project) -> None:
+    assert run(echo, "validate").startswith("ok: 2 functions")
+
+
+def test_emit_without_a_supervisor_waits_then_runs(echo: Project) -> None:
+    event_id = run(echo, "emit", "ping.one", "--data", '{"k": "v"}', "--id", "my-id").strip()
+    assert event_id == "my-id"
+    listing = {f["name"]: f for f in json.loads(run(echo, "ls", "--json"))}
+    assert listing["echo"]["pending"] == 1 and listing["listener"]["pending"] == 0
+    echo.start()
+    wait_until(lambda: len(echo.calls()) == 2)  # echo, then the emitted pong
+    assert [c["fn"] for c in echo.calls()] == ["echo", "listener"]
+    history = json.loads(run(echo, "history", "--json", "--function", "echo"))
+    assert [(h["event_id"], h["outcome"]) for h in history] == [("my-id", "ok")]
+    table = run(echo, "history")
+    assert "my-id" in table and "OUTCOME" in table
+
+
+def test_ls_shows_triggers_and_counts(echo: Project) -> None:
+    table = run(echo, "ls")
+    assert "echo" in table and "event ping.*" in table and "PENDING" in table
+    listing = json.loads(run(echo, "ls", "--json"))
+    assert [f["name"] for f in listing] == ["echo", "listener"]
+    assert listing[0]["triggers"][0]["pattern"] == "ping.*"
+
+
+def test_dead_letters_list_drop_and_replay_a_past_event(echo: Project) -> None:
+    echo.start()
+    run(echo, "emit", "ping.bad", "--data", '{"fail": true}', "--id", "doomed")
+    wait_until(lambda: json.loads(run(echo, "dead-letters", "list", "--json")))
+    [letter] = json.loads(run(echo, "dead-letters", "list", "--json"))
+    assert letter["event"]["id"] == "doomed" and letter["attempts"] == 1
+    assert "doomed" in run(echo, "dead-letters", "list")
+    assert "dropped 1" in run(echo, "dead-letters", "drop", letter["id"])
+    assert json.loads(run(echo, "dead-letters", "list", "--json")) == []
+
+    run(echo, "emit", "ping.good", "--id", "good")
+    wait_until(lambda: echo.handled("echo").get("good") == 1)
+    out = run(echo, "replay", "--function", "echo", "--since", "1h", "--type", "ping.good")
+    assert out.startswith("replaying 1 event(s) to echo")
+    wait_until(lambda: echo.handled("echo").get("good") == 2)
+
+
+def test_new_scaffolds_a_function_that_validates_and_runs(project: Project) -> None:
+    for args in (["hello", "--event", "greet.*"], ["tick", "--cron", "*/5 * * * *"],
+                 ["hook", "--webhook", "/hooks/hook"]):
+        out = run(project, "new", *args)
+        assert "created" in out
+    assert run(project, "validate").startswith("ok: 3 functions")
+    assert json.loads(run(project, "invoke", "hello", "--data", '{"x": 1}'))["data"] == {"x": 1}
+    proc = fnrun("new", "hello", "--project", str(project.root), check=False)
+    assert proc.returncode == 2 and "already exists" in proc.stderr
