@@ -1,0 +1,195 @@
+"""SPEC section 9, end to end: several `fnrun run` nodes on one Redis.
+
+Nodes share DB 13 of the Redis on 127.0.0.1:6379 (flushed around each
+test); the restart test runs its own `redis-server` on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.e2e.harness import Project, free_port, wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(240)]
+
+SHARED = "redis://127.0.0.1:6379/13"
+
+WORK = (
+    """
+    functions:
+      work:
+        handler: work.py:handle
+        triggers: [{event: "job.*"}]
+        timeout: 5s
+        concurrency: 4
+        retry: {max_attempts: 10, backoff: 100ms, max_backoff: 1s}
+    """,
+    """
+    def handle(event, ctx):
+        record(event, ctx)
+    """,
+)
+
+
+@pytest.fixture
+def shared_redis(service_missing: object) -> Iterator[str]:
+    """DB 13 of the shared Redis, flushed before and after (never any other DB)."""
+    try:
+        with redis.Redis.from_url(SHARED, socket_connect_timeout=1) as client:
+            client.flushdb()
+    except redis.RedisError as exc:
+        service_missing(f"Redis is not reachable at {SHARED}: {exc}")  # type: ignore[operator]
+    yield SHARED
+    with redis.Redis.from_url(SHARED, socket_connect_timeout=1) as client:
+        client.flushdb()
+
+
+def start_node(project: Project, store: str) -> tuple[subprocess.Popen[bytes], int]:
+    """One more `fnrun run` on its own port, sharing `store`; waits for health."""
+    port = free_port()
+    with open(project.root / f"supervisor-{len(project.procs)}.log", "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "run", "--project", str(project.root),
+             "--store", store, "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    project.procs.append(proc)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"fnrun run exited {proc.returncode}:\n{project.output()}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/_/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, timeout=30)
+    return proc, port
+
+
+def drained(port: int) -> bool:
+    functions = httpx.get(f"http://127.0.0.1:{port}/_/functions", timeout=5).json()
+    return all(f["pending"] == 0 and f["running"] == 0 for f in functions)
+
+
+def test_three_nodes_share_10000_events_and_survive_a_kill9(
+    project: Project, shared_redis: str
+) -> None:
+    project.add("work", *WORK)
+    nodes = [start_node(project, shared_redis) for _ in range(3)]
+    project.port = nodes[0][1]
+    ids = set(project.publish({"type": "job.run", "data": i} for i in range(10_000)))
+    assert len(ids) == 10_000
+    victim = nodes[1][0]
+    wait_until(lambda: len(project.calls()) >= 2_000, timeout=120)
+    project.kill9(victim)
+    assert len(project.calls()) < len(ids), "the drain finished before the kill"
+    wait_until(lambda: ids <= set(project.handled("work")) and drained(nodes[2][1]), timeout=180)
+
+    handled = project.handled("work")
+    lost = ids - set(handled)
+    duplicates = sum(n - 1 for n in handled.values())
+    workers = len({c["pid"] for c in project.calls()})
+    print(f"\ncluster: 10000 events, lost {len(lost)}, duplicates {duplicates}, workers {workers}")
+    assert lost == set()
+    assert set(handled) == ids
+    # Only deliveries the victim held when it died may run twice.
+    assert duplicates <= 4 * 256 + 4
+
+
+def test_each_schedule_tick_fires_once_across_three_nodes(
+    project: Project, shared_redis: str
+) -> None:
+    project.add("tick", """
+        functions:
+          tick:
+            handler: tick.py:handle
+            triggers: [{schedule: "* * * * * *"}]
+    """, """
+        def handle(event, ctx):
+            record(event, ctx, scheduled=event.time.isoformat())
+    """)
+    for _ in range(3):
+        start_node(project, shared_redis)
+    wait_until(lambda: len(project.calls()) >= 5, timeout=30)
+    calls = project.calls()
+    per_tick: dict[str, int] = {}
+    for call in calls:
+        per_tick[call["scheduled"]] = per_tick.get(call["scheduled"], 0) + 1
+    assert [tick for tick, n in per_tick.items() if n != 1] == []
+    assert len({c["id"] for c in calls}) == len(calls)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path / "redis", free_port())
+    server.start()
+    yield server
+    server.kill()
+
+
+class RedisServer:
+    """A private redis-server with the persistence we recommend: AOF, fsync always."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.port = folder, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
+             "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+        def ready() -> bool:
+            try:
+                with redis.Redis(port=self.port, socket_connect_timeout=0.5) as client:
+                    return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_until(ready, timeout=15)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def test_nodes_ride_out_a_redis_kill9_and_lose_no_acknowledged_event(
+    project: Project, own_redis: RedisServer
+) -> None:
+    project.add("work", *WORK)
+    nodes = [start_node(project, own_redis.url) for _ in range(2)]
+    project.port = nodes[0][1]
+    ids = set(project.publish({"type": "job.run", "data": i} for i in range(3_000)))
+    wait_until(lambda: len(project.calls()) >= 300, timeout=60)
+    own_redis.kill()
+    at_kill = len(project.calls())
+    own_redis.start()  # same port, same AOF: every acknowledged write is back
+    assert at_kill < len(ids), "the drain finished before Redis was killed"
+    wait_until(lambda: ids <= set(project.handled("work")) and drained(nodes[1][1]), timeout=150)
+    for proc, _ in nodes:
+        assert proc.poll() is None, project.output()
+    handled = project.handled("work")
+    print(f"\nredis restart: 3000 events, duplicates {sum(n - 1 for n in handled.values())}")
+    assert set(handled) == ids
