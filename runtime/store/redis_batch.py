@@ -88,9 +88,9 @@ class ScriptRunner:
                 again = await self._execute([batch[i] for i in missing])
                 for i, reply in zip(missing, again, strict=True):
                     replies[i] = reply
-        except RedisError as exc:
-            replies = [exc] * len(batch)
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+        except Exception as exc:
+            # Every caller in the batch gets the error; the leader must not
+            # raise here, or the callers queued behind it would wait forever.
             replies = [exc] * len(batch)
         for call, reply in zip(batch, replies, strict=True):
             if isinstance(reply, RedisError):
