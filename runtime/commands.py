@@ -199,8 +199,9 @@ def _trigger_text(trigger: dict[str, Any]) -> str:
     if kind == "event":
         return f"event {trigger.get('pattern')}"
     if kind == "schedule":
-        nxt = trigger.get("next") or trigger.get("next_utc") or "?"
-        return f"schedule {trigger.get('cron')} ({trigger.get('timezone')}) next {nxt}"
+        zone, local, utc = trigger.get("timezone"), trigger.get("next"), trigger.get("next_utc")
+        when = f"next {local}" if zone == "UTC" else f"next {local} = {utc} UTC"
+        return f"schedule {trigger.get('cron')} ({zone}) {when}"
     if kind == "webhook":
         methods = ",".join(trigger.get("methods") or [])
         return f"webhook {methods} {trigger.get('url')} ({trigger.get('mode')})"
