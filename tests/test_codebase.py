@@ -1,0 +1,47 @@
+"""The project's own checks, so the README's one test line runs them too (STYLE: Tooling)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def check(tool: str, *args: str) -> None:
+    exe = BIN / tool if (BIN / tool).exists() else shutil.which(tool)
+    if exe is None:
+        pytest.fail(f"{tool} is not installed: pip install -e '.[test]'")
+    proc = subprocess.run([str(exe), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"{tool} {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_ruff() -> None:
+    check("ruff", "check", ".")
+
+
+def test_mypy_strict() -> None:
+    check("mypy")
+
+
+def test_import_contracts() -> None:
+    check("lint-imports")
+
+
+def test_worker_child_imports_no_supervisor_code() -> None:
+    """Starting a worker must never load supervisor code, anyio or yaml (SPEC 6, STYLE)."""
+    code = (
+        "import sys, runtime.worker; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in {'anyio', 'yaml', 'triggers', "
+        "'starlette', 'uvicorn', 'redis'} or m in {'runtime.supervisor', 'runtime.pool', "
+        "'runtime.dispatcher', 'runtime.store', 'runtime.manifest'}]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60, check=True).stdout
+    assert out.strip() == "[]"
