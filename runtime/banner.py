@@ -1,0 +1,99 @@
+"""What `fnrun dev` says to a person: the start banner and one line per reload.
+
+Pure text from data (`describe_functions` output, a registry `Diff`), so the
+wording is tested without a terminal; colour is added only when asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from runtime.registry import Diff
+from runtime.specs import Settings
+
+BOLD, DIM, GREEN, RED, YELLOW, RESET = (
+    "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[33m", "\033[0m",
+)
+MAX_LISTED = 200
+"""Functions shown in the banner; a bigger project gets a count (its list is `fnrun ls`)."""
+
+
+def _paint(text: str, code: str, colour: bool) -> str:
+    return f"{code}{text}{RESET}" if colour else text
+
+
+def trigger_line(trigger: Mapping[str, Any]) -> str:
+    """One trigger of `describe_functions`, as a person reads it."""
+    kind = trigger.get("kind")
+    if kind == "event":
+        backfill = " (backfills retained events)" if trigger.get("start") == "beginning" else ""
+        return f"event    {trigger.get('pattern')}{backfill}"
+    if kind == "schedule":
+        zone = trigger.get("timezone") or "UTC"
+        nxt = trigger.get("next")
+        when = f"next {nxt}" if nxt else "never fires again"
+        return f"schedule {trigger.get('cron')} ({zone}), {when}"
+    if kind == "webhook":
+        methods = ",".join(trigger.get("methods") or ["POST"])
+        signed = ", signed" if trigger.get("secret_env") else ""
+        return f"webhook  {methods} {trigger.get('url')} ({trigger.get('mode')}{signed})"
+    return str(kind)
+
+
+def render_banner(
+    listing: Sequence[Mapping[str, Any]], settings: Settings, *, colour: bool = False
+) -> str:
+    """The start banner: where fnrun serves, each function and its triggers."""
+    http = settings.http
+    watched = str(settings.functions)
+    if settings.config_file is not None:
+        watched += f" and {settings.config_file.name}"
+    lines = [
+        _paint(f"fnrun dev  {settings.project}", BOLD, colour),
+        f"  http   http://{http.host}:{http.port}  (health: /_/health, events: POST /_/events)",
+        f"  store  {settings.store}",
+        "",
+    ]
+    if not listing:
+        lines.append("  no functions yet: add one with `fnrun new hello --event demo.hello`")
+    for function in listing[:MAX_LISTED]:
+        name = _paint(str(function["name"]), BOLD, colour)
+        lines.append(f"  {name}  {_paint(str(function['handler']), DIM, colour)}")
+        triggers = function.get("triggers") or []
+        if not triggers:
+            lines.append("      (no triggers: run it with `fnrun invoke`)")
+        lines.extend(f"      {trigger_line(t)}" for t in triggers)
+    if len(listing) > MAX_LISTED:
+        lines.append(f"  ... and {len(listing) - MAX_LISTED} more (see `fnrun ls`)")
+    lines += ["", f"  watching {watched}: save a file to reload"]
+    return "\n".join(lines)
+
+
+def reload_line(
+    change: Diff,
+    reasons: Mapping[str, str],
+    millis: float,
+    *,
+    failed: Sequence[str] = (),
+) -> str:
+    """One line per reload, e.g. `reloaded charge-card (code), added send-mail in 38 ms`.
+
+    Args:
+        reasons: why each changed function reloaded ("code", "config").
+        failed: functions whose new version did not load and keep their old one.
+    """
+    parts = []
+    if change.changed:
+        parts.append("reloaded " + ", ".join(
+            f"{name} ({reasons[name]})" if name in reasons else name for name in change.changed
+        ))
+    if change.added:
+        parts.append("added " + ", ".join(change.added))
+    if change.removed:
+        parts.append("removed " + ", ".join(change.removed))
+    if failed:
+        parts.append("kept the old version of " + ", ".join(failed))
+    if not parts:
+        parts.append("no function changed")
+    return f"{', '.join(parts)} in {millis:.0f} ms"

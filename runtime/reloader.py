@@ -1,0 +1,400 @@
+"""Hot reload: watch the project, re-validate it on change, switch function by function.
+
+A burst of saves becomes one reload: watchfiles groups changes (`step` ms of
+quiet, at most `debounce` ms), and changes that arrive while a reload runs
+are coalesced into the next one. Each reload re-reads fnrun.yaml and the
+whole functions folder. A project with errors is not applied: the last good
+version keeps serving and the errors show in /_/health. A changed or added
+function whose new code does not import keeps its old version (or stays
+out) until it is fixed; its deliveries wait in the store (SPEC 5.5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import operator
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+from watchfiles import Change
+
+from runtime import banner
+from runtime.clock import Clock, SystemClock
+from runtime.errors import ManifestError, ManifestErrors, UsageError, Where
+from runtime.manifest import function_fingerprint, load_project, load_settings
+from runtime.registry import Diff, diff
+from runtime.settings_loader import CONFIG_FILE
+from runtime.specs import FunctionSpec, Project, Settings
+
+log = logging.getLogger("fnrun.reload")
+
+Changes = AsyncIterator[set[tuple[Change, str]]]
+LoadCheck = Callable[[FunctionSpec], Awaitable[str | None]]
+
+DEBOUNCE_MS = 1600
+"""Longest a burst of changes is grouped before a reload starts anyway."""
+STEP_MS = 50
+"""Quiet time that ends a burst: saves land in the next reload within ~50 ms."""
+WARM_AT_ONCE = 4
+"""New versions whose first worker is started at the same time."""
+IGNORED_DIRS = frozenset({"__pycache__", "node_modules", ".fnrun", ".git", ".venv"})
+TEMP_FILE = re.compile(
+    r"(\.sw[a-p]|~|\.tmp|\.py[cod]|\.bak|\.orig|\.kate-swp)$"  # vim, emacs, kate, tools
+    r"|^\.?#"  # emacs lock and autosave files
+    r"|^4913$"  # vim's probe file for a writable folder
+)
+_NOWHERE = Where(Path(), 0, 0)
+
+
+class Target(Protocol):
+    """What the reloader needs from the supervisor."""
+
+    settings: Settings
+    project: Project | None
+    reload_error: str | None
+
+    @property
+    def draining(self) -> bool: ...
+
+    def fingerprints(self) -> Mapping[str, str]: ...
+
+    async def apply(self, project: Project, keep: Collection[str] = ()) -> Diff: ...
+
+    async def functions_json(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one reload did."""
+
+    change: Diff = Diff()
+    errors: tuple[str, ...] = ()
+    """Declaration errors: nothing was applied."""
+    failed: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Function -> load error of its new code (old version kept, or not added)."""
+    restart: tuple[str, ...] = ()
+    """fnrun.yaml changes that need a restart."""
+    reasons: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Changed function -> why: "code" or "config"."""
+    millis: float = 0.0
+
+
+class SourceFilter:
+    """Which file events matter: fnrun.yaml and the functions folder, minus editor litter."""
+
+    def __init__(self, functions: Path, config: Path) -> None:
+        self.functions = functions
+        self.config = config
+
+    def __call__(self, change: Change, path: str) -> bool:
+        file = Path(path)
+        if file == self.config:
+            return True
+        try:
+            parts = file.relative_to(self.functions).parts
+        except ValueError:
+            return False
+        if not parts or TEMP_FILE.search(parts[-1]):
+            return False
+        return not any(p in IGNORED_DIRS or p.startswith(".") for p in parts)
+
+
+def live_settings(
+    running: Settings, before: Settings, after: Settings
+) -> tuple[Settings, list[str]]:
+    """Apply what fnrun.yaml changed that can change live; say what needs a restart.
+
+    A key is followed only if the running value came from the file (`running`
+    equals `before`): a flag or environment override keeps winning.
+
+    Args:
+        running: the settings in force; before/after: fnrun.yaml read then and now.
+    """
+    def followed(get: Callable[[Settings], Any]) -> bool:
+        return bool(get(before) != get(after) and get(running) == get(before))
+
+    live: dict[str, Any] = {"config_file": after.config_file}
+    for key in ("functions", "defaults", "retention"):
+        if followed(operator.attrgetter(key)):
+            live[key] = getattr(after, key)
+    http = running.http
+    if followed(lambda s: s.http.max_body):
+        http = dataclasses.replace(http, max_body=after.http.max_body)
+    live["http"] = http
+    fixed: dict[str, Callable[[Settings], Any]] = {
+        "store": operator.attrgetter("store"),
+        "http.host": operator.attrgetter("http.host"),
+        "http.port": operator.attrgetter("http.port"),
+    }
+    restart = [
+        f"{CONFIG_FILE}: {what} changed from {get(before)} to {get(after)}:"
+        " restart fnrun to apply it"
+        for what, get in fixed.items()
+        if followed(get)
+    ]
+    return dataclasses.replace(running, **live), restart
+
+
+def declaration(spec: FunctionSpec) -> FunctionSpec:
+    """The spec without source positions, so moving a function is not a change."""
+    triggers = tuple(dataclasses.replace(t, where=_NOWHERE) for t in spec.triggers)
+    return dataclasses.replace(spec, where=_NOWHERE, triggers=triggers)
+
+
+class Reloader:
+    """Reloads a running supervisor's project whenever its files change."""
+
+    def __init__(
+        self,
+        supervisor: Target,
+        settings: Settings,
+        *,
+        changes: Changes | None = None,
+        clock: Clock | None = None,
+        check: LoadCheck | None = None,
+        say: Callable[[str], None] | None = None,
+        show_banner: bool = True,
+    ) -> None:
+        """Args:
+            changes: scripted change sets (tests); None watches the filesystem.
+            check: the load error of a new version, or None; default starts a worker.
+            say: where the banner goes (default stderr).
+        """
+        self.supervisor = supervisor
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.check: LoadCheck = check or first_worker_error
+        self.say = say or _to_stderr
+        self.show_banner = show_banner
+        self.reloads = 0
+        self.last: Result | None = None
+        self._changes = changes
+        self._file = _file_settings(settings)
+        self._pending: set[tuple[Change, str]] = set()
+        self._wake = anyio.Event()
+        self._rewatch = anyio.Event()
+
+    async def run(self) -> None:
+        """Print the banner, then reload on every batch of changes, until cancelled."""
+        if self.show_banner:
+            listing = await self.supervisor.functions_json()
+            colour = self.say is _to_stderr and sys.stderr.isatty()
+            self.say(banner.render_banner(listing, self.supervisor.settings, colour=colour))
+        async with anyio.create_task_group() as tg:
+            if self._changes is not None:
+                tg.start_soon(self._collect, self._changes)
+            else:
+                tg.start_soon(self._watch_files)
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                self._pending.clear()
+                if self.supervisor.draining:
+                    continue
+                await self.reload()
+
+    async def _collect(self, changes: Changes) -> None:
+        async for batch in changes:
+            if batch:
+                # Only "something changed" matters; the set stays small as a record.
+                if len(self._pending) < 1000:
+                    self._pending.update(batch)
+                self._wake.set()
+
+    async def _watch_files(self) -> None:
+        """watchfiles on the functions folder and fnrun.yaml; restarted if the folder moves."""
+        from watchfiles import awatch  # the Rust watcher loads only where files are watched
+
+        while True:
+            settings = self.supervisor.settings
+            config = settings.project / CONFIG_FILE
+            watch_filter = SourceFilter(settings.functions, config)
+            self._rewatch = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                # The project root is watched flat: a recursive watch there would
+                # walk .venv and the store's own busy .fnrun files.
+                for path, recursive in ((settings.functions, True), (settings.project, False)):
+                    if path.is_dir():
+                        changes = awatch(
+                            path, watch_filter=watch_filter, debounce=DEBOUNCE_MS,
+                            step=STEP_MS, recursive=recursive,
+                        )
+                        tg.start_soon(self._collect, changes)
+                await self._rewatch.wait()
+                tg.cancel_scope.cancel()
+
+    async def reload(self) -> Result:
+        """Re-read settings and functions, and switch what changed; never raises."""
+        started = self.clock.monotonic()
+        try:
+            result = await self._reload()
+        except Exception as exc:  # a reload must never take the running version down
+            log.exception("reload failed; still serving the last good version")
+            result = Result(errors=(f"reload failed: {exc!r}",))
+            self.supervisor.reload_error = result.errors[0]
+        result = dataclasses.replace(result, millis=(self.clock.monotonic() - started) * 1000)
+        self.reloads += 1
+        self.last = result
+        if not result.errors:
+            log.info(banner.reload_line(
+                result.change, result.reasons, result.millis, failed=sorted(result.failed),
+            ))
+        return result
+
+    async def _reload(self) -> Result:
+        try:
+            file_settings = load_settings(self.settings.project)
+        except (ManifestError, UsageError) as exc:
+            return self._broken([str(exc)])
+        settings, restart = live_settings(self.supervisor.settings, self._file, file_settings)
+        try:
+            project = load_project(settings)
+        except ManifestErrors as exc:
+            return self._broken([str(e) for e in exc.errors])
+        for line in restart:
+            log.warning(line)
+        old = self.supervisor.project
+        running = self.supervisor.fingerprints()
+        plan = diff(running, {n: function_fingerprint(s) for n, s in project.functions.items()})
+        failed = await self._check_new(project, plan.added + plan.changed)
+        project, keep = _keep_old(project, old, failed)
+        reasons = _reasons(old, project, plan.changed)
+        if settings.functions != self.supervisor.settings.functions:
+            self._rewatch.set()
+        self.supervisor.settings = self.settings = settings
+        change = await self.supervisor.apply(project, keep=keep)
+        self._file = file_settings
+        if failed:
+            self.supervisor.reload_error = "\n".join(
+                f"{name}: {error}" for name, error in sorted(failed.items())
+            )
+        return Result(change=change, failed=failed, restart=tuple(restart), reasons=reasons)
+
+    def _broken(self, errors: Sequence[str]) -> Result:
+        for line in errors:
+            log.error("%s", line)
+        count = len(errors)
+        log.error(
+            "reload skipped: %d error%s; still serving the last good version",
+            count, "" if count == 1 else "s",
+        )
+        self.supervisor.reload_error = "\n".join(errors)
+        return Result(errors=tuple(errors))
+
+    async def _check_new(self, project: Project, names: Sequence[str]) -> dict[str, str]:
+        """Start the first worker of each new version; {name: load error} for those that fail."""
+        failed: dict[str, str] = {}
+        limiter = anyio.CapacityLimiter(WARM_AT_ONCE)
+
+        async def check(name: str) -> None:
+            async with limiter:
+                error = await self.check(project.functions[name])
+            if error is not None:
+                log.error("%s: new code does not load: %s", name, error)
+                failed[name] = error
+
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(check, name)
+        return failed
+
+
+def _keep_old(
+    project: Project, old: Project | None, failed: Mapping[str, str]
+) -> tuple[Project, list[str]]:
+    """The project to apply: failed functions at their old version, or left out if new."""
+    functions = dict(project.functions)
+    keep = []
+    for name in failed:
+        if old is not None and name in old.functions:
+            functions[name] = old.functions[name]
+            keep.append(name)
+        else:
+            del functions[name]
+    return Project(project.settings, functions), keep
+
+
+def _reasons(old: Project | None, new: Project, changed: Sequence[str]) -> dict[str, str]:
+    """Why each changed function reloads: its declaration ("config") or only its code."""
+    if old is None:
+        return {}
+    return {
+        name: "code" if declaration(old.functions[name]) == declaration(new.functions[name])
+        else "config"
+        for name in changed
+        if name in old.functions and name in new.functions
+    }
+
+
+def _file_settings(settings: Settings) -> Settings:
+    """fnrun.yaml and the environment as they are now, without command-line flags."""
+    try:
+        return load_settings(settings.project)
+    except (ManifestError, UsageError):
+        return settings
+
+
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def first_worker_error(spec: FunctionSpec) -> str | None:
+    """Start one worker of `spec` as its pool would and stop it: the load error, or None.
+
+    The worker is started with the pool's own command line and environment,
+    so what loads here loads in the pool.
+    """
+    from anyio.abc import UNIXSocketStream
+    from anyio.streams.buffered import BufferedByteReceiveStream
+
+    from runtime import pool, protocol
+
+    ours, theirs = socket.socketpair()
+    try:
+        process = await anyio.to_thread.run_sync(_start_probe, spec, theirs.fileno())
+    except OSError as exc:
+        ours.close()
+        return f"cannot start a worker: {exc}"
+    finally:
+        theirs.close()
+    first: dict[str, Any] | None = None
+    async with await UNIXSocketStream.from_socket(ours) as stream:
+        reader = BufferedByteReceiveStream(stream)
+        with anyio.move_on_after(pool.LOAD_TIMEOUT + spec.timeout):
+            try:
+                size = protocol.frame_size(await reader.receive_exactly(protocol.HEADER))
+                first = protocol.unpack(await reader.receive_exactly(size))
+            except (anyio.EndOfStream, anyio.IncompleteRead, protocol.ProtocolError, OSError):
+                first = {"kind": "exit"}
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    code = await anyio.to_thread.run_sync(process.wait)
+    if first is None:
+        return f"handler did not load within {pool.LOAD_TIMEOUT + spec.timeout:g}s"
+    if first["kind"] == "ready":
+        return None
+    if first["kind"] == "load_error":
+        return str(first.get("error"))
+    return f"{pool.describe_exit(code)} while loading the handler"
+
+
+def _start_probe(spec: FunctionSpec, proto_fd: int) -> subprocess.Popen[bytes]:
+    from runtime import pool
+
+    env = pool.worker_env(spec, os.environ, logging.getLogger(f"fnrun.fn.{spec.name}"))
+    return subprocess.Popen(
+        pool.child_command(spec, proto_fd),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        pass_fds=(proto_fd, pool.lifeline()), start_new_session=True, env=env,
+    )
