@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,22 +162,32 @@ class Supervisor:
                 tg.start_soon(self._retention_loop)
                 self._ready = True
                 log.info("ready: %d functions", len(project.functions))
+                if self.reload:
+                    from runtime.reloader import Reloader  # watchfiles loads only when reloading
+
+                    tg.start_soon(Reloader(self, self.settings).run)
                 task_status.started()
                 await self._stop.wait()
                 await self._drain()
                 tg.cancel_scope.cancel()
 
-    async def apply(self, project: Project) -> Diff:
+    def fingerprints(self) -> dict[str, str]:
+        """{function: fingerprint} of the versions running now."""
+        return {name: r.fingerprint for name, r in self._functions.items()}
+
+    async def apply(self, project: Project, keep: Collection[str] = ()) -> Diff:
         """Switch to a new version of the project (hot reload), function by function.
 
         Only added and changed functions get new workers; a changed or removed
         function's old dispatcher stops taking work and its running invocations
         finish under the old version (each invocation runs under one version).
         Deliveries live in the store, so nothing pending is lost: a removed
-        function's deliveries wait for it to come back (SPEC 5.5).
+        function's deliveries wait for it to come back (SPEC 5.5). Functions in
+        `keep` stay at the version running now (their new code did not load).
         """
         assert self._tg is not None, "apply() needs a running supervisor"
         new = {name: function_fingerprint(spec) for name, spec in project.functions.items()}
+        new.update({n: self._functions[n].fingerprint for n in keep if n in self._functions})
         change = diff({n: r.fingerprint for n, r in self._functions.items()}, new)
         self.store.configure({n: s.timeout for n, s in project.functions.items()})
         self._bind_triggers(project)
