@@ -1,0 +1,216 @@
+"""The supervisor <-> worker protocol, and how a handler's return value travels.
+
+Imported by the worker child, so: standard library only, and only modules
+that cost nothing to import (a worker must be ready in ~25 ms; `json` alone
+costs ~12 ms here because it pulls in `re`). Frames are a 4-byte big-endian
+length then a `marshal` payload: parent and child are always the same
+interpreter (`sys.executable`), marshal is builtin and several times faster
+than json, and it carries `bytes` without base64. Payloads hold only JSON
+types plus bytes; the child checks values with `json_problem` before sending.
+
+Messages (dicts with a "kind"):
+- child -> parent `ready` {} once the handler is loaded, or
+  `load_error` {error, traceback} and exit;
+- parent -> child `invoke` {event: Event.to_dict(), attempt, deadline (epoch
+  s), function, invocation};
+- child -> parent `done` {ok, result, emits: [{type, data, subject, id}],
+  error, traceback, fatal} (`fatal`: the worker should not be reused, e.g.
+  after a MemoryError).
+
+A result is encoded by `encode_result` into a JSON-safe dict; see there.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+HEADER = 4
+MAX_FRAME = 64 * 1024 * 1024
+"""Largest frame either side accepts; a bigger result fails the attempt."""
+SUMMARY_CHARS = 2048
+"""How much of a result the invocation history keeps."""
+RESULT_SHAPES = "JSON, str, bytes or (status, body[, headers])"
+
+
+class ProtocolError(Exception):
+    """A frame is malformed, oversized, or the peer closed mid-frame."""
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    """One frame: length header and payload.
+
+    Raises:
+        ProtocolError: the payload is over `MAX_FRAME` or not marshallable.
+    """
+    try:
+        payload = marshal.dumps(message)
+    except ValueError as exc:
+        raise ProtocolError(f"message cannot be sent: {exc}") from None
+    if len(payload) > MAX_FRAME:
+        raise ProtocolError(f"message of {len(payload)} bytes is over {MAX_FRAME}")
+    return len(payload).to_bytes(HEADER, "big") + payload
+
+
+def frame_size(header: bytes) -> int:
+    """The payload length a header announces, checked against `MAX_FRAME`."""
+    size = int.from_bytes(header, "big")
+    if size > MAX_FRAME:
+        raise ProtocolError(f"frame of {size} bytes is over {MAX_FRAME}")
+    return size
+
+
+def unpack(payload: bytes) -> dict[str, Any]:
+    """Inverse of `pack` for the payload part."""
+    try:
+        message = marshal.loads(payload)
+    except (EOFError, ValueError, TypeError) as exc:
+        raise ProtocolError(f"bad frame: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
+        raise ProtocolError("bad frame: not a message")
+    return message
+
+
+def read_frame(fd: int) -> dict[str, Any] | None:
+    """Blocking read of one message from `fd`; None on a clean end of stream."""
+    header = _read_exactly(fd, HEADER)
+    if header is None:
+        return None
+    payload = _read_exactly(fd, frame_size(header))
+    if payload is None:
+        raise ProtocolError("peer closed mid-frame")
+    return unpack(payload)
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    chunks: list[bytes] = []
+    missing = size
+    while missing:
+        chunk = os.read(fd, min(missing, 1 << 20))
+        if not chunk:
+            if chunks:
+                raise ProtocolError("peer closed mid-frame")
+            return None
+        chunks.append(chunk)
+        missing -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def write_frame(fd: int, message: dict[str, Any]) -> None:
+    """Blocking write of one message to `fd`."""
+    view = memoryview(pack(message))
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def json_problem(value: Any, depth: int = 0) -> str | None:
+    """What keeps `value` from being JSON ("set at ['a'][2]"), or None if it is JSON.
+
+    Tuples count as JSON arrays, as `json.dumps` treats them.
+    """
+    if value is None or isinstance(value, str | bool | int | float):
+        return None
+    if depth > 100:
+        return "nesting deeper than 100"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{type(key).__name__} key {key!r:.40}"
+            problem = json_problem(item, depth + 1)
+            if problem is not None:
+                return _under(f"[{key!r:.40}]", problem)
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            problem = json_problem(item, depth + 1)
+            if problem is not None:
+                return _under(f"[{index}]", problem)
+        return None
+    return type(value).__name__
+
+
+def _under(step: str, problem: str) -> str:
+    what, _, path = problem.partition(" at ")
+    return f"{what} at {step}{path}"
+
+
+def encode_result(value: Any) -> dict[str, Any]:
+    """A handler's return value as a JSON-safe dict.
+
+    None/dict/list/int/float/bool -> {"json": v}; str -> {"text": v};
+    bytes -> {"bytes": base64}; (status, body[, headers]) -> {"status": s,
+    "body": <body encoded as above>, "headers": {...}}.
+
+    Raises:
+        TypeError: one clear line naming what cannot be returned.
+    """
+    if isinstance(value, tuple):
+        return _encode_response(value)
+    return _encode_body(value, "handler returned")
+
+
+def _encode_body(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"text": value}
+    if isinstance(value, bytes | bytearray | memoryview):
+        import binascii
+
+        return {"bytes": binascii.b2a_base64(bytes(value), newline=False).decode("ascii")}
+    if value is None or isinstance(value, dict | list | int | float):
+        problem = json_problem(value)
+        if problem is None:
+            return {"json": value}
+        raise TypeError(f"{prefix} {type(value).__name__} with {problem}, which is not JSON")
+    raise TypeError(f"{prefix} {type(value).__name__}, which is not {RESULT_SHAPES}")
+
+
+def _encode_response(value: tuple[Any, ...]) -> dict[str, Any]:
+    bad = f"handler returned a tuple that is not {RESULT_SHAPES}"
+    if len(value) not in (2, 3):
+        raise TypeError(f"{bad}: it has {len(value)} items")
+    status, body = value[0], value[1]
+    headers = value[2] if len(value) == 3 else {}
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise TypeError(f"{bad}: status {status!r:.40} is not an int from 100 to 599")
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise TypeError(f"{bad}: headers must be a dict of str to str")
+    if isinstance(body, tuple):
+        raise TypeError(f"{bad}: the body is itself a tuple")
+    encoded = _encode_body(body, "handler returned a response body of")
+    return {"status": status, "body": encoded, "headers": dict(headers)}
+
+
+def decode_result(encoded: Any) -> tuple[int | None, str, Any, dict[str, str]]:
+    """Inverse of `encode_result`: (status or None, body kind, body, headers).
+
+    The body kind is "json", "text" or "bytes"; a "bytes" body comes back as
+    bytes. Anything unrecognised decodes as a JSON body of its own value.
+    """
+    if isinstance(encoded, dict) and "status" in encoded and "body" in encoded:
+        _, kind, body, _ = decode_result(encoded["body"])
+        return int(encoded["status"]), kind, body, dict(encoded.get("headers") or {})
+    if isinstance(encoded, dict) and len(encoded) == 1:
+        (kind, body), = encoded.items()
+        if kind == "bytes":
+            import binascii
+
+            return None, "bytes", binascii.a2b_base64(body), {}
+        if kind in ("json", "text"):
+            return None, kind, body, {}
+    return None, "json", encoded, {}
+
+
+def result_summary(encoded: Any) -> Any:
+    """A bounded JSON-safe view of an encoded result, for invocation history."""
+    import json
+
+    text = json.dumps(encoded, default=repr, ensure_ascii=False)
+    if len(text) <= SUMMARY_CHARS:
+        return encoded
+    return {"truncated": True, "chars": len(text), "preview": text[:SUMMARY_CHARS]}

@@ -1,0 +1,353 @@
+"""The worker child: loads one handler, then runs invocations sent by its pool.
+
+Run as `python -m runtime.worker proto=FD lifeline=FD file=PATH attr=NAME
+function=NAME [memory_mb=N]` (the pool starts it with `-S` and a resolved
+`sys.path`, see `runtime.pool`). It speaks `runtime.protocol` on the
+socket `proto`; stdout and stderr belong to the handler.
+
+Startup budget is ~25 ms, so this module imports only builtins at the top;
+asyncio, logging, datetime and traceback are imported the first time a
+handler needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from runtime import protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+    from logging import Logger
+    from typing import Any
+
+CO_ASYNC = 0x80 | 0x100 | 0x200
+"""CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR (no `inspect`)."""
+CO_VARARGS = 0x04
+SIGKILL = 9
+
+
+class ReadOnly:
+    """Base of the objects handed to handlers: attributes cannot be set."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+
+class HttpRequest(ReadOnly):
+    """`event.http`: the request behind a webhook event."""
+
+    __slots__ = ("method", "path", "query", "headers")
+    method: str
+    path: str
+    query: Any
+    headers: Any
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        from types import MappingProxyType
+
+        set_ = object.__setattr__
+        set_(self, "method", raw["method"])
+        set_(self, "path", raw["path"])
+        set_(self, "query", MappingProxyType(dict(raw.get("query") or {})))
+        set_(self, "headers", MappingProxyType(dict(raw.get("headers") or {})))
+
+    def __repr__(self) -> str:
+        return f"HttpRequest({self.method} {self.path})"
+
+
+class HandlerEvent(ReadOnly):
+    """The read-only, CloudEvents-shaped `event` a handler receives."""
+
+    __slots__ = ("id", "type", "source", "subject", "data", "extensions", "http", "_time")
+    id: str
+    type: str
+    source: str
+    subject: str | None
+    data: Any
+    extensions: Any
+    http: HttpRequest | None
+    _time: str | datetime
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        from types import MappingProxyType
+
+        set_ = object.__setattr__
+        set_(self, "id", raw["id"])
+        set_(self, "type", raw["type"])
+        set_(self, "source", raw.get("source", "fnrun"))
+        set_(self, "subject", raw.get("subject"))
+        if "data_base64" in raw:
+            import binascii
+
+            set_(self, "data", binascii.a2b_base64(raw["data_base64"]))
+        else:
+            set_(self, "data", raw.get("data"))
+        set_(self, "extensions", MappingProxyType(dict(raw.get("extensions") or {})))
+        http = raw.get("http")
+        set_(self, "http", HttpRequest(http) if http else None)
+        set_(self, "_time", raw["time"])
+
+    @property
+    def time(self) -> datetime:
+        """When the event happened (aware datetime; parsed on first use)."""
+        value = self._time
+        if isinstance(value, str):
+            from datetime import datetime
+
+            value = datetime.fromisoformat(value)
+            object.__setattr__(self, "_time", value)
+        return value
+
+    def __repr__(self) -> str:
+        return f"Event(id={self.id!r}, type={self.type!r})"
+
+
+class Context(ReadOnly):
+    """`ctx`: the function's name, the attempt, its deadline, a logger and `emit`."""
+
+    __slots__ = ("function", "attempt", "deadline", "invocation", "_emits")
+    function: str
+    attempt: int
+    deadline: float
+    invocation: str
+    _emits: list[dict[str, Any]]
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        set_ = object.__setattr__
+        set_(self, "function", message["function"])
+        set_(self, "attempt", message["attempt"])
+        set_(self, "deadline", message["deadline"])
+        set_(self, "invocation", message["invocation"])
+        set_(self, "_emits", [])
+
+    @property
+    def log(self) -> Logger:
+        """A logger whose lines go to stderr, which the pool tags and logs."""
+        return _logger(self.function)
+
+    def emit(
+        self, type: str, data: Any = None, *, subject: str | None = None, id: str | None = None
+    ) -> None:
+        """Queue an event, published only if this invocation succeeds.
+
+        Raises:
+            TypeError: `type` is not a non-empty str, `data` is neither JSON
+                nor bytes, or `subject`/`id` are not str.
+        """
+        if not isinstance(type, str) or not type:
+            raise TypeError(f"ctx.emit: type must be a non-empty str, not {type!r:.60}")
+        for name, value in (("subject", subject), ("id", id)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"ctx.emit: {name} must be a str, not {value!r:.60}")
+        if isinstance(data, bytearray | memoryview):
+            data = bytes(data)
+        problem = None if isinstance(data, bytes) else protocol.json_problem(data)
+        if problem is not None:
+            raise TypeError(f"ctx.emit: data is {problem}, which is neither JSON nor bytes")
+        self._emits.append({"type": type, "data": data, "subject": subject, "id": id})
+
+    def __repr__(self) -> str:
+        return f"Context(function={self.function!r}, attempt={self.attempt})"
+
+
+_loggers: dict[str, Logger] = {}
+
+
+def _logger(function: str) -> Logger:
+    logger = _loggers.get(function)
+    if logger is None:
+        import logging
+
+        logger = logging.getLogger(f"fnrun.fn.{function}")
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        _loggers[function] = logger
+    return logger
+
+
+def _watch_lifeline(fd: int) -> None:
+    """Kill our whole process group once the supervisor is gone (its end closes)."""
+    try:
+        while os.read(fd, 64):
+            pass
+    except OSError:
+        pass
+    os.killpg(os.getpgid(0), SIGKILL)
+
+
+def _start_lifeline(fd: int) -> None:
+    import _thread
+
+    # A small stack: under RLIMIT_AS the default 8 MiB would count against memory_mb.
+    _thread.stack_size(256 * 1024)
+    _thread.start_new_thread(_watch_lifeline, (fd,))
+
+
+def _limit_memory(megabytes: int) -> None:
+    import resource
+
+    limit = megabytes * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _load(path: str, attr: str) -> tuple[Callable[..., Any], bool]:
+    """Import the handler file by path and find the callable; (handler, takes_ctx)."""
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    folder, filename = os.path.split(os.path.abspath(path))
+    # The handler's folder goes first so its helper modules import by name.
+    sys.path.insert(0, folder)
+    stem = filename.rpartition(".")[0] or filename
+    name = stem if stem.isidentifier() and stem not in sys.modules else "fnrun_handler"
+    spec = spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}: not a Python file")
+    module = module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    handler = getattr(module, attr, None)
+    if handler is None:
+        raise AttributeError(f"{path} has no attribute {attr!r}")
+    if not callable(handler):
+        raise TypeError(f"{path}:{attr} is a {type(handler).__name__}, not a callable")
+    return handler, _takes_ctx(handler)
+
+
+def _takes_ctx(handler: Callable[..., Any]) -> bool:
+    """Whether to call handler(event, ctx) rather than handler(event)."""
+    code = getattr(handler, "__code__", None)
+    if code is not None:
+        if code.co_flags & CO_VARARGS:
+            return True
+        bound = 1 if getattr(handler, "__self__", None) is not None else 0
+        positional: int = code.co_argcount - bound
+    else:
+        import inspect
+
+        params = inspect.signature(handler).parameters.values()
+        if any(p.kind is p.VAR_POSITIONAL for p in params):
+            return True
+        positional = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    if positional < 1:
+        raise TypeError("handler must accept (event) or (event, ctx)")
+    return positional >= 2
+
+
+class Runner:
+    """Calls the handler, sync or async; async ones share one event loop per worker."""
+
+    def __init__(self, handler: Callable[..., Any], takes_ctx: bool) -> None:
+        self.handler = handler
+        self.takes_ctx = takes_ctx
+        self.loop: Any = None
+
+    def call(self, event: HandlerEvent, ctx: Context) -> Any:
+        result = self.handler(event, ctx) if self.takes_ctx else self.handler(event)
+        if hasattr(result, "__await__"):
+            if self.loop is None:
+                import asyncio
+
+                self.loop = asyncio.new_event_loop()
+            result = self.loop.run_until_complete(result)
+        return result
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """("ExcType: message", traceback text without this module's frames)."""
+    import traceback
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    message = str(exc)
+    line = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return line.splitlines()[0] if line else line, text
+
+
+def _invoke(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+    """Run one invocation and build its `done` message."""
+    ctx = Context(message)
+    try:
+        event = HandlerEvent(message["event"])
+        value = runner.call(event, ctx)
+    except Exception as exc:  # the handler's failure is the attempt's result
+        error, text = _describe(exc)
+        fatal = isinstance(exc, MemoryError)
+        return {"kind": "done", "ok": False, "error": error, "traceback": text, "fatal": fatal}
+    try:
+        result = protocol.encode_result(value)
+    except TypeError as exc:
+        return {"kind": "done", "ok": False, "error": str(exc), "traceback": None}
+    return {"kind": "done", "ok": True, "result": result, "emits": ctx._emits}
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # the handler closed or broke its own stream
+
+
+def _send(fd: int, message: dict[str, Any]) -> None:
+    try:
+        protocol.write_frame(fd, message)
+    except protocol.ProtocolError as exc:
+        failed = {"kind": "done", "ok": False, "error": f"result not sent: {exc}"}
+        protocol.write_frame(fd, failed)
+
+
+def serve(fd: int, runner: Runner) -> None:
+    """Answer `invoke` messages until the pool closes the socket."""
+    while True:
+        message = protocol.read_frame(fd)
+        if message is None:
+            return
+        done = _invoke(runner, message)
+        _flush()
+        _send(fd, done)
+
+
+def _parse(argv: list[str]) -> dict[str, str]:
+    options = dict(arg.partition("=")[::2] for arg in argv)
+    missing = {"proto", "lifeline", "file", "attr", "function"} - options.keys()
+    if missing:
+        raise SystemExit(f"runtime.worker: missing {', '.join(sorted(missing))}")
+    return options
+
+
+def main(argv: list[str]) -> None:
+    """Start: lifeline, memory limit, load, `ready`, then serve."""
+    options = _parse(argv)
+    fd = int(options["proto"])
+    _start_lifeline(int(options["lifeline"]))
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    try:
+        if int(options.get("memory_mb") or 0):
+            _limit_memory(int(options["memory_mb"]))
+        runner = Runner(*_load(options["file"], options["attr"]))
+    except BaseException as exc:  # noqa: BLE001 - anything the import raises, even SystemExit
+        error, text = _describe(exc)
+        _flush()
+        protocol.write_frame(fd, {"kind": "load_error", "error": error, "traceback": text})
+        return
+    protocol.write_frame(fd, {"kind": "ready"})
+    serve(fd, runner)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,145 @@
+"""Worker test handlers: `handle` does what `event.data["do"]` says.
+
+One callable serves every pool test, so a test picks behaviour per event and
+a single warm worker can be observed across several invocations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import helper  # a sibling module: the worker puts the handler's folder on sys.path
+
+MiB = 1024 * 1024
+
+
+def _write(path: str, text: str) -> None:
+    tmp = Path(path + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)  # atomic, so the test never reads half a file
+
+
+def handle(event: Any, ctx: Any) -> Any:
+    data = event.data if isinstance(event.data, dict) else {}
+    action = data.get("do", "describe")
+    return ACTIONS[action](event, ctx, data)
+
+
+def describe(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    http = event.http
+    return {
+        "id": event.id, "type": event.type, "source": event.source,
+        "subject": event.subject, "data": data, "time": event.time.isoformat(),
+        "tz": event.time.utcoffset() is not None, "extensions": dict(event.extensions),
+        "http": None if http is None else [http.method, http.path, dict(http.query),
+                                           dict(http.headers)],
+        "function": ctx.function, "attempt": ctx.attempt, "deadline": ctx.deadline,
+        "pid": os.getpid(), "helper": helper.NAME,
+    }
+
+
+def emit(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    ctx.emit("order.charged", {"order": 7})
+    ctx.emit("blob.saved", b"\x00\xff", subject="s1", id="fixed-id")
+    if data.get("fail"):
+        raise ValueError("card declined")
+    return "emitted"
+
+
+def bad_emit(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    errors = []
+    for args in (("", None), (5, None), ("x", {1, 2}), ("x", {"k": object()})):
+        try:
+            ctx.emit(*args)
+        except TypeError as exc:
+            errors.append(str(exc))
+    return errors
+
+
+def write_pid_and_exit(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    _write(data["pidfile"], str(os.getpid()))
+    os._exit(3)
+
+
+def write_pid_and_wait(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    _write(data["pidfile"], str(os.getpid()))
+    time.sleep(data.get("seconds", 60))
+    return "woke"
+
+
+def spawn_grandchild(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    _write(data["pidfile"], f"{os.getpid()} {child.pid}")
+    time.sleep(60)
+
+
+def allocate(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    block = bytearray(data["mb"] * MiB)
+    return len(block)
+
+
+def environment(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    return dict(os.environ)
+
+
+def noisy(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    for i in range(20_000):
+        print(f"line {i}")
+    sys.stdout.flush()
+    os.write(1, bytes(range(256)) * 64 + b"\n")  # binary garbage straight to the fd
+    os.write(2, b"\xff\xfe\x00 not utf-8\n")
+    os.write(1, b"x" * 50_000 + b"\n")  # one line far over the log bound
+    ctx.log.info("done printing")
+    return "survived"
+
+
+def overlap(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    start = time.time()
+    time.sleep(data["seconds"])
+    _write(os.path.join(data["dir"], f"{event.id}"), f"{start} {time.time()}")
+    return os.getpid()
+
+
+def pid(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    return os.getpid()
+
+
+def bad_return(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    return {1, 2}
+
+
+def nested_bad_return(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    return {"items": [1, 2, object()]}
+
+
+def response(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    return (201, b"made", {"x-made": "yes"})
+
+
+def raise_error(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    raise KeyError("missing-thing")
+
+
+ACTIONS = {
+    "describe": describe, "emit": emit, "bad_emit": bad_emit,
+    "write_pid_and_exit": write_pid_and_exit, "write_pid_and_wait": write_pid_and_wait,
+    "spawn_grandchild": spawn_grandchild, "allocate": allocate, "environment": environment,
+    "noisy": noisy, "overlap": overlap, "pid": pid, "bad_return": bad_return,
+    "nested_bad_return": nested_bad_return, "response": response, "raise": raise_error,
+}
+
+
+async def handle_async(event: Any, ctx: Any) -> Any:
+    await asyncio.sleep(0.01)
+    ctx.emit("async.done", {"id": event.id})
+    return {"async": True, "attempt": ctx.attempt, "loop": id(asyncio.get_running_loop())}
+
+
+def one_arg(event: Any) -> Any:
+    return f"only {event.type}"

@@ -1,0 +1,434 @@
+"""WorkerPool against real worker processes (tests/runtime/handlers/actions.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from runtime.errors import Where, WorkerError
+from runtime.events import Event, HttpInfo
+from runtime.pool import WorkerPool
+from runtime.protocol import decode_result
+from runtime.specs import FunctionSpec
+
+HANDLERS = Path(__file__).parent / "handlers"
+LOG = logging.getLogger("tests.pool")
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+def make_spec(
+    attr: str = "handle", file: Path = HANDLERS / "actions.py", **kw: Any
+) -> FunctionSpec:
+    return FunctionSpec(
+        name="fn", where=Where(Path("functions.yaml"), 1, 1), handler_file=file,
+        handler_attr=attr, **kw,
+    )
+
+
+@pytest.fixture
+async def pools() -> AsyncIterator[Callable[..., WorkerPool]]:
+    """Build pools that are closed (and their workers reaped) after the test."""
+    made: list[WorkerPool] = []
+
+    def build(spec: FunctionSpec | None = None, **kw: Any) -> WorkerPool:
+        pool = WorkerPool(spec or make_spec(), log=LOG, **kw)
+        made.append(pool)
+        return pool
+
+    yield build
+    for pool in made:
+        await pool.aclose(grace=1)
+        assert pool.live_workers == 0
+
+
+def ev(**data: Any) -> Event:
+    return Event(type="test.event", data=data)
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+async def wait_for(predicate: Callable[[], Any], within: float = 10.0) -> Any:
+    """Poll `predicate` until it returns something truthy, or fail after `within` s."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await anyio.sleep(0.01)
+    raise AssertionError(f"condition not met within {within}s")
+
+
+def read_spans(folder: Path) -> list[tuple[float, ...]]:
+    return [tuple(map(float, p.read_text().split())) for p in folder.iterdir()]
+
+
+def read_when_there(path: Path) -> Callable[[], str | None]:
+    return lambda: path.read_text() if path.exists() else None
+
+
+async def test_sync_handler_sees_event_and_ctx(pools: Callable[..., WorkerPool]) -> None:
+    pool = pools(make_spec(timeout=20))
+    event = Event(
+        type="order.created", data={"do": "describe"}, subject="o-1",
+        extensions={"tenant": "t1"},
+        http=HttpInfo("POST", "/hooks/x", {"a": "1"}, {"content-type": "text/plain"}),
+    )
+    before = time.time()
+    outcome = await pool.invoke(event, 3)
+    assert outcome.status == "ok", outcome
+    got = outcome.result["json"]
+    assert got["id"] == event.id and got["type"] == "order.created"
+    assert got["subject"] == "o-1" and got["extensions"] == {"tenant": "t1"}
+    assert got["time"] == event.time.isoformat() and got["tz"] is True
+    assert got["http"] == ["POST", "/hooks/x", {"a": "1"}, {"content-type": "text/plain"}]
+    assert got["function"] == "fn" and got["attempt"] == 3
+    assert before + 20 <= got["deadline"] <= time.time() + 20
+    assert got["helper"] == "helper"
+    assert got["pid"] != os.getpid()
+    assert outcome.emits == ()
+
+
+async def test_async_and_one_argument_handlers(pools: Callable[..., WorkerPool]) -> None:
+    pool = pools(make_spec("handle_async"))
+    first = await pool.invoke(ev(), 1)
+    second = await pool.invoke(ev(), 2)
+    assert first.status == second.status == "ok"
+    assert second.result["json"]["attempt"] == 2
+    # One event loop per worker, kept across invocations.
+    assert first.result["json"]["loop"] == second.result["json"]["loop"]
+    assert [e.type for e in first.emits] == ["async.done"]
+    one = await pools(make_spec("one_arg")).invoke(Event(type="a.b"), 1)
+    assert (one.status, one.result) == ("ok", {"text": "only a.b"})
+
+
+async def test_emits_come_back_only_in_the_outcome(pools: Callable[..., WorkerPool]) -> None:
+    pool = pools()
+    outcome = await pool.invoke(ev(do="emit"), 1)
+    assert outcome.status == "ok"
+    charged, blob = outcome.emits
+    assert (charged.type, charged.data) == ("order.charged", {"order": 7})
+    assert charged.source == blob.source == "fnrun/fn"
+    assert (blob.data, blob.subject, blob.id) == (b"\x00\xff", "s1", "fixed-id")
+    assert charged.id and charged.id != blob.id
+    failed = await pool.invoke(ev(do="emit", fail=True), 1)
+    assert failed.status == "error" and failed.emits == ()
+    assert failed.error == "ValueError: card declined"
+
+
+async def test_emit_rejects_bad_arguments(pools: Callable[..., WorkerPool]) -> None:
+    outcome = await pools().invoke(ev(do="bad_emit"), 1)
+    errors = outcome.result["json"]
+    assert len(errors) == 4
+    assert "type must be a non-empty str" in errors[0] and "type must be" in errors[1]
+    assert "data is set" in errors[2] and "neither JSON nor bytes" in errors[2]
+    assert "object at ['k']" in errors[3]
+
+
+async def test_exception_gives_error_with_traceback(pools: Callable[..., WorkerPool]) -> None:
+    pool = pools()
+    outcome = await pool.invoke(ev(do="raise"), 1)
+    assert outcome.status == "error"
+    assert outcome.error == "KeyError: 'missing-thing'"
+    assert outcome.traceback is not None
+    assert "raise_error" in outcome.traceback and "KeyError" in outcome.traceback
+    assert "runtime/worker.py" not in outcome.traceback
+    assert (await pool.invoke(ev(do="pid"), 1)).status == "ok"
+    assert pool.live_workers == 1  # an exception does not cost the worker
+
+
+async def test_bad_return_values_fail_with_one_clear_line(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    pool = pools()
+    bad = await pool.invoke(ev(do="bad_return"), 1)
+    assert bad.status == "error"
+    assert bad.error == (
+        "handler returned set, which is not JSON, str, bytes or (status, body[, headers])"
+    )
+    nested = await pool.invoke(ev(do="nested_bad_return"), 1)
+    assert nested.error == "handler returned dict with object at ['items'][2], which is not JSON"
+    response = await pool.invoke(ev(do="response"), 1)
+    assert decode_result(response.result) == (201, "bytes", b"made", {"x-made": "yes"})
+
+
+async def test_os_exit_is_a_crash_and_the_pool_recovers(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools()
+    pidfile = tmp_path / "pid"
+    outcome = await pool.invoke(ev(do="write_pid_and_exit", pidfile=str(pidfile)), 1)
+    assert outcome.status == "crash" and outcome.error == "worker exited with code 3"
+    after = await pool.invoke(ev(do="pid"), 2)
+    assert after.status == "ok" and after.result["json"] != int(pidfile.read_text())
+    assert pool.live_workers == 1
+
+
+async def test_sigkill_of_the_worker_is_a_crash(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools()
+    pidfile = tmp_path / "pid"
+    outcomes = []
+
+    async def run() -> None:
+        outcomes.append(await pool.invoke(ev(do="write_pid_and_wait", pidfile=str(pidfile)), 1))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        pid = int(await wait_for(read_when_there(pidfile)))
+        os.kill(pid, signal.SIGKILL)
+    assert outcomes[0].status == "crash"
+    assert outcomes[0].error == "worker died from signal SIGKILL"
+    assert not alive(pid)
+    again = await pool.invoke(ev(do="pid"), 2)
+    assert again.status == "ok" and again.result["json"] != pid
+
+
+async def test_timeout_kills_the_process_group(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools(make_spec(timeout=1.0))
+    pidfile = tmp_path / "pids"
+    started = time.monotonic()
+    outcome = await pool.invoke(ev(do="spawn_grandchild", pidfile=str(pidfile)), 1)
+    assert outcome.status == "timeout" and outcome.error == "timed out after 1s"
+    assert 1.0 <= time.monotonic() - started < 5
+    worker, grandchild = map(int, pidfile.read_text().split())
+    await wait_for(lambda: not alive(worker) and not alive(grandchild))
+    assert pool.live_workers == 0
+    assert (await pool.invoke(ev(do="pid"), 2)).status == "ok"
+
+
+async def test_memory_limit_fails_the_attempt_not_the_pool(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    pool = pools(make_spec(memory_mb=256))
+    small = await pool.invoke(ev(do="allocate", mb=16), 1)
+    assert small.status == "ok" and small.result == {"json": 16 * 1024 * 1024}
+    big = await pool.invoke(ev(do="allocate", mb=2048), 1)
+    assert big.status in ("error", "crash")
+    assert big.error is not None and "MemoryError" in big.error
+    assert (await pool.invoke(ev(do="allocate", mb=16), 1)).status == "ok"
+
+
+async def test_environment_is_allowlist_env_and_secrets(
+    pools: Callable[..., WorkerPool], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("FNRUN_TEST_LEAK", "leaked")
+    monkeypatch.setenv("FNRUN_TEST_SECRET", "s3cret")
+    monkeypatch.setenv("LC_TEST_THING", "kept")
+    monkeypatch.delenv("FNRUN_TEST_ABSENT", raising=False)
+    spec = make_spec(env={"LOG_LEVEL": "debug"}, secrets=("FNRUN_TEST_SECRET", "FNRUN_TEST_ABSENT"))
+    with caplog.at_level(logging.WARNING, logger=LOG.name):
+        pool = pools(spec)
+    env = (await pool.invoke(ev(do="environment"), 1)).result["json"]
+    assert "FNRUN_TEST_LEAK" not in env and "FNRUN_TEST_ABSENT" not in env
+    assert env["FNRUN_TEST_SECRET"] == "s3cret" and env["LOG_LEVEL"] == "debug"
+    assert env["LC_TEST_THING"] == "kept" and env["PATH"] == os.environ["PATH"]
+    allowed = {"PATH", "HOME", "LANG", "TZ", "VIRTUAL_ENV", "LOG_LEVEL", "FNRUN_TEST_SECRET"}
+    assert all(k in allowed or k.startswith(("LC_", "PYTHON")) for k in env), sorted(env)
+    assert "FNRUN_TEST_ABSENT" in caplog.text
+
+
+async def test_env_base_replaces_the_supervisor_environment(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    base = {"PATH": os.environ["PATH"], "HOME": "/nowhere", "OTHER": "x"}
+    env = (await pools(env_base=base).invoke(ev(do="environment"), 1)).result["json"]
+    assert env["HOME"] == "/nowhere" and "OTHER" not in env
+
+
+async def test_heavy_and_binary_output_does_not_disturb_the_protocol(
+    pools: Callable[..., WorkerPool], caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        pool = pools()
+        outcome = await pool.invoke(ev(do="noisy"), 1)
+        assert (outcome.status, outcome.result) == ("ok", {"text": "survived"})
+        await wait_for(lambda: any("done printing" in r.getMessage() for r in caplog.records))
+    messages = [r.getMessage() for r in caplog.records if r.name == LOG.name]
+    tagged = [m for m in messages if m.startswith("[fn ")]
+    assert sum(1 for m in tagged if " line " in m) == 20_000
+    assert any(m.endswith("] line 19999") for m in tagged)
+    assert max(len(m) for m in messages) < 8192 + 100  # long lines are split
+    assert any("\ufffd" in m for m in messages)  # garbage decoded, not raised
+    assert (await pool.invoke(ev(do="pid"), 1)).status == "ok"
+
+
+async def test_concurrency_bounds_simultaneous_invocations(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools(make_spec(concurrency=2))
+    pids: list[int] = []
+
+    async def run() -> None:
+        outcome = await pool.invoke(ev(do="overlap", dir=str(tmp_path), seconds=0.6), 1)
+        pids.append(outcome.result["json"])
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(run)
+        await wait_for(lambda: pool.running == 2)
+        assert pool.live_workers <= 2
+    spans = read_spans(tmp_path)
+    assert len(spans) == 3
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most == 2
+    assert len(set(pids)) == 2  # the third reused a warm worker
+
+
+async def test_worker_is_recycled_after_max_uses(pools: Callable[..., WorkerPool]) -> None:
+    pool = pools(max_uses=2)
+    pids = [(await pool.invoke(ev(do="pid"), 1)).result["json"] for _ in range(3)]
+    assert pids[0] == pids[1] != pids[2]
+    await wait_for(lambda: not alive(pids[0]))
+
+
+@pytest.mark.parametrize(
+    ("source", "attr", "expected"),
+    [
+        (None, "handle", "No such file"),
+        ("def other(event):\n    return 1\n", "handle", "has no attribute 'handle'"),
+        ("def handle(event:\n", "handle", "SyntaxError"),
+        ("HANDLE = 3\n", "HANDLE", "is a int, not a callable"),
+        ("def handle():\n    return 1\n", "handle", "must accept (event) or (event, ctx)"),
+    ],
+)
+async def test_load_errors_are_errors_without_a_crash_loop(
+    pools: Callable[..., WorkerPool], tmp_path: Path, source: str | None, attr: str,
+    expected: str,
+) -> None:
+    handler = tmp_path / "fn.py"
+    counter = tmp_path / "imports"
+    if source is not None:
+        handler.write_text(f"open({str(counter)!r}, 'a').write('x')\n" + source)
+    pool = pools(make_spec(attr, file=handler))
+    outcomes = [await pool.invoke(ev(), attempt) for attempt in (1, 2, 3)]
+    assert all(o.status == "error" for o in outcomes)
+    assert expected in (outcomes[0].error or "")
+    assert outcomes[0].error == outcomes[2].error
+    assert pool.live_workers == 0 and pool.load_error == outcomes[0].error
+    if source is not None and "SyntaxError" not in expected:
+        assert counter.read_text() == "x"  # imported once, not once per invocation
+
+
+async def test_aclose_lets_running_invocations_finish(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools()
+    pidfile = tmp_path / "pid"
+    outcomes = []
+
+    async def run() -> None:
+        data = {"do": "write_pid_and_wait", "pidfile": str(pidfile), "seconds": 0.5}
+        outcomes.append(await pool.invoke(Event(type="t", data=data), 1))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        pid = int(await wait_for(read_when_there(pidfile)))
+        await pool.aclose(grace=10)
+    assert outcomes[0].status == "ok" and outcomes[0].result == {"text": "woke"}
+    assert pool.live_workers == 0 and not alive(pid)
+    with pytest.raises(WorkerError):
+        await pool.invoke(ev(do="pid"), 1)
+
+
+async def test_aclose_kills_what_outlives_the_grace(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools()
+    pidfile = tmp_path / "pid"
+    outcomes = []
+
+    async def run() -> None:
+        outcomes.append(await pool.invoke(ev(do="write_pid_and_wait", pidfile=str(pidfile)), 1))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        pid = int(await wait_for(read_when_there(pidfile)))
+        started = time.monotonic()
+        await pool.aclose(grace=0.2)
+        assert time.monotonic() - started < 5
+    assert outcomes[0].status == "crash"
+    assert not alive(pid)
+
+
+async def test_retire_lets_the_busy_worker_finish_then_exit(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools(make_spec(concurrency=2))
+    pidfile = tmp_path / "pid"
+    outcomes = []
+
+    async def run() -> None:
+        data = {"do": "write_pid_and_wait", "pidfile": str(pidfile), "seconds": 1.5}
+        outcomes.append(await pool.invoke(Event(type="t", data=data), 1))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        busy_pid = int(await wait_for(read_when_there(pidfile)))
+        idle_pid = (await pool.invoke(ev(do="pid"), 1)).result["json"]
+        assert idle_pid != busy_pid
+        pool.retire()
+        await wait_for(lambda: not alive(idle_pid))
+        assert alive(busy_pid) and not outcomes
+    assert outcomes[0].status == "ok"
+    await wait_for(lambda: not alive(busy_pid))
+    assert pool.live_workers == 0
+
+
+ORPHAN_PARENT = """
+import anyio, logging, sys
+from pathlib import Path
+from runtime.errors import Where
+from runtime.events import Event
+from runtime.pool import WorkerPool
+from runtime.specs import FunctionSpec
+
+async def main():
+    spec = FunctionSpec(name="fn", where=Where(Path("f.yaml"), 1, 1),
+                        handler_file=Path(sys.argv[1]), handler_attr="handle", concurrency=2)
+    pool = WorkerPool(spec, log=logging.getLogger("orphan"))
+    idle = await pool.invoke(Event(type="t", data={"do": "pid"}), 1)
+    Path(sys.argv[3]).write_text(str(idle.result["json"]))
+    await pool.invoke(Event(type="t", data={"do": "write_pid_and_wait", "pidfile": sys.argv[2]}), 1)
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.timeout(30)
+async def test_orphaned_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    busy, idle = tmp_path / "busy", tmp_path / "idle"
+    handler = str(HANDLERS / "actions.py")
+    command = [sys.executable, "-c", ORPHAN_PARENT, handler, str(busy), str(idle)]
+    async with await anyio.open_process(command) as parent:
+        try:
+            busy_pid = int(await wait_for(read_when_there(busy)))
+            idle_pid = int(await wait_for(read_when_there(idle)))
+            assert alive(idle_pid) and alive(busy_pid)
+            parent.kill()
+            await parent.wait()
+            await wait_for(lambda: not alive(idle_pid) and not alive(busy_pid), within=5)
+        finally:
+            if parent.returncode is None:
+                parent.kill()
+                await parent.wait()
