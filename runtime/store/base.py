@@ -223,7 +223,7 @@ class Store(ABC):
         if event is not None:
             event.set()
 
-    async def wait_for_work(self, function: str, timeout: float) -> None:
+    async def wait_for_work(self, function: str, timeout: float) -> None:  # noqa: ASYNC109
         """Return when `function` may have new work here, or after `timeout`.
 
         Adapters whose other producers live in other processes or nodes
