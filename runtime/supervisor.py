@@ -238,8 +238,11 @@ class Supervisor:
 
         Invocations still running after it are cancelled, which kills their
         workers; their deliveries stay `running` and are retried on the next
-        start (SPEC 5.7), without counting as a failure now.
+        start (SPEC 5.7), without counting as a failure now. Sync webhook
+        calls, which the dispatcher does not track, get what is left of the
+        grace period from the pool.
         """
+        deadline = anyio.current_time() + grace
         running.dispatcher.stop()
         with anyio.move_on_after(grace):
             await running.done.wait()
@@ -247,7 +250,7 @@ class Supervisor:
             if not running.done.is_set():
                 running.scope.cancel()
                 await running.done.wait()
-            await running.pool.aclose(grace=0)
+            await running.pool.aclose(grace=max(0.0, deadline - anyio.current_time()))
 
     async def _drain(self) -> None:
         self._draining = True
