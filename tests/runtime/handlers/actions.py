@@ -27,7 +27,7 @@ def _write(path: str, text: str) -> None:
 
 def handle(event: Any, ctx: Any) -> Any:
     data = event.data if isinstance(event.data, dict) else {}
-    action = data.get("do", "describe")
+    action = data.get("do", "mutate" if isinstance(event.data, bytes) else "describe")
     return ACTIONS[action](event, ctx, data)
 
 
@@ -106,6 +106,20 @@ def overlap(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     return os.getpid()
 
 
+def mutate(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    refused = []
+    attempts = [
+        lambda: setattr(event, "type", "x"), lambda: setattr(ctx, "attempt", 9),
+        lambda: event.extensions.__setitem__("a", 1), lambda: delattr(event, "id"),
+    ]
+    for attempt in attempts:
+        try:
+            attempt()
+        except (AttributeError, TypeError):
+            refused.append(True)
+    return {"refused": len(refused), "data": event.data.hex(), "type": event.type}
+
+
 def pid(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     return os.getpid()
 
@@ -130,7 +144,7 @@ ACTIONS = {
     "describe": describe, "emit": emit, "bad_emit": bad_emit,
     "write_pid_and_exit": write_pid_and_exit, "write_pid_and_wait": write_pid_and_wait,
     "spawn_grandchild": spawn_grandchild, "allocate": allocate, "environment": environment,
-    "noisy": noisy, "overlap": overlap, "pid": pid, "bad_return": bad_return,
+    "noisy": noisy, "mutate": mutate, "overlap": overlap, "pid": pid, "bad_return": bad_return,
     "nested_bad_return": nested_bad_return, "response": response, "raise": raise_error,
 }
 

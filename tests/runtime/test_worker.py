@@ -1,0 +1,188 @@
+"""The worker child and its protocol: encoding tables, and a child driven by hand."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime import protocol
+from runtime.events import Event
+from runtime.protocol import ProtocolError, decode_result, encode_result, result_summary
+
+HANDLERS = Path(__file__).parent / "handlers"
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        (None, {"json": None}),
+        ({"a": [1, 2.5, True]}, {"json": {"a": [1, 2.5, True]}}),
+        ([1, (2, 3)], {"json": [1, (2, 3)]}),
+        (7, {"json": 7}),
+        ("hi", {"text": "hi"}),
+        (b"\x00\xff", {"bytes": "AP8="}),
+        ((204, None), {"status": 204, "body": {"json": None}, "headers": {}}),
+        (
+            (200, "ok", {"x-a": "1"}),
+            {"status": 200, "body": {"text": "ok"}, "headers": {"x-a": "1"}},
+        ),
+    ],
+)
+def test_encode_result_table(value: Any, encoded: dict[str, Any]) -> None:
+    assert encode_result(value) == encoded
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({1, 2}, f"handler returned set, which is not {protocol.RESULT_SHAPES}"),
+        (object(), "handler returned object, which is not JSON"),
+        ({"a": {"b": [0, {3}]}}, "returned dict with set at ['a']['b'][1], which is not JSON"),
+        ({1: "x"}, "handler returned dict with int key 1, which is not JSON"),
+        ((1, 2, 3, 4), "it has 4 items"),
+        (("200", "x"), "status '200' is not an int from 100 to 599"),
+        ((True, "x"), "status True is not an int"),
+        ((200, "x", {"a": 1}), "headers must be a dict of str to str"),
+        ((200, (1, 2)), "the body is itself a tuple"),
+        ((200, {2}), "handler returned a response body of set, which is not"),
+    ],
+)
+def test_encode_result_refuses_with_one_line(value: Any, message: str) -> None:
+    with pytest.raises(TypeError) as caught:
+        encode_result(value)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "value", [None, {"a": 1}, "text", b"\x01\x02", (201, b"x", {"h": "v"}), (404, {"e": 1})]
+)
+def test_decode_result_inverts_encode(value: Any) -> None:
+    status, kind, body, headers = decode_result(encode_result(value))
+    if isinstance(value, tuple):
+        expected_status, expected_body = value[0], value[1]
+        expected_headers = value[2] if len(value) == 3 else {}
+    else:
+        expected_status, expected_body, expected_headers = None, value, {}
+    assert (status, body, headers) == (expected_status, expected_body, expected_headers)
+    assert kind == {bytes: "bytes", str: "text"}.get(type(expected_body), "json")
+
+
+def test_result_summary_is_bounded() -> None:
+    assert result_summary({"json": [1, 2]}) == {"json": [1, 2]}
+    summary = result_summary({"text": "x" * 100_000})
+    assert summary["truncated"] is True and summary["chars"] > 100_000
+    assert len(summary["preview"]) == protocol.SUMMARY_CHARS
+
+
+def test_frames_round_trip_and_reject_garbage() -> None:
+    message = {"kind": "done", "ok": True, "result": {"bytes": "AA=="}, "emits": []}
+    frame = protocol.pack(message)
+    assert protocol.frame_size(frame[: protocol.HEADER]) == len(frame) - protocol.HEADER
+    assert protocol.unpack(frame[protocol.HEADER :]) == message
+    with pytest.raises(ProtocolError):
+        protocol.unpack(b"\x00garbage")
+    with pytest.raises(ProtocolError):
+        protocol.unpack(protocol.pack({"no": "kind"})[protocol.HEADER :])
+    with pytest.raises(ProtocolError):
+        protocol.frame_size((protocol.MAX_FRAME + 1).to_bytes(protocol.HEADER, "big"))
+    with pytest.raises(ProtocolError):
+        protocol.pack({"kind": "done", "result": {1, object()}})
+
+
+class Child:
+    """A worker started with `python -m runtime.worker`, driven over its socket."""
+
+    def __init__(self, attr: str, file: Path = HANDLERS / "actions.py") -> None:
+        ours, theirs = socket.socketpair()
+        self.lifeline_r, self.lifeline_w = os.pipe()
+        argv = [
+            sys.executable, "-m", "runtime.worker", f"proto={theirs.fileno()}",
+            f"lifeline={self.lifeline_r}", f"file={file}", f"attr={attr}", "function=fn",
+        ]
+        self.process = subprocess.Popen(
+            argv, pass_fds=(theirs.fileno(), self.lifeline_r), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        )
+        theirs.close()
+        os.close(self.lifeline_r)
+        self.sock = ours
+
+    def receive(self) -> dict[str, Any] | None:
+        return protocol.read_frame(self.sock.fileno())
+
+    def invoke(self, event: Event, attempt: int = 1) -> dict[str, Any] | None:
+        protocol.write_frame(self.sock.fileno(), {
+            "kind": "invoke", "event": event.to_dict(), "attempt": attempt,
+            "deadline": time.time() + 30, "function": "fn", "invocation": "inv-1",
+        })
+        return self.receive()
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            os.close(self.lifeline_w)
+        except OSError:
+            pass
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def child() -> Iterator[Child]:
+    worker = Child("handle")
+    yield worker
+    worker.close()
+
+
+def test_child_answers_ready_then_done(child: Child) -> None:
+    assert child.receive() == {"kind": "ready"}
+    done = child.invoke(Event(type="a.b", data=b"\x01\x02"))
+    assert done is not None and done["kind"] == "done" and done["ok"] is True
+    # Bytes data arrives as bytes; event and ctx refuse every change.
+    assert done["result"] == {"json": {"refused": 4, "data": "0102", "type": "a.b"}}
+
+
+def test_child_exits_cleanly_when_the_socket_closes(child: Child) -> None:
+    assert child.receive() == {"kind": "ready"}
+    child.sock.shutdown(socket.SHUT_RDWR)
+    assert child.process.wait(10) == 0
+
+
+def test_child_kills_its_group_when_the_lifeline_closes(child: Child, tmp_path: Path) -> None:
+    assert child.receive() == {"kind": "ready"}
+    pidfile = tmp_path / "pid"
+    event = Event(type="t", data={"do": "write_pid_and_wait", "pidfile": str(pidfile)})
+    protocol.write_frame(child.sock.fileno(), {
+        "kind": "invoke", "attempt": 1, "deadline": 0.0, "function": "fn", "invocation": "i",
+        "event": event.to_dict(),
+    })
+    deadline = time.monotonic() + 10
+    while not pidfile.exists():
+        assert time.monotonic() < deadline, "handler never started"
+        time.sleep(0.01)
+    os.close(child.lifeline_w)  # what the supervisor's death does
+    assert child.process.wait(5) == -9
+
+
+def test_load_error_is_reported_then_the_child_exits(tmp_path: Path) -> None:
+    handler = tmp_path / "broken.py"
+    handler.write_text("import does_not_exist_anywhere\n")
+    worker = Child("handle", handler)
+    try:
+        message = worker.receive()
+        assert message is not None and message["kind"] == "load_error"
+        assert message["error"] == "ModuleNotFoundError: No module named 'does_not_exist_anywhere'"
+        assert "broken.py" in message["traceback"]
+        assert worker.process.wait(10) == 0
+    finally:
+        worker.close()
