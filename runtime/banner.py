@@ -76,14 +76,16 @@ def reload_line(
     millis: float,
     *,
     failed: Sequence[str] = (),
+    fixed: bool = False,
 ) -> str:
     """One line per reload, e.g. `reloaded charge-card (code), added send-mail in 38 ms`.
 
     Args:
         reasons: why each changed function reloaded ("code", "config").
         failed: functions whose new version did not load and keep their old one.
+        fixed: the previous reload had errors and this one has none.
     """
-    parts = []
+    parts = ["errors fixed"] if fixed else []
     if change.changed:
         parts.append("reloaded " + ", ".join(
             f"{name} ({reasons[name]})" if name in reasons else name for name in change.changed
@@ -94,6 +96,6 @@ def reload_line(
         parts.append("removed " + ", ".join(change.removed))
     if failed:
         parts.append("kept the old version of " + ", ".join(failed))
-    if not parts:
+    if not (change or failed):
         parts.append("no function changed")
     return f"{', '.join(parts)} in {millis:.0f} ms"

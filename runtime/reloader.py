@@ -237,6 +237,7 @@ class Reloader:
     async def reload(self) -> Result:
         """Re-read settings and functions, and switch what changed; never raises."""
         started = self.clock.monotonic()
+        was_broken = self.supervisor.reload_error is not None
         try:
             result = await self._reload()
         except Exception as exc:  # a reload must never take the running version down
@@ -249,6 +250,7 @@ class Reloader:
         if not result.errors:
             log.info(banner.reload_line(
                 result.change, result.reasons, result.millis, failed=sorted(result.failed),
+                fixed=was_broken and not result.failed,
             ))
         return result
 

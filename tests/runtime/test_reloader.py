@@ -314,6 +314,7 @@ def test_live_settings_follow_the_file_unless_a_flag_overrides(tmp_path: Path) -
 
 RELOAD_LINES = [
     (Diff(), {}, (), "no function changed in 12 ms"),
+    (Diff(), {}, None, "errors fixed, no function changed in 12 ms"),
     (Diff(changed=("charge-card",), added=("send-mail",)), {"charge-card": "code"}, (),
      "reloaded charge-card (code), added send-mail in 12 ms"),
     (Diff(removed=("a", "b")), {}, ("c",), "removed a, b, kept the old version of c in 12 ms"),
@@ -321,9 +322,10 @@ RELOAD_LINES = [
 
 
 @pytest.mark.parametrize(("change", "reasons", "failed", "line"), RELOAD_LINES)
-def test_reload_line(change: Diff, reasons: dict[str, str], failed: tuple[str, ...],
+def test_reload_line(change: Diff, reasons: dict[str, str], failed: tuple[str, ...] | None,
                      line: str) -> None:
-    assert reload_line(change, reasons, 12.3, failed=failed) == line
+    fixed = failed is None
+    assert reload_line(change, reasons, 12.3, failed=failed or (), fixed=fixed) == line
 
 
 def test_banner_lists_functions_triggers_urls_and_next_ticks(tmp_path: Path) -> None:
