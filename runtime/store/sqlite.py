@@ -1,11 +1,10 @@
 """The SQLite store: one WAL file per project, durable commits, group commit.
 
-All writes go through one connection, serialised by `_GroupCommit`: callers
-queue an operation, one of them (the leader) runs everything queued in ONE
-transaction on a worker thread and commits (fsync'd: synchronous=FULL), then
-wakes the others. One fsync per batch instead of per write is what makes
-durable ingress fast. Reads use a second connection; WAL lets them run beside
-the writer, and `busy_timeout` lets `fnrun emit` write from another process.
+All writes go through one connection and `GroupCommit` (sqlite_commit.py):
+one fsync per batch of concurrent writes instead of one per write is what
+makes durable ingress fast. Reads use a second connection; WAL lets them run
+beside the writer, and `busy_timeout` lets `fnrun emit` write from another
+process.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,19 +21,16 @@ import anyio
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
 from runtime.store.base import Counts, DeadLetter, Delivery, HistoryRecord, Store, Targets
+from runtime.store.sqlite_commit import GroupCommit, Work, connect, insert_events, rows_of
 
 T = TypeVar("T")
-Work = Callable[[sqlite3.Connection], T]
 
-MAX_BATCH = 1000
-"""Most operations per transaction: bounds one commit's latency."""
 MAX_HISTORY = 100_000
 MAX_RESULT = 4096
 MAX_ERROR = 2000
 MAX_TRACEBACK = 32_768
 EXTERNAL_POLL = 0.2
 """Longest wait before looking again: `fnrun emit` writes from another process."""
-BUSY_TIMEOUT_MS = 10_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -48,7 +43,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts INTEGER NOT NULL DEFAULT 0, due REAL NOT NULL, updated REAL NOT NULL,
     error TEXT, traceback TEXT);
 CREATE INDEX IF NOT EXISTS deliveries_claim ON deliveries (function, state, due);
-CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, function TEXT NOT NULL,
     attempt INTEGER NOT NULL, status TEXT NOT NULL, started REAL NOT NULL,
@@ -91,131 +85,6 @@ DEAD_FILTER = (
 )
 
 
-@dataclass(eq=False)
-class _Op:
-    work: Work[Any]
-    wake: anyio.Event = field(default_factory=anyio.Event)
-    finished: bool = False
-    result: Any = None
-    error: BaseException | None = None
-
-
-class _GroupCommit:
-    """Runs queued write operations, many per transaction, on one connection."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._queue: list[_Op] = []
-        self._busy = False
-
-    async def submit(self, work: Work[T]) -> T:
-        """Run `work(conn)` inside the next committed transaction; return its result."""
-        op = _Op(work)
-        self._queue.append(op)
-        # Once queued, the write will happen: wait for its outcome even if
-        # cancelled, so leadership is always handed on and nobody hangs.
-        with anyio.CancelScope(shield=True):
-            if self._busy:
-                await op.wake.wait()
-            if not op.finished:
-                await self._lead()
-        if op.error is not None:
-            raise op.error
-        return op.result  # type: ignore[no-any-return]
-
-    async def _lead(self) -> None:
-        self._busy = True
-        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-        try:
-            await anyio.to_thread.run_sync(self._commit, batch)
-        finally:
-            for op in batch:
-                op.finished = True
-                op.wake.set()
-            if self._queue:
-                self._queue[0].wake.set()  # it leads the next batch; _busy stays set
-            else:
-                self._busy = False
-
-    def _commit(self, batch: list[_Op]) -> None:
-        conn = self._conn
-        try:
-            # Savepoints double the cost of a write, so try the batch without
-            # them first; only a batch with a failing op runs again, isolated.
-            if not self._run(batch, isolate=False):
-                self._run(batch, isolate=True)
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for op in batch:
-                op.result, op.error = None, StoreError(f"SQLite write failed: {exc}")
-
-    def _run(self, batch: list[_Op], isolate: bool) -> bool:
-        """One transaction over `batch`; False (rolled back) if an op failed un-isolated."""
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        for op in batch:
-            if isolate:
-                conn.execute("SAVEPOINT op")
-            try:
-                op.result, op.error = op.work(conn), None
-            except Exception as exc:
-                if not isolate:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    return False
-                conn.execute("ROLLBACK TO op")  # one bad op must not fail the batch
-                op.result = None
-                op.error = exc if isinstance(exc, StoreError) else StoreError(str(exc))
-            if isolate:
-                conn.execute("RELEASE op")
-        conn.execute("COMMIT")
-        return True
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-    )
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if mode != "wal":
-        raise StoreError(f"{path}: cannot switch SQLite to WAL mode (got {mode})")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    return conn
-
-
-Row = tuple[str, str, float, str, Targets]
-"""An event ready to store: id, type, time, JSON envelope, targets."""
-
-
-def _rows(items: Sequence[tuple[Event, Targets]]) -> list[Row]:
-    """Serialise events in the caller, off the writer thread's critical path."""
-    return [
-        (e.id, e.type, e.time.timestamp(), json.dumps(e.to_dict(), separators=(",", ":")), t)
-        for e, t in items
-    ]
-
-
-def _insert_events(conn: sqlite3.Connection, rows: Sequence[Row], now: float) -> list[bool]:
-    """Store new events and one pending delivery per target; True per new event."""
-    fresh = []
-    for event_id, kind, at, body, targets in rows:
-        cur = conn.execute(
-            "INSERT OR IGNORE INTO events (id, type, time, body, stored_at) VALUES (?, ?, ?, ?, ?)",
-            (event_id, kind, at, body, now),
-        )
-        is_new = cur.rowcount == 1
-        for function in dict.fromkeys(targets) if is_new else ():
-            conn.execute(
-                "INSERT INTO deliveries (event_id, function, state, due, updated)"
-                " VALUES (?, ?, 'pending', ?, ?)",
-                (event_id, function, now, now),
-            )
-        fresh.append(is_new)
-    return fresh
-
-
 def _insert_history(conn: sqlite3.Connection, delivery: Delivery, outcome: Outcome) -> None:
     conn.execute(
         "INSERT INTO history (event_id, function, attempt, status, started, duration, error,"
@@ -243,7 +112,7 @@ class SqliteStore(Store):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.path = path_of(url)
-        self._writer: _GroupCommit | None = None
+        self._writer: GroupCommit | None = None
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._read_lock = anyio.Lock()
@@ -256,12 +125,12 @@ class SqliteStore(Store):
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_conn = _connect(self.path)
+            self._write_conn = connect(self.path)
             self._write_conn.executescript(SCHEMA)
-            self._read_conn = _connect(self.path)
+            self._read_conn = connect(self.path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
-        self._writer = _GroupCommit(self._write_conn)
+        self._writer = GroupCommit(self._write_conn)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -296,8 +165,9 @@ class SqliteStore(Store):
 
     async def publish(self, items: Sequence[tuple[Event, Targets]]) -> list[bool]:
         items = list(items)
-        rows = _rows(items)
-        fresh = await self._write(lambda conn: _insert_events(conn, rows, time.time()))
+        if self._writer is None:
+            raise StoreError(f"store {self.path} is not open")
+        fresh = await self._writer.publish(rows_of(items))
         self._notify_all(_targets_of(items, fresh))
         return fresh
 
@@ -331,7 +201,7 @@ class SqliteStore(Store):
         self, delivery: Delivery, outcome: Outcome, emits: Sequence[tuple[Event, Targets]]
     ) -> None:
         emits = list(emits)
-        rows = _rows(emits)
+        rows = rows_of(emits)
 
         def work(conn: sqlite3.Connection) -> set[str]:
             _insert_history(conn, delivery, outcome)
@@ -340,7 +210,7 @@ class SqliteStore(Store):
             )
             if done.rowcount == 0:  # already finished by an earlier attempt: emit nothing twice
                 return set()
-            return _targets_of(emits, _insert_events(conn, rows, time.time()))
+            return _targets_of(emits, insert_events(conn, rows, time.time()))
 
         self._notify_all(await self._write(work))
 
@@ -477,8 +347,10 @@ class SqliteStore(Store):
     async def prune(self, events_before: float, history_before: float) -> None:
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "DELETE FROM events WHERE stored_at < ? AND NOT EXISTS"
-                " (SELECT 1 FROM deliveries WHERE deliveries.event_id = events.id)",
+                # NOT IN builds one transient index of the (few) live deliveries'
+                # event ids per prune, so no index has to be kept on every write.
+                "DELETE FROM events WHERE stored_at < ?"
+                " AND id NOT IN (SELECT event_id FROM deliveries)",
                 (events_before,),
             )
             conn.execute("DELETE FROM history WHERE started < ?", (history_before,))
@@ -497,7 +369,7 @@ class SqliteStore(Store):
         return rows[0][0] if rows else None
 
     async def fire_tick(self, function: str, tick: float, event: Event, targets: Targets) -> bool:
-        rows = _rows([(event, targets)])
+        rows = rows_of([(event, targets)])
 
         def work(conn: sqlite3.Connection) -> bool:
             last = conn.execute(
@@ -505,7 +377,7 @@ class SqliteStore(Store):
             ).fetchone()
             if last is not None and last[0] >= tick:
                 return False
-            if not _insert_events(conn, rows, time.time())[0]:
+            if not insert_events(conn, rows, time.time())[0]:
                 return False
             conn.execute(
                 "INSERT INTO schedules (key, last_tick) VALUES (?, ?)"

@@ -18,7 +18,7 @@ import pytest
 
 from runtime.errors import StoreError
 from runtime.events import Event, Outcome
-from runtime.store import sqlite
+from runtime.store import sqlite, sqlite_commit
 from runtime.store.sqlite import SqliteStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -161,13 +161,13 @@ async def test_concurrent_writes_share_commits(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batches: list[int] = []
-    commit = sqlite._GroupCommit._commit
+    commit = sqlite_commit.GroupCommit._commit
 
-    def counting(self: sqlite._GroupCommit, batch: list[sqlite._Op]) -> None:
+    def counting(self: sqlite_commit.GroupCommit, batch: list[sqlite_commit.Op]) -> None:
         batches.append(len(batch))
         commit(self, batch)
 
-    monkeypatch.setattr(sqlite._GroupCommit, "_commit", counting)
+    monkeypatch.setattr(sqlite_commit.GroupCommit, "_commit", counting)
     async with anyio.create_task_group() as tg:
         for i in range(200):
             tg.start_soon(store.publish, [(Event(type="x", data=i), ["a"])])

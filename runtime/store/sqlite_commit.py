@@ -1,0 +1,194 @@
+"""Group commit for the SQLite store: many writers, one connection, one fsync per batch.
+
+Callers queue an operation; one of them (the leader) runs everything queued
+in ONE transaction on a worker thread and commits (fsync'd: synchronous=FULL),
+then wakes the others with their own result or error. Publishes in a batch
+are merged into a few multi-row statements, because with one event per call
+the per-statement cost, not the fsync, is what bounds durable ingress.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from runtime.errors import StoreError
+from runtime.events import Event
+from runtime.store.base import Targets
+
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], T]
+
+MAX_BATCH = 1000
+"""Most operations per transaction: bounds one commit's latency."""
+BUSY_TIMEOUT_MS = 10_000
+
+Row = tuple[str, str, float, str, Targets]
+"""An event ready to store: id, type, time, JSON envelope, targets."""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in WAL mode with durable commits, patient with other processes' locks."""
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode != "wal":
+        raise StoreError(f"{path}: cannot switch SQLite to WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def rows_of(items: Sequence[tuple[Event, Targets]]) -> list[Row]:
+    """Serialise events in the caller, off the writer thread's critical path."""
+    return [
+        (e.id, e.type, e.time.timestamp(), json.dumps(e.to_dict(), separators=(",", ":")), t)
+        for e, t in items
+    ]
+
+
+def insert_events(conn: sqlite3.Connection, rows: Sequence[Row], now: float) -> list[bool]:
+    """Store new events and one pending delivery per target; True per new event."""
+    ids = json.dumps([row[0] for row in rows])
+    seen = {
+        found
+        for (found,) in conn.execute(
+            "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))", (ids,)
+        )
+    }
+    fresh, events, deliveries = [], [], []
+    for event_id, kind, at, body, targets in rows:
+        is_new = event_id not in seen
+        fresh.append(is_new)
+        if is_new:
+            seen.add(event_id)
+            events.append((event_id, kind, at, body, now))
+            deliveries += [(event_id, fn, now, now) for fn in dict.fromkeys(targets)]
+    conn.executemany(
+        "INSERT INTO events (id, type, time, body, stored_at) VALUES (?, ?, ?, ?, ?)", events
+    )
+    conn.executemany(
+        "INSERT INTO deliveries (event_id, function, state, due, updated)"
+        " VALUES (?, ?, 'pending', ?, ?)",
+        deliveries,
+    )
+    return fresh
+
+
+@dataclass(eq=False)
+class Op:
+    """One queued write: `work`, or for a publish, the `rows` to merge with others."""
+
+    work: Work[Any]
+    rows: Sequence[Row] | None = None
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    finished: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """Runs queued write operations, many per transaction, on one connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._queue: list[Op] = []
+        self._busy = False
+
+    async def submit(self, work: Work[T]) -> T:
+        """Run `work(conn)` inside the next committed transaction; return its result."""
+        return await self._submit(Op(work))  # type: ignore[no-any-return]
+
+    async def publish(self, rows: Sequence[Row]) -> list[bool]:
+        """Store events and deliveries in the next commit; True per new event."""
+        op = Op(lambda conn: insert_events(conn, rows, time.time()), rows)
+        return await self._submit(op)  # type: ignore[no-any-return]
+
+    async def _submit(self, op: Op) -> Any:
+        self._queue.append(op)
+        # Once queued, the write will happen: wait for its outcome even if
+        # cancelled, so leadership is always handed on and nobody hangs.
+        with anyio.CancelScope(shield=True):
+            if self._busy:
+                await op.wake.wait()
+            if not op.finished:
+                await self._lead()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    async def _lead(self) -> None:
+        self._busy = True
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        try:
+            await anyio.to_thread.run_sync(self._commit, batch)
+        finally:
+            for op in batch:
+                op.finished = True
+                op.wake.set()
+            if self._queue:
+                self._queue[0].wake.set()  # it leads the next batch; _busy stays set
+            else:
+                self._busy = False
+
+    def _commit(self, batch: list[Op]) -> None:
+        conn = self._conn
+        try:
+            # Savepoints double the cost of a write, so try the batch without
+            # them first; only a batch with a failing op runs again, isolated.
+            if not self._run(batch, isolate=False):
+                self._run(batch, isolate=True)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for op in batch:
+                op.result, op.error = None, StoreError(f"SQLite write failed: {exc}")
+
+    def _run(self, batch: list[Op], isolate: bool) -> bool:
+        """One transaction over `batch`; False (rolled back) if an op failed un-isolated."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not isolate:
+                batch = self._merge_publishes(batch)
+            for op in batch:
+                self._run_one(op, isolate)
+        except Exception:
+            if isolate:
+                raise
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return False
+        conn.execute("COMMIT")
+        return True
+
+    def _merge_publishes(self, batch: list[Op]) -> list[Op]:
+        """Run every publish of the batch as one insert; return the other ops."""
+        publishes = [op for op in batch if op.rows is not None]
+        rows = [row for op in publishes for row in op.rows or ()]
+        fresh = insert_events(self._conn, rows, time.time()) if rows else []
+        for op in publishes:
+            count = len(op.rows or ())
+            op.result, op.error, fresh = fresh[:count], None, fresh[count:]
+        return [op for op in batch if op.rows is None]
+
+    def _run_one(self, op: Op, isolate: bool) -> None:
+        if not isolate:
+            op.result, op.error = op.work(self._conn), None
+            return
+        self._conn.execute("SAVEPOINT op")
+        try:
+            op.result, op.error = op.work(self._conn), None
+        except Exception as exc:  # one bad op must not fail the batch
+            self._conn.execute("ROLLBACK TO op")
+            op.result = None
+            op.error = exc if isinstance(exc, StoreError) else StoreError(str(exc))
+        self._conn.execute("RELEASE op")
