@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import zlib
 
 _COLOURS = {
     logging.DEBUG: "\033[2m",
@@ -12,31 +14,50 @@ _COLOURS = {
     logging.ERROR: "\033[31m",
     logging.CRITICAL: "\033[1;31m",
 }
-_RESET = "\033[0m"
+_DIM, _RESET = "\033[2m", "\033[0m"
+_NAME_COLOURS = ("\033[36m", "\033[35m", "\033[34m", "\033[32m", "\033[96m", "\033[95m")
+# What the pool logs for each line a handler writes: "[function invocation] text";
+# text from ctx.log starts with the handler's level name.
+_HANDLER_LINE = re.compile(r"\[(?P<fn>[^\s\]]+) (?P<inv>[^\s\]]+)\] (?P<text>.*)", re.S)
+_LEVELS = logging.getLevelNamesMapping()
+_LEVEL_WORD = re.compile(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 
 
-class _HumanFormatter(logging.Formatter):
-    """Short time, function name in bold, level colour; for people at a terminal."""
+class HumanFormatter(logging.Formatter):
+    """Short time, a column per function and invocation, level colours; for people."""
 
     def __init__(self, colour: bool) -> None:
-        super().__init__("%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+        super().__init__(datefmt="%H:%M:%S")
         self.colour = colour
 
     def format(self, record: logging.LogRecord) -> str:
         name = record.name.removeprefix("fnrun.fn.").removeprefix("fnrun.")
-        line = f"{self.formatTime(record, self.datefmt)} {name:>14} {record.getMessage()}"
+        text, level, invocation = record.getMessage(), record.levelno, ""
+        line = _HANDLER_LINE.fullmatch(text)
+        if line is not None:
+            name, invocation, text = line["fn"], line["inv"][:8], line["text"]
+            word = _LEVEL_WORD.match(text)
+            level = _LEVELS.get(word[1], level) if word else level
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            text += "\n" + self.formatException(record.exc_info)
+        when = self.formatTime(record, self.datefmt)
         if not self.colour:
-            return line
-        return f"{_COLOURS.get(record.levelno, '')}{line}{_RESET}"
+            tag = f" {invocation}" if invocation else ""
+            return f"{when} {name:>14}{tag} {text}"
+        hue = _NAME_COLOURS[zlib.crc32(name.encode()) % len(_NAME_COLOURS)]
+        level_colour = _COLOURS.get(level, "")
+        tag = f" {_DIM}{invocation}{_RESET}" if invocation else ""
+        return (
+            f"{_DIM}{when}{_RESET} {hue}{name:>14}{_RESET}{tag} "
+            f"{level_colour}{text}{_RESET if level_colour else ''}"
+        )
 
 
 def configure(human: bool = False, level: int = logging.INFO) -> None:
     """Send fnrun's logs to stderr, readable for people when `human` is set."""
     handler = logging.StreamHandler(sys.stderr)
     if human:
-        handler.setFormatter(_HumanFormatter(colour=sys.stderr.isatty()))
+        handler.setFormatter(HumanFormatter(colour=sys.stderr.isatty()))
     else:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
