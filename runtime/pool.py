@@ -23,7 +23,6 @@ from typing import Any
 
 import anyio
 from anyio.abc import UNIXSocketStream
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from runtime import protocol
 from runtime.errors import WorkerError
@@ -116,7 +115,7 @@ class WorkerProcess:
         self.popen = popen
         self.sock = sock
         self.stream = stream
-        self.reader = BufferedByteReceiveStream(self.stream)
+        self._buffer = bytearray()
         self.function = function
         self.log = log
         self.uses = 0
@@ -145,8 +144,23 @@ class WorkerProcess:
         return await self.receive()
 
     async def receive(self) -> dict[str, Any]:
-        header = await self.reader.receive_exactly(protocol.HEADER)
-        payload = await self.reader.receive_exactly(protocol.frame_size(header))
+        """The next message; EndOfStream if the worker closed its end."""
+        while True:
+            message = self._next_frame()
+            if message is not None:
+                return message
+            self._buffer += await self.stream.receive(1 << 20)
+
+    def _next_frame(self) -> dict[str, Any] | None:
+        """Take one whole frame off the buffer (usually one receive holds it all)."""
+        buffer = self._buffer
+        if len(buffer) < protocol.HEADER:
+            return None
+        end = protocol.HEADER + protocol.frame_size(buffer[: protocol.HEADER])
+        if len(buffer) < end:
+            return None
+        payload = bytes(buffer[protocol.HEADER : end])
+        del buffer[:end]
         return protocol.unpack(payload)
 
     def kill(self) -> None:
@@ -192,7 +206,7 @@ class WorkerPool:
         self.log = log
         self.max_uses = max_uses
         self._env = worker_env(spec, os.environ if env_base is None else env_base, log)
-        self._slots = anyio.Semaphore(spec.concurrency)
+        self._slots = anyio.Semaphore(spec.concurrency, fast_acquire=True)
         self._idle: list[WorkerProcess] = []
         self._workers: set[WorkerProcess] = set()
         self._running = 0
@@ -255,8 +269,8 @@ class WorkerPool:
         try:
             with anyio.move_on_after(self.spec.timeout):
                 reply = await worker.request(message)
-        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError,
-                protocol.ProtocolError, OSError) as exc:
+        except (anyio.EndOfStream, anyio.BrokenResourceError, protocol.ProtocolError,
+                OSError) as exc:
             self.log.debug("worker %s of %s: %r", worker.pid, self.spec.name, exc)
             code = await self._discard(worker, kill=False)
             return outcome("crash", error=describe_exit(code))
@@ -306,7 +320,8 @@ class WorkerPool:
         with anyio.move_on_after(LOAD_TIMEOUT + self.spec.timeout):
             try:
                 first = await worker.receive()
-            except (anyio.EndOfStream, anyio.IncompleteRead, protocol.ProtocolError, OSError):
+            except (anyio.EndOfStream, anyio.BrokenResourceError, protocol.ProtocolError,
+                    OSError):
                 first = {"kind": "exit"}
         if first is not None and first["kind"] == "ready":
             return worker

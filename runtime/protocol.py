@@ -56,7 +56,7 @@ def pack(message: dict[str, Any]) -> bytes:
     return len(payload).to_bytes(HEADER, "big") + payload
 
 
-def frame_size(header: bytes) -> int:
+def frame_size(header: bytes | bytearray) -> int:
     """The payload length a header announces, checked against `MAX_FRAME`."""
     size = int.from_bytes(header, "big")
     if size > MAX_FRAME:
