@@ -410,5 +410,18 @@ class SqliteStore(Store):
 
     async def wait_for_work(self, function: str, timeout: float) -> None:  # noqa: ASYNC109
         # `fnrun emit` commits from another process, which cannot notify us:
-        # bound the wait so such events are seen within EXTERNAL_POLL.
-        await super().wait_for_work(function, min(timeout, EXTERNAL_POLL))
+        # every EXTERNAL_POLL, look whether anyone committed (PRAGMA
+        # data_version moves), so an idle supervisor does not spin claims.
+        wakeup = self._wakeups.setdefault(function, anyio.Event())
+        with anyio.move_on_after(timeout):
+            seen = await self._data_version()
+            while True:
+                with anyio.move_on_after(EXTERNAL_POLL):
+                    await wakeup.wait()
+                    return
+                if await self._data_version() != seen:
+                    return
+
+    async def _data_version(self) -> int:
+        rows = await self._read("PRAGMA data_version")
+        return int(rows[0][0])

@@ -260,3 +260,18 @@ def test_event_rows_hold_the_json_envelope(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "s.db") as conn:
         body, kind = conn.execute("SELECT body, type FROM events").fetchone()
     assert (json.loads(body), kind) == (sent.to_dict(), "a.b")
+
+
+async def test_an_idle_wait_lasts_its_timeout(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "EXTERNAL_POLL", 0.05)
+    start = time.monotonic()
+    await store.wait_for_work("a", 0.4)  # nothing is written meanwhile: no early return
+    assert time.monotonic() - start >= 0.39
+    start = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.wait_for_work, "a", 10.0)
+        await anyio.wait_all_tasks_blocked()
+        await store.publish([(Event(type="x"), ["b"])])  # another function's work still ends it
+    assert time.monotonic() - start < 5
