@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,20 +42,30 @@ def main(argv: list[str] | None = None) -> None:
     runs = 1 if args.quick else args.runs
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    ctx = Context(quick=args.quick, redis_url=args.redis, logs=logs)
-    done: list[tuple[Scenario, list[Result]]] = []
-    for name in args.only or SCENARIOS:
-        scenario: Scenario = importlib.import_module(f"bench.scenarios.{name}").SCENARIO
-        print(f"== {scenario.name}: {scenario.title}", flush=True)
-        started = time.monotonic()
-        cases = [c for c in scenario.cases
-                 if not args.system or c.system.startswith(tuple(args.system))]
-        done.append((scenario, [run_case(scenario, case, ctx, runs) for case in cases]))
-        print(f"   ({time.monotonic() - started:.0f}s)", flush=True)
-        write(done, runs, args.quick, RESULTS)
+    tmp = Path(tempfile.mkdtemp(prefix="fnrun-bench-"))
+    ctx = Context(quick=args.quick, redis_url=args.redis, logs=logs, tmp=tmp)
+    try:
+        done = run_all(ctx, args.only or SCENARIOS, args.system, runs)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print()
     print(write(done, runs, args.quick, RESULTS))
     print(f"written: {Path(RESULTS / 'latest.md').relative_to(REPO)} and latest.json")
+
+
+def run_all(ctx: Context, names: list[str], systems: list[str] | None,
+            runs: int) -> list[tuple[Scenario, list[Result]]]:
+    """Run each scenario's cases; rewrite the results after each scenario."""
+    done: list[tuple[Scenario, list[Result]]] = []
+    for name in names:
+        scenario: Scenario = importlib.import_module(f"bench.scenarios.{name}").SCENARIO
+        print(f"== {scenario.name}: {scenario.title}", flush=True)
+        started = time.monotonic()
+        cases = [c for c in scenario.cases if not systems or c.system.startswith(tuple(systems))]
+        done.append((scenario, [run_case(scenario, case, ctx, runs) for case in cases]))
+        print(f"   ({time.monotonic() - started:.0f}s)", flush=True)
+        write(done, runs, ctx.quick, RESULTS)
+    return done
 
 
 if __name__ == "__main__":

@@ -32,10 +32,12 @@ class Context:
     quick: bool
     redis_url: str
     logs: Path
+    tmp: Path
+    """Parent of every scratch folder; the runner deletes it at the end."""
 
     def scratch(self, name: str) -> Path:
         """A fresh temporary folder for one measurement."""
-        return Path(tempfile.mkdtemp(prefix=f"fnrun-bench-{name}-"))
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.tmp))
 
     def pick(self, full: float, quick: float) -> float:
         """A size or duration: `full` normally, `quick` under --quick."""
