@@ -75,7 +75,10 @@ def _result_json(result: JSON) -> str:
 
 
 def _id_list(ids: Sequence[str] | None) -> str | None:
-    return None if ids is None else json.dumps([int(i) for i in ids if i.isdigit()])
+    """Delivery ids as a JSON list for json_each; ids that cannot be ours match nothing."""
+    if ids is None:
+        return None
+    return json.dumps([int(i) for i in ids if i.isascii() and i.isdigit()])
 
 
 # A dead-letter filter: optional function, optional JSON list of delivery ids.
@@ -128,7 +131,10 @@ class SqliteStore(Store):
             self._write_conn = connect(self.path)
             self._write_conn.executescript(SCHEMA)
             self._read_conn = connect(self.path)
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, StoreError) as exc:
+            if self._write_conn is not None:
+                self._write_conn.close()
+                self._write_conn = None
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
         self._writer = GroupCommit(self._write_conn)
 

@@ -213,7 +213,7 @@ async def test_dead_letters_filter_by_function_and_ids(store: Store) -> None:
     assert [d.id for d in await store.dead_letters(function="a")] == [a2.id, a1.id]
     assert [d.id for d in await store.dead_letters(ids=[a1.id, b1.id])] == [b1.id, a1.id]
     assert await store.dead_letters(function="b", ids=[a1.id]) == []
-    assert await store.dead_letters(ids=["no-such-id"]) == []
+    assert await store.dead_letters(ids=["no-such-id", "²", "-1", ""]) == []
     assert len(await store.dead_letters(limit=1)) == 1
 
 

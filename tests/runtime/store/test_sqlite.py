@@ -275,3 +275,9 @@ async def test_an_idle_wait_lasts_its_timeout(
         await anyio.wait_all_tasks_blocked()
         await store.publish([(Event(type="x"), ["b"])])  # another function's work still ends it
     assert time.monotonic() - start < 5
+
+
+async def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "state.db").write_bytes(b"this is not SQLite\n" * 100)
+    with pytest.raises(StoreError, match="cannot open store .*state.db"):
+        await SqliteStore(url_of(tmp_path / "state.db")).open()
