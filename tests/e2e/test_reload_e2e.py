@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -142,3 +147,24 @@ def test_twenty_edits_under_steady_load_lose_no_event(project: Project) -> None:
     assert len(published) >= 100, "the load must overlap the edits"
     wait_until(lambda: published <= set(project.handled("ver")), timeout=60)
     assert project.output().count("reloaded ver (code)") >= 20 - 1
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+@pytest.mark.parametrize("name", ["hello", "shop"])
+def test_samples_validate(name: str) -> None:
+    out = fnrun("validate", "--project", str(SAMPLES / name)).stdout
+    assert out.startswith("ok: ")
+
+
+def test_the_shop_demo_runs_with_one_command(tmp_path: Path) -> None:
+    shop = tmp_path / "shop"
+    shutil.copytree(SAMPLES / "shop", shop, ignore=shutil.ignore_patterns(".fnrun", "out"))
+    demo = subprocess.run(
+        [sys.executable, "demo.py"], cwd=shop, capture_output=True, text=True, timeout=80,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "CardDeclined: card ending 0000 declined for ord-1002" in demo.stdout
+    receipts = (shop / "out" / "receipts.jsonl").read_text().splitlines()
+    assert [json.loads(line)["to"] for line in receipts] == ["ada@example.com"]
