@@ -8,6 +8,7 @@ harness repeats it, and turns `NotAvailable` (or any failure) into an
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -80,6 +81,8 @@ class Result:
     system: str
     values: dict[str, list[float]] = field(default_factory=dict)
     na: str | None = None
+    loads: list[float] = field(default_factory=list)
+    """The machine's 1-minute load average before each run: other work skews numbers."""
 
     def median(self, metric: str) -> float | None:
         runs = self.values.get(metric)
@@ -91,6 +94,7 @@ def run_case(scenario: Scenario, case: Case, ctx: Context, runs: int) -> Result:
     result = Result(scenario.name, case.system)
     for index in range(runs):
         started = time.monotonic()
+        result.loads.append(os.getloadavg()[0])
         try:
             numbers = case.measure(ctx)
         except NotAvailable as exc:

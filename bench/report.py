@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ from typing import Any
 from bench.harness import Result, Scenario
 
 HEADER = (
-    "| scenario | system | metric | median | runs (min-max) | fnrun/peer | target |\n"
-    "| --- | --- | --- | ---: | --- | --- | --- |"
+    "| scenario | system | metric | median | runs (min-max) | load | fnrun/peer | target |\n"
+    "| --- | --- | --- | ---: | --- | ---: | --- | --- |"
 )
 
 
@@ -41,7 +42,7 @@ def _rows(scenario: Scenario, results: list[Result]) -> list[str]:
     lines = []
     for row in results:
         if row.na and not row.values:
-            lines.append(f"| {scenario.name} | {row.system} | - | n/a ({row.na}) | | | |")
+            lines.append(f"| {scenario.name} | {row.system} | - | n/a ({row.na}) | | | | |")
             continue
         for metric, runs in row.values.items():
             median = row.median(metric)
@@ -50,8 +51,9 @@ def _rows(scenario: Scenario, results: list[Result]) -> list[str]:
             ratio = _ratios(row, metric, peers) if is_fnrun[row.system] else ""
             target = scenario.targets.get((row.system, metric))
             goal = f"{target.text} {'met' if target.met(median) else 'NOT met'}" if target else ""
+            load = f"{statistics.median(row.loads):.1f}" if row.loads else ""
             lines.append(f"| {scenario.name} | {row.system} | {metric} | {_fmt(median)} | "
-                         f"{spread} | {ratio} | {goal} |")
+                         f"{spread} | {load} | {ratio} | {goal} |")
     return lines
 
 
@@ -64,6 +66,9 @@ def markdown(done: list[tuple[Scenario, list[Result]]], runs: int, quick: bool) 
         "",
         f"Machine: {platform.machine()}, {_cores()} cores, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}. Mode: {mode}.",
+        "",
+        "`load` is the median 1-minute load average before each run: above 2 (the core "
+        "count), other work on the machine competed with the benchmark.",
         "",
         HEADER,
     ]
@@ -87,6 +92,7 @@ def as_json(done: list[tuple[Scenario, list[Result]]], runs: int, quick: bool) -
         "quick": quick,
         "results": [
             {"scenario": r.scenario, "system": r.system, "na": r.na, "values": r.values,
+             "load1": r.loads,
              "medians": {m: r.median(m) for m in r.values}}
             for _, results in done for r in results
         ],
