@@ -333,17 +333,15 @@ class SqliteStore(Store):
         self, function: str, since: float, matches: Callable[[str], bool], now: float
     ) -> int:
         def work(conn: sqlite3.Connection) -> int:
-            rows = conn.execute(
-                "SELECT id, type FROM events WHERE stored_at >= ? ORDER BY stored_at",
-                (since,),
-            ).fetchall()
-            chosen = [(event_id, function, now, now) for event_id, kind in rows if matches(kind)]
-            conn.executemany(
+            # One INSERT ... SELECT with the pattern as an SQL function: a week
+            # of retained events never has to fit in memory at once.
+            conn.create_function("fnrun_matches", 1, matches, deterministic=True)
+            return conn.execute(
                 "INSERT INTO deliveries (event_id, function, state, due, updated)"
-                " VALUES (?, ?, 'pending', ?, ?)",
-                chosen,
-            )
-            return len(chosen)
+                " SELECT id, ?1, 'pending', ?2, ?2 FROM events"
+                " WHERE stored_at >= ?3 AND fnrun_matches(type) ORDER BY stored_at",
+                (function, now, since),
+            ).rowcount
 
         count = await self._write(work)
         if count:
