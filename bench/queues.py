@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
+
 from bench import redisdb
 from bench.harness import Context
 from bench.procs import Service, wait_until
@@ -31,13 +33,16 @@ def start_dramatiq(ctx: Context, threads: int = 1) -> Service:
     return Service(argv, ctx.logs / "dramatiq.log", {"BENCH_BROKER": ctx.redis_url})
 
 
-def celery_outstanding(conn: redisdb.redis.Redis) -> int:
+def celery_outstanding(conn: redis.Redis) -> int:
     """Messages queued or reserved-but-not-acked (acks_late keeps them in `unacked`)."""
-    queued, unacked = conn.pipeline().llen("celery").hlen("unacked").execute()
+    pipe = conn.pipeline()
+    pipe.llen("celery")
+    pipe.hlen("unacked")
+    queued, unacked = pipe.execute()
     return int(queued) + int(unacked)
 
 
-def dramatiq_outstanding(conn: redisdb.redis.Redis) -> int:
+def dramatiq_outstanding(conn: redis.Redis) -> int:
     """Messages not yet acked: Dramatiq deletes a message from `<queue>.msgs` on ack."""
     return int(conn.hlen("dramatiq:default.msgs"))
 
@@ -79,7 +84,7 @@ def dramatiq_drain(ctx: Context, total: int, threads: int = 1) -> dict[str, floa
 
 
 def _drain(ctx: Context, total: int, start: Callable[[Context], Service],
-           outstanding: Callable[[redisdb.redis.Redis], int]) -> dict[str, float]:
+           outstanding: Callable[[redis.Redis], int]) -> dict[str, float]:
     conn = redisdb.client(ctx.redis_url)
     before = redisdb.commands_processed(conn)
     worker = start(ctx)

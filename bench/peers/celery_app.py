@@ -18,12 +18,12 @@ app.conf.update(
 )
 
 
-@app.task
+@app.task  # type: ignore[untyped-decorator]  # celery ships no type hints
 def noop() -> None:
     """Does nothing: the drain scenario measures the queue, not the work."""
 
 
-@app.task
+@app.task  # type: ignore[untyped-decorator]  # celery ships no type hints
 def record(sent: float) -> None:
     """Append '<sent> <start>' so the latency scenario can read handler start times."""
     started = time.time()

@@ -6,7 +6,9 @@ import time
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-broker = RedisBroker(url=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/12"))
+broker = RedisBroker(  # type: ignore[no-untyped-call]
+    url=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/12")
+)
 dramatiq.set_broker(broker)
 
 

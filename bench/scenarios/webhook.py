@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from bench import fnrun_app, wrk
-from bench.harness import Case, Context, Scenario, Target
+from bench.harness import Case, Context, NotAvailable, Scenario, Target
 from bench.procs import REPO, Service, free_port, wait_until
 
 DECLARATIONS = """\
@@ -58,7 +58,7 @@ def fnrun_hook(mode: str) -> Case:
             supervisor.wait_ready()
             probe = supervisor.http.post(f"/hooks/{mode}", json={"bench": True})
             if probe.status_code not in (200, 202):
-                raise fnrun_app.NotAvailable(f"POST /hooks/{mode} answered {probe.status_code}")
+                raise NotAvailable(f"POST /hooks/{mode} answered {probe.status_code}")
             return _measure(ctx, f"{supervisor.base}/hooks/{mode}")
         finally:
             supervisor.stop()
