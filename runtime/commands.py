@@ -195,7 +195,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _trigger_text(trigger: dict[str, Any]) -> str:
-    kind = trigger["kind"]
+    kind = str(trigger["kind"])
     if kind == "event":
         return f"event {trigger.get('pattern')}"
     if kind == "schedule":

@@ -141,7 +141,9 @@ class Supervisor:
         """Begin a graceful stop (what SIGTERM does)."""
         self._stop.set()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Load, bind, serve, and drain on stop."""
         project = load_project(self.settings)
         async with self.store:

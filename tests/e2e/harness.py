@@ -58,7 +58,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
         time.sleep(interval)
 
 
-def fnrun(*args: str, cwd: Path | None = None, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+def fnrun(
+    *args: str, cwd: Path | None = None, check: bool = True, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     """Run the `fnrun` command (as `python -m runtime`) and capture its output."""
     proc = subprocess.run(
         [sys.executable, "-m", "runtime", *args],

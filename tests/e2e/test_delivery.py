@@ -81,7 +81,9 @@ def test_failures_retry_with_backoff_then_dead_letter_then_replay(project: Proje
     gaps = [b["t"] - a["t"] for a, b in zip(calls, calls[1:], strict=False)]
     assert gaps[0] >= 0.1 and gaps[1] >= 0.2, gaps  # equal jitter: at least half of 200ms, 400ms
 
-    letters = json.loads(fnrun("dead-letters", "list", "--json", "--project", str(project.root)).stdout)
+    letters = json.loads(
+        fnrun("dead-letters", "list", "--json", "--project", str(project.root)).stdout
+    )
     assert len(letters) == 1
     assert letters[0]["event"]["id"] == event_id
     assert letters[0]["attempts"] == 3
@@ -94,7 +96,9 @@ def test_failures_retry_with_backoff_then_dead_letter_then_replay(project: Proje
     wait_until(lambda: len(project.calls()) == 4 and drained(project))
     last = project.calls()[-1]
     assert last["id"] == event_id and last["attempt"] == 1
-    letters = json.loads(fnrun("dead-letters", "list", "--json", "--project", str(project.root)).stdout)
+    letters = json.loads(
+        fnrun("dead-letters", "list", "--json", "--project", str(project.root)).stdout
+    )
     assert letters == []
 
 
