@@ -99,7 +99,7 @@ class SourceFilter:
 
     def __call__(self, change: Change, path: str) -> bool:
         file = Path(path)
-        if file == self.config:
+        if file in (self.config, self.functions):
             return True
         try:
             parts = file.relative_to(self.functions).parts
@@ -184,6 +184,7 @@ class Reloader:
         self._pending: set[tuple[Change, str]] = set()
         self._wake = anyio.Event()
         self._rewatch = anyio.Event()
+        self._watched: Path | None = None
 
     async def run(self) -> None:
         """Print the banner, then reload on every batch of changes, until cancelled."""
@@ -213,26 +214,34 @@ class Reloader:
                 self._wake.set()
 
     async def _watch_files(self) -> None:
-        """watchfiles on the functions folder and fnrun.yaml; restarted if the folder moves."""
+        """Keep a watch on the functions folder and fnrun.yaml; re-made when it fails."""
+        while True:
+            try:
+                await self._watch_once()
+            except Exception:  # a broken watch must not take the supervisor down
+                log.exception("watching files failed; watching again in 1 s")
+                await anyio.sleep(1.0)
+
+    async def _watch_once(self) -> None:
+        """Watch until the functions folder moves, appears or disappears."""
         from watchfiles import awatch  # the Rust watcher loads only where files are watched
 
-        while True:
-            settings = self.supervisor.settings
-            config = settings.project / CONFIG_FILE
-            watch_filter = SourceFilter(settings.functions, config)
-            self._rewatch = anyio.Event()
-            async with anyio.create_task_group() as tg:
-                # The project root is watched flat: a recursive watch there would
-                # walk .venv and the store's own busy .fnrun files.
-                for path, recursive in ((settings.functions, True), (settings.project, False)):
-                    if path.is_dir():
-                        changes = awatch(
-                            path, watch_filter=watch_filter, debounce=DEBOUNCE_MS,
-                            step=STEP_MS, recursive=recursive,
-                        )
-                        tg.start_soon(self._collect, changes)
-                await self._rewatch.wait()
-                tg.cancel_scope.cancel()
+        settings = self.supervisor.settings
+        watch_filter = SourceFilter(settings.functions, settings.project / CONFIG_FILE)
+        self._rewatch = anyio.Event()
+        self._watched = settings.functions if settings.functions.is_dir() else None
+        async with anyio.create_task_group() as tg:
+            # The project root is watched flat: a recursive watch there would
+            # walk .venv and the store's own busy .fnrun files.
+            for path, recursive in ((self._watched, True), (settings.project, False)):
+                if path is not None:
+                    changes = awatch(
+                        path, watch_filter=watch_filter, debounce=DEBOUNCE_MS,
+                        step=STEP_MS, recursive=recursive,
+                    )
+                    tg.start_soon(self._collect, changes)
+            await self._rewatch.wait()
+            tg.cancel_scope.cancel()
 
     async def reload(self) -> Result:
         """Re-read settings and functions, and switch what changed; never raises."""
@@ -247,6 +256,9 @@ class Reloader:
         result = dataclasses.replace(result, millis=(self.clock.monotonic() - started) * 1000)
         self.reloads += 1
         self.last = result
+        functions = self.supervisor.settings.functions
+        if self._watched != (functions if functions.is_dir() else None):
+            self._rewatch.set()
         if not result.errors:
             log.info(banner.reload_line(
                 result.change, result.reasons, result.millis, failed=sorted(result.failed),
@@ -272,8 +284,6 @@ class Reloader:
         failed = await self._check_new(project, plan.added + plan.changed)
         project, keep = _keep_old(project, old, failed)
         reasons = _reasons(old, project, plan.changed)
-        if settings.functions != self.supervisor.settings.functions:
-            self._rewatch.set()
         self.supervisor.settings = self.settings = settings
         change = await self.supervisor.apply(project, keep=keep)
         self._file = file_settings

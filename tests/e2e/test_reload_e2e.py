@@ -110,6 +110,22 @@ def test_fnrun_new_is_live_at_once_and_a_deleted_function_goes_away(project: Pro
     assert served_version(project) == 1
 
 
+def test_a_functions_folder_removed_and_restored_is_watched_again(project: Project) -> None:
+    started(project)
+    saved = {p.name: p.read_text() for p in project.functions.iterdir() if p.is_file()}
+    shutil.rmtree(project.functions)
+    error = wait_until(lambda: health(project)["reload_error"], timeout=10)
+    assert "does not exist" in error
+    project.functions.mkdir()
+    for name, text in saved.items():
+        (project.functions / name).write_text(text.replace("v=1", "v=4"))
+    wait_until(lambda: health(project)["reload_error"] is None, timeout=10)
+    assert served_version(project) == 4
+    # ... and the new folder is watched: a further save is served.
+    (project.functions / "ver.py").write_text(saved["ver.py"].replace("v=1", "v=5"))
+    wait_until(lambda: served_version(project, within=5) == 5, timeout=10)
+
+
 class Load(threading.Thread):
     """Publishes `v.load` events steadily until stopped; remembers every acknowledged id."""
 

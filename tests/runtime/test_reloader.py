@@ -269,6 +269,7 @@ FILTER_CASES = [
     ("functions/orders.py", True),
     ("functions/sub/orders.yaml", True),
     ("fnrun.yaml", True),
+    ("functions", True),  # the folder itself appearing or going away
     ("other.yaml", False),
     ("functions/.orders.py.swp", False),
     ("functions/orders.py~", False),
