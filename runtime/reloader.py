@@ -281,7 +281,12 @@ class Reloader:
         old = self.supervisor.project
         running = self.supervisor.fingerprints()
         plan = diff(running, {n: function_fingerprint(s) for n, s in project.functions.items()})
-        failed = await self._check_new(project, plan.added + plan.changed)
+        unsure = [
+            name for name in plan.added + plan.changed
+            if old is None or name not in old.functions
+            or not _same_code(old.functions[name], project.functions[name], running[name])
+        ]
+        failed = await self._check_new(project, unsure)
         project, keep = _keep_old(project, old, failed)
         reasons = _reasons(old, project, plan.changed)
         self.supervisor.settings = self.settings = settings
@@ -335,6 +340,17 @@ def _keep_old(
         else:
             del functions[name]
     return Project(project.settings, functions), keep
+
+
+def _same_code(old: FunctionSpec, new: FunctionSpec, running: str) -> bool:
+    """Whether `new` loads exactly the code `old` runs (only triggers or limits changed).
+
+    Then its workers need no trial start: that code loaded already.
+    """
+    loads = ("handler_file", "handler_attr", "memory_mb", "env", "secrets")
+    if any(getattr(old, field) != getattr(new, field) for field in loads):
+        return False
+    return function_fingerprint(old) == running  # the files on disk are still the old ones
 
 
 def _reasons(old: Project | None, new: Project, changed: Sequence[str]) -> dict[str, str]:

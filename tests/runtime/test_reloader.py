@@ -24,8 +24,8 @@ from runtime.banner import reload_line, render_banner, trigger_line
 from runtime.events import Event
 from runtime.manifest import function_fingerprint, load_settings
 from runtime.registry import Diff
-from runtime.reloader import Reloader, Result, SourceFilter, live_settings
-from runtime.specs import Defaults, HttpSettings, Retention, Settings
+from runtime.reloader import Reloader, Result, SourceFilter, first_worker_error, live_settings
+from runtime.specs import Defaults, FunctionSpec, HttpSettings, Retention, Settings
 from runtime.supervisor import Supervisor
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -56,6 +56,12 @@ class Rig:
         self.supervisor: Supervisor
         self.reloader: Reloader
         self.changes: MemoryObjectSendStream[set[tuple[Change, str]]]
+        self.checked: list[str] = []
+
+    async def check(self, spec: FunctionSpec) -> str | None:
+        """The real load check, remembering which functions it tried."""
+        self.checked.append(spec.name)
+        return await first_worker_error(spec)
 
     def write(self, relative: str, text: str) -> Path:
         path = self.root / relative
@@ -108,7 +114,9 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     send, receive = anyio.create_memory_object_stream[set[tuple[Change, str]]](16)
     rig.changes = send
     rig.supervisor = Supervisor(settings, grace=5, handle_signals=False)
-    rig.reloader = Reloader(rig.supervisor, settings, changes=receive, show_banner=False)
+    rig.reloader = Reloader(
+        rig.supervisor, settings, changes=receive, show_banner=False, check=rig.check
+    )
     stopped = anyio.Event()
 
     async def serve(*, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -133,6 +141,7 @@ async def test_a_code_edit_is_served_by_new_workers(rig: Rig) -> None:
     result = await rig.save("functions/echo.py")
     assert result.change == Diff(changed=("echo",))
     assert result.reasons == {"echo": "code"}
+    assert rig.checked == ["echo"]  # new code is tried in a worker before it serves
     assert await rig.version("echo") == 2
 
 
@@ -141,6 +150,7 @@ async def test_a_declaration_edit_is_a_config_reload_and_rebinds_triggers(rig: R
     rig.write("functions/echo.yaml", declare("echo", "t.other"))
     result = await rig.save("functions/echo.yaml")
     assert result.reasons == {"echo": "config"}
+    assert rig.checked == []  # the code that runs already loaded: no trial start
     assert rig.supervisor.targets("t.go") == []
     assert rig.supervisor.targets("t.other") == ["echo"]
 
