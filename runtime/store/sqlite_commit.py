@@ -102,6 +102,7 @@ class GroupCommit:
         self._conn = conn
         self._queue: list[Op] = []
         self._busy = False
+        self._thread: anyio.CapacityLimiter | None = None
 
     async def submit(self, work: Work[T]) -> T:
         """Run `work(conn)` inside the next committed transaction; return its result."""
@@ -128,8 +129,11 @@ class GroupCommit:
     async def _lead(self) -> None:
         self._busy = True
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        # Its own thread token: blocking calls elsewhere that fill anyio's
+        # default pool of 40 threads must never stall durable writes.
+        self._thread = self._thread or anyio.CapacityLimiter(1)
         try:
-            await anyio.to_thread.run_sync(self._commit, batch)
+            await anyio.to_thread.run_sync(self._commit, batch, limiter=self._thread)
         finally:
             for op in batch:
                 op.finished = True

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -281,3 +282,23 @@ async def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) ->
     (tmp_path / "state.db").write_bytes(b"this is not SQLite\n" * 100)
     with pytest.raises(StoreError, match="cannot open store .*state.db"):
         await SqliteStore(url_of(tmp_path / "state.db")).open()
+
+
+async def test_writes_go_on_while_the_default_thread_pool_is_full(store: SqliteStore) -> None:
+    release = threading.Event()
+
+    async def block_a_thread() -> None:
+        await anyio.to_thread.run_sync(release.wait)
+
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(int(limiter.total_tokens)):
+                tg.start_soon(block_a_thread)
+            await anyio.wait_all_tasks_blocked()
+            assert limiter.available_tokens == 0
+            with anyio.fail_after(5):
+                assert await store.publish([(Event(type="x"), ["a"])]) == [True]
+            release.set()
+    finally:
+        release.set()
