@@ -119,6 +119,7 @@ class SqliteStore(Store):
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._read_lock = anyio.Lock()
+        self._read_thread: anyio.CapacityLimiter | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -158,8 +159,12 @@ class SqliteStore(Store):
             conn = self._read_conn
             if conn is None:
                 raise StoreError(f"store {self.path} is not open")
+            # Own thread token, as for writes: a full default pool must not stall reads.
+            self._read_thread = self._read_thread or anyio.CapacityLimiter(1)
             try:
-                return await anyio.to_thread.run_sync(lambda: conn.execute(sql, params).fetchall())
+                return await anyio.to_thread.run_sync(
+                    lambda: conn.execute(sql, params).fetchall(), limiter=self._read_thread
+                )
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite read failed: {exc}") from exc
 

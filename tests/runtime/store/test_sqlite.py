@@ -284,7 +284,7 @@ async def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) ->
         await SqliteStore(url_of(tmp_path / "state.db")).open()
 
 
-async def test_writes_go_on_while_the_default_thread_pool_is_full(store: SqliteStore) -> None:
+async def test_store_works_while_the_default_thread_pool_is_full(store: SqliteStore) -> None:
     release = threading.Event()
 
     async def block_a_thread() -> None:
@@ -299,6 +299,7 @@ async def test_writes_go_on_while_the_default_thread_pool_is_full(store: SqliteS
             assert limiter.available_tokens == 0
             with anyio.fail_after(5):
                 assert await store.publish([(Event(type="x"), ["a"])]) == [True]
+                assert (await store.counts())["a"].pending == 1
             release.set()
     finally:
         release.set()
