@@ -78,6 +78,8 @@ SCENARIO = Scenario(
         "nodes share the machine's 2 cores, so more nodes measure coordination cost, not "
         "added capacity. Drain is polled on node 1's GET /_/functions every 20 ms (this "
         "polling's own Redis commands are counted too). Commands are not round trips: "
-        "pipelines and Lua scripts carry several per trip."
+        "pipelines and Lua scripts carry several per trip. INFO commandstats is server-wide: "
+        "other clients of the same server (other databases) inflate a run, so the minimum "
+        "is the cleaner figure."
     ),
 )
