@@ -225,10 +225,16 @@ class Trigger:
     async def _invoke(
         self, function: str, event: Event, idem: str | None, retention: float
     ) -> Response:
+        key = None if idem is None else f"idem:{event.subject}:{idem}"
+        if key is not None:
+            # A repeat answers from the store without running the handler again.
+            # Two identical requests racing both run; `remember` keeps the first answer.
+            earlier = await self.ingress.store.recall(key)
+            if earlier is not None:
+                return replies.response(earlier)
         outcome = await self.ingress.invoke(function, event)
         answer = replies.answer(function, event.id, outcome)
-        if idem is not None:
-            key = f"idem:{event.subject}:{idem}"
+        if key is not None:
             earlier = await self.ingress.store.remember(key, answer, ttl=retention)
             if earlier is not None:
                 answer = earlier

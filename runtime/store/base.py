@@ -215,6 +215,10 @@ class Store(ABC):
     async def remember(self, key: str, value: JSON, ttl: float) -> JSON | None:
         """Store `value` under `key` unless present; return the earlier value if it was."""
 
+    @abstractmethod
+    async def recall(self, key: str) -> JSON | None:
+        """The value `remember` stored under `key`, if it has not expired."""
+
     # -- wake-ups ----------------------------------------------------------
 
     def notify(self, function: str) -> None:

@@ -394,6 +394,10 @@ class RedisStore(Store):
             self._wake([(event, targets)])
         return fired
 
+    async def recall(self, key: str) -> JSON | None:
+        value = await self.client.get(f"{P}k:{key}")
+        return None if value is None else json.loads(value)
+
     async def remember(self, key: str, value: JSON, ttl: float) -> JSON | None:
         ttl_ms = max(1, int(ttl * 1000))
         earlier = await self.client.set(f"{P}k:{key}", _dumps(value), nx=True, px=ttl_ms, get=True)

@@ -131,10 +131,13 @@ def test_metrics_count_sync_invocations(running: Project) -> None:
 
 
 def test_sync_idempotency_key_returns_the_first_answer(running: Project) -> None:
+    before = len([c for c in running.calls() if c["fn"] == "reply"])
     first = post(running, "/reply", {"kind": "tuple2"}, **{"Idempotency-Key": "abc"})
     again = post(running, "/reply", {"kind": "text"}, **{"Idempotency-Key": "abc"})
     assert (first.status_code, first.json()) == (201, {"created": True})
     assert (again.status_code, again.json()) == (201, {"created": True})
+    after = len([c for c in running.calls() if c["fn"] == "reply"])
+    assert after == before + 1  # the repeat was answered from the store, not run again
 
 
 def test_signed_async_webhook_runs_once_and_fans_out(running: Project) -> None:

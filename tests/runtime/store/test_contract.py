@@ -332,6 +332,16 @@ async def test_remember_returns_the_first_value(store: Store) -> None:
     assert await store.remember("idem:2", [1, 2], 60) is None
 
 
+async def test_recall_reads_what_was_remembered_until_it_expires(store: Store) -> None:
+    assert await store.recall("idem:r") is None
+    await store.remember("idem:r", {"answer": 1}, 60)
+    assert await store.recall("idem:r") == {"answer": 1}
+    await store.remember("idem:short", "soon gone", 0.05)
+    with anyio.fail_after(5):
+        while await store.recall("idem:short") is not None:
+            await anyio.sleep(0.02)
+
+
 async def test_concurrent_publishes_are_stored_exactly_once(store: Store) -> None:
     events = [event(data=i) for i in range(1000)]
     fresh: list[bool] = []

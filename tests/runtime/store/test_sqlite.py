@@ -270,11 +270,23 @@ async def test_an_idle_wait_lasts_its_timeout(
     start = time.monotonic()
     await store.wait_for_work("a", 0.4)  # nothing is written meanwhile: no early return
     assert time.monotonic() - start >= 0.39
+    # Work this process publishes for another function does not wake "a"...
     start = time.monotonic()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(store.wait_for_work, "a", 10.0)
-        await anyio.wait_all_tasks_blocked()
-        await store.publish([(Event(type="x"), ["b"])])  # another function's work still ends it
+    await store.publish([(Event(type="x"), ["b"])])
+    await store.wait_for_work("a", 0.3)
+    assert time.monotonic() - start >= 0.29
+    # ...but a commit by another connection (`fnrun emit`) wakes every waiter.
+    start = time.monotonic()
+    other = SqliteStore(url_of(store.path))
+    await other.open()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.wait_for_work, "a", 10.0)
+            tg.start_soon(store.wait_for_work, "c", 10.0)
+            await anyio.wait_all_tasks_blocked()
+            await other.publish([(Event(type="x"), ["b"])])
+    finally:
+        await other.close()
     assert time.monotonic() - start < 5
 
 
