@@ -33,6 +33,10 @@ from runtime.store.base import Targets
 log = logging.getLogger("fnrun")
 
 RETENTION_INTERVAL = 300.0
+IDLE_POLL = 30.0
+"""Longest an idle dispatcher sleeps without a wake-up. Stores wake dispatchers
+when work arrives (and poll for other processes' work themselves), so this is
+only a safety net; a short one costs a claim per function per period."""
 
 
 @dataclass
@@ -223,6 +227,7 @@ class Supervisor:
         dispatcher = Dispatcher(
             spec, pool, self.store,
             clock=self.clock, metrics=self.metrics, route=self.route, log=fn_log,
+            poll=IDLE_POLL,
         )
         running = Running(spec, fingerprint or function_fingerprint(spec), pool, dispatcher)
         self._functions[spec.name] = running
