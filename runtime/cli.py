@@ -91,19 +91,31 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         code = commands.run_command(args)
-    except ManifestErrors as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
-        code = 1
-    except ManifestError as exc:
-        print(exc, file=sys.stderr)
-        code = 1
-    except UsageError as exc:
-        print(f"fnrun: {exc}", file=sys.stderr)
-        code = 2
-    except FnrunError as exc:
-        print(f"fnrun: {exc}", file=sys.stderr)
-        code = 1
     except KeyboardInterrupt:
         code = 130
+    except BaseException as exc:  # noqa: B036 - re-raised below unless it is ours
+        error = _our_error(exc)
+        if error is None:
+            raise
+        code = _report(error)
     sys.exit(code)
+
+
+def _our_error(exc: BaseException) -> FnrunError | None:
+    """The FnrunError behind `exc`, also when a task group wrapped it in a group."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, FnrunError) else None
+
+
+def _report(error: FnrunError) -> int:
+    """One line (or one per declaration error) on stderr; the exit code."""
+    if isinstance(error, ManifestErrors):
+        for each in error.errors:
+            print(each, file=sys.stderr)
+        return 1
+    if isinstance(error, ManifestError):
+        print(error, file=sys.stderr)
+        return 1
+    print(f"fnrun: {error}", file=sys.stderr)
+    return 2 if isinstance(error, UsageError) else 1

@@ -157,3 +157,26 @@ def test_new_scaffolds_a_function_that_validates_and_runs(project: Project) -> N
     assert json.loads(run(project, "invoke", "hello", "--data", '{"x": 1}'))["data"] == {"x": 1}
     proc = fnrun("new", "hello", "--project", str(project.root), check=False)
     assert proc.returncode == 2 and "already exists" in proc.stderr
+
+
+def test_run_on_a_busy_port_is_one_line(echo: Project) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = fnrun("run", "--port", str(port), "--project", str(echo.root), check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fnrun: cannot listen on 127.0.0.1:{port}")
+
+
+def test_run_with_a_broken_declaration_prints_it_and_exits_1(project: Project) -> None:
+    project.write("functions/x.yaml", "functions:\n  x:\n    handler: x.py:f\n    timout: 3s\n")
+    project.write("functions/x.py", "def f(event):\n    pass\n")
+    proc = fnrun("run", "--project", str(project.root), check=False)
+    assert proc.returncode == 1
+    where = project.functions / "x.yaml"
+    assert proc.stderr.strip().startswith(f"{where}:4:5: unknown key 'timout'")
+    assert "Traceback" not in proc.stderr
