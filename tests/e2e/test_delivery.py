@@ -5,11 +5,40 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
+import redis
 
 from tests.e2e.harness import Project, fnrun, wait_until
+
+REDIS_URL = "redis://127.0.0.1:6379/11"
+"""The e2e delivery suite's own Redis database (the contract suite uses 15, test_redis 14)."""
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def project(
+    request: pytest.FixtureRequest, tmp_path: Path, service_missing: Callable[[str], NoReturn]
+) -> Iterator[Project]:
+    """Every guarantee below holds on both stores (SPEC 9): each test runs on each."""
+    proj = Project(tmp_path / "proj")
+    proj.functions.mkdir(parents=True)
+    client = None
+    if request.param == "redis":
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            client.flushdb()
+        except redis.ConnectionError:
+            service_missing("Redis is not running on 127.0.0.1:6379")
+        proj.write("fnrun.yaml", f"store: {REDIS_URL}\n")
+    yield proj
+    proj.close()
+    if client is not None:
+        client.flushdb()
+        client.close()
 
 
 def pid_alive(pid: int) -> bool:
