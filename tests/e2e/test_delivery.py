@@ -349,3 +349,22 @@ def test_sigterm_past_the_grace_period_retries_on_next_start(project: Project) -
     project.start()
     wait_until(lambda: len(project.calls()) >= 2 and drained(project))
     assert [(c["id"], c["attempt"]) for c in project.calls()] == [(event_id, 1), (event_id, 2)]
+
+
+def test_emit_waits_in_the_store_until_a_supervisor_runs(project: Project) -> None:
+    project.add("later", """
+        functions:
+          later: {handler: later.py:handle, triggers: [{event: "later.*"}]}
+    """, """
+        def handle(event, ctx):
+            record(event, ctx, data=event.data)
+    """)
+    root = str(project.root)
+    ids = [fnrun("emit", "later.x", "--data", f'{{"n": {n}}}', "--project", root).stdout.strip()
+           for n in range(3)]
+    [listing] = json.loads(fnrun("ls", "--json", "--project", root).stdout)
+    assert (listing["name"], listing["pending"]) == ("later", 3)
+    project.start()
+    wait_until(lambda: len(project.calls()) == 3 and drained(project))
+    assert project.handled("later") == {i: 1 for i in ids}
+    assert sorted(c["data"]["n"] for c in project.calls()) == [0, 1, 2]
