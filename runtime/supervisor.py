@@ -149,6 +149,9 @@ class Supervisor:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Load, bind, serve, and drain on stop."""
+        from runtime import http  # the HTTP stack loads only where it serves
+
+        http.check_bind(self.settings)  # refuse an unsafe address before touching anything
         project = load_project(self.settings)
         async with self.store:
             self.store.configure({n: s.timeout for n, s in project.functions.items()})
@@ -217,7 +220,6 @@ class Supervisor:
 
         webhooks = getattr(self._triggers.get("webhook"), "asgi", None)
         app = http.create_app(self, webhooks)
-        http.check_bind(self.settings)
         self.http_server = await tg.start(http.serve, app, self.settings.http)
 
     def _start_function(self, spec: FunctionSpec, fingerprint: str | None = None) -> None:
