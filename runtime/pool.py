@@ -1,194 +1,57 @@
 """A function's pool of worker processes: spawn lazily, reuse warm, recycle, kill.
 
-Each worker is a fresh interpreter (`python -S`, see `child_command`) in its
-own session, so a timeout or crash kills its whole process group,
-grandchildren included (SPEC 5.3, 6). The pool speaks `runtime.protocol` to
-it over a socketpair; the child's stdout and stderr share one pipe that a
-drain thread per worker reads continuously into the supervisor's log, so
-neither output volume nor garbage can touch the protocol.
+The pool runs invocations in batches (`invoke_many`): one frame carries the
+batch to one worker, which runs the items in order and answers one `done`
+per item as it finishes, so a crash or timeout is charged to exactly the
+item that was running and the items after it are known never to have
+started. Concurrency is unchanged: a worker runs one item at a time, and at
+most `spec.concurrency` batches run at once. Workers, their command line
+and environment live in `runtime.process`; the socket protocol in
+`runtime.channel`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
-from anyio.abc import UNIXSocketStream
 
 from runtime import protocol
+from runtime.channel import Channel
 from runtime.errors import WorkerError
-from runtime.events import Event, Outcome, Status, new_event_id
+from runtime.events import Event, Outcome, new_event_id
+from runtime.process import (
+    STOP_WAIT,
+    WorkerProcess,
+    abandon,
+    child_command,
+    describe_exit,
+    lifeline,
+    worker_env,
+)
 from runtime.specs import FunctionSpec
 
-ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TZ", "VIRTUAL_ENV")
-ENV_PREFIXES = ("LC_", "PYTHON")
-MAX_LINE = 8192
-"""Longest handler output line logged as one record; longer ones are split."""
+__all__ = ["LOAD_TIMEOUT", "WorkerPool", "child_command", "describe_exit", "lifeline",
+           "worker_env"]
+
 LOAD_TIMEOUT = 60.0
 """How long a worker may take to import its handler, beyond the function's timeout."""
 LOAD_ERROR_TTL = 10.0
 """How long a load failure is answered from memory before one new worker tries again."""
-STOP_WAIT = 5.0
-"""How long a retiring worker may take to exit before its group is killed."""
-RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-_lifeline: tuple[int, int] | None = None
-
-
-def lifeline() -> int:
-    """Read end of a pipe whose write end only this process holds.
-
-    Workers block on it in a thread; when the supervisor dies (even by
-    SIGKILL) the pipe closes and they kill their own process group.
-    """
-    global _lifeline
-    if _lifeline is None:
-        _lifeline = os.pipe()
-    return _lifeline[0]
-
-
-def child_command(spec: FunctionSpec, proto_fd: int) -> list[str]:
-    """The worker's command line.
-
-    `-S` skips `site` (about 25 ms with the editable install's import hook);
-    the child gets this interpreter's resolved `sys.path` instead, so
-    site-packages still import, and `runtime` comes first.
-    """
-    paths = [RUNTIME_ROOT] + [p for p in sys.path if p and p != RUNTIME_ROOT]
-    boot = (
-        f"import sys;sys.path[0:1]={paths!r};"
-        "from runtime.worker import main;main(sys.argv[1:])"
-    )
-    return [
-        sys.executable, "-S", "-c", boot,
-        f"proto={proto_fd}", f"lifeline={lifeline()}",
-        f"file={spec.handler_file}", f"attr={spec.handler_attr}",
-        f"function={spec.name}", f"memory_mb={spec.memory_mb or 0}",
-    ]
-
-
-def worker_env(
-    spec: FunctionSpec, base: Mapping[str, str], log: logging.Logger
-) -> dict[str, str]:
-    """The allowlist of `base`, then the function's `env`, then its `secrets` (SPEC 6)."""
-    env = {
-        key: value
-        for key, value in base.items()
-        if key in ENV_ALLOWLIST or key.startswith(ENV_PREFIXES)
-    }
-    env.update(spec.env)
-    missing = [name for name in spec.secrets if name not in base]
-    env.update({name: base[name] for name in spec.secrets if name in base})
-    if missing:
-        log.warning("function %s: secrets not set in the environment: %s",
-                    spec.name, ", ".join(missing))
-    return env
-
-
-def describe_exit(code: int) -> str:
-    """A worker's exit status in words."""
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = str(-code)
-        return f"worker died from signal {name}"
-    return f"worker exited with code {code}"
-
-
-class WorkerProcess:
-    """One live worker: its process, protocol stream and output drain."""
-
-    def __init__(
-        self, popen: subprocess.Popen[bytes], sock: socket.socket, stream: UNIXSocketStream,
-        function: str, log: logging.Logger,
-    ) -> None:
-        self.popen = popen
-        self.sock = sock
-        self.stream = stream
-        self._buffer = bytearray()
-        self.function = function
-        self.log = log
-        self.uses = 0
-        self.invocation = "-"
-        self._drain = threading.Thread(
-            target=self._drain_output, name=f"fnrun-output-{function}-{popen.pid}", daemon=True
-        )
-        self._drain.start()
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def _drain_output(self) -> None:
-        """Log every output line, tagged with the invocation running when it was read."""
-        stdout = self.popen.stdout
-        assert stdout is not None
-        with stdout:
-            for raw in iter(lambda: stdout.readline(MAX_LINE), b""):
-                line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-                self.log.info("[%s %s] %s", self.function, self.invocation, line)
-
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Send one message and wait for the answer."""
-        await self.stream.send(protocol.pack(message))
-        return await self.receive()
-
-    async def receive(self) -> dict[str, Any]:
-        """The next message; EndOfStream if the worker closed its end."""
-        while True:
-            message = self._next_frame()
-            if message is not None:
-                return message
-            self._buffer += await self.stream.receive(1 << 20)
-
-    def _next_frame(self) -> dict[str, Any] | None:
-        """Take one whole frame off the buffer (usually one receive holds it all)."""
-        buffer = self._buffer
-        if len(buffer) < protocol.HEADER:
-            return None
-        end = protocol.HEADER + protocol.frame_size(buffer[: protocol.HEADER])
-        if len(buffer) < end:
-            return None
-        payload = bytes(buffer[protocol.HEADER : end])
-        del buffer[:end]
-        return protocol.unpack(payload)
-
-    def kill(self) -> None:
-        """SIGKILL the worker's whole process group (it leads its own session)."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass  # already gone
-
-    def finish(self, wait: float) -> int:
-        """Blocking: end the worker (EOF, then SIGKILL after `wait`), reap it, close up.
-
-        Whatever is left of its process group (grandchildren) is killed too:
-        a worker's lifetime bounds what its handler started.
-        """
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            code = self.popen.wait(wait)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            code = self.popen.wait()
-        self.kill()
-        self.sock.close()
-        self._drain.join(1.0)
-        return code
+MAX_USES = 10_000
+"""Invocations after which a worker is replaced (bounds leaks in handler code)."""
+SPARE_LEAD = 0.1
+"""Start a worker's replacement this fraction of `max_uses` before it retires."""
+CHANNEL_ERRORS = (EOFError, protocol.ProtocolError, OSError)
+"""What a worker's channel raises once the worker is gone or speaks garbage."""
 
 
 class WorkerPool:
@@ -199,15 +62,19 @@ class WorkerPool:
         spec: FunctionSpec,
         *,
         log: logging.Logger,
-        max_uses: int = 1000,
+        max_uses: int = MAX_USES,
         env_base: Mapping[str, str] | None = None,
     ) -> None:
         self.spec = spec
         self.log = log
         self.max_uses = max_uses
+        self._spare_at = max(1, max_uses - max(1, int(max_uses * SPARE_LEAD)))
         self._env = worker_env(spec, os.environ if env_base is None else env_base, log)
         self._slots = anyio.Semaphore(spec.concurrency, fast_acquire=True)
         self._idle: list[WorkerProcess] = []
+        self._spares: list[WorkerProcess] = []
+        self._spawning: set[asyncio.Task[None]] = set()
+        self._spare_scopes: set[anyio.CancelScope] = set()
         self._workers: set[WorkerProcess] = set()
         self._running = 0
         self._quiet: anyio.Event | None = None
@@ -217,12 +84,12 @@ class WorkerPool:
 
     @property
     def live_workers(self) -> int:
-        """Worker processes alive now (busy or idle)."""
+        """Worker processes alive now (busy, idle or spare)."""
         return len(self._workers)
 
     @property
     def running(self) -> int:
-        """Invocations in progress now."""
+        """Batches (or single invocations) in progress now."""
         return self._running
 
     @property
@@ -238,57 +105,94 @@ class WorkerPool:
         Raises:
             WorkerError: the pool was closed or retired before this call.
         """
+        outcomes = await self.invoke_many([(event, attempt)])
+        if outcomes:
+            return outcomes[0]
+        error, traceback = self._load_error[:2] if self._load_error else ("no worker", None)
+        return Outcome("error", time.time(), 0.0, error=error, traceback=traceback)
+
+    async def invoke_many(self, items: Sequence[tuple[Event, int]]) -> list[Outcome]:
+        """Run (event, attempt) items in order in one worker; an Outcome per item that ran.
+
+        Stops after the first crash or timeout, or when no worker can load the
+        handler (then `load_error` says why and nothing ran): the result may be
+        shorter than `items`, and the items past its end never started.
+
+        Raises:
+            WorkerError: the pool was closed or retired before this call.
+        """
         if self._closing:
             raise WorkerError(f"the worker pool of {self.spec.name} is closed")
+        if not items:
+            return []
         async with self._slots:
             self._running += 1
             try:
-                return await self._attempt(event, attempt)
+                worker = await self._acquire()
+                return [] if worker is None else await self._run(worker, items)
             finally:
                 self._running -= 1
                 if self._running == 0 and self._quiet is not None:
                     self._quiet.set()
 
-    async def _attempt(self, event: Event, attempt: int) -> Outcome:
+    async def _run(
+        self, worker: WorkerProcess, items: Sequence[tuple[Event, int]]
+    ) -> list[Outcome]:
+        loop, timeout = asyncio.get_running_loop(), self.spec.timeout
+        invocations = [os.urandom(6).hex() for _ in items]
+        outcomes: list[Outcome] = []
+        fatal = False
         started, t0 = time.time(), time.monotonic()
-
-        def outcome(status: Status, **fields: Any) -> Outcome:
-            return Outcome(status, started, time.monotonic() - t0, **fields)
-
-        worker = self._idle.pop() if self._idle else await self._spawn()
-        if worker is None:
-            assert self._load_error is not None
-            return outcome("error", error=self._load_error[0], traceback=self._load_error[1])
-        worker.invocation = invocation = os.urandom(6).hex()
-        message = {
-            "kind": "invoke", "event": event.to_dict(), "attempt": attempt,
-            "deadline": started + self.spec.timeout, "function": self.spec.name,
-            "invocation": invocation,
-        }
-        reply: dict[str, Any] | None = None
+        worker.invocation = invocations[0]
         try:
-            with anyio.move_on_after(self.spec.timeout):
-                reply = await worker.request(message)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, protocol.ProtocolError,
-                OSError) as exc:
+            worker.channel.send({
+                "kind": "invoke", "function": self.spec.name, "timeout": timeout,
+                "items": [
+                    {"event": event.to_dict(), "attempt": attempt, "invocation": invocation}
+                    for (event, attempt), invocation in zip(items, invocations, strict=True)
+                ],
+            })
+            for index in range(len(items)):
+                # Each item gets the full timeout from the moment the one before it ended.
+                reply = await worker.channel.receive(loop.time() + timeout)
+                now, t1 = time.time(), time.monotonic()
+                if reply is None:
+                    await self._discard(worker, kill=True)
+                    outcomes.append(Outcome("timeout", started, t1 - t0,
+                                            error=f"timed out after {timeout:g}s"))
+                    return outcomes
+                if reply.get("kind") != "done":
+                    await self._discard(worker, kill=True)
+                    outcomes.append(Outcome("crash", started, t1 - t0,
+                                            error=f"worker sent {reply.get('kind')!r}, not 'done'"))
+                    return outcomes
+                worker.uses += 1
+                outcomes.append(self._outcome(reply, started, t1 - t0))
+                if reply.get("fatal"):
+                    fatal = True
+                    break  # the worker ran nothing more of the batch
+                started, t0 = now, t1
+                if index + 1 < len(items):
+                    worker.invocation = invocations[index + 1]
+        except CHANNEL_ERRORS as exc:
             self.log.debug("worker %s of %s: %r", worker.pid, self.spec.name, exc)
             code = await self._discard(worker, kill=False)
-            return outcome("crash", error=describe_exit(code))
+            outcomes.append(Outcome("crash", started, time.monotonic() - t0,
+                                    error=describe_exit(code)))
+            return outcomes
         except BaseException:
             # Cancelled mid-invocation: the worker's state is unknown, so it goes.
             self._retire_worker(worker, kill=True)
             raise
-        if reply is None:
-            await self._discard(worker, kill=True)
-            return outcome("timeout", error=f"timed out after {self.spec.timeout:g}s")
-        if reply.get("kind") != "done":
-            await self._discard(worker, kill=True)
-            return outcome("crash", error=f"worker sent {reply.get('kind')!r}, not 'done'")
-        worker.uses += 1
-        self._release(worker, fatal=bool(reply.get("fatal")))
+        self._release(worker, fatal=fatal)
+        return outcomes
+
+    def _outcome(self, reply: dict[str, Any], started: float, duration: float) -> Outcome:
         if not reply.get("ok"):
-            return outcome("error", error=reply.get("error"), traceback=reply.get("traceback"))
-        return outcome("ok", result=reply.get("result"), emits=self._emits(reply))
+            return Outcome("error", started, duration,
+                           error=reply.get("error"), traceback=reply.get("traceback"))
+        return Outcome("ok", started, duration, result=reply.get("result"),
+                       emits=self._emits(reply) if reply.get("emits") else ())
 
     def _emits(self, reply: dict[str, Any]) -> tuple[Event, ...]:
         source = f"fnrun/{self.spec.name}"
@@ -299,6 +203,46 @@ class WorkerPool:
             )
             for raw in reply.get("emits") or ()
         )
+
+    # -- workers ---------------------------------------------------------------
+
+    async def _acquire(self) -> WorkerProcess | None:
+        """A warm worker, a ready spare, the spare being started, or a new one."""
+        while True:
+            if self._idle:
+                return self._idle.pop()
+            if self._spares:
+                return self._spares.pop()
+            if not self._spawning:
+                return await self._spawn()
+            # A replacement is on its way: waiting for it beats starting another.
+            await asyncio.wait(set(self._spawning))
+
+    def _start_spare(self) -> None:
+        """Start a replacement in the background, so a recycle never stalls an invocation."""
+        task = asyncio.get_running_loop().create_task(self._spawn_spare())
+        self._spawning.add(task)
+        task.add_done_callback(self._spawning.discard)
+
+    async def _spawn_spare(self) -> None:
+        # An anyio scope, not Task.cancel: it lets a started Popen finish, so no worker leaks.
+        with anyio.CancelScope() as scope:
+            self._spare_scopes.add(scope)
+            try:
+                worker = await self._spawn()
+            except Exception:
+                self.log.exception("function %s: could not start a spare worker", self.spec.name)
+                return
+            finally:
+                self._spare_scopes.discard(scope)
+        if scope.cancelled_caught:
+            return
+        if worker is None:
+            return
+        if self._closing:
+            self._retire_worker(worker, kill=False)
+        else:
+            self._spares.append(worker)
 
     async def _spawn(self) -> WorkerProcess | None:
         """Start a worker and wait for `ready`; None (and `_load_error` set) if it failed."""
@@ -311,18 +255,24 @@ class WorkerPool:
             ours.close()
             self._fail_load(f"cannot start a worker: {exc}", None)
             return None
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
-        stream = await UNIXSocketStream.from_socket(ours)
-        worker = WorkerProcess(popen, ours, stream, self.spec.name, self.log)
+        try:
+            channel = await Channel.open(ours)
+        except BaseException:
+            ours.close()
+            abandon(popen)
+            raise
+        worker = WorkerProcess(popen, channel, self.spec.name, self.log)
         self._workers.add(worker)
-        first: dict[str, Any] | None = None
-        with anyio.move_on_after(LOAD_TIMEOUT + self.spec.timeout):
-            try:
-                first = await worker.receive()
-            except (anyio.EndOfStream, anyio.BrokenResourceError, protocol.ProtocolError,
-                    OSError):
-                first = {"kind": "exit"}
+        deadline = asyncio.get_running_loop().time() + LOAD_TIMEOUT + self.spec.timeout
+        try:
+            first = await channel.receive(deadline)
+        except CHANNEL_ERRORS:
+            first = {"kind": "exit"}
         if first is not None and first["kind"] == "ready":
             return worker
         code = await self._discard(worker, kill=first is None)
@@ -349,21 +299,26 @@ class WorkerPool:
         """Back to the idle list, or retired if used up, broken or the pool is closing."""
         if fatal or self._closing or worker.uses >= self.max_uses:
             self._retire_worker(worker, kill=False)
-        else:
-            self._idle.append(worker)
+            if self._spares and not self._closing:
+                self._idle.append(self._spares.pop())
+            return
+        if worker.uses >= self._spare_at and not worker.replaced:
+            worker.replaced = True
+            self._start_spare()
+        self._idle.append(worker)
 
     async def _discard(self, worker: WorkerProcess, *, kill: bool) -> int:
         """Forget the worker and end it; its exit code."""
         self._workers.discard(worker)
+        worker.channel.close()
         if kill:
             worker.kill()
-        code = await anyio.to_thread.run_sync(worker.finish, 1.0 if not kill else STOP_WAIT)
-        await worker.stream.aclose()
-        return code
+        return await anyio.to_thread.run_sync(worker.finish, STOP_WAIT if kill else 1.0)
 
     def _retire_worker(self, worker: WorkerProcess, *, kill: bool) -> None:
         """End a worker in the background, so no invocation waits for its exit."""
         self._workers.discard(worker)
+        worker.channel.close()  # EOF: the worker exits
         if kill:
             worker.kill()
         thread = threading.Thread(target=worker.finish, args=(STOP_WAIT,), daemon=True)
@@ -371,11 +326,13 @@ class WorkerPool:
         self._exiting = {t for t in self._exiting if t.is_alive()}
         self._exiting.add(thread)
 
+    # -- stopping --------------------------------------------------------------
+
     def retire(self) -> None:
         """Take no new invocations; idle workers exit now, busy ones after their current one."""
         self._closing = True
-        idle, self._idle = self._idle, []
-        for worker in idle:
+        idle, self._idle, spares, self._spares = self._idle, [], self._spares, []
+        for worker in idle + spares:
             self._retire_worker(worker, kill=False)
 
     async def aclose(self, grace: float = 30.0) -> None:
@@ -383,10 +340,14 @@ class WorkerPool:
         self.retire()
         with anyio.move_on_after(grace):
             await self._wait_quiet()
+        for scope in self._spare_scopes:
+            scope.cancel()
         for worker in list(self._workers):
             worker.kill()  # the running invocations see EOF and report a crash
         with anyio.move_on_after(STOP_WAIT):
             await self._wait_quiet()
+        if self._spawning:
+            await asyncio.wait(set(self._spawning))
         for worker in list(self._workers):
             self._retire_worker(worker, kill=True)
         exiting, self._exiting = self._exiting, set()

@@ -11,11 +11,14 @@ types plus bytes; the child checks values with `json_problem` before sending.
 Messages (dicts with a "kind"):
 - child -> parent `ready` {} once the handler is loaded, or
   `load_error` {error, traceback} and exit;
-- parent -> child `invoke` {event: Event.to_dict(), attempt, deadline (epoch
-  s), function, invocation};
+- parent -> child `invoke` {function, timeout (s), items: [{event:
+  Event.to_dict(), attempt, invocation}]}: a batch, run in order, one at a
+  time; each item's `ctx.deadline` is its own start plus `timeout`;
 - child -> parent `done` {ok, result, emits: [{type, data, subject, id}],
-  error, traceback, fatal} (`fatal`: the worker should not be reused, e.g.
-  after a MemoryError).
+  error, traceback, fatal}, one per item as soon as it finishes, so the parent
+  always knows which item is running (crash attribution, per-item timeouts).
+  `fatal` (e.g. after a MemoryError): the worker should not be reused, and it
+  runs nothing more of the batch.
 
 A result is encoded by `encode_result` into a JSON-safe dict; see there.
 """
@@ -64,7 +67,7 @@ def frame_size(header: bytes | bytearray) -> int:
     return size
 
 
-def unpack(payload: bytes) -> dict[str, Any]:
+def unpack(payload: bytes | bytearray) -> dict[str, Any]:
     """Inverse of `pack` for the payload part."""
     try:
         message = marshal.loads(payload)

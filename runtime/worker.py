@@ -121,12 +121,12 @@ class Context(ReadOnly):
     invocation: str
     _emits: list[dict[str, Any]]
 
-    def __init__(self, message: dict[str, Any]) -> None:
+    def __init__(self, function: str, attempt: int, deadline: float, invocation: str) -> None:
         set_ = object.__setattr__
-        set_(self, "function", message["function"])
-        set_(self, "attempt", message["attempt"])
-        set_(self, "deadline", message["deadline"])
-        set_(self, "invocation", message["invocation"])
+        set_(self, "function", function)
+        set_(self, "attempt", attempt)
+        set_(self, "deadline", deadline)
+        set_(self, "invocation", invocation)
         set_(self, "_emits", [])
 
     @property
@@ -277,11 +277,10 @@ def _describe(exc: BaseException) -> tuple[str, str]:
     return line.splitlines()[0] if line else line, text
 
 
-def _invoke(runner: Runner, message: dict[str, Any]) -> dict[str, Any]:
+def _invoke(runner: Runner, ctx: Context, raw_event: dict[str, Any]) -> dict[str, Any]:
     """Run one invocation and build its `done` message."""
-    ctx = Context(message)
     try:
-        event = HandlerEvent(message["event"])
+        event = HandlerEvent(raw_event)
         value = runner.call(event, ctx)
     except Exception as exc:  # the handler's failure is the attempt's result
         error, text = _describe(exc)
@@ -311,14 +310,22 @@ def _send(fd: int, message: dict[str, Any]) -> None:
 
 
 def serve(fd: int, runner: Runner) -> None:
-    """Answer `invoke` messages until the pool closes the socket."""
+    """Answer `invoke` batches until the pool closes the socket."""
+    from time import time
+
     while True:
         message = protocol.read_frame(fd)
         if message is None:
             return
-        done = _invoke(runner, message)
-        _flush()
-        _send(fd, done)
+        function, timeout = message["function"], message["timeout"]
+        for item in message["items"]:
+            # Each item's deadline starts with the item: the pool times items, not batches.
+            ctx = Context(function, item["attempt"], time() + timeout, item["invocation"])
+            done = _invoke(runner, ctx, item["event"])
+            _flush()
+            _send(fd, done)
+            if done.get("fatal"):
+                break  # the pool retires this worker; the rest of the batch never started
 
 
 def _parse(argv: list[str]) -> dict[str, str]:

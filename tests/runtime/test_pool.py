@@ -75,6 +75,14 @@ async def wait_for(predicate: Callable[[], Any], within: float = 10.0) -> Any:
     raise AssertionError(f"condition not met within {within}s")
 
 
+def children() -> set[int]:
+    """Pids of this process's live children."""
+    found = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        found |= {int(pid) for pid in (task / "children").read_text().split()}
+    return {pid for pid in found if alive(pid)}
+
+
 def read_spans(folder: Path) -> list[tuple[float, ...]]:
     return [tuple(map(float, p.read_text().split())) for p in folder.iterdir()]
 
@@ -432,3 +440,127 @@ async def test_orphaned_workers_exit_when_the_supervisor_is_killed(tmp_path: Pat
             if parent.returncode is None:
                 parent.kill()
                 await parent.wait()
+
+
+def recorded(log: Path) -> list[tuple[int, int, float, float]]:
+    """(n, pid, start, ctx.deadline) per item the `record` action started."""
+    rows = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+    return [(int(n), int(pid), float(at), float(dl)) for n, pid, at, dl in rows]
+
+
+def batch(log: Path, count: int, **extra: dict[str, Any]) -> list[tuple[Event, int]]:
+    """`count` record items; `extra[n]` adds fields to item n."""
+    return [
+        (Event(type="t", data={"do": "record", "log": str(log), "n": n, **extra.get(str(n), {})}),
+         n + 1)
+        for n in range(count)
+    ]
+
+
+async def test_invoke_many_runs_items_in_order_in_one_worker(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools(make_spec(timeout=5))
+    log = tmp_path / "log"
+    outcomes = await pool.invoke_many(batch(log, 20))
+    assert [o.status for o in outcomes] == ["ok"] * 20
+    assert [o.result["json"] for o in outcomes] == list(range(20))
+    rows = recorded(log)
+    assert [r[0] for r in rows] == list(range(20))
+    assert len({r[1] for r in rows}) == 1 and pool.live_workers == 1
+    # Durations are per item and cover the item alone.
+    assert all(0 <= o.duration < 1 for o in outcomes)
+    assert all(a.started <= b.started for a, b in zip(outcomes, outcomes[1:], strict=False))
+
+
+async def test_a_crash_mid_batch_returns_only_what_ran(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools()
+    log = tmp_path / "log"
+    items = batch(log, 6, **{"2": {"crash": True}})
+    outcomes = await pool.invoke_many(items)
+    assert [o.status for o in outcomes] == ["ok", "ok", "crash"]
+    assert outcomes[2].error == "worker exited with code 4"
+    assert [r[0] for r in recorded(log)] == [0, 1, 2]  # 3, 4, 5 never started
+    # The caller still owns the rest: they run in a fresh worker.
+    rest = await pool.invoke_many(items[3:])
+    assert [o.result["json"] for o in rest] == [3, 4, 5]
+    rows = recorded(log)
+    assert [r[0] for r in rows] == [0, 1, 2, 3, 4, 5]
+    assert rows[0][1] == rows[2][1] != rows[3][1]
+    assert pool.live_workers == 1
+
+
+async def test_timeouts_are_per_item_and_stop_the_batch(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools(make_spec(timeout=0.6))
+    log = tmp_path / "log"
+    # Four items of 0.3 s: the batch outlasts one timeout, no item does.
+    slow = {str(n): {"seconds": 0.3} for n in range(4)}
+    outcomes = await pool.invoke_many(batch(log, 4, **slow))
+    assert [o.status for o in outcomes] == ["ok"] * 4
+    rows = recorded(log)
+    # ctx.deadline is each item's own start plus the timeout.
+    assert all(at + 0.6 - 0.05 <= dl <= at + 0.6 + 0.05 for _, _, at, dl in rows)
+    log.unlink()
+    started = time.monotonic()
+    stuck = batch(log, 4, **{"0": {"seconds": 0.3}, "1": {"seconds": 30}})
+    outcomes = await pool.invoke_many(stuck)
+    assert [o.status for o in outcomes] == ["ok", "timeout"]
+    assert outcomes[1].error == "timed out after 0.6s"
+    assert 0.9 <= time.monotonic() - started < 5
+    assert [r[0] for r in recorded(log)] == [0, 1]
+    await wait_for(lambda: pool.live_workers == 0)
+
+
+async def test_a_fatal_error_mid_batch_retires_the_worker(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools()
+    log = tmp_path / "log"
+    items = [(ev(do="pid"), 1), (ev(do="raise_memory"), 1), *batch(log, 2)]
+    outcomes = await pool.invoke_many(items)
+    assert [o.status for o in outcomes] == ["ok", "error"]
+    assert "MemoryError" in (outcomes[1].error or "")
+    assert not log.exists()
+    await wait_for(lambda: not alive(outcomes[0].result["json"]))
+    assert (await pool.invoke(ev(do="pid"), 1)).result["json"] != outcomes[0].result["json"]
+
+
+async def test_invoke_many_runs_nothing_when_the_handler_cannot_load(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools(make_spec(file=tmp_path / "missing.py"))
+    assert await pool.invoke_many([(ev(), 1), (ev(), 1)]) == []
+    assert pool.load_error is not None and "No such file" in pool.load_error
+
+
+async def test_cancelling_a_batch_kills_its_worker(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    pool = pools()
+    log = tmp_path / "log"
+    with anyio.move_on_after(0.5):
+        await pool.invoke_many(batch(log, 3, **{"1": {"seconds": 30}}))
+    pid = recorded(log)[0][1]
+    await wait_for(lambda: not alive(pid))
+    assert pool.live_workers == 0 and pool.running == 0
+    assert [r[0] for r in recorded(log)] == [0, 1]
+
+
+async def test_a_replacement_is_warm_before_the_worker_retires(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    pool = pools(max_uses=10)
+    first = (await pool.invoke(ev(do="pid"), 1)).result["json"]
+    for _ in range(8):
+        assert (await pool.invoke(ev(do="pid"), 1)).result["json"] == first
+    await wait_for(lambda: pool.live_workers == 2)  # the spare, started at 9 of 10 uses
+    spare = children() - {first}
+    assert (await pool.invoke(ev(do="pid"), 1)).result["json"] == first  # use 10: retires
+    second = (await pool.invoke(ev(do="pid"), 1)).result["json"]
+    assert spare == {second}  # the replacement was already running: no spawn on this path
+    await wait_for(lambda: not alive(first))
+    assert pool.live_workers == 1

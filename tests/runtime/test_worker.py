@@ -120,11 +120,17 @@ class Child:
     def receive(self) -> dict[str, Any] | None:
         return protocol.read_frame(self.sock.fileno())
 
-    def invoke(self, event: Event, attempt: int = 1) -> dict[str, Any] | None:
+    def send(self, *events: Event, timeout: float = 30) -> None:
         protocol.write_frame(self.sock.fileno(), {
-            "kind": "invoke", "event": event.to_dict(), "attempt": attempt,
-            "deadline": time.time() + 30, "function": "fn", "invocation": "inv-1",
+            "kind": "invoke", "function": "fn", "timeout": timeout,
+            "items": [
+                {"event": event.to_dict(), "attempt": n, "invocation": f"inv-{n}"}
+                for n, event in enumerate(events, 1)
+            ],
         })
+
+    def invoke(self, event: Event) -> dict[str, Any] | None:
+        self.send(event)
         return self.receive()
 
     def close(self) -> None:
@@ -152,6 +158,30 @@ def test_child_answers_ready_then_done(child: Child) -> None:
     assert done["result"] == {"json": {"refused": 4, "data": "0102", "type": "a.b"}}
 
 
+def test_child_answers_each_item_of_a_batch_as_it_ends(child: Child) -> None:
+    assert child.receive() == {"kind": "ready"}
+    events = [Event(type="t", data={"do": "describe", "n": n}) for n in range(3)]
+    started = time.time()
+    child.send(*events, timeout=7)
+    dones = [child.receive() for _ in events]
+    got = [d["result"]["json"] for d in dones if d is not None and d["ok"]]
+    assert [g["id"] for g in got] == [e.id for e in events]  # in order, one done each
+    assert [g["attempt"] for g in got] == [1, 2, 3]
+    # Each item's deadline is its own start plus the timeout, not the batch's.
+    assert all(started + 7 <= g["deadline"] <= time.time() + 7 for g in got)
+    assert got[0]["deadline"] <= got[1]["deadline"] <= got[2]["deadline"]
+
+
+def test_a_fatal_item_ends_the_batch(child: Child) -> None:
+    assert child.receive() == {"kind": "ready"}
+    child.send(Event(type="t", data={"do": "raise_memory"}), Event(type="t", data={"do": "pid"}))
+    done = child.receive()
+    assert done is not None and done["fatal"] is True and "MemoryError" in done["error"]
+    child.sock.shutdown(socket.SHUT_WR)
+    assert child.receive() is None  # the second item never ran
+    assert child.process.wait(10) == 0
+
+
 def test_child_exits_cleanly_when_the_socket_closes(child: Child) -> None:
     assert child.receive() == {"kind": "ready"}
     child.sock.shutdown(socket.SHUT_RDWR)
@@ -162,10 +192,7 @@ def test_child_kills_its_group_when_the_lifeline_closes(child: Child, tmp_path: 
     assert child.receive() == {"kind": "ready"}
     pidfile = tmp_path / "pid"
     event = Event(type="t", data={"do": "write_pid_and_wait", "pidfile": str(pidfile)})
-    protocol.write_frame(child.sock.fileno(), {
-        "kind": "invoke", "attempt": 1, "deadline": 0.0, "function": "fn", "invocation": "i",
-        "event": event.to_dict(),
-    })
+    child.send(event)
     deadline = time.monotonic() + 10
     while not pidfile.exists():
         assert time.monotonic() < deadline, "handler never started"

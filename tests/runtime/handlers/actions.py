@@ -140,12 +140,27 @@ def raise_error(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     raise KeyError("missing-thing")
 
 
+def raise_memory(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    raise MemoryError("pretend the heap ran out")
+
+
+def record(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    """Append this item's start to a log, sleep if asked, then crash or exit if asked."""
+    with open(data["log"], "a") as log:
+        log.write(f"{data['n']} {os.getpid()} {time.time()} {ctx.deadline}\n")
+    time.sleep(data.get("seconds", 0))
+    if data.get("crash"):
+        os._exit(4)
+    return data["n"]
+
+
 ACTIONS = {
     "describe": describe, "emit": emit, "bad_emit": bad_emit,
     "write_pid_and_exit": write_pid_and_exit, "write_pid_and_wait": write_pid_and_wait,
     "spawn_grandchild": spawn_grandchild, "allocate": allocate, "environment": environment,
     "noisy": noisy, "mutate": mutate, "overlap": overlap, "pid": pid, "bad_return": bad_return,
     "nested_bad_return": nested_bad_return, "response": response, "raise": raise_error,
+    "raise_memory": raise_memory, "record": record,
 }
 
 
