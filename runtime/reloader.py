@@ -215,14 +215,22 @@ class Reloader:
 
     async def _watch_files(self) -> None:
         """Keep a watch on the functions folder and fnrun.yaml; re-made when it fails."""
+        first = True
         while True:
             try:
-                await self._watch_once()
+                await self._watch_once(recheck=not first)
             except Exception:  # a broken watch must not take the supervisor down
                 log.exception("watching files failed; watching again in 1 s")
                 await anyio.sleep(1.0)
+            first = False
 
-    async def _watch_once(self) -> None:
+    async def _recheck(self) -> None:
+        # Saves made while the watch was being re-made were seen by no one;
+        # one reload, once the new watchers have started, catches them up.
+        await anyio.sleep(2 * STEP_MS / 1000)
+        self._wake.set()
+
+    async def _watch_once(self, *, recheck: bool) -> None:
         """Watch until the functions folder moves, appears or disappears."""
         from watchfiles import awatch  # the Rust watcher loads only where files are watched
 
@@ -240,6 +248,8 @@ class Reloader:
                         step=STEP_MS, recursive=recursive,
                     )
                     tg.start_soon(self._collect, changes)
+            if recheck:
+                tg.start_soon(self._recheck)
             await self._rewatch.wait()
             tg.cancel_scope.cancel()
 

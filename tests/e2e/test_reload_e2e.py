@@ -119,7 +119,9 @@ def test_a_functions_folder_removed_and_restored_is_watched_again(project: Proje
     project.functions.mkdir()
     for name, text in saved.items():
         (project.functions / name).write_text(text.replace("v=1", "v=4"))
+    # An empty folder is a valid project too: wait for the function to be back.
     wait_until(lambda: health(project)["reload_error"] is None, timeout=10)
+    wait_until(lambda: "ver" in functions_listed(project), timeout=10)
     assert served_version(project) == 4
     # ... and the new folder is watched: a further save is served.
     (project.functions / "ver.py").write_text(saved["ver.py"].replace("v=1", "v=5"))
