@@ -4,10 +4,17 @@ Three kinds of task share a buffer:
 - the claimer tops the buffer up from the store (`Store.claim`), sized to
   what the runners can start soon, so claims are batched without hoarding
   work another node could take;
-- `concurrency` runners each take a delivery, invoke it, and hand the outcome
-  to a settle task without waiting for it, so the worker slot is free at once;
-- settle tasks write success (with emits) or failure (retry or dead letter).
-  Many settle at once, which is what lets the store group-commit them.
+- `concurrency` runners each take a batch of deliveries sized to last a few
+  milliseconds (`batch_size`), run it in one worker (`WorkerPool.invoke_many`)
+  and queue the outcomes for settling without waiting, so the worker slot is
+  free at once. Items of a batch that never started (the worker crashed or
+  timed out before them) go back to the front of the buffer: their claim and
+  attempt are still valid;
+- settlers write success (with emits) or failure (retry or dead letter).
+  They are started as the queue of outcomes needs them (up to `SETTLERS`)
+  and each writes one outcome at a time, so that many writes wait together
+  and the store group-commits them. The queue is bounded: runners wait when
+  the store falls behind.
 
 A delivery is acknowledged only by `Store.succeed`; anything that dies before
 that stays `running` in the store and is recovered (SPEC 5.2, 5.3).
@@ -21,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runtime.clock import Clock
 from runtime.events import Event, Outcome
@@ -33,11 +41,27 @@ from runtime.store.base import Delivery, Store, Targets
 Route = Callable[[Sequence[Event]], list[tuple[Event, Targets]]]
 """Fan-out of emitted events: each event with the functions it goes to."""
 
-MAX_PREFETCH = 256
+MAX_PREFETCH = 512
 PREFETCH_HORIZON = 0.05
 """Claim roughly what the runners can start within this many seconds."""
+MAX_BATCH = 64
+BATCH_SPAN = 0.005
+"""Size batches to run about this long, so that a batch costs little latency."""
 MAX_SETTLING = 4096
 """Bound on outcomes waiting for their store write."""
+SETTLERS = 128
+"""Most store writes one function has waiting at once (what a group commit can take)."""
+
+
+def batch_size(mean_duration: float, buffered: int, runners: int) -> int:
+    """How many buffered deliveries one runner takes: about `BATCH_SPAN` of work,
+    at most its fair share of the buffer, at least one."""
+    span = int(BATCH_SPAN / max(mean_duration, 1e-6))
+    share = -(-buffered // runners)
+    return max(1, min(MAX_BATCH, span, share))
+
+
+Settling = tuple[Delivery, Outcome]
 
 
 class Dispatcher:
@@ -65,13 +89,14 @@ class Dispatcher:
         self.poll = poll
         self._buffer: deque[Delivery] = deque()
         self._buffer_changed = anyio.Event()
-        self._settling = anyio.Semaphore(MAX_SETTLING)
         self._stopping = False
         self._mean_duration = 0.01
+        self._settlers = 0
+        self._idle_settlers = 0
         self.broken = False
 
     def stop(self) -> None:
-        """Stop taking work: runners finish their current invocation and return."""
+        """Stop taking work: runners finish their current batch and return."""
         self._stopping = True
         self.store.notify(self.spec.name)
         self._signal()
@@ -81,16 +106,20 @@ class Dispatcher:
         self._buffer_changed = anyio.Event()
 
     async def run(self) -> None:
-        """Deliver until `stop()`; then release unstarted claims and wait for settles."""
+        """Deliver until `stop()`; then release unstarted claims and settle what ran."""
+        send, receive = anyio.create_memory_object_stream[Settling](MAX_SETTLING)
         try:
-            async with anyio.create_task_group() as settles:
-                async with anyio.create_task_group() as loops:
-                    loops.start_soon(self._claim_loop)
-                    for _ in range(self.spec.concurrency):
-                        loops.start_soon(self._run_loop, settles)
+            async with anyio.create_task_group() as settlers:
+                with send:
+                    async with anyio.create_task_group() as loops:
+                        loops.start_soon(self._claim_loop)
+                        for _ in range(self.spec.concurrency):
+                            loops.start_soon(self._run_loop, send, receive, settlers)
+                # `send` is closed: the settlers drain the queue and return.
         finally:
             with anyio.CancelScope(shield=True):
                 await self._release_buffer()
+                await self._settle_leftovers(receive)
 
     def _prefetch(self) -> int:
         per_slot = max(1, math.floor(PREFETCH_HORIZON / max(self._mean_duration, 1e-4)))
@@ -113,22 +142,40 @@ class Dispatcher:
             if wait > 0:
                 await self.store.wait_for_work(name, wait)
 
-    async def _run_loop(self, settles: anyio.abc.TaskGroup) -> None:
+    async def _run_loop(
+        self,
+        send: MemoryObjectSendStream[Settling],
+        receive: MemoryObjectReceiveStream[Settling],
+        settlers: anyio.abc.TaskGroup,
+    ) -> None:
+        buffer = self._buffer
         while not self._stopping:
-            if not self._buffer:
+            if not buffer:
                 await self._buffer_changed.wait()
                 continue
-            delivery = self._buffer.popleft()
+            size = batch_size(self._mean_duration, len(buffer), self.spec.concurrency)
+            batch = [buffer.popleft() for _ in range(size)]
             self._signal()
-            outcome = await self.pool.invoke(delivery.event, delivery.attempt)
-            if self.pool.load_error is not None:
-                await self._pause(delivery)
+            outcomes = await self.pool.invoke_many([(d.event, d.attempt) for d in batch])
+            if not outcomes:  # no worker could load the handler: nothing ran
+                await self._pause(batch)
                 return
-            self._mean_duration = 0.9 * self._mean_duration + 0.1 * outcome.duration
-            await self._settling.acquire()
-            settles.start_soon(self._settle, delivery, outcome)
+            mean = sum(o.duration for o in outcomes) / len(outcomes)
+            self._mean_duration = 0.9 * self._mean_duration + 0.1 * mean
+            unstarted = batch[len(outcomes) :]
+            if unstarted:
+                buffer.extendleft(reversed(unstarted))
+                self._signal()
+            for settling in zip(batch, outcomes, strict=False):
+                if self._idle_settlers == 0 and self._settlers < SETTLERS:
+                    self._settlers += 1
+                    settlers.start_soon(self._settle_loop, receive)
+                try:
+                    send.send_nowait(settling)
+                except anyio.WouldBlock:
+                    await send.send(settling)  # the store is behind: wait for room
 
-    async def _pause(self, delivery: Delivery) -> None:
+    async def _pause(self, deliveries: Sequence[Delivery]) -> None:
         """Bad code must not burn attempts: stop, and let the deliveries wait (SPEC 5.5).
 
         The function stays down until a reload brings a version that loads.
@@ -141,26 +188,54 @@ class Dispatcher:
         self.broken = True
         self.stop()
         with anyio.CancelScope(shield=True):
-            await self.store.release([delivery])
+            await self.store.release(deliveries)
+
+    async def _settle_loop(self, receive: MemoryObjectReceiveStream[Settling]) -> None:
+        """Write outcomes one at a time until the queue is closed and empty."""
+        while True:
+            try:
+                delivery, outcome = receive.receive_nowait()
+            except anyio.WouldBlock:
+                self._idle_settlers += 1
+                try:
+                    delivery, outcome = await receive.receive()
+                except anyio.EndOfStream:
+                    return
+                finally:
+                    self._idle_settlers -= 1
+            except anyio.EndOfStream:
+                return
+            with anyio.CancelScope(shield=True):
+                await self._settle(delivery, outcome)
+
+    async def _settle_leftovers(self, receive: MemoryObjectReceiveStream[Settling]) -> None:
+        """Settle outcomes still queued when the settlers were cancelled."""
+        leftovers: list[Settling] = []
+        while True:
+            try:
+                leftovers.append(receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        receive.close()
+        async with anyio.create_task_group() as tg:
+            for delivery, outcome in leftovers:
+                tg.start_soon(self._settle, delivery, outcome)
 
     async def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
         name = self.spec.name
         try:
-            with anyio.CancelScope(shield=True):
-                self.metrics.invocation(name, outcome.status, outcome.duration, delivery.attempt)
-                if outcome.ok:
-                    await self.store.succeed(delivery, outcome, self.route(outcome.emits))
-                    return
-                delay = next_delay(self.spec.retry, delivery.attempt)
-                retry_at = None if delay is None else self.clock.now() + delay
-                await self.store.fail(delivery, outcome, retry_at)
-                self._log_failure(delivery, outcome, retry_at)
-                self.store.notify(name)
+            self.metrics.invocation(name, outcome.status, outcome.duration, delivery.attempt)
+            if outcome.ok:
+                await self.store.succeed(delivery, outcome, self.route(outcome.emits))
+                return
+            delay = next_delay(self.spec.retry, delivery.attempt)
+            retry_at = None if delay is None else self.clock.now() + delay
+            await self.store.fail(delivery, outcome, retry_at)
+            self._log_failure(delivery, outcome, retry_at)
+            self.store.notify(name)
         except Exception:
             # The delivery stays `running` and is recovered on the next start.
             self.log.exception("could not record the outcome of %s", delivery.event.id)
-        finally:
-            self._settling.release()
 
     def _log_failure(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
         event_id, attempt = delivery.event.id, delivery.attempt

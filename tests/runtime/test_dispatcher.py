@@ -1,0 +1,128 @@
+"""Dispatcher with a real SQLite store and real worker processes: batches, crashes, counts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from runtime.clock import SystemClock
+from runtime.dispatcher import MAX_BATCH, Dispatcher, batch_size
+from runtime.errors import Where
+from runtime.events import Event
+from runtime.metrics import Metrics
+from runtime.pool import WorkerPool
+from runtime.specs import FunctionSpec, RetryPolicy
+from runtime.store.base import Targets
+from runtime.store.sqlite import SqliteStore
+
+HANDLERS = Path(__file__).parent / "handlers"
+LOG = logging.getLogger("tests.dispatcher")
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+@pytest.mark.parametrize(
+    ("mean", "buffered", "runners", "expected"),
+    [
+        (0.00002, 1000, 2, MAX_BATCH),  # no-op handlers: full batches
+        (0.001, 1000, 2, 5),  # ~5 ms of work per batch
+        (0.5, 1000, 2, 1),  # slow handlers: one at a time
+        (0.0001, 10, 2, 5),  # a fair share of a short buffer, not all of it
+        (0.0001, 1, 4, 1),
+        (0.0, 3, 1, 3),
+    ],
+)
+def test_batch_size(mean: float, buffered: int, runners: int, expected: int) -> None:
+    assert batch_size(mean, buffered, runners) == expected
+
+
+def no_route(events: Sequence[Event]) -> list[tuple[Event, Targets]]:
+    return [(event, ["nobody"]) for event in events]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(f"sqlite:///{tmp_path}/state.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def drain(
+    store: SqliteStore, spec: FunctionSpec, done: Callable[[], Any], within: float = 30,
+) -> Dispatcher:
+    """Run a dispatcher for `spec` until `done()` holds, then stop it gracefully."""
+    pool = WorkerPool(spec, log=LOG)
+    dispatcher = Dispatcher(
+        spec, pool, store, clock=SystemClock(), metrics=Metrics(), route=no_route,
+        log=LOG, poll=0.05,
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(dispatcher.run)
+            deadline = time.monotonic() + within
+            while not done():
+                assert time.monotonic() < deadline, "deliveries did not drain in time"
+                await anyio.sleep(0.02)
+            dispatcher.stop()
+    finally:
+        await pool.aclose(grace=1)
+    return dispatcher
+
+
+def runs(log: Path) -> list[tuple[int, int]]:
+    """(n, pid) of every attempt the `record` action started."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [(int(n), int(pid)) for n, pid, *_ in (line.split() for line in lines)]
+
+
+async def test_every_event_runs_once_in_batches(store: SqliteStore, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    spec = FunctionSpec(
+        name="fn", where=Where(Path("f.yaml"), 1, 1), handler_file=HANDLERS / "actions.py",
+        handler_attr="handle", concurrency=2,
+    )
+    count = 600
+    events = [Event(type="t", data={"do": "record", "log": str(log), "n": n}) for n in range(count)]
+    await store.publish([(event, ["fn"]) for event in events])
+    await drain(store, spec, lambda: len(runs(log)) == count)
+    seen = runs(log)
+    assert sorted(n for n, _ in seen) == list(range(count))  # each exactly once
+    assert "fn" not in await store.counts()  # nothing pending, running or dead
+    history = await store.history("fn", limit=count + 10)
+    assert len(history) == count and all(h.status == "ok" for h in history)
+
+
+async def test_a_crash_mid_batch_reruns_only_the_unstarted(
+    store: SqliteStore, tmp_path: Path,
+) -> None:
+    log = tmp_path / "log"
+    spec = FunctionSpec(
+        name="fn", where=Where(Path("f.yaml"), 1, 1), handler_file=HANDLERS / "actions.py",
+        handler_attr="handle", concurrency=1, retry=RetryPolicy(max_attempts=1),
+    )
+    count, crashing = 200, {17, 90, 150}
+    events = [
+        Event(type="t", data={"do": "record", "log": str(log), "n": n, "crash": n in crashing})
+        for n in range(count)
+    ]
+    await store.publish([(event, ["fn"]) for event in events])
+    await drain(store, spec, lambda: len(runs(log)) >= count)
+    seen = runs(log)
+    # Every event started exactly once: the crash is charged to its own item,
+    # and the items after it in its batch ran later, in a new worker.
+    assert sorted(n for n, _ in seen) == list(range(count))
+    assert [n for n, _ in seen] == list(range(count))  # and in order (one runner)
+    assert len({pid for _, pid in seen}) == len(crashing) + 1
+    dead = await store.dead_letters("fn")
+    assert sorted(d.event.data["n"] for d in dead) == sorted(crashing)
+    assert all(d.attempts == 1 and d.error == "worker exited with code 4" for d in dead)
+    history = await store.history("fn", limit=count + 10)
+    assert sum(h.status == "ok" for h in history) == count - len(crashing)
+    assert {h.attempt for h in history} == {1}  # unstarted items kept their attempt
