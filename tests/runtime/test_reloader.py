@@ -22,9 +22,10 @@ from watchfiles import Change
 
 from runtime.banner import reload_line, render_banner, trigger_line
 from runtime.events import Event
+from runtime.loadcheck import first_worker_error
 from runtime.manifest import function_fingerprint, load_settings
 from runtime.registry import Diff
-from runtime.reloader import Reloader, Result, SourceFilter, first_worker_error, live_settings
+from runtime.reloader import Reloader, Result, SourceFilter, live_settings
 from runtime.specs import Defaults, FunctionSpec, HttpSettings, Retention, Settings
 from runtime.supervisor import Supervisor
 
