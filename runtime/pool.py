@@ -145,35 +145,22 @@ class WorkerPool:
         started, t0 = time.time(), time.monotonic()
         worker.invocation = invocations[0]
         try:
-            worker.channel.send({
-                "kind": "invoke", "function": self.spec.name, "timeout": timeout,
-                "items": [
-                    {"event": event.to_dict(), "attempt": attempt, "invocation": invocation}
-                    for (event, attempt), invocation in zip(items, invocations, strict=True)
-                ],
-            })
+            worker.channel.send(self._batch_message(items, invocations))
             for index in range(len(items)):
                 # Each item gets the full timeout from the moment the one before it ended.
                 reply = await worker.channel.receive(loop.time() + timeout)
                 now, t1 = time.time(), time.monotonic()
-                if reply is None:
+                if reply is None or reply.get("kind") != "done":
                     await self._discard(worker, kill=True)
-                    outcomes.append(Outcome("timeout", started, t1 - t0,
-                                            error=f"timed out after {timeout:g}s"))
-                    return outcomes
-                if reply.get("kind") != "done":
-                    await self._discard(worker, kill=True)
-                    outcomes.append(Outcome("crash", started, t1 - t0,
-                                            error=f"worker sent {reply.get('kind')!r}, not 'done'"))
+                    outcomes.append(self._broken(reply, started, t1 - t0))
                     return outcomes
                 worker.uses += 1
                 outcomes.append(self._outcome(reply, started, t1 - t0))
                 if reply.get("fatal"):
                     fatal = True
-                    break  # the worker ran nothing more of the batch
+                    break  # the worker runs nothing more of the batch
                 started, t0 = now, t1
-                if index + 1 < len(items):
-                    worker.invocation = invocations[index + 1]
+                worker.invocation = invocations[min(index + 1, len(items) - 1)]
         except CHANNEL_ERRORS as exc:
             self.log.debug("worker %s of %s: %r", worker.pid, self.spec.name, exc)
             code = await self._discard(worker, kill=False)
@@ -186,6 +173,25 @@ class WorkerPool:
             raise
         self._release(worker, fatal=fatal)
         return outcomes
+
+    def _batch_message(
+        self, items: Sequence[tuple[Event, int]], invocations: Sequence[str]
+    ) -> dict[str, Any]:
+        return {
+            "kind": "invoke", "function": self.spec.name, "timeout": self.spec.timeout,
+            "items": [
+                {"event": event.to_dict(), "attempt": attempt, "invocation": invocation}
+                for (event, attempt), invocation in zip(items, invocations, strict=True)
+            ],
+        }
+
+    def _broken(self, reply: dict[str, Any] | None, started: float, duration: float) -> Outcome:
+        """The outcome of an item whose worker timed out (no reply) or spoke out of turn."""
+        if reply is None:
+            return Outcome("timeout", started, duration,
+                           error=f"timed out after {self.spec.timeout:g}s")
+        return Outcome("crash", started, duration,
+                       error=f"worker sent {reply.get('kind')!r}, not 'done'")
 
     def _outcome(self, reply: dict[str, Any], started: float, duration: float) -> Outcome:
         if not reply.get("ok"):
