@@ -107,6 +107,9 @@ class Supervisor:
             return Outcome("error", now, 0.0, error=f"function {function!r} is not loaded")
         outcome = await running.pool.invoke(event, 1)
         self.metrics.invocation(function, outcome.status, outcome.duration, 1)
+        if outcome.ok and outcome.emits:
+            # Durable before the caller gets its answer, as for any producer (SPEC 5.1).
+            await self.publish(outcome.emits)
         return outcome
 
     # -- RuntimeView ----------------------------------------------------------

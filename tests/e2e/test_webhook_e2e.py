@@ -56,6 +56,11 @@ def reply(event, ctx):
         raise RuntimeError("secret detail that must not leak")
     if kind == "slow":
         time.sleep(10)
+    if kind in ("emit", "emit-then-fail"):
+        ctx.emit("order.paid", {"order": event.data["order"]})
+        if kind == "emit-then-fail":
+            raise RuntimeError("failed after emitting")
+        return {"emitted": True}
     return None
 
 def pay(event, ctx):
@@ -128,6 +133,16 @@ def test_metrics_count_sync_invocations(running: Project) -> None:
         assert post(running, "/reply", {"kind": "text"}).status_code == 200
     after = metric(running, "fnrun_invocations_total", function="reply", outcome="ok")
     assert after == before + 3
+
+
+def test_sync_emits_are_published_only_when_the_call_succeeds(running: Project) -> None:
+    assert post(running, "/reply", {"kind": "emit-then-fail", "order": "bad"}).status_code == 500
+    assert post(running, "/reply", {"kind": "emit", "order": "good"}).status_code == 200
+    wait_until(lambda: [c for c in running.calls() if c["fn"] == "receipt"])
+    wait_until(lambda: all(f["pending"] == 0 and f["running"] == 0
+                           for f in httpx.get(running.url("/_/functions"), timeout=5).json()))
+    receipts = [c for c in running.calls() if c["fn"] == "receipt"]
+    assert len(receipts) == 1
 
 
 def test_sync_idempotency_key_returns_the_first_answer(running: Project) -> None:
