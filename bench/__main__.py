@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import shutil
 import tempfile
 import time
@@ -29,6 +30,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"scenarios to run (default all: {', '.join(SCENARIOS)})")
     parser.add_argument("--system", nargs="+", metavar="PREFIX",
                         help="only cases whose system starts with one of these")
+    parser.add_argument("--keep", action="store_true",
+                        help="fill cases not run now from the previous bench/results/latest.json")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12",
                         help="Redis database for peers and fnrun's Redis store; it is flushed")
     return parser.parse_args(argv)
@@ -45,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="fnrun-bench-"))
     ctx = Context(quick=args.quick, redis_url=args.redis, logs=logs, tmp=tmp)
     try:
-        done = run_all(ctx, args.only or SCENARIOS, args.system, runs)
+        kept = previous(RESULTS / "latest.json") if args.keep else {}
+        names = SCENARIOS if args.keep else args.only or SCENARIOS
+        done = run_all(ctx, names, args, runs, kept)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()
@@ -53,16 +58,37 @@ def main(argv: list[str] | None = None) -> None:
     print(f"written: {Path(RESULTS / 'latest.md').relative_to(REPO)} and latest.json")
 
 
-def run_all(ctx: Context, names: list[str], systems: list[str] | None,
-            runs: int) -> list[tuple[Scenario, list[Result]]]:
-    """Run each scenario's cases; rewrite the results after each scenario."""
+def previous(path: Path) -> dict[tuple[str, str], Result]:
+    """Results of the last run by (scenario, system), for --keep."""
+    if not path.exists():
+        return {}
+    rows = json.loads(path.read_text())["results"]
+    return {(r["scenario"], r["system"]): Result(r["scenario"], r["system"], r["values"], r["na"],
+                                                 r.get("load1", [])) for r in rows}
+
+
+def selected(args: argparse.Namespace, scenario: str, system: str) -> bool:
+    """Whether this run measures `system` of `scenario` (--only, --system)."""
+    if args.only and scenario not in args.only:
+        return False
+    return not args.system or system.startswith(tuple(args.system))
+
+
+def run_all(ctx: Context, names: list[str], args: argparse.Namespace, runs: int,
+            kept: dict[tuple[str, str], Result]) -> list[tuple[Scenario, list[Result]]]:
+    """Run each selected case, or take it from `kept`; rewrite the results after each scenario."""
     done: list[tuple[Scenario, list[Result]]] = []
     for name in names:
         scenario: Scenario = importlib.import_module(f"bench.scenarios.{name}").SCENARIO
         print(f"== {scenario.name}: {scenario.title}", flush=True)
         started = time.monotonic()
-        cases = [c for c in scenario.cases if not systems or c.system.startswith(tuple(systems))]
-        done.append((scenario, [run_case(scenario, case, ctx, runs) for case in cases]))
+        results = []
+        for case in scenario.cases:
+            if selected(args, name, case.system):
+                results.append(run_case(scenario, case, ctx, runs))
+            elif (name, case.system) in kept:
+                results.append(kept[(name, case.system)])
+        done.append((scenario, results))
         print(f"   ({time.monotonic() - started:.0f}s)", flush=True)
         write(done, runs, ctx.quick, RESULTS)
     return done
