@@ -49,8 +49,10 @@ BATCH_SPAN = 0.005
 """Size batches to run about this long, so that a batch costs little latency."""
 MAX_SETTLING = 4096
 """Bound on outcomes waiting for their store write."""
-SETTLERS = 128
-"""Most store writes one function has waiting at once (what a group commit can take)."""
+SETTLERS = 16
+"""Most store writes one function has waiting at once; the store group-commits them."""
+SETTLE_BATCH = 256
+"""Most successes one settler writes in one store call."""
 
 
 def batch_size(mean_duration: float, buffered: int, runners: int) -> int:
@@ -191,22 +193,46 @@ class Dispatcher:
             await self.store.release(deliveries)
 
     async def _settle_loop(self, receive: MemoryObjectReceiveStream[Settling]) -> None:
-        """Write outcomes one at a time until the queue is closed and empty."""
+        """Write outcomes until the queue is closed and empty, all queued ones at once."""
         while True:
             try:
-                delivery, outcome = receive.receive_nowait()
+                batch = [receive.receive_nowait()]
             except anyio.WouldBlock:
                 self._idle_settlers += 1
                 try:
-                    delivery, outcome = await receive.receive()
+                    batch = [await receive.receive()]
                 except anyio.EndOfStream:
                     return
                 finally:
                     self._idle_settlers -= 1
             except anyio.EndOfStream:
                 return
+            while len(batch) < SETTLE_BATCH:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
             with anyio.CancelScope(shield=True):
+                await self._settle_batch(batch)
+
+    async def _settle_batch(self, batch: Sequence[Settling]) -> None:
+        """Successes in one store write (each still atomic with its emits); failures one by one."""
+        name = self.spec.name
+        successes = [(d, o, self.route(o.emits)) for d, o in batch if o.ok]
+        for delivery, outcome in batch:
+            if outcome.ok:
+                self.metrics.invocation(name, outcome.status, outcome.duration, delivery.attempt)
+            else:
                 await self._settle(delivery, outcome)
+        if not successes:
+            return
+        try:
+            await self.store.succeed_many(successes)
+        except Exception:
+            # One bad item must not hold back the others: write them one by one.
+            self.log.warning("batch write of %d outcomes failed; writing each", len(successes))
+            for delivery, outcome, _ in successes:
+                await self._write_success(delivery, outcome)
 
     async def _settle_leftovers(self, receive: MemoryObjectReceiveStream[Settling]) -> None:
         """Settle outcomes still queued when the settlers were cancelled."""
@@ -220,6 +246,13 @@ class Dispatcher:
         async with anyio.create_task_group() as tg:
             for delivery, outcome in leftovers:
                 tg.start_soon(self._settle, delivery, outcome)
+
+    async def _write_success(self, delivery: Delivery, outcome: Outcome) -> None:
+        try:
+            await self.store.succeed(delivery, outcome, self.route(outcome.emits))
+        except Exception:
+            # The delivery stays `running` and is recovered on the next start.
+            self.log.exception("could not record the outcome of %s", delivery.event.id)
 
     async def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
         name = self.spec.name

@@ -43,6 +43,10 @@ class Delivery:
     """The attempt this claim is, 1-based (already counted)."""
 
 
+Success = tuple[Delivery, Outcome, Sequence[tuple[Event, Targets]]]
+"""A successful attempt to record: the delivery, its outcome, its routed emits."""
+
+
 @dataclass(frozen=True)
 class HistoryRecord:
     """One finished attempt, newest first in `history`."""
@@ -137,6 +141,15 @@ class Store(ABC):
         self, delivery: Delivery, outcome: Outcome, emits: Sequence[tuple[Event, Targets]]
     ) -> None:
         """Finish a delivery and publish its emits, atomically; record history."""
+
+    async def succeed_many(self, items: Sequence[Success]) -> None:
+        """`succeed` for several deliveries; adapters may write them in one go.
+
+        Each item stays atomic on its own (its completion with its emits).
+        """
+        async with anyio.create_task_group() as tg:
+            for delivery, outcome, emits in items:
+                tg.start_soon(self.succeed, delivery, outcome, emits)
 
     @abstractmethod
     async def fail(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:

@@ -20,7 +20,15 @@ import anyio
 
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
-from runtime.store.base import Counts, DeadLetter, Delivery, HistoryRecord, Store, Targets
+from runtime.store.base import (
+    Counts,
+    DeadLetter,
+    Delivery,
+    HistoryRecord,
+    Store,
+    Success,
+    Targets,
+)
 from runtime.store.sqlite_commit import GroupCommit, Work, connect, insert_events, rows_of
 
 T = TypeVar("T")
@@ -88,21 +96,38 @@ DEAD_FILTER = (
 )
 
 
-def _insert_history(conn: sqlite3.Connection, delivery: Delivery, outcome: Outcome) -> None:
-    conn.execute(
-        "INSERT INTO history (event_id, function, attempt, status, started, duration, error,"
-        " result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            delivery.event.id,
-            delivery.function,
-            delivery.attempt,
-            outcome.status,
-            outcome.started,
-            outcome.duration,
-            _clip(outcome.error, MAX_ERROR),
-            _result_json(outcome.result),
-        ),
+HISTORY_INSERT = (
+    "INSERT INTO history (event_id, function, attempt, status, started, duration, error,"
+    " result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _history_row(delivery: Delivery, outcome: Outcome) -> tuple[Any, ...]:
+    return (
+        delivery.event.id,
+        delivery.function,
+        delivery.attempt,
+        outcome.status,
+        outcome.started,
+        outcome.duration,
+        _clip(outcome.error, MAX_ERROR),
+        _result_json(outcome.result),
     )
+
+
+def _insert_history(conn: sqlite3.Connection, delivery: Delivery, outcome: Outcome) -> None:
+    conn.execute(HISTORY_INSERT, _history_row(delivery, outcome))
+
+
+def _finish(
+    conn: sqlite3.Connection, delivery: Delivery, emits: Sequence[tuple[Event, Targets]],
+    rows: Sequence[Any],
+) -> set[str]:
+    """Delete a finished delivery and publish its emits; the functions to wake."""
+    done = conn.execute("DELETE FROM deliveries WHERE id = ? AND state != 'dead'", (delivery.id,))
+    if done.rowcount == 0 or not rows:  # finished by an earlier attempt: emit nothing twice
+        return set()
+    return _targets_of(emits, insert_events(conn, rows, time.time()))
 
 
 def _targets_of(items: Sequence[tuple[Event, Targets]], fresh: Sequence[bool]) -> set[str]:
@@ -217,12 +242,24 @@ class SqliteStore(Store):
 
         def work(conn: sqlite3.Connection) -> set[str]:
             _insert_history(conn, delivery, outcome)
-            done = conn.execute(
-                "DELETE FROM deliveries WHERE id = ? AND state != 'dead'", (delivery.id,)
-            )
-            if done.rowcount == 0:  # already finished by an earlier attempt: emit nothing twice
-                return set()
-            return _targets_of(emits, insert_events(conn, rows, time.time()))
+            return _finish(conn, delivery, emits, rows)
+
+        self._notify_all(await self._write(work))
+
+    async def succeed_many(self, items: Sequence[Success]) -> None:
+        # One write for the lot: the history rows and plain completions go in
+        # two statements; only deliveries with emits need one of their own.
+        history = [_history_row(d, o) for d, o, _ in items]
+        plain = [(d.id,) for d, _, emits in items if not emits]
+        emitting = [(d, list(e), rows_of(list(e))) for d, _, e in items if e]
+
+        def work(conn: sqlite3.Connection) -> set[str]:
+            conn.executemany(HISTORY_INSERT, history)
+            conn.executemany("DELETE FROM deliveries WHERE id = ? AND state != 'dead'", plain)
+            woken: set[str] = set()
+            for delivery, emits, rows in emitting:
+                woken |= _finish(conn, delivery, emits, rows)
+            return woken
 
         self._notify_all(await self._write(work))
 

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from runtime.events import Event, Outcome
-from runtime.store.base import Delivery, Store
+from runtime.store.base import Counts, Delivery, Store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -132,6 +132,21 @@ async def test_fail_without_retry_dead_letters_with_error_and_traceback(store: S
     assert letter.error == "card declined"
     assert letter.traceback is not None and "ValueError: card declined" in letter.traceback
     assert letter.failed_at == pytest.approx(time.time(), abs=5)
+
+
+async def test_succeed_many_finishes_each_and_publishes_each_ones_emits(store: Store) -> None:
+    await store.publish([(event(data=n), ["a"]) for n in range(5)])
+    claimed = await store.claim("a", 10, time.time())
+    assert len(claimed) == 5
+    child = event(kind="child.made")
+    items = [(d, ok(d.event.data), [(child, ["b"])] if d is claimed[0] else []) for d in claimed]
+    await store.succeed_many(items)
+    counts = await store.counts()
+    assert counts.get("a", Counts()) == Counts(dead=counts.get("a", Counts()).dead)
+    assert counts["b"].pending == 1
+    assert (await claim_one(store, "b")).event.id == child.id
+    history = await store.history("a", limit=10)
+    assert len(history) == 5 and all(h.status == "ok" for h in history)
 
 
 async def test_succeed_commits_emits_with_the_success(store: Store) -> None:
