@@ -224,6 +224,22 @@ class WorkerPool:
             # A replacement is on its way: waiting for it beats starting another.
             await asyncio.wait(set(self._spawning))
 
+    async def warm(self) -> str | None:
+        """Start one worker now, so the first invocation finds it ready.
+
+        Returns the handler's load error, or None when it loaded. Hot reload
+        warms a new version this way before it replaces the old one.
+        """
+        if self._closing:
+            raise WorkerError(f"the worker pool of {self.spec.name} is closed")
+        if self._idle or self._spares:
+            return None
+        worker = await self._spawn()
+        if worker is None:
+            return self.load_error or "the handler did not load"
+        self._idle.append(worker)
+        return None
+
     def _start_spare(self) -> None:
         """Start a replacement in the background, so a recycle never stalls an invocation."""
         task = asyncio.get_running_loop().create_task(self._spawn_spare())

@@ -27,8 +27,8 @@ from watchfiles import Change
 from runtime import banner
 from runtime.clock import Clock, SystemClock
 from runtime.errors import ManifestError, ManifestErrors, UsageError, Where
-from runtime.loadcheck import first_worker_error
 from runtime.manifest import function_fingerprint, load_project, load_settings
+from runtime.pool import WorkerPool
 from runtime.registry import Diff, diff
 from runtime.settings_loader import CONFIG_FILE
 from runtime.specs import FunctionSpec, Project, Settings
@@ -36,7 +36,8 @@ from runtime.specs import FunctionSpec, Project, Settings
 log = logging.getLogger("fnrun.reload")
 
 Changes = AsyncIterator[set[tuple[Change, str]]]
-LoadCheck = Callable[[FunctionSpec], Awaitable[str | None]]
+LoadCheck = Callable[[WorkerPool], Awaitable[str | None]]
+"""Start a new version's first worker in its pool: the load error, or None."""
 
 DEBOUNCE_MS = 1600
 """Longest a burst of changes is grouped before a reload starts anyway."""
@@ -65,7 +66,14 @@ class Target(Protocol):
 
     def fingerprints(self) -> Mapping[str, str]: ...
 
-    async def apply(self, project: Project, keep: Collection[str] = ()) -> Diff: ...
+    def new_pool(self, spec: FunctionSpec) -> WorkerPool: ...
+
+    async def apply(
+        self,
+        project: Project,
+        keep: Collection[str] = (),
+        pools: Mapping[str, WorkerPool] | None = None,
+    ) -> Diff: ...
 
     async def functions_json(self) -> list[dict[str, Any]]: ...
 
@@ -164,13 +172,13 @@ class Reloader:
     ) -> None:
         """Args:
             changes: scripted change sets (tests); None watches the filesystem.
-            check: the load error of a new version, or None; default starts a worker.
+            check: warms a new version's pool: its load error, or None (default `warm`).
             say: where the banner goes (default stderr).
         """
         self.supervisor = supervisor
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        self.check: LoadCheck = check or first_worker_error
+        self.check: LoadCheck = check or _warm
         self.say = say or _to_stderr
         self.show_banner = show_banner
         self.reloads = 0
@@ -292,11 +300,11 @@ class Reloader:
             if old is None or name not in old.functions
             or not _same_code(old.functions[name], project.functions[name], running[name])
         ]
-        failed = await self._check_new(project, unsure)
+        pools, failed = await self._warm_new(project, unsure)
         project, keep = _keep_old(project, old, failed)
         reasons = _reasons(old, project, plan.changed)
         self.supervisor.settings = self.settings = settings
-        change = await self.supervisor.apply(project, keep=keep)
+        change = await self.supervisor.apply(project, keep=keep, pools=pools)
         self._file = file_settings
         if failed:
             self.supervisor.reload_error = "\n".join(
@@ -315,22 +323,36 @@ class Reloader:
         self.supervisor.reload_error = "\n".join(errors)
         return Result(errors=tuple(errors))
 
-    async def _check_new(self, project: Project, names: Sequence[str]) -> dict[str, str]:
-        """Start the first worker of each new version; {name: load error} for those that fail."""
+    async def _warm_new(
+        self, project: Project, names: Sequence[str]
+    ) -> tuple[dict[str, WorkerPool], dict[str, str]]:
+        """Warm a pool for each new version: ({name: ready pool}, {name: load error}).
+
+        The warmed pools then serve, so a reload costs one worker start, not two.
+        """
+        pools: dict[str, WorkerPool] = {}
         failed: dict[str, str] = {}
         limiter = anyio.CapacityLimiter(WARM_AT_ONCE)
 
-        async def check(name: str) -> None:
+        async def warm(name: str) -> None:
+            pool = self.supervisor.new_pool(project.functions[name])
             async with limiter:
-                error = await self.check(project.functions[name])
-            if error is not None:
-                log.error("%s: new code does not load: %s", name, error)
-                failed[name] = error
+                error = await self.check(pool)
+            if error is None:
+                pools[name] = pool
+                return
+            log.error("%s: new code does not load: %s", name, error)
+            failed[name] = error
+            await pool.aclose(grace=0)
 
         async with anyio.create_task_group() as tg:
             for name in names:
-                tg.start_soon(check, name)
-        return failed
+                tg.start_soon(warm, name)
+        return pools, failed
+
+
+async def _warm(pool: WorkerPool) -> str | None:
+    return await pool.warm()
 
 
 def _keep_old(

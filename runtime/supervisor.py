@@ -187,7 +187,12 @@ class Supervisor:
         """{function: fingerprint} of the versions running now."""
         return {name: r.fingerprint for name, r in self._functions.items()}
 
-    async def apply(self, project: Project, keep: Collection[str] = ()) -> Diff:
+    async def apply(
+        self,
+        project: Project,
+        keep: Collection[str] = (),
+        pools: Mapping[str, WorkerPool] | None = None,
+    ) -> Diff:
         """Switch to a new version of the project (hot reload), function by function.
 
         Only added and changed functions get new workers; a changed or removed
@@ -196,6 +201,8 @@ class Supervisor:
         Deliveries live in the store, so nothing pending is lost: a removed
         function's deliveries wait for it to come back (SPEC 5.5). Functions in
         `keep` stay at the version running now (their new code did not load).
+        `pools` are already-warmed pools (`new_pool` + `warm`) for new versions,
+        so their first invocation does not wait for a worker to start.
         """
         assert self._tg is not None, "apply() needs a running supervisor"
         new = {name: function_fingerprint(spec) for name, spec in project.functions.items()}
@@ -205,8 +212,11 @@ class Supervisor:
         self._bind_triggers(project)
         for name in change.removed + change.changed:
             self._tg.start_soon(self._stop_function, self._functions.pop(name), self.grace)
+        warmed = dict(pools or {})
         for name in change.added + change.changed:
-            self._start_function(project.functions[name], new[name])
+            self._start_function(project.functions[name], new[name], warmed.pop(name, None))
+        for unused in warmed.values():
+            self._tg.start_soon(unused.aclose, 0.0)
         self.reload_error = None
         return change
 
@@ -225,10 +235,16 @@ class Supervisor:
         app = http.create_app(self, webhooks)
         self.http_server = await tg.start(http.serve, app, self.settings.http)
 
-    def _start_function(self, spec: FunctionSpec, fingerprint: str | None = None) -> None:
+    def new_pool(self, spec: FunctionSpec) -> WorkerPool:
+        """A worker pool for `spec`, configured as this supervisor runs them."""
+        return WorkerPool(spec, log=logging.getLogger(f"fnrun.fn.{spec.name}"))
+
+    def _start_function(
+        self, spec: FunctionSpec, fingerprint: str | None = None, pool: WorkerPool | None = None
+    ) -> None:
         assert self._tg is not None
         fn_log = logging.getLogger(f"fnrun.fn.{spec.name}")
-        pool = WorkerPool(spec, log=fn_log)
+        pool = pool or self.new_pool(spec)
         dispatcher = Dispatcher(
             spec, pool, self.store,
             clock=self.clock, metrics=self.metrics, route=self.route, log=fn_log,

@@ -564,3 +564,27 @@ async def test_a_replacement_is_warm_before_the_worker_retires(
     assert spare == {second}  # the replacement was already running: no spawn on this path
     await wait_for(lambda: not alive(first))
     assert pool.live_workers == 1
+
+
+async def test_warm_starts_the_worker_the_first_invocation_uses(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    pool = pools()
+    before = children()
+    assert pool.live_workers == 0
+    assert await pool.warm() is None
+    assert pool.live_workers == 1
+    [warmed] = list(children() - before)
+    outcome = await pool.invoke(ev(), 1)
+    assert outcome.ok and outcome.result["json"]["pid"] == warmed
+    assert await pool.warm() is None and pool.live_workers == 1  # already warm: no second
+
+
+async def test_warm_reports_a_handler_that_does_not_load(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    (tmp_path / "broken.py").write_text("import no_such_module_anywhere\n")
+    pool = pools(make_spec(file=tmp_path / "broken.py"))
+    error = await pool.warm()
+    assert error is not None and "no_such_module_anywhere" in error
+    assert pool.live_workers == 0

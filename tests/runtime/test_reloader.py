@@ -22,11 +22,11 @@ from watchfiles import Change
 
 from runtime.banner import reload_line, render_banner, trigger_line
 from runtime.events import Event
-from runtime.loadcheck import first_worker_error
 from runtime.manifest import function_fingerprint, load_settings
+from runtime.pool import WorkerPool
 from runtime.registry import Diff
 from runtime.reloader import Reloader, Result, SourceFilter, live_settings
-from runtime.specs import Defaults, FunctionSpec, HttpSettings, Retention, Settings
+from runtime.specs import Defaults, HttpSettings, Retention, Settings
 from runtime.supervisor import Supervisor
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -59,10 +59,10 @@ class Rig:
         self.changes: MemoryObjectSendStream[set[tuple[Change, str]]]
         self.checked: list[str] = []
 
-    async def check(self, spec: FunctionSpec) -> str | None:
-        """The real load check, remembering which functions it tried."""
-        self.checked.append(spec.name)
-        return await first_worker_error(spec)
+    async def check(self, pool: WorkerPool) -> str | None:
+        """The real warm-up of a new version's pool, remembering which functions it tried."""
+        self.checked.append(pool.spec.name)
+        return await pool.warm()
 
     def write(self, relative: str, text: str) -> Path:
         path = self.root / relative
