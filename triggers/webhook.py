@@ -30,7 +30,6 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl
 
 import yaml
-from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from runtime.events import Event, HttpInfo
@@ -38,6 +37,7 @@ from runtime.ingress import Ingress
 from runtime.specs import Project, TriggerSpec
 from runtime.yamlnodes import Node, Reader
 from triggers import replies
+from triggers.replies import Reply, json_reply
 from triggers.requests import BodyError, authenticate, read_body
 
 log = logging.getLogger("fnrun.webhook")
@@ -183,22 +183,22 @@ class Trigger:
         table = self._table  # one consistent table per request, even across a reload
         route = table.routes.get(scope["path"])
         if route is None:
-            return await _error(404, "no such webhook", scope, receive, send)
+            return await json_reply(404, {"error": "no such webhook"})(send)
         target = route.methods.get(scope["method"])
         if target is None:
             allow = ", ".join(sorted(route.methods))
-            return await _error(405, f"method not allowed (allow: {allow})", scope, receive,
-                                send, {"allow": allow})
+            return await json_reply(405, {"error": f"method not allowed (allow: {allow})"},
+                                    {"allow": allow})(send)
         if not self.ingress.accepting:
-            return await _error(503, "not accepting requests (starting or stopping)", scope,
-                                receive, send, {"retry-after": "1"})
-        response = await self._handle(scope, receive, target, table.retention)
-        await response(scope, receive, send)
+            return await json_reply(503, {"error": "not accepting requests (starting or "
+                                          "stopping)"}, {"retry-after": "1"})(send)
+        reply = await self._handle(scope, receive, target, table.retention)
+        await reply(send)
 
     async def _handle(
         self, scope: Scope, receive: Receive, target: tuple[str, WebhookSpec, int],
         retention: float,
-    ) -> Response:
+    ) -> Reply:
         function, spec, limit = target
         headers = _headers(scope)
         try:
@@ -208,10 +208,10 @@ class Trigger:
             )
             data = _data(headers, body)
         except BodyError as exc:
-            return JSONResponse({"error": exc.message}, exc.status, exc.headers)
+            return json_reply(exc.status, {"error": exc.message}, exc.headers)
         idem = headers.get("idempotency-key")
         if idem is not None and not 0 < len(idem) <= MAX_IDEMPOTENCY_KEY:
-            return JSONResponse({"error": "bad Idempotency-Key"}, 400)
+            return json_reply(400, {"error": "bad Idempotency-Key"})
         event = Event(
             type=EVENT_TYPE, source="fnrun/webhook", subject=spec.path, data=data,
             id=_event_id(spec.path, webhook_id, idem),
@@ -219,12 +219,12 @@ class Trigger:
         )
         if spec.mode == "async":
             await self.ingress.store.publish([(event, [function])])
-            return JSONResponse({"id": event.id}, 202)
+            return json_reply(202, {"id": event.id})
         return await self._invoke(function, event, idem, retention)
 
     async def _invoke(
         self, function: str, event: Event, idem: str | None, retention: float
-    ) -> Response:
+    ) -> Reply:
         key = None if idem is None else f"idem:{event.subject}:{idem}"
         if key is not None:
             # A repeat answers from the store without running the handler again.
@@ -246,13 +246,17 @@ def _headers(scope: Scope) -> dict[str, str]:
     out: dict[str, str] = {}
     for raw_name, raw_value in scope["headers"]:
         name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        out[name] = f"{out[name]}, {value}" if name in out else value
+        if name in out:
+            value = f"{out[name]}, {value}"
+        out[name] = value
     return out
 
 
 def _query(scope: Scope) -> dict[str, str]:
-    return dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                          keep_blank_values=True))
+    raw: bytes = scope.get("query_string", b"")
+    if not raw:
+        return {}
+    return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
 
 
 def _data(headers: Mapping[str, str], body: bytes) -> Any:
@@ -275,10 +279,3 @@ def _event_id(path: str, webhook_id: str | None, idem: str | None) -> str:
     if idem:
         return str(uuid.uuid5(_NAMESPACE, f"{path}\nidempotency-key\n{idem}"))
     return str(uuid.uuid4())
-
-
-async def _error(
-    status: int, message: str, scope: Scope, receive: Receive, send: Send,
-    headers: Mapping[str, str] | None = None,
-) -> None:
-    await JSONResponse({"error": message}, status, dict(headers or {}))(scope, receive, send)
