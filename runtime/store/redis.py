@@ -34,7 +34,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
-from runtime.store.base import Counts, DeadLetter, Delivery, HistoryRecord, Store, Targets
+from runtime.store.base import (
+    Counts,
+    DeadLetter,
+    Delivery,
+    HistoryRecord,
+    Store,
+    Success,
+    Targets,
+)
 from runtime.store.redis_batch import Arg, ScriptRunner
 from runtime.store.redis_scripts import SCRIPTS
 
@@ -54,6 +62,8 @@ RETRIES = 40
 """Reconnect attempts per command (backoff capped at 1 s): rides out a Redis restart."""
 CHUNK = 500
 """Most items per script call, so no single script blocks Redis for long."""
+SETTLE_CHUNK = 256
+"""Most successes per `succeed_many` script call (and Lua `unpack` stays far below its limit)."""
 
 
 def lease_margin(lease: float) -> float:
@@ -214,6 +224,14 @@ class RedisStore(Store):
         entry = self._entries.pop(delivery.id, None)
         if entry is None:
             raise StoreError(f"delivery {delivery.id} was not claimed by this store")
+        return [
+            delivery.function, self.consumer, entry, *self._item_args(delivery, outcome),
+            HISTORY_MAX, HISTORY_MAX_PER_FUNCTION,
+        ]  # fmt: skip
+
+    @staticmethod
+    def _item_args(delivery: Delivery, outcome: Outcome) -> list[Arg]:
+        """First entry id, event id and history record of a settled attempt."""
         record = {
             "event_id": delivery.event.id,
             "function": delivery.function,
@@ -224,11 +242,7 @@ class RedisStore(Store):
             "error": outcome.error,
             "result": _bounded(outcome.result),
         }
-        first = delivery.id.partition("/")[2]
-        return [
-            delivery.function, self.consumer, entry, first, delivery.event.id,
-            _dumps(record), HISTORY_MAX, HISTORY_MAX_PER_FUNCTION,
-        ]  # fmt: skip
+        return [delivery.id.partition("/")[2], delivery.event.id, _dumps(record)]
 
     async def succeed(
         self, delivery: Delivery, outcome: Outcome, emits: Sequence[tuple[Event, Targets]]
@@ -236,6 +250,24 @@ class RedisStore(Store):
         args = self._settle_args(delivery, outcome) + _items(emits)
         await self._call("succeed", args)
         self._wake(emits)
+
+    async def succeed_many(self, items: Sequence[Success]) -> None:
+        # One script call per chunk instead of one per delivery: the client's
+        # per-call encoding and reply parsing is what bounds a node.
+        for start in range(0, len(items), SETTLE_CHUNK):
+            part = items[start : start + SETTLE_CHUNK]
+            args: list[Arg] = [self.consumer, HISTORY_MAX, HISTORY_MAX_PER_FUNCTION, len(part)]
+            for delivery, outcome, emits in part:
+                entry = self._entries.get(delivery.id)
+                if entry is None:
+                    raise StoreError(f"delivery {delivery.id} was not claimed by this store")
+                args += [delivery.function, entry, *self._item_args(delivery, outcome)]
+                args += _items(emits)
+            await self._call("succeed_many", args)
+            # Entries are dropped only once written: a failed call is retried one by one.
+            for delivery, _, emits in part:
+                self._entries.pop(delivery.id, None)
+                self._wake(emits)
 
     async def fail(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
         args = self._settle_args(delivery, outcome)

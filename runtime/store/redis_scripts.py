@@ -154,6 +154,52 @@ publish_many()
 return 1
 """
 
+SUCCEED_MANY = PRELUDE + """
+-- SUCCEED for a batch of deliveries in one call, with the per-delivery
+-- commands merged where order allows: one LPUSH/LTRIM pair per history list,
+-- one XACK, XDEL and HDEL per function. Each item's emits are published only
+-- if the item is still ours, exactly as SUCCEED does.
+-- ARGV: me, hmax, hmax_fn, count, then per item: fn, entry, d, eid, hist,
+-- publish_many arguments (count, items...).
+local me, hmax, hmax_fn, count = arg(), tonumber(arg()), tonumber(arg()), tonumber(arg())
+local all, per_fn, done, out = {}, {}, {}, {}
+for i = 1, count do
+  local fn, entry, d, eid, hist = arg(), arg(), arg(), arg(), arg()
+  local q = P .. 'q:' .. fn
+  all[#all + 1] = hist
+  per_fn[fn] = per_fn[fn] or {}
+  table.insert(per_fn[fn], hist)
+  if owns(q, entry, me) then
+    done[fn] = done[fn] or {entries = {}, ds = {}}
+    table.insert(done[fn].entries, entry)
+    table.insert(done[fn].ds, d)
+    release_event(eid)
+    publish_many()
+    out[i] = 1
+  else
+    local n = tonumber(arg())
+    for _ = 1, n do
+      argi = argi + 4
+      argi = argi + tonumber(arg())
+    end
+    out[i] = 0
+  end
+end
+redis.call('LPUSH', P .. 'h', unpack(all))
+redis.call('LTRIM', P .. 'h', 0, hmax - 1)
+for fn, entries in pairs(per_fn) do
+  redis.call('LPUSH', P .. 'h:' .. fn, unpack(entries))
+  redis.call('LTRIM', P .. 'h:' .. fn, 0, hmax_fn - 1)
+end
+for fn, t in pairs(done) do
+  local q = P .. 'q:' .. fn
+  redis.call('XACK', q, G, unpack(t.entries))
+  redis.call('XDEL', q, unpack(t.entries))
+  redis.call('HDEL', P .. 'a:' .. fn, unpack(t.ds))
+end
+return out
+"""
+
 FAIL = PRELUDE + """
 local fn, me, entry, d, eid = arg(), arg(), arg(), arg(), arg()
 local hist, hmax, hmax_fn = arg(), tonumber(arg()), tonumber(arg())
@@ -343,6 +389,7 @@ SCRIPTS = {
     "publish": PUBLISH,
     "claim": CLAIM,
     "succeed": SUCCEED,
+    "succeed_many": SUCCEED_MANY,
     "fail": FAIL,
     "release": RELEASE,
     "reap": REAP,

@@ -201,3 +201,23 @@ async def test_an_unreachable_redis_is_one_clear_store_error() -> None:
         store = RedisStore(f"redis://127.0.0.1:{port}/14")
         with anyio.fail_after(10), pytest.raises(StoreError, match="cannot open Redis store"):
             await store.open()
+
+
+async def test_succeed_many_skips_what_another_node_took_over_and_its_emits() -> None:
+    async with nodes(2) as (a, b):
+        await a.publish([(Event(type="x", id=f"e{n}"), ["f"]) for n in range(1, 4)])
+        first, middle, last = await a.claim("f", 10, time.time())
+        # Hand the middle delivery to node b as a lease takeover would.
+        with redis.Redis.from_url(URL) as client:
+            client.xclaim("fnrun:q:f", "g", b.consumer, 0, [a._entries[middle.id]])
+        await a.succeed_many([
+            (first, ok(), [(Event(type="kept", id="k1"), ["g"])]),
+            (middle, ok(), [(Event(type="late", id="k2"), ["g"])]),
+            (last, ok(), [(Event(type="kept", id="k3"), ["g"])]),
+        ])
+        assert (await a.counts())["f"] == Counts(running=1)
+        emitted = await a.claim("g", 10, time.time())
+        assert sorted(d.event.id for d in emitted) == ["k1", "k3"]
+        history = await a.history("f", limit=10)
+        assert [h.event_id for h in history] == ["e3", "e2", "e1"]
+        assert [h.event_id for h in await a.history(limit=3)] == ["e3", "e2", "e1"]
