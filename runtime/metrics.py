@@ -45,6 +45,7 @@ class Metrics:
             "fnrun_workers", "Live worker processes by function.",
             ["function"], registry=self.registry,
         )
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram, Counter]] = {}
         self._depth: DEPTH_SOURCE | None = None
         self._workers: Callable[[], Mapping[str, int]] | None = None
 
@@ -56,10 +57,20 @@ class Metrics:
 
     def invocation(self, function: str, outcome: str, duration: float, attempt: int) -> None:
         """Record one finished attempt."""
-        self.invocations.labels(function, outcome).inc()
-        self.duration.labels(function).observe(duration)
+        # `labels()` validates and hashes its arguments on every call: at
+        # thousands of attempts a second, keep the children it returns.
+        children = self._children.get((function, outcome))
+        if children is None:
+            children = self._children[(function, outcome)] = (
+                self.invocations.labels(function, outcome),
+                self.duration.labels(function),
+                self.redeliveries.labels(function),
+            )
+        count, duration_of, redeliveries = children
+        count.inc()
+        duration_of.observe(duration)
         if attempt > 1:
-            self.redeliveries.labels(function).inc()
+            redeliveries.inc()
 
     def dead_letter(self, function: str) -> None:
         self.dead_letters.labels(function).inc()

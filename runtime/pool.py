@@ -26,6 +26,7 @@ import anyio
 
 from runtime import protocol
 from runtime.channel import Channel
+from runtime.coalescer import Coalescer
 from runtime.errors import WorkerError
 from runtime.events import Event, Outcome, new_event_id
 from runtime.process import (
@@ -81,6 +82,7 @@ class WorkerPool:
         self._closing = False
         self._exiting: set[threading.Thread] = set()
         self._load_error: tuple[str, str | None, float] | None = None
+        self._singles = Coalescer(self._slots, self._in_slot, self._no_worker, spec.concurrency)
 
     @property
     def live_workers(self) -> int:
@@ -102,12 +104,16 @@ class WorkerPool:
     async def invoke(self, event: Event, attempt: int) -> Outcome:
         """Run one attempt in a worker; handler problems come back as the Outcome.
 
+        Concurrent calls share batches (`runtime.coalescer`).
+
         Raises:
             WorkerError: the pool was closed or retired before this call.
         """
-        outcomes = await self.invoke_many([(event, attempt)])
-        if outcomes:
-            return outcomes[0]
+        if self._closing:
+            raise WorkerError(f"the worker pool of {self.spec.name} is closed")
+        return await self._singles.invoke(event, attempt)
+
+    def _no_worker(self) -> Outcome:
         error, traceback = self._load_error[:2] if self._load_error else ("no worker", None)
         return Outcome("error", time.time(), 0.0, error=error, traceback=traceback)
 
@@ -126,20 +132,25 @@ class WorkerPool:
         if not items:
             return []
         async with self._slots:
-            self._running += 1
-            try:
-                worker = await self._acquire()
-                return [] if worker is None else await self._run(worker, items)
-            finally:
-                self._running -= 1
-                if self._running == 0 and self._quiet is not None:
-                    self._quiet.set()
+            return await self._in_slot(items)
+
+    async def _in_slot(self, items: Sequence[tuple[Event, int]]) -> list[Outcome]:
+        self._running += 1
+        try:
+            worker = await self._acquire()
+            return [] if worker is None else await self._run(worker, items)
+        finally:
+            self._running -= 1
+            if self._running == 0 and self._quiet is not None:
+                self._quiet.set()
 
     async def _run(
         self, worker: WorkerProcess, items: Sequence[tuple[Event, int]]
     ) -> list[Outcome]:
         loop, timeout = asyncio.get_running_loop(), self.spec.timeout
-        invocations = [os.urandom(6).hex() for _ in items]
+        # One getrandom call for the batch, not one per item: 12 hex digits each.
+        ids = os.urandom(6 * len(items)).hex()
+        invocations = [ids[i : i + 12] for i in range(0, len(ids), 12)]
         outcomes: list[Outcome] = []
         fatal = False
         started, t0 = time.time(), time.monotonic()
