@@ -3,11 +3,12 @@
 A burst of sync webhooks used to cost one frame, one worker wake-up and one
 reply round trip each, with at most `concurrency` in flight: the round trips,
 not the handlers, bounded throughput. Calls now wait in one queue, and
-whichever of the pool's slots frees first takes its share of what is queued
-(an even split over the slots, at most `MAX_BATCH`) as one batch. Each call still gets its own outcome and its own
-timeout (counted from the end of the item before it, as for any batch), and
-a crash is still charged to exactly the call that was running: the calls
-after it never started, so they go back to the front of the queue.
+whichever of the pool's slots frees first takes its share of what is
+queued (an even split over the slots, at most `MAX_BATCH`) as one batch.
+Each call still gets its own outcome and its own timeout (counted from the
+end of the item before it, as for any batch), and a crash is still charged
+to exactly the call that was running: the calls after it never started, so
+they go back to the front of the queue.
 """
 
 from __future__ import annotations
