@@ -46,16 +46,16 @@ async def burst(pool: WorkerPool, log: Path, crash_at: int | None) -> dict[int, 
     """A slow call, then calls 1..6 queued behind it while it runs."""
     outcomes: dict[int, Outcome] = {}
 
-    async def call(event: Event) -> None:
-        outcomes[event.data["n"]] = await pool.invoke(event, 1)
+    async def call(n: int, event: Event) -> None:
+        outcomes[n] = await pool.invoke(event, 1)
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(call, record(log, 0, seconds=0.5))
+        tg.start_soon(call, 0, record(log, 0, seconds=0.5))
         with anyio.fail_after(10):
             while not await anyio.Path(log).exists():  # started: the rest must queue
                 await anyio.sleep(0.01)
         for n in range(1, 7):
-            tg.start_soon(call, record(log, n, crash=n == crash_at))
+            tg.start_soon(call, n, record(log, n, crash=n == crash_at))
     return outcomes
 
 
