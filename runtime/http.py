@@ -277,13 +277,14 @@ class _HeaderTimeoutProtocol(HttpToolsProtocol):
 
     header_timeout = HEADER_TIMEOUT
     _header_timer: asyncio.TimerHandle | None = None
+    _header_deadline: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
     def on_headers_complete(self) -> None:
-        self._disarm()
+        self._header_deadline = None
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -292,20 +293,26 @@ class _HeaderTimeoutProtocol(HttpToolsProtocol):
             self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._header_deadline = None
+        if self._header_timer is not None:
+            self._header_timer.cancel()
         super().connection_lost(exc)
 
     def _arm(self) -> None:
-        self._disarm()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._expire)
-
-    def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        # One lazily re-armed timer per connection, not a timer per request:
+        # arming is a store to `_header_deadline`, and the timer moves itself.
+        self._header_deadline = self.loop.time() + self.header_timeout
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_at(self._header_deadline, self._expire)
 
     def _expire(self) -> None:
-        if not self.transport.is_closing():
+        self._header_timer = None
+        deadline = self._header_deadline
+        if deadline is None or self.transport.is_closing():
+            return  # headers arrived: the next `_arm` starts a timer again
+        if self.loop.time() < deadline:
+            self._header_timer = self.loop.call_at(deadline, self._expire)
+        else:
             self.transport.close()
 
 
