@@ -43,6 +43,7 @@ from runtime.store.base import (
     Success,
     Targets,
 )
+from runtime.store.envelope import StoredEvent
 from runtime.store.redis_batch import Arg, ScriptRunner
 from runtime.store.redis_scripts import SCRIPTS
 
@@ -76,6 +77,8 @@ def _dumps(value: Any) -> str:
 
 
 def _bounded(result: JSON) -> JSON:
+    if result is None:  # most handlers return nothing: skip the encoder
+        return None
     text = _dumps(result)
     return result if len(text) <= MAX_RESULT else text[:MAX_RESULT] + "..."
 
@@ -209,7 +212,7 @@ class RedisStore(Store):
             delivery = Delivery(
                 id=f"{function}/{first}",
                 function=function,
-                event=Event.from_dict(json.loads(body)),
+                event=StoredEvent.of(json.loads(body)),
                 attempt=int(attempt),
             )
             self._entries[delivery.id] = entry
@@ -344,7 +347,7 @@ class RedisStore(Store):
             DeadLetter(
                 id=letter_id,
                 function=row["function"],
-                event=Event.from_dict(json.loads(body)),
+                event=StoredEvent.of(json.loads(body)),
                 attempts=int(row["attempts"]),
                 error=row["error"] or None,
                 traceback=row["traceback"] or None,

@@ -29,6 +29,7 @@ from runtime.store.base import (
     Success,
     Targets,
 )
+from runtime.store.envelope import StoredEvent
 from runtime.store.sqlite_commit import GroupCommit, Work, connect, insert_events, rows_of
 
 T = TypeVar("T")
@@ -78,6 +79,8 @@ def _clip(text: str | None, limit: int, keep_tail: bool = False) -> str | None:
 
 
 def _result_json(result: JSON) -> str:
+    if result is None:  # most handlers return nothing: skip the encoder
+        return "null"
     text = json.dumps(result, default=repr, separators=(",", ":"))
     return text if len(text) <= MAX_RESULT else json.dumps(text[:MAX_RESULT] + "…")
 
@@ -216,14 +219,20 @@ class SqliteStore(Store):
                 " AND due <= ? ORDER BY due, id LIMIT ?) RETURNING id, due, attempts, event_id",
                 (time.time(), function, now, limit),
             ).fetchall()
-            # Bodies by primary key, one lookup each: a subquery inside RETURNING
-            # is planned as a full scan of events (SQLite 3.40).
-            body = "SELECT body FROM events WHERE id = ?"
-            return [(*row[:3], conn.execute(body, (row[3],)).fetchone()[0]) for row in claimed]
+            # Bodies by primary key in one statement: a subquery inside
+            # RETURNING is planned as a full scan of events (SQLite 3.40).
+            ids = json.dumps([row[3] for row in claimed])
+            bodies = dict(
+                conn.execute(
+                    "SELECT id, body FROM events WHERE id IN (SELECT value FROM json_each(?))",
+                    (ids,),
+                ).fetchall()
+            )
+            return [(*row[:3], bodies[row[3]]) for row in claimed]
 
         rows = sorted(await self._write(work), key=lambda row: (row[1], row[0]))
         return [
-            Delivery(str(row_id), function, Event.from_dict(json.loads(body)), attempts)
+            Delivery(str(row_id), function, StoredEvent.of(json.loads(body)), attempts)
             for row_id, _, attempts, body in rows
         ]
 
