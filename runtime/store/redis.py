@@ -72,8 +72,12 @@ def lease_margin(lease: float) -> float:
     return min(30.0, max(1.0, lease / 2))
 
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 def _bounded(result: JSON) -> JSON:
