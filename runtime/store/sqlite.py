@@ -78,10 +78,12 @@ def _clip(text: str | None, limit: int, keep_tail: bool = False) -> str | None:
     return "…" + text[-limit:] if keep_tail else text[:limit] + "…"
 
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_RESULT_ENCODER = json.JSONEncoder(default=repr, separators=(",", ":"))
+
+
 def _result_json(result: JSON) -> str:
-    if result is None:  # most handlers return nothing: skip the encoder
-        return "null"
-    text = json.dumps(result, default=repr, separators=(",", ":"))
+    text = _RESULT_ENCODER.encode(result)
     return text if len(text) <= MAX_RESULT else json.dumps(text[:MAX_RESULT] + "…")
 
 
