@@ -18,7 +18,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 
 import anyio
 
@@ -33,13 +32,11 @@ RunBatch = Callable[[Sequence[tuple[Event, int]]], Awaitable[list[Outcome]]]
 """Runs items in one worker while the caller holds a slot; an Outcome per item that ran."""
 
 
-@dataclass(eq=False)
 class _Call:
-    item: tuple[Event, int]
-    outcome: asyncio.Future[Outcome] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    taken: bool = False
+    __slots__ = ("item", "outcome", "taken")
+
+    def __init__(self, item: tuple[Event, int], outcome: asyncio.Future[Outcome]) -> None:
+        self.item, self.outcome, self.taken = item, outcome, False
 
 
 class Coalescer:
@@ -61,15 +58,18 @@ class Coalescer:
 
     async def invoke(self, event: Event, attempt: int) -> Outcome:
         """Run one attempt in the next batch to start."""
-        call = _Call((event, attempt))
+        loop = asyncio.get_running_loop()
+        call = _Call((event, attempt), loop.create_future())
         self._queue.append(call)
         if self._running < self._max_runners:
             self._running += 1
-            task = asyncio.get_running_loop().create_task(self._drain())
+            task = loop.create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         try:
-            return await asyncio.shield(call.outcome)
+            # Cancelling the caller cancels `outcome`; a batch already running it
+            # then drops the result (`_resolve` skips a done future).
+            return await call.outcome
         finally:
             if not call.taken:
                 self._queue.remove(call)  # cancelled while queued: never runs
