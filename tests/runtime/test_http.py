@@ -276,6 +276,25 @@ async def test_slow_headers_are_cut_off(h: Harness) -> None:
     assert took < 0.05 * len(parts)
 
 
+async def test_slow_headers_of_a_second_keep_alive_request_are_cut_off(h: Harness) -> None:
+    # The deadline re-arms after each response: a fast first request buys no slack.
+    first = (b"POST /hooks/orders HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+             b"content-length: 2\r\n\r\n{}")
+    parts = [first] + [bytes([c]) for c in b"POST /hooks/orders HTTP/1.1\r\nhost: slow\r\n"]
+    reply, took = await raw_exchange(h, parts, pause=0.05)
+    assert reply.startswith(b"HTTP/1.1 202") and reply.count(b"HTTP/1.1") == 1
+    assert took < 0.05 * len(parts)
+    assert await h.pending() == {"orders": 1}
+
+
+async def test_api_paths_never_reach_the_webhook_table(h: Harness) -> None:
+    for path in ("/_/nope", "/_"):
+        r = await h.client.post(path, json={})
+        assert r.status_code == 404 and r.json() == {"error": "not found"}
+    r = await h.client.get("/_/health")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
 # -- signatures -----------------------------------------------------------------
 
 async def test_standard_signature_accepted_and_repeat_deduplicated(h: Harness) -> None:
