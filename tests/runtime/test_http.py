@@ -21,7 +21,7 @@ import anyio
 import httpx
 import pytest
 
-from runtime.clock import SystemClock
+from runtime.clock import Clock, SystemClock
 from runtime.errors import UsageError, Where
 from runtime.events import Event, Outcome
 from runtime.http import Listening, check_bind, create_app, serve
@@ -47,7 +47,7 @@ class View:
     settings: Settings
     store: Store
     metrics: Metrics = field(default_factory=Metrics)
-    clock: SystemClock = field(default_factory=SystemClock)
+    clock: Clock = field(default_factory=SystemClock)
     accepting: bool = True
     draining: bool = False
 
@@ -362,7 +362,9 @@ async def test_events_structured_binary_and_batch(h: Harness) -> None:
         "ce-specversion": "1.0", "ce-id": "e2", "ce-source": "test", "ce-type": "order.paid",
         "content-type": "application/octet-stream"})
     assert (r.status_code, r.json()) == (202, {"ids": ["e2"]})
-    batch = [{**one, "id": "e3"}, {**one, "id": "e4", "data_base64": "AAE=", "data": None}]
+    batch: list[dict[str, Any]] = [
+        {**one, "id": "e3"}, {**one, "id": "e4", "data_base64": "AAE=", "data": None},
+    ]
     del batch[1]["data"]
     r = await h.client.post("/_/events", content=json.dumps(batch),
                             headers={"content-type": "application/cloudevents-batch+json"})
