@@ -92,6 +92,7 @@ class Dispatcher:
         self._buffer: deque[Delivery] = deque()
         self._buffer_changed = anyio.Event()
         self._stopping = False
+        self._idle = anyio.CancelScope()
         self._mean_duration = 0.01
         self._settlers = 0
         self._idle_settlers = 0
@@ -100,7 +101,7 @@ class Dispatcher:
     def stop(self) -> None:
         """Stop taking work: runners finish their current batch and return."""
         self._stopping = True
-        self.store.notify(self.spec.name)
+        self._idle.cancel()  # an idle wait that began before this call
         self._signal()
 
     def _signal(self) -> None:
@@ -141,8 +142,11 @@ class Dispatcher:
                 continue
             due = await self.store.next_due(name)
             wait = self.poll if due is None else min(self.poll, due - self.clock.now())
-            if wait > 0:
-                await self.store.wait_for_work(name, wait)
+            if wait > 0 and not self._stopping:
+                # A scope that stop() cancels: a store wake-up sent before this
+                # wait began would be missed, and the wait can last `poll` (30 s).
+                with anyio.CancelScope() as self._idle:
+                    await self.store.wait_for_work(name, wait)
 
     async def _run_loop(
         self,

@@ -126,3 +126,27 @@ async def test_a_crash_mid_batch_reruns_only_the_unstarted(
     history = await store.history("fn", limit=count + 10)
     assert sum(h.status == "ok" for h in history) == count - len(crashing)
     assert {h.attempt for h in history} == {1}  # unstarted items kept their attempt
+
+
+async def test_stop_ends_a_long_idle_wait_at_once(store: SqliteStore) -> None:
+    """An idle dispatcher waits up to `poll` (30 s in the supervisor); stop() must not."""
+    spec = FunctionSpec(
+        name="idle", where=Where(Path("f.yaml"), 1, 1),
+        handler_file=HANDLERS / "actions.py", handler_attr="handle",
+    )
+    pool = WorkerPool(spec, log=LOG)
+    try:
+        for pause in (0.0, 0.001, 0.01, 0.2):  # stop at several points of the claim loop
+            dispatcher = Dispatcher(
+                spec, pool, store, clock=SystemClock(), metrics=Metrics(), route=no_route,
+                log=LOG, poll=30.0,
+            )
+            start = time.monotonic()
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(dispatcher.run)
+                    await anyio.sleep(pause)
+                    dispatcher.stop()
+            assert time.monotonic() - start < 2
+    finally:
+        await pool.aclose(grace=1)
