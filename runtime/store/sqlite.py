@@ -13,7 +13,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -31,113 +30,28 @@ from runtime.store.base import (
 )
 from runtime.store.envelope import StoredEvent
 from runtime.store.sqlite_commit import GroupCommit, Work, connect, insert_events, rows_of
+from runtime.store.sqlite_schema import (
+    DEAD_FILTER,
+    HISTORY_INSERT,
+    MAX_ERROR,
+    MAX_HISTORY,
+    MAX_RESULT,
+    MAX_TRACEBACK,
+    SCHEMA,
+    clip,
+    finish,
+    history_row,
+    id_list,
+    insert_history,
+    path_of,
+    targets_of,
+)
 
 T = TypeVar("T")
-
-MAX_HISTORY = 100_000
-MAX_RESULT = 4096
-MAX_ERROR = 2000
-MAX_TRACEBACK = 32_768
 EXTERNAL_POLL = 0.2
-"""Longest wait before looking again: `fnrun emit` writes from another process."""
+"""How often an idle store looks for commits by other processes (`fnrun emit`)."""
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY, type TEXT NOT NULL, time REAL NOT NULL,
-    body TEXT NOT NULL, stored_at REAL NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_stored_at ON events (stored_at);
-CREATE TABLE IF NOT EXISTS deliveries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, function TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'dead')),
-    attempts INTEGER NOT NULL DEFAULT 0, due REAL NOT NULL, updated REAL NOT NULL,
-    error TEXT, traceback TEXT);
-CREATE INDEX IF NOT EXISTS deliveries_claim ON deliveries (function, state, due);
-CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, function TEXT NOT NULL,
-    attempt INTEGER NOT NULL, status TEXT NOT NULL, started REAL NOT NULL,
-    duration REAL NOT NULL, error TEXT, result TEXT);
-CREATE INDEX IF NOT EXISTS history_function ON history (function, id);
-CREATE TABLE IF NOT EXISTS schedules (key TEXT PRIMARY KEY, last_tick REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
-"""
-
-
-def path_of(url: str) -> Path:
-    """The database file of `sqlite:////abs/state.db` (or `sqlite:///rel.db`, cwd-relative)."""
-    prefix = "sqlite:///"
-    raw = url[len(prefix) :].partition("?")[0] if url.startswith(prefix) else ""
-    if not raw or raw == ":memory:":
-        raise StoreError(f"bad SQLite store URL {url!r} (expected sqlite:////abs/path/state.db)")
-    return Path(raw).absolute()
-
-
-def _clip(text: str | None, limit: int, keep_tail: bool = False) -> str | None:
-    """Bound stored text; tracebacks keep their end, where the cause is."""
-    if text is None or len(text) <= limit:
-        return text
-    return "…" + text[-limit:] if keep_tail else text[:limit] + "…"
-
-
-# One encoder for every call: json.dumps with options builds a new one each time.
-_RESULT_ENCODER = json.JSONEncoder(default=repr, separators=(",", ":"))
-
-
-def _result_json(result: JSON) -> str:
-    text = _RESULT_ENCODER.encode(result)
-    return text if len(text) <= MAX_RESULT else json.dumps(text[:MAX_RESULT] + "…")
-
-
-def _id_list(ids: Sequence[str] | None) -> str | None:
-    """Delivery ids as a JSON list for json_each; ids that cannot be ours match nothing."""
-    if ids is None:
-        return None
-    return json.dumps([int(i) for i in ids if i.isascii() and i.isdigit()])
-
-
-# A dead-letter filter: optional function, optional JSON list of delivery ids.
-DEAD_FILTER = (
-    "state = 'dead' AND (:function IS NULL OR function = :function)"
-    " AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))"
-)
-
-
-HISTORY_INSERT = (
-    "INSERT INTO history (event_id, function, attempt, status, started, duration, error,"
-    " result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-def _history_row(delivery: Delivery, outcome: Outcome) -> tuple[Any, ...]:
-    return (
-        delivery.event.id,
-        delivery.function,
-        delivery.attempt,
-        outcome.status,
-        outcome.started,
-        outcome.duration,
-        _clip(outcome.error, MAX_ERROR),
-        _result_json(outcome.result),
-    )
-
-
-def _insert_history(conn: sqlite3.Connection, delivery: Delivery, outcome: Outcome) -> None:
-    conn.execute(HISTORY_INSERT, _history_row(delivery, outcome))
-
-
-def _finish(
-    conn: sqlite3.Connection, delivery: Delivery, emits: Sequence[tuple[Event, Targets]],
-    rows: Sequence[Any],
-) -> set[str]:
-    """Delete a finished delivery and publish its emits; the functions to wake."""
-    done = conn.execute("DELETE FROM deliveries WHERE id = ? AND state != 'dead'", (delivery.id,))
-    if done.rowcount == 0 or not rows:  # finished by an earlier attempt: emit nothing twice
-        return set()
-    return _targets_of(emits, insert_events(conn, rows, time.time()))
-
-
-def _targets_of(items: Sequence[tuple[Event, Targets]], fresh: Sequence[bool]) -> set[str]:
-    return {fn for (_, targets), new in zip(items, fresh, strict=True) if new for fn in targets}
-
+__all__ = ["MAX_ERROR", "MAX_RESULT", "MAX_TRACEBACK", "SqliteStore", "path_of"]
 
 class SqliteStore(Store):
     """A `Store` on one SQLite file, shared by one supervisor and any `fnrun` commands."""
@@ -210,7 +124,7 @@ class SqliteStore(Store):
         if self._writer is None:
             raise StoreError(f"store {self.path} is not open")
         fresh = await self._writer.publish(rows_of(items))
-        self._notify_all(_targets_of(items, fresh))
+        self._notify_all(targets_of(items, fresh))
         return fresh
 
     async def claim(self, function: str, limit: int, now: float) -> list[Delivery]:
@@ -252,15 +166,15 @@ class SqliteStore(Store):
         rows = rows_of(emits)
 
         def work(conn: sqlite3.Connection) -> set[str]:
-            _insert_history(conn, delivery, outcome)
-            return _finish(conn, delivery, emits, rows)
+            insert_history(conn, delivery, outcome)
+            return finish(conn, delivery, emits, rows)
 
         self._notify_all(await self._write(work))
 
     async def succeed_many(self, items: Sequence[Success]) -> None:
         # One write for the lot: the history rows and plain completions go in
         # two statements; only deliveries with emits need one of their own.
-        history = [_history_row(d, o) for d, o, _ in items]
+        history = [history_row(d, o) for d, o, _ in items]
         plain = [(d.id,) for d, _, emits in items if not emits]
         emitting = [(d, list(e), rows_of(list(e))) for d, _, e in items if e]
 
@@ -269,14 +183,14 @@ class SqliteStore(Store):
             conn.executemany("DELETE FROM deliveries WHERE id = ? AND state != 'dead'", plain)
             woken: set[str] = set()
             for delivery, emits, rows in emitting:
-                woken |= _finish(conn, delivery, emits, rows)
+                woken |= finish(conn, delivery, emits, rows)
             return woken
 
         self._notify_all(await self._write(work))
 
     async def fail(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
         def work(conn: sqlite3.Connection) -> None:
-            _insert_history(conn, delivery, outcome)
+            insert_history(conn, delivery, outcome)
             now = time.time()
             conn.execute(
                 "UPDATE deliveries SET state = ?, due = ?, updated = ?, error = ?, traceback = ?"
@@ -285,8 +199,8 @@ class SqliteStore(Store):
                     "dead" if retry_at is None else "pending",
                     now if retry_at is None else retry_at,
                     now,
-                    _clip(outcome.error, MAX_ERROR),
-                    _clip(outcome.traceback, MAX_TRACEBACK, keep_tail=True),
+                    clip(outcome.error, MAX_ERROR),
+                    clip(outcome.traceback, MAX_TRACEBACK, keep_tail=True),
                     delivery.id,
                 ),
             )
@@ -296,7 +210,7 @@ class SqliteStore(Store):
             self.notify(delivery.function)
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
-        ids = _id_list([d.id for d in deliveries])
+        ids = id_list([d.id for d in deliveries])
         await self._write(
             lambda conn: conn.execute(
                 "UPDATE deliveries SET state = 'pending', attempts = max(attempts - 1, 0),"
@@ -352,7 +266,7 @@ class SqliteStore(Store):
             f" FROM (SELECT * FROM deliveries WHERE {DEAD_FILTER}) AS d"
             " JOIN events AS e ON e.id = d.event_id"
             " ORDER BY d.updated DESC, d.id DESC LIMIT :limit",
-            {"function": function, "ids": _id_list(ids), "limit": limit},
+            {"function": function, "ids": id_list(ids), "limit": limit},
         )
         return [
             DeadLetter(str(row[0]), row[1], Event.from_dict(json.loads(row[2])), *row[3:])
@@ -367,7 +281,7 @@ class SqliteStore(Store):
                 "UPDATE deliveries SET state = 'pending', attempts = 0, due = :now,"
                 f" updated = :now, error = NULL, traceback = NULL WHERE {DEAD_FILTER}"
                 " RETURNING function",
-                {"now": now, "function": function, "ids": _id_list(ids)},
+                {"now": now, "function": function, "ids": id_list(ids)},
             ).fetchall()
         )
         self._notify_all({row[0] for row in rows})
@@ -378,7 +292,7 @@ class SqliteStore(Store):
             lambda conn: (
                 conn.execute(
                     f"DELETE FROM deliveries WHERE {DEAD_FILTER}",
-                    {"function": function, "ids": _id_list(ids)},
+                    {"function": function, "ids": id_list(ids)},
                 ).rowcount
             )
         )

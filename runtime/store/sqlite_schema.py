@@ -1,0 +1,118 @@
+"""The SQLite store's schema, bounds and row helpers (used by `sqlite.py`)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import StoreError
+from runtime.events import JSON, Event, Outcome
+from runtime.store.base import Delivery, Targets
+from runtime.store.sqlite_commit import insert_events
+
+MAX_HISTORY = 100_000
+MAX_RESULT = 4096
+MAX_ERROR = 2000
+MAX_TRACEBACK = 32_768
+"""Longest wait before looking again: `fnrun emit` writes from another process."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY, type TEXT NOT NULL, time REAL NOT NULL,
+    body TEXT NOT NULL, stored_at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_stored_at ON events (stored_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, function TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0, due REAL NOT NULL, updated REAL NOT NULL,
+    error TEXT, traceback TEXT);
+CREATE INDEX IF NOT EXISTS deliveries_claim ON deliveries (function, state, due);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, function TEXT NOT NULL,
+    attempt INTEGER NOT NULL, status TEXT NOT NULL, started REAL NOT NULL,
+    duration REAL NOT NULL, error TEXT, result TEXT);
+CREATE INDEX IF NOT EXISTS history_function ON history (function, id);
+CREATE TABLE IF NOT EXISTS schedules (key TEXT PRIMARY KEY, last_tick REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
+"""
+
+
+def path_of(url: str) -> Path:
+    """The database file of `sqlite:////abs/state.db` (or `sqlite:///rel.db`, cwd-relative)."""
+    prefix = "sqlite:///"
+    raw = url[len(prefix) :].partition("?")[0] if url.startswith(prefix) else ""
+    if not raw or raw == ":memory:":
+        raise StoreError(f"bad SQLite store URL {url!r} (expected sqlite:////abs/path/state.db)")
+    return Path(raw).absolute()
+
+
+def clip(text: str | None, limit: int, keep_tail: bool = False) -> str | None:
+    """Bound stored text; tracebacks keep their end, where the cause is."""
+    if text is None or len(text) <= limit:
+        return text
+    return "…" + text[-limit:] if keep_tail else text[:limit] + "…"
+
+
+# One encoder for every call: json.dumps with options builds a new one each time.
+RESULT_ENCODER = json.JSONEncoder(default=repr, separators=(",", ":"))
+
+
+def result_json(result: JSON) -> str:
+    text = RESULT_ENCODER.encode(result)
+    return text if len(text) <= MAX_RESULT else json.dumps(text[:MAX_RESULT] + "…")
+
+
+def id_list(ids: Sequence[str] | None) -> str | None:
+    """Delivery ids as a JSON list for json_each; ids that cannot be ours match nothing."""
+    if ids is None:
+        return None
+    return json.dumps([int(i) for i in ids if i.isascii() and i.isdigit()])
+
+
+# A dead-letter filter: optional function, optional JSON list of delivery ids.
+DEAD_FILTER = (
+    "state = 'dead' AND (:function IS NULL OR function = :function)"
+    " AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))"
+)
+
+
+HISTORY_INSERT = (
+    "INSERT INTO history (event_id, function, attempt, status, started, duration, error,"
+    " result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def history_row(delivery: Delivery, outcome: Outcome) -> tuple[Any, ...]:
+    return (
+        delivery.event.id,
+        delivery.function,
+        delivery.attempt,
+        outcome.status,
+        outcome.started,
+        outcome.duration,
+        clip(outcome.error, MAX_ERROR),
+        result_json(outcome.result),
+    )
+
+
+def insert_history(conn: sqlite3.Connection, delivery: Delivery, outcome: Outcome) -> None:
+    conn.execute(HISTORY_INSERT, history_row(delivery, outcome))
+
+
+def finish(
+    conn: sqlite3.Connection, delivery: Delivery, emits: Sequence[tuple[Event, Targets]],
+    rows: Sequence[Any],
+) -> set[str]:
+    """Delete a finished delivery and publish its emits; the functions to wake."""
+    done = conn.execute("DELETE FROM deliveries WHERE id = ? AND state != 'dead'", (delivery.id,))
+    if done.rowcount == 0 or not rows:  # finished by an earlier attempt: emit nothing twice
+        return set()
+    return targets_of(emits, insert_events(conn, rows, time.time()))
+
+
+def targets_of(items: Sequence[tuple[Event, Targets]], fresh: Sequence[bool]) -> set[str]:
+    return {fn for (_, targets), new in zip(items, fresh, strict=True) if new for fn in targets}
