@@ -204,7 +204,11 @@ def _limit_memory(megabytes: int) -> None:
 
 def _load(path: str, attr: str) -> tuple[Callable[..., Any], bool]:
     """Import the handler file by path and find the callable; (handler, takes_ctx)."""
-    from importlib.util import module_from_spec, spec_from_file_location
+    # importlib.util re-exports these from the import system's own modules, which
+    # are loaded at interpreter start; importing importlib.util itself pulls in
+    # contextlib, collections and functools: ~9 ms of the ~25 ms start budget.
+    from _frozen_importlib import module_from_spec
+    from _frozen_importlib_external import spec_from_file_location
 
     folder, filename = os.path.split(os.path.abspath(path))
     # The handler's folder goes first so its helper modules import by name.
