@@ -33,10 +33,11 @@ from runtime.store.base import Targets
 log = logging.getLogger("fnrun")
 
 RETENTION_INTERVAL = 300.0
-IDLE_POLL = 30.0
+IDLE_POLL = 300.0
 """Longest an idle dispatcher sleeps without a wake-up. Stores wake dispatchers
 when work arrives (and poll for other processes' work themselves), so this is
-only a safety net; a short one costs a claim per function per period."""
+only a safety net; a short one costs a claim per function per period (with
+1,000 functions, 30 s cost 3% of a core at idle)."""
 
 
 @dataclass
