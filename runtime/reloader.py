@@ -73,6 +73,7 @@ class Target(Protocol):
         project: Project,
         keep: Collection[str] = (),
         pools: Mapping[str, WorkerPool] | None = None,
+        fingerprints: Mapping[str, str] | None = None,
     ) -> Diff: ...
 
     async def functions_json(self) -> list[dict[str, Any]]: ...
@@ -294,7 +295,11 @@ class Reloader:
             log.warning(line)
         old = self.supervisor.project
         running = self.supervisor.fingerprints()
-        plan = diff(running, {n: function_fingerprint(s) for n, s in project.functions.items()})
+        # Fingerprints are taken before any new code is loaded, never after: a
+        # save that lands while this reload warms workers then still differs
+        # from what runs, and the next reload picks it up instead of losing it.
+        fingerprints = {n: function_fingerprint(s) for n, s in project.functions.items()}
+        plan = diff(running, fingerprints)
         unsure = [
             name for name in plan.added + plan.changed
             if old is None or name not in old.functions
@@ -304,7 +309,9 @@ class Reloader:
         project, keep = _keep_old(project, old, failed)
         reasons = _reasons(old, project, plan.changed)
         self.supervisor.settings = self.settings = settings
-        change = await self.supervisor.apply(project, keep=keep, pools=pools)
+        change = await self.supervisor.apply(
+            project, keep=keep, pools=pools, fingerprints=fingerprints
+        )
         self._file = file_settings
         if failed:
             self.supervisor.reload_error = "\n".join(

@@ -193,6 +193,7 @@ class Supervisor:
         project: Project,
         keep: Collection[str] = (),
         pools: Mapping[str, WorkerPool] | None = None,
+        fingerprints: Mapping[str, str] | None = None,
     ) -> Diff:
         """Switch to a new version of the project (hot reload), function by function.
 
@@ -204,9 +205,13 @@ class Supervisor:
         `keep` stay at the version running now (their new code did not load).
         `pools` are already-warmed pools (`new_pool` + `warm`) for new versions,
         so their first invocation does not wait for a worker to start.
+        `fingerprints` are the new versions' fingerprints if the caller took
+        them before loading any code (see the reloader); else they are taken now.
         """
         assert self._tg is not None, "apply() needs a running supervisor"
-        new = {name: function_fingerprint(spec) for name, spec in project.functions.items()}
+        new = dict(fingerprints) if fingerprints is not None else {
+            name: function_fingerprint(spec) for name, spec in project.functions.items()
+        }
         new.update({n: self._functions[n].fingerprint for n in keep if n in self._functions})
         change = diff({n: r.fingerprint for n, r in self._functions.items()}, new)
         self.store.configure({n: s.timeout for n, s in project.functions.items()})
