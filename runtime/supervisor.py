@@ -209,8 +209,10 @@ class Supervisor:
         them before loading any code (see the reloader); else they are taken now.
         """
         assert self._tg is not None, "apply() needs a running supervisor"
-        new = dict(fingerprints) if fingerprints is not None else {
-            name: function_fingerprint(spec) for name, spec in project.functions.items()
+        taken = fingerprints or {}
+        new = {
+            name: taken[name] if name in taken else function_fingerprint(spec)
+            for name, spec in project.functions.items()
         }
         new.update({n: self._functions[n].fingerprint for n in keep if n in self._functions})
         change = diff({n: r.fingerprint for n, r in self._functions.items()}, new)
