@@ -189,9 +189,34 @@ def cmd_ls(args: argparse.Namespace) -> int:
             for f in listing
         ]
         _table(rows, ("FUNCTION", "TRIGGERS", "CONC", "PENDING", "RUNNING", "DEAD"))
+        pending = _running_reload_error(project.settings)
+        if pending:
+            print("\nthe running supervisor keeps its last good version; its reload failed:")
+            print(pending)
         return 0
 
     return _with_store(project.settings, work)
+
+
+def _running_reload_error(settings: Settings) -> str | None:
+    """The pending reload error of a supervisor serving this project, if one answers.
+
+    Declaration mistakes show when `ls` loads the files itself; a handler
+    that does not import shows only in the running supervisor.
+    """
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{settings.http.host}:{settings.http.port}/_/health"
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as answer:
+            health = json.loads(answer.read())
+    except urllib.error.HTTPError as answer:  # 503 while starting or stopping
+        health = json.loads(answer.read() or b"{}")
+    except (OSError, ValueError):
+        return None
+    error = health.get("reload_error") if isinstance(health, dict) else None
+    return error if isinstance(error, str) else None
 
 
 def _trigger_text(trigger: dict[str, Any]) -> str:

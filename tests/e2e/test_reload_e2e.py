@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,10 @@ def test_a_broken_save_keeps_the_old_version_serving(project: Project, kind: str
     error = wait_until(lambda: health(project)["reload_error"], timeout=10)
     assert shown in error
     assert served_version(project) == 1
+    if kind == "import":  # only the running supervisor knows: `fnrun ls` asks it
+        listing = fnrun("ls", "--project", str(project.root),
+                        env={**os.environ, "FNRUN_PORT": str(project.port)})
+        assert "its reload failed" in listing.stdout and shown in listing.stdout
     project.write(relative, good.replace("v=1", "v=3"))
     wait_until(lambda: health(project)["reload_error"] is None, timeout=10)
     wanted = 3 if relative.endswith(".py") else 1
