@@ -222,12 +222,11 @@ class Dispatcher:
     async def _settle_batch(self, batch: Sequence[Settling]) -> None:
         """Successes in one store write (each still atomic with its emits); failures one by one."""
         name = self.spec.name
-        successes = [(d, o, self.route(o.emits)) for d, o in batch if o.ok]
         for delivery, outcome in batch:
-            if outcome.ok:
-                self.metrics.invocation(name, outcome.status, outcome.duration, delivery.attempt)
-            else:
-                await self._settle(delivery, outcome)
+            self.metrics.invocation(name, outcome.status, outcome.duration, delivery.attempt)
+            if not outcome.ok:
+                await self._record_failure(delivery, outcome)
+        successes = [(d, o, self.route(o.emits)) for d, o in batch if o.ok]
         if not successes:
             return
         try:
@@ -235,8 +234,8 @@ class Dispatcher:
         except Exception:
             # One bad item must not hold back the others: write them one by one.
             self.log.warning("batch write of %d outcomes failed; writing each", len(successes))
-            for delivery, outcome, _ in successes:
-                await self._write_success(delivery, outcome)
+            for success in successes:
+                await self._record_success(*success)
 
     async def _settle_leftovers(self, receive: MemoryObjectReceiveStream[Settling]) -> None:
         """Settle outcomes still queued when the settlers were cancelled."""
@@ -247,29 +246,26 @@ class Dispatcher:
             except (anyio.WouldBlock, anyio.EndOfStream):
                 break
         receive.close()
-        async with anyio.create_task_group() as tg:
-            for delivery, outcome in leftovers:
-                tg.start_soon(self._settle, delivery, outcome)
+        if leftovers:
+            await self._settle_batch(leftovers)
 
-    async def _write_success(self, delivery: Delivery, outcome: Outcome) -> None:
+    async def _record_success(
+        self, delivery: Delivery, outcome: Outcome, emits: Sequence[tuple[Event, Targets]]
+    ) -> None:
         try:
-            await self.store.succeed(delivery, outcome, self.route(outcome.emits))
+            await self.store.succeed(delivery, outcome, emits)
         except Exception:
             # The delivery stays `running` and is recovered on the next start.
             self.log.exception("could not record the outcome of %s", delivery.event.id)
 
-    async def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        name = self.spec.name
+    async def _record_failure(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Schedule the retry, or dead-letter the delivery once its attempts are used up."""
         try:
-            self.metrics.invocation(name, outcome.status, outcome.duration, delivery.attempt)
-            if outcome.ok:
-                await self.store.succeed(delivery, outcome, self.route(outcome.emits))
-                return
             delay = next_delay(self.spec.retry, delivery.attempt)
             retry_at = None if delay is None else self.clock.now() + delay
             await self.store.fail(delivery, outcome, retry_at)
             self._log_failure(delivery, outcome, retry_at)
-            self.store.notify(name)
+            self.store.notify(self.spec.name)
         except Exception:
             # The delivery stays `running` and is recovered on the next start.
             self.log.exception("could not record the outcome of %s", delivery.event.id)
