@@ -16,6 +16,12 @@ Three kinds of task share a buffer:
   and the store group-commits them. The queue is bounded: runners wait when
   the store falls behind.
 
+Once a claim comes back short (nothing else is due), the dispatcher attaches
+to the store as its function's consumer: fresh deliveries then arrive
+already claimed in the publish's own write (`Store.attach`), skipping a claim
+round trip. It takes them only while caught up, so older work (a backlog,
+retries falling due) is still claimed first, in order.
+
 A delivery is acknowledged only by `Store.succeed`; anything that dies before
 that stays `running` in the store and is recovered (SPEC 5.2, 5.3).
 """
@@ -96,6 +102,9 @@ class Dispatcher:
         self._mean_duration = 0.01
         self._settlers = 0
         self._idle_settlers = 0
+        self._caught_up = False
+        """The last claim found nothing more due: fresh work may be handed over."""
+        self._reserved = 0
         self.broken = False
 
     def stop(self) -> None:
@@ -104,6 +113,26 @@ class Dispatcher:
         self._idle.cancel()  # an idle wait that began before this call
         self._signal()
 
+    def reserve(self, count: int) -> int:
+        """`Consumer`: room for `count` fresh deliveries, only while caught up."""
+        if self._stopping or not self._caught_up:
+            return 0
+        granted = max(0, min(count, self._prefetch() - len(self._buffer) - self._reserved))
+        if granted < count:
+            self._caught_up = False  # the rest waits in the store: claim it in order
+        self._reserved += granted
+        return granted
+
+    def take(self, deliveries: Sequence[Delivery], reserved: int) -> list[Delivery]:
+        """`Consumer`: queue handed deliveries; refuse them once stopping."""
+        self._reserved -= reserved
+        if self._stopping:
+            return list(deliveries)
+        if deliveries:
+            self._buffer.extend(deliveries)
+            self._signal()
+        return []
+
     def _signal(self) -> None:
         self._buffer_changed.set()
         self._buffer_changed = anyio.Event()
@@ -111,6 +140,7 @@ class Dispatcher:
     async def run(self) -> None:
         """Deliver until `stop()`; then release unstarted claims and settle what ran."""
         send, receive = anyio.create_memory_object_stream[Settling](MAX_SETTLING)
+        self.store.attach(self.spec.name, self)
         try:
             async with anyio.create_task_group() as settlers:
                 with send:
@@ -120,6 +150,8 @@ class Dispatcher:
                             loops.start_soon(self._run_loop, send, receive, settlers)
                 # `send` is closed: the settlers drain the queue and return.
         finally:
+            self.store.detach(self.spec.name, self)
+            self._stopping = True  # a publish still in flight gets its deliveries refused
             with anyio.CancelScope(shield=True):
                 await self._release_buffer()
                 await self._settle_leftovers(receive)
@@ -136,6 +168,7 @@ class Dispatcher:
                 await self._buffer_changed.wait()
                 continue
             claimed = await self.store.claim(name, room, self.clock.now())
+            self._caught_up = len(claimed) < room
             if claimed:
                 self._buffer.extend(claimed)
                 self._signal()

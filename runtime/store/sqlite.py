@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ import anyio
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
 from runtime.store.base import (
+    Consumer,
     Counts,
     DeadLetter,
     Delivery,
@@ -94,10 +96,10 @@ class SqliteStore(Store):
                     conn.close()
             self._write_conn = self._read_conn = None
 
-    async def _write(self, work: Work[T]) -> T:
+    async def _write(self, work: Work[T], *, durable: bool = True) -> T:
         if self._writer is None:
             raise StoreError(f"store {self.path} is not open")
-        return await self._writer.submit(work)
+        return await self._writer.submit(work, durable=durable)
 
     async def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         async with self._read_lock:
@@ -123,9 +125,46 @@ class SqliteStore(Store):
         items = list(items)
         if self._writer is None:
             raise StoreError(f"store {self.path} is not open")
-        fresh = await self._writer.publish(rows_of(items))
-        self._notify_all(targets_of(items, fresh))
+        grants = self._reserve(items)
+        try:
+            fresh, handed = await self._writer.publish(
+                rows_of(items), {fn: n for fn, (_, n) in grants.items() if n}
+            )
+        except BaseException:
+            for consumer, reserved in grants.values():
+                consumer.take((), reserved)
+            raise
+        taken = {fn for _, fn, _ in handed}
+        self._notify_all({fn for fn in targets_of(items, fresh) if fn not in taken})
+        await self._hand_over(items, handed, grants)
         return fresh
+
+    def _reserve(self, items: Sequence[tuple[Event, Targets]]) -> dict[str, tuple[Consumer, int]]:
+        """Room the attached consumers grant for this publish's deliveries."""
+        if not self.consumers:
+            return {}
+        wanted: Counter[str] = Counter()
+        for _, targets in items:
+            wanted.update(fn for fn in dict.fromkeys(targets) if fn in self.consumers)
+        return {
+            fn: (consumer, consumer.reserve(n))
+            for fn, n in wanted.items()
+            for consumer in (self.consumers[fn],)
+        }
+
+    async def _hand_over(
+        self, items: Sequence[tuple[Event, Targets]], handed: Sequence[tuple[int, str, int]],
+        grants: dict[str, tuple[Consumer, int]],
+    ) -> None:
+        """Give each consumer its claimed deliveries; release those it no longer runs."""
+        by_function: dict[str, list[Delivery]] = {fn: [] for fn in grants}
+        for index, function, delivery_id in handed:
+            by_function[function].append(Delivery(str(delivery_id), function, items[index][0], 1))
+        refused: list[Delivery] = []
+        for function, (consumer, reserved) in grants.items():
+            refused += consumer.take(by_function[function], reserved)
+        if refused:
+            await self.release(refused)
 
     async def claim(self, function: str, limit: int, now: float) -> list[Delivery]:
         def work(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
@@ -146,7 +185,8 @@ class SqliteStore(Store):
             )
             return [(*row[:3], bodies[row[3]]) for row in claimed]
 
-        rows = sorted(await self._write(work), key=lambda row: (row[1], row[0]))
+        # Not durable: a claim acknowledges nothing (see sqlite_commit).
+        rows = sorted(await self._write(work, durable=False), key=lambda row: (row[1], row[0]))
         return [
             Delivery(str(row_id), function, StoredEvent.of(json.loads(body)), attempts)
             for row_id, _, attempts, body in rows
@@ -217,7 +257,8 @@ class SqliteStore(Store):
                 " due = ?1, updated = ?1"
                 " WHERE state = 'running' AND id IN (SELECT value FROM json_each(?2))",
                 (time.time(), ids),
-            )
+            ),
+            durable=False,
         )
         self._notify_all({d.function for d in deliveries})
 
@@ -229,7 +270,8 @@ class SqliteStore(Store):
                 "UPDATE deliveries SET state = 'pending', due = ?1, updated = ?1"
                 " WHERE state = 'running' RETURNING function",
                 (time.time(),),
-            ).fetchall()
+            ).fetchall(),
+            durable=False,
         )
         self._notify_all({row[0] for row in rows})
         return len(rows)
@@ -349,7 +391,7 @@ class SqliteStore(Store):
             ).fetchone()
             if last is not None and last[0] >= tick:
                 return False
-            if not insert_events(conn, rows, time.time())[0]:
+            if not insert_events(conn, rows, time.time()).fresh[0]:
                 return False
             conn.execute(
                 "INSERT INTO schedules (key, last_tick) VALUES (?, ?)"
@@ -426,5 +468,5 @@ class SqliteStore(Store):
         # Asked on the write connection, whose own commits do not move it:
         # only other processes' commits count.
         return await self._write(
-            lambda conn: int(conn.execute("PRAGMA data_version").fetchone()[0])
+            lambda conn: int(conn.execute("PRAGMA data_version").fetchone()[0]), durable=False
         )

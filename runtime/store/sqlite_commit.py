@@ -5,6 +5,12 @@ in ONE transaction on a worker thread and commits (fsync'd: synchronous=FULL),
 then wakes the others with their own result or error. Publishes in a batch
 are merged into a few multi-row statements, because with one event per call
 the per-statement cost, not the fsync, is what bounds durable ingress.
+
+A batch of only non-durable operations (claims and releases, which
+acknowledge nothing to anyone) commits without the fsync (synchronous=NORMAL).
+A WAL is replayed in order, so the next durable commit's fsync covers it too;
+a crash of the process loses nothing either way (the OS has the write), and
+a power loss can at worst undo a claim, which then runs again.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 
@@ -55,8 +62,23 @@ def rows_of(items: Sequence[tuple[Event, Targets]]) -> list[Row]:
     ]
 
 
-def insert_events(conn: sqlite3.Connection, rows: Sequence[Row], now: float) -> list[bool]:
-    """Store new events and one pending delivery per target; True per new event."""
+class Inserted(NamedTuple):
+    fresh: list[bool]
+    """Per row, whether its event was new."""
+    handed: list[tuple[int, str, int]]
+    """Deliveries stored already claimed, for a consumer: row index, function, delivery id."""
+
+
+def insert_events(
+    conn: sqlite3.Connection, rows: Sequence[Row], now: float,
+    grants: Mapping[str, int] | None = None,
+) -> Inserted:
+    """Store new events and one delivery per target.
+
+    Deliveries are pending, except up to `grants[function]` of a function's,
+    which are stored claimed (running, attempt 1) for a local consumer
+    (`Store.attach`).
+    """
     ids = json.dumps([row[0] for row in rows])
     seen = {
         found
@@ -64,23 +86,53 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[Row], now: float) -> 
             "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))", (ids,)
         )
     }
-    fresh, events, deliveries = [], [], []
-    for event_id, kind, at, body, targets in rows:
+    left = dict(grants or {})
+    fresh, events, pending, claimed, claimed_at = [], [], [], [], []
+    for index, (event_id, kind, at, body, targets) in enumerate(rows):
         is_new = event_id not in seen
         fresh.append(is_new)
-        if is_new:
-            seen.add(event_id)
-            events.append((event_id, kind, at, body, now))
-            deliveries += [(event_id, fn, now, now) for fn in dict.fromkeys(targets)]
+        if not is_new:
+            continue
+        seen.add(event_id)
+        events.append((event_id, kind, at, body, now))
+        for fn in dict.fromkeys(targets):
+            if left.get(fn, 0) > 0:
+                left[fn] -= 1
+                claimed.append((event_id, fn, now, now))
+                claimed_at.append((index, fn))
+            else:
+                pending.append((event_id, fn, now, now))
     conn.executemany(
         "INSERT INTO events (id, type, time, body, stored_at) VALUES (?, ?, ?, ?, ?)", events
     )
+    handed = _insert_claimed(conn, claimed, claimed_at)
     conn.executemany(
         "INSERT INTO deliveries (event_id, function, state, due, updated)"
         " VALUES (?, ?, 'pending', ?, ?)",
-        deliveries,
+        pending,
     )
-    return fresh
+    return Inserted(fresh, handed)
+
+
+def _insert_claimed(
+    conn: sqlite3.Connection, claimed: list[tuple[str, str, float, float]],
+    claimed_at: list[tuple[int, str]],
+) -> list[tuple[int, str, int]]:
+    if not claimed:
+        return []
+    # AUTOINCREMENT ids only grow, and this is the only writer: the new rows
+    # are exactly those above the current maximum, in insertion order.
+    (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()
+    conn.executemany(
+        "INSERT INTO deliveries (event_id, function, state, attempts, due, updated)"
+        " VALUES (?, ?, 'running', 1, ?, ?)",
+        claimed,
+    )
+    ids = [row[0] for row in conn.execute(
+        "SELECT id FROM deliveries WHERE id > ? ORDER BY id", (top,))]
+    if len(ids) != len(claimed):
+        raise StoreError(f"stored {len(claimed)} claimed deliveries, found {len(ids)}")
+    return [(index, fn, row_id) for (index, fn), row_id in zip(claimed_at, ids, strict=True)]
 
 
 @dataclass(eq=False)
@@ -89,6 +141,9 @@ class Op:
 
     work: Work[Any]
     rows: Sequence[Row] | None = None
+    grants: Mapping[str, int] = field(default_factory=dict)
+    durable: bool = True
+    """Whether its commit must reach the disk before it returns (see `GroupCommit`)."""
     wake: anyio.Event = field(default_factory=anyio.Event)
     finished: bool = False
     result: Any = None
@@ -103,14 +158,15 @@ class GroupCommit:
         self._queue: list[Op] = []
         self._busy = False
         self._thread: anyio.CapacityLimiter | None = None
+        self._durable = True
 
-    async def submit(self, work: Work[T]) -> T:
+    async def submit(self, work: Work[T], *, durable: bool = True) -> T:
         """Run `work(conn)` inside the next committed transaction; return its result."""
-        return await self._submit(Op(work))  # type: ignore[no-any-return]
+        return await self._submit(Op(work, durable=durable))  # type: ignore[no-any-return]
 
-    async def publish(self, rows: Sequence[Row]) -> list[bool]:
-        """Store events and deliveries in the next commit; True per new event."""
-        op = Op(lambda conn: insert_events(conn, rows, time.time()), rows)
+    async def publish(self, rows: Sequence[Row], grants: Mapping[str, int]) -> Inserted:
+        """Store events and deliveries in the next commit (see `insert_events`)."""
+        op = Op(lambda conn: insert_events(conn, rows, time.time(), grants), rows, grants)
         return await self._submit(op)  # type: ignore[no-any-return]
 
     async def _submit(self, op: Op) -> Any:
@@ -159,6 +215,10 @@ class GroupCommit:
     def _run(self, batch: list[Op], isolate: bool) -> bool:
         """One transaction over `batch`; False (rolled back) if an op failed un-isolated."""
         conn = self._conn
+        durable = any(op.durable for op in batch)
+        if durable != self._durable:
+            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         conn.execute("BEGIN IMMEDIATE")
         try:
             if not isolate:
@@ -178,10 +238,22 @@ class GroupCommit:
         """Run every publish of the batch as one insert; return the other ops."""
         publishes = [op for op in batch if op.rows is not None]
         rows = [row for op in publishes for row in op.rows or ()]
-        fresh = insert_events(self._conn, rows, time.time()) if rows else []
+        grants: Counter[str] = Counter()
         for op in publishes:
-            count = len(op.rows or ())
-            op.result, op.error, fresh = fresh[:count], None, fresh[count:]
+            grants.update(op.grants)
+        inserted = insert_events(self._conn, rows, time.time(), grants)
+        handed = iter(inserted.handed)  # in row order
+        pending_hand = next(handed, None)
+        start = 0
+        for op in publishes:
+            end = start + len(op.rows or ())
+            mine = []
+            while pending_hand is not None and pending_hand[0] < end:
+                index, fn, delivery = pending_hand
+                mine.append((index - start, fn, delivery))
+                pending_hand = next(handed, None)
+            op.result, op.error = Inserted(inserted.fresh[start:end], mine), None
+            start = end
         return [op for op in batch if op.rows is None]
 
     def _run_one(self, op: Op, isolate: bool) -> None:

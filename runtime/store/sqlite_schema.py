@@ -111,7 +111,7 @@ def finish(
     done = conn.execute("DELETE FROM deliveries WHERE id = ? AND state != 'dead'", (delivery.id,))
     if done.rowcount == 0 or not rows:  # finished by an earlier attempt: emit nothing twice
         return set()
-    return targets_of(emits, insert_events(conn, rows, time.time()))
+    return targets_of(emits, insert_events(conn, rows, time.time()).fresh)
 
 
 def targets_of(items: Sequence[tuple[Event, Targets]], fresh: Sequence[bool]) -> set[str]:

@@ -18,7 +18,7 @@ from runtime.events import Event
 from runtime.metrics import Metrics
 from runtime.pool import WorkerPool
 from runtime.specs import FunctionSpec, RetryPolicy
-from runtime.store.base import Targets
+from runtime.store.base import Delivery, Targets
 from runtime.store.sqlite import SqliteStore
 
 HANDLERS = Path(__file__).parent / "handlers"
@@ -150,3 +150,72 @@ async def test_stop_ends_a_long_idle_wait_at_once(store: SqliteStore) -> None:
             assert time.monotonic() - start < 2
     finally:
         await pool.aclose(grace=1)
+
+
+def idle_dispatcher(store: SqliteStore, concurrency: int = 2) -> Dispatcher:
+    spec = FunctionSpec(
+        name="fn", where=Where(Path("f.yaml"), 1, 1), handler_file=HANDLERS / "actions.py",
+        handler_attr="handle", concurrency=concurrency,
+    )
+    return Dispatcher(
+        spec, WorkerPool(spec, log=LOG), store, clock=SystemClock(), metrics=Metrics(),
+        route=no_route, log=LOG,
+    )
+
+
+async def test_fresh_work_is_handed_over_only_once_caught_up(store: SqliteStore) -> None:
+    dispatcher = idle_dispatcher(store)
+    assert dispatcher.reserve(1) == 0  # nothing claimed yet: a backlog may wait in the store
+    dispatcher._caught_up = True  # as after a claim that came back short
+    room = dispatcher._prefetch()
+    assert dispatcher.reserve(room + 5) == room  # more than it has room for...
+    assert dispatcher.reserve(1) == 0  # ...so the rest, and what follows, is claimed in order
+    assert dispatcher.take([], room) == [] and dispatcher._reserved == 0
+    dispatcher._caught_up = True
+    dispatcher.stop()
+    assert dispatcher.reserve(1) == 0
+    refused = Delivery("1", "fn", Event(type="t"), 1)
+    assert dispatcher.take([refused], 0) == [refused]  # stopped: the store releases it
+
+
+async def test_events_published_to_an_idle_dispatcher_skip_the_claim(
+    store: SqliteStore, tmp_path: Path,
+) -> None:
+    log = tmp_path / "log"
+    spec = FunctionSpec(
+        name="fn", where=Where(Path("f.yaml"), 1, 1), handler_file=HANDLERS / "actions.py",
+        handler_attr="handle", concurrency=2,
+    )
+    claimed: list[str] = []
+    claim = store.claim
+
+    async def recording_claim(function: str, limit: int, now: float) -> list[Delivery]:
+        got = await claim(function, limit, now)
+        claimed.extend(d.event.id for d in got)
+        return got
+
+    store.claim = recording_claim  # type: ignore[method-assign]
+
+    def event(n: int) -> Event:
+        return Event(type="t", id=f"e{n}", data={"do": "record", "log": str(log), "n": n})
+
+    backlog, trickle = 100, 30
+    await store.publish([(event(n), ["fn"]) for n in range(backlog)])
+
+    async def publish_slowly() -> None:
+        while len(runs(log)) < backlog:
+            await anyio.sleep(0.01)
+        for n in range(backlog, backlog + trickle):
+            await store.publish([(event(n), ["fn"])])
+            await anyio.sleep(0.01)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(publish_slowly)
+        await drain(store, spec, lambda: len(runs(log)) == backlog + trickle)
+    assert sorted(n for n, _ in runs(log)) == list(range(backlog + trickle))  # once each
+    assert set(claimed) >= {f"e{n}" for n in range(backlog)}  # the backlog was claimed
+    handed = trickle - len(set(claimed) - {f"e{n}" for n in range(backlog)})
+    assert handed >= trickle // 2, claimed  # most fresh events never went through a claim
+    assert "fn" not in await store.counts()
+    history = await store.history("fn", limit=backlog + trickle + 10)
+    assert {h.attempt for h in history} == {1}

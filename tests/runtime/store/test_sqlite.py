@@ -10,7 +10,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -20,6 +20,7 @@ import pytest
 from runtime.errors import StoreError
 from runtime.events import Event, Outcome
 from runtime.store import sqlite, sqlite_commit
+from runtime.store.base import Counts, Delivery
 from runtime.store.sqlite import SqliteStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -315,3 +316,79 @@ async def test_store_works_while_the_default_thread_pool_is_full(store: SqliteSt
             release.set()
     finally:
         release.set()
+
+
+class Room:
+    """A consumer (`Store.attach`) with a fixed amount of room that records what it got."""
+
+    def __init__(self, room: int, *, stopped: bool = False) -> None:
+        self.room, self.stopped = room, stopped
+        self.taken: list[Delivery] = []
+        self.reserved = 0
+
+    def reserve(self, count: int) -> int:
+        granted = min(count, self.room)
+        self.room -= granted
+        self.reserved += granted
+        return granted
+
+    def take(self, deliveries: Sequence[Delivery], reserved: int) -> list[Delivery]:
+        self.reserved -= reserved
+        if self.stopped:
+            return list(deliveries)
+        self.taken += deliveries
+        return []
+
+
+async def test_an_attached_consumer_gets_fresh_deliveries_already_claimed(
+    store: SqliteStore,
+) -> None:
+    room = Room(2)
+    store.attach("a", room)
+    await store.publish([(Event(type="x", id="old"), ["a"])])  # takes one unit of room
+    events = [Event(type="x", id=f"e{n}") for n in range(3)]
+    fresh = await store.publish([(e, ["a", "b"]) for e in [*events, Event(type="x", id="old")]])
+    assert fresh == [True, True, True, False]
+    assert [(d.event.id, d.attempt, d.function) for d in room.taken] == [
+        ("old", 1, "a"), ("e0", 1, "a"),
+    ]
+    assert room.reserved == 0
+    assert (await store.counts())["a"] == Counts(pending=2, running=2)
+    assert (await store.counts())["b"] == Counts(pending=3)  # "old" was not new
+    # A handed delivery is a claim like any other: it finishes, or a crash recovers it.
+    await store.succeed(room.taken[0], outcome(), [])
+    assert await store.recover() == 1
+    assert (await store.counts())["a"] == Counts(pending=3)
+    claimed = await store.claim("a", 10, time.time())
+    assert sorted(d.event.id for d in claimed) == ["e0", "e1", "e2"]
+    assert {d.event.id: d.attempt for d in claimed}["e0"] == 2  # the handed attempt counted
+
+
+async def test_deliveries_a_stopped_consumer_refuses_are_pending_again(
+    store: SqliteStore,
+) -> None:
+    store.attach("a", Room(5, stopped=True))
+    await store.publish([(Event(type="x", id=f"e{n}"), ["a"]) for n in range(3)])
+    assert (await store.counts())["a"] == Counts(pending=3)
+    claimed = await store.claim("a", 10, time.time())
+    assert [d.attempt for d in claimed] == [1, 1, 1]  # the refused hand-off is not counted
+
+
+async def test_claims_commit_without_fsync_and_publishes_with_it(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    modes: list[int] = []
+    run = sqlite_commit.GroupCommit._run
+
+    def recording(
+        self: sqlite_commit.GroupCommit, batch: list[sqlite_commit.Op], isolate: bool
+    ) -> bool:
+        done = run(self, batch, isolate)
+        modes.append(self._conn.execute("PRAGMA synchronous").fetchone()[0])
+        return done
+
+    monkeypatch.setattr(sqlite_commit.GroupCommit, "_run", recording)
+    await store.publish([(Event(type="x"), ["a"])])
+    await store.claim("a", 10, time.time())
+    await store.publish([(Event(type="x"), ["a"])])
+    assert modes == [2, 1, 2]  # FULL, NORMAL, FULL
