@@ -16,7 +16,6 @@ import asyncio
 import logging
 import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,8 +28,10 @@ from runtime.channel import Channel
 from runtime.coalescer import Coalescer
 from runtime.errors import WorkerError
 from runtime.events import Event, Outcome, new_event_id
+from runtime.launcher import start_worker
 from runtime.process import (
     STOP_WAIT,
+    WorkerHandle,
     WorkerProcess,
     abandon,
     child_command,
@@ -283,7 +284,7 @@ class WorkerPool:
             return None
         ours, theirs = socket.socketpair()
         try:
-            popen = await anyio.to_thread.run_sync(self._popen, theirs.fileno())
+            handle = await anyio.to_thread.run_sync(self._popen, theirs.fileno())
         except OSError as exc:
             ours.close()
             self._fail_load(f"cannot start a worker: {exc}", None)
@@ -297,9 +298,9 @@ class WorkerPool:
             channel = await Channel.open(ours)
         except BaseException:
             ours.close()
-            abandon(popen)
+            abandon(handle)
             raise
-        worker = WorkerProcess(popen, channel, self.spec.name, self.log)
+        worker = WorkerProcess(handle, channel, self.spec.name, self.log)
         self._workers.add(worker)
         deadline = asyncio.get_running_loop().time() + LOAD_TIMEOUT + self.spec.timeout
         try:
@@ -317,12 +318,9 @@ class WorkerPool:
             self._fail_load(f"{describe_exit(code)} while loading the handler", None)
         return None
 
-    def _popen(self, proto_fd: int) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            child_command(self.spec, proto_fd),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            pass_fds=(proto_fd, lifeline()), start_new_session=True, env=self._env,
-        )
+    def _popen(self, proto_fd: int) -> WorkerHandle:
+        """Blocking: a worker forked by the fork server, or spawned (`runtime.launcher`)."""
+        return start_worker(self.spec, self._env, proto_fd)
 
     def _fail_load(self, error: str, traceback: str | None) -> None:
         self.log.error("function %s: cannot load %s: %s", self.spec.name, self.spec.handler, error)
@@ -340,7 +338,7 @@ class WorkerPool:
             self._start_spare()
         self._idle.append(worker)
 
-    async def _discard(self, worker: WorkerProcess, *, kill: bool) -> int:
+    async def _discard(self, worker: WorkerProcess, *, kill: bool) -> int | None:
         """Forget the worker and end it; its exit code."""
         self._workers.discard(worker)
         worker.channel.close()

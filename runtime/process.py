@@ -1,10 +1,11 @@
 """One worker process: its command line, environment, output drain, and end.
 
-Each worker is a fresh interpreter (`python -S`, see `child_command`) in its
-own session, so a timeout or crash kills its whole process group,
-grandchildren included (SPEC 5.3, 6). Its stdout and stderr share one pipe
-that a drain thread reads continuously into the supervisor's log, so neither
-output volume nor garbage can touch the protocol socket.
+Each worker is a fresh interpreter (`python -S`, see `child_command`), or a
+fork of the fork server's clean template (`runtime.launcher`), in its own
+session, so a timeout or crash kills its whole process group, grandchildren
+included (SPEC 5.3, 6). Its stdout and stderr share one pipe that a drain
+thread reads continuously into the supervisor's log, so neither output volume
+nor garbage can touch the protocol socket.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import logging
 import os
 import py_compile
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Mapping
+from typing import BinaryIO, Protocol
 
 from runtime.channel import Channel
 from runtime.specs import FunctionSpec
@@ -54,7 +55,7 @@ def compile_worker() -> None:
     project's CI machines) or into a read-only install; every worker would then
     compile runtime/worker.py from source: about 10 ms of a 25 ms start.
     """
-    for name in ("__init__", "protocol", "worker"):
+    for name in ("__init__", "protocol", "worker", "forkserver"):
         source = os.path.join(RUNTIME_ROOT, "runtime", f"{name}.py")
         try:
             cached = importlib.util.cache_from_source(source)
@@ -71,25 +72,39 @@ def compile_worker() -> None:
             return  # read-only or odd install: workers compile as before
 
 
-def child_command(spec: FunctionSpec, proto_fd: int) -> list[str]:
-    """The worker's command line.
+def child_path() -> list[str]:
+    """The `sys.path` of a worker: `runtime` first, then this interpreter's resolved path."""
+    return [RUNTIME_ROOT] + [p for p in sys.path if p and p != RUNTIME_ROOT]
+
+
+def boot_command(module: str, *args: str) -> list[str]:
+    """`python -S -c` running `module.main(args)`, as workers and the fork server start.
 
     `-S` skips `site` (about 25 ms with the editable install's import hook);
     the child gets this interpreter's resolved `sys.path` instead, so
     site-packages still import, and `runtime` comes first.
     """
     compile_worker()
-    paths = [RUNTIME_ROOT] + [p for p in sys.path if p and p != RUNTIME_ROOT]
     boot = (
-        f"import sys;sys.path[0:1]={paths!r};"
-        "from runtime.worker import main;main(sys.argv[1:])"
+        f"import sys;sys.path[0:1]={child_path()!r};"
+        f"from {module} import main;main(sys.argv[1:])"
     )
+    return [sys.executable, "-S", "-c", boot, *args]
+
+
+def worker_options(spec: FunctionSpec) -> list[str]:
+    """The worker's options past `proto=` and `lifeline=` (see `runtime.worker`)."""
     return [
-        sys.executable, "-S", "-c", boot,
-        f"proto={proto_fd}", f"lifeline={lifeline()}",
         f"file={spec.handler_file}", f"attr={spec.handler_attr}",
         f"function={spec.name}", f"memory_mb={spec.memory_mb or 0}",
     ]
+
+
+def child_command(spec: FunctionSpec, proto_fd: int) -> list[str]:
+    """The command line of a worker started directly (not forked)."""
+    return boot_command(
+        "runtime.worker", f"proto={proto_fd}", f"lifeline={lifeline()}", *worker_options(spec)
+    )
 
 
 def worker_env(
@@ -110,8 +125,10 @@ def worker_env(
     return env
 
 
-def describe_exit(code: int) -> str:
-    """A worker's exit status in words."""
+def describe_exit(code: int | None) -> str:
+    """A worker's exit status in words (None: not known, see `WorkerHandle.wait`)."""
+    if code is None:
+        return "worker exited (status unknown: its fork server died)"
     if code < 0:
         try:
             name = signal.Signals(-code).name
@@ -121,17 +138,41 @@ def describe_exit(code: int) -> str:
     return f"worker exited with code {code}"
 
 
-def abandon(popen: subprocess.Popen[bytes]) -> None:
-    """Kill a worker that never became a `WorkerProcess`, and reap it in the background."""
+class WorkerHandle(Protocol):
+    """A started worker process, whoever its parent is (see `runtime.launcher`)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def output(self) -> BinaryIO:
+        """Read end of the pipe holding the worker's stdout and stderr."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the worker exited; its code as `Popen.returncode`, None if unknown.
+
+        Raises:
+            TimeoutError: still running after `timeout` seconds.
+        """
+        ...
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group a worker leads (its own session, see `runtime.launcher`)."""
     try:
-        os.killpg(popen.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass  # already gone
 
+
+def abandon(handle: WorkerHandle) -> None:
+    """Kill a worker that never became a `WorkerProcess`, and reap it in the background."""
+    kill_group(handle.pid)
+
     def reap() -> None:
-        popen.wait()
-        if popen.stdout is not None:
-            popen.stdout.close()
+        handle.wait()
+        handle.output.close()
 
     threading.Thread(target=reap, daemon=True).start()
 
@@ -140,10 +181,9 @@ class WorkerProcess:
     """One live worker: its process, protocol channel and output drain."""
 
     def __init__(
-        self, popen: subprocess.Popen[bytes], channel: Channel, function: str,
-        log: logging.Logger,
+        self, handle: WorkerHandle, channel: Channel, function: str, log: logging.Logger,
     ) -> None:
-        self.popen = popen
+        self.handle = handle
         self.channel = channel
         self.function = function
         self.log = log
@@ -152,31 +192,27 @@ class WorkerProcess:
         """Whether a replacement has been started for when this one is used up."""
         self.invocation = "-"
         self._drain = threading.Thread(
-            target=self._drain_output, name=f"fnrun-output-{function}-{popen.pid}", daemon=True
+            target=self._drain_output, name=f"fnrun-output-{function}-{handle.pid}", daemon=True
         )
         self._drain.start()
 
     @property
     def pid(self) -> int:
-        return self.popen.pid
+        return self.handle.pid
 
     def _drain_output(self) -> None:
         """Log every output line, tagged with the invocation running when it was read."""
-        stdout = self.popen.stdout
-        assert stdout is not None
-        with stdout:
-            for raw in iter(lambda: stdout.readline(MAX_LINE), b""):
+        output = self.handle.output
+        with output:
+            for raw in iter(lambda: output.readline(MAX_LINE), b""):
                 line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
                 self.log.info("[%s %s] %s", self.function, self.invocation, line)
 
     def kill(self) -> None:
         """SIGKILL the worker's whole process group (it leads its own session)."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass  # already gone
+        kill_group(self.pid)
 
-    def finish(self, wait: float) -> int:
+    def finish(self, wait: float) -> int | None:
         """Blocking: reap the worker (SIGKILL after `wait`), then what is left of its group.
 
         Call it once the channel is closed (the worker sees EOF and exits).
@@ -184,10 +220,10 @@ class WorkerProcess:
         handler started.
         """
         try:
-            code = self.popen.wait(wait)
-        except subprocess.TimeoutExpired:
+            code = self.handle.wait(wait)
+        except TimeoutError:
             self.kill()
-            code = self.popen.wait()
+            code = self.handle.wait()
         self.kill()
         self._drain.join(1.0)
         return code

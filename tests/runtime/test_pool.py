@@ -16,6 +16,7 @@ import pytest
 
 from runtime.errors import Where, WorkerError
 from runtime.events import Event, HttpInfo
+from runtime.launcher import FORK_SERVER
 from runtime.pool import WorkerPool
 from runtime.protocol import decode_result
 from runtime.specs import FunctionSpec
@@ -75,12 +76,19 @@ async def wait_for(predicate: Callable[[], Any], within: float = 10.0) -> Any:
     raise AssertionError(f"condition not met within {within}s")
 
 
-def children() -> set[int]:
-    """Pids of this process's live children."""
+def children_of(parent: int) -> set[int]:
     found = set()
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+    for task in Path(f"/proc/{parent}/task").iterdir():
         found |= {int(pid) for pid in (task / "children").read_text().split()}
     return {pid for pid in found if alive(pid)}
+
+
+def children() -> set[int]:
+    """Pids of this process's live workers: its children and the fork server's."""
+    template = FORK_SERVER.pid
+    if template is None:
+        return children_of(os.getpid())
+    return (children_of(os.getpid()) | children_of(template)) - {template}
 
 
 def read_spans(folder: Path) -> list[tuple[float, ...]]:

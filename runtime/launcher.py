@@ -1,0 +1,319 @@
+"""Starting worker processes: forked from the fork server's template, else spawned.
+
+A fresh `python -S` interpreter takes ~11 ms to start before any of our
+code runs, so a spawned worker cannot be ready within the 25 ms cold-start
+budget on a loaded machine. One template per supervisor (a fresh interpreter
+holding `runtime.worker`, see `runtime.forkserver`) forks workers instead:
+fresh interpreters in every way a handler can see, never forks of the
+supervisor (SPEC 6).
+
+The template is an optimisation, never a dependency: a worker whose
+environment must act at interpreter start (PYTHON*, LANG, LC_* differing
+from the template's), or any worker while the template is missing, slow or
+dead, is spawned directly as before, and a dead template is restarted for
+the next one.
+"""
+
+from __future__ import annotations
+
+import array
+import atexit
+import itertools
+import logging
+import os
+import select
+import socket
+import subprocess
+import threading
+from collections.abc import Mapping
+from typing import Any, BinaryIO, cast
+
+from runtime import protocol
+from runtime.forkserver import MAX_REQUEST
+from runtime.process import (
+    ENV_ALLOWLIST,
+    ENV_PREFIXES,
+    WorkerHandle,
+    boot_command,
+    child_command,
+    child_path,
+    kill_group,
+    lifeline,
+    worker_options,
+)
+from runtime.specs import FunctionSpec
+
+FORK_WAIT = 5.0
+"""How long a fork request may wait for the template before the worker is spawned directly."""
+STARTUP_PREFIXES = ("PYTHON", "LC_", "LANG")
+"""Environment read at interpreter start, so a forked worker has the template's."""
+
+log = logging.getLogger("fnrun.launcher")
+
+
+class Spawned:
+    """A worker started directly: `subprocess.Popen` as a `WorkerHandle`."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        assert popen.stdout is not None
+        self.popen = popen
+        self.pid = popen.pid
+        self.output = cast(BinaryIO, popen.stdout)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"worker {self.pid} still running") from None
+
+
+class Forked:
+    """A worker forked by the template, which reports its exit code.
+
+    If the template dies first, the exit is seen through a pidfd (which works
+    for a process that is not our child) and its code is unknown.
+    """
+
+    def __init__(self, pid: int, output: BinaryIO) -> None:
+        self.pid = pid
+        self.output = output
+        self.code: int | None = None
+        self._ended = threading.Event()
+        try:
+            self.pidfd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.pidfd = None  # reaped already: its `exited` report is on its way
+
+    def ended(self, code: int | None) -> None:
+        self.code = code
+        self._ended.set()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if not self._ended.wait(timeout):
+            raise TimeoutError(f"worker {self.pid} still running")
+        return self.code
+
+
+def startup_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key.startswith(STARTUP_PREFIXES)}
+
+
+class Template:
+    """One template process, its control socket, and the workers it forked."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.env = {
+            key: value for key, value in os.environ.items()
+            if key in ENV_ALLOWLIST or key.startswith(ENV_PREFIXES)
+        }
+        try:
+            self.popen = subprocess.Popen(
+                boot_command("runtime.forkserver", f"control={theirs.fileno()}",
+                             f"lifeline={lifeline()}"),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(), lifeline()), start_new_session=True, env=self.env,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.alive = True
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._replied = threading.Condition(self._lock)
+        self._waiting: dict[int, BinaryIO] = {}
+        """Requests not answered yet: the output pipe their worker will have."""
+        self._replies: dict[int, Forked | dict[str, Any]] = {}
+        self._workers: dict[int, Forked] = {}
+        """Forked workers not reported `exited` yet, by pid."""
+        threading.Thread(target=self._read, name="fnrun-forkserver", daemon=True).start()
+
+    def fork(self, request: dict[str, Any], proto_fd: int) -> Forked | None:
+        """Ask for a worker; None if the template failed to make one in time."""
+        read_end, write_end = os.pipe()
+        output = cast(BinaryIO, open(read_end, "rb"))  # noqa: SIM115 - the worker's drain closes it
+        with self._lock:
+            request_id = next(self._ids)
+            self._waiting[request_id] = output
+        try:
+            frame = protocol.pack({"kind": "fork", "id": request_id, **request})
+            if len(frame) > MAX_REQUEST:
+                raise protocol.ProtocolError(f"fork request of {len(frame)} bytes")
+            fds = array.array("i", [proto_fd, write_end])
+            self.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            reply = self._await(request_id)
+        except (OSError, protocol.ProtocolError) as exc:
+            log.debug("fork server: request failed: %r", exc)
+            reply = None
+        finally:
+            os.close(write_end)
+            with self._lock:
+                self._waiting.pop(request_id, None)
+        if not isinstance(reply, Forked):
+            output.close()
+            if reply is not None:
+                log.warning("fork server: %s", reply.get("error"))
+            return None
+        return reply
+
+    def _await(self, request_id: int) -> Forked | dict[str, Any] | None:
+        """The reply to a request: its worker, a `fork_error`, or None (no answer in time)."""
+        with self._lock:
+            self._replied.wait_for(
+                lambda: request_id in self._replies or not self.alive, FORK_WAIT
+            )
+            reply = self._replies.pop(request_id, None)
+            # Without a reply, the request is forgotten now: a late `forked` finds no taker.
+            self._waiting.pop(request_id, None)
+        if reply is None and self.alive:
+            log.warning("fork server: no answer within %gs; restarting it", FORK_WAIT)
+            self.stop(kill=True)
+        return reply
+
+    def _read(self) -> None:
+        """Route the template's reports until it is gone."""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+                message = protocol.unpack(data[protocol.HEADER :]) if data else None
+            except (OSError, protocol.ProtocolError):
+                message = None
+            if message is None:
+                break
+            self._route(message)
+        self._lost()
+
+    def _route(self, message: dict[str, Any]) -> None:
+        kind = message["kind"]
+        with self._lock:
+            if kind == "exited":
+                worker = self._workers.pop(message["pid"], None)
+                if worker is not None:
+                    worker.ended(message["code"])
+                return
+            output = self._waiting.pop(message["id"], None)
+            if output is not None:
+                reply: Forked | dict[str, Any] = message
+                if kind == "forked":
+                    reply = self._workers[message["pid"]] = Forked(message["pid"], output)
+                self._replies[message["id"]] = reply
+                self._replied.notify_all()
+                return
+        if kind == "forked":
+            kill_group(message["pid"])  # its requester gave up waiting: nobody owns it
+
+    def _lost(self) -> None:
+        """The template is gone: wake waiting requests, watch its workers' ends ourselves."""
+        with self._lock:
+            self.alive = False
+            self._replied.notify_all()
+            orphans, self._workers = list(self._workers.values()), {}
+        self.sock.close()
+        self.popen.kill()  # it exits on EOF anyway; this bounds the wait
+        self.popen.wait()
+        if orphans:
+            threading.Thread(target=_watch, args=(orphans,), daemon=True).start()
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Close the control socket (the template exits on EOF); SIGKILL it if `kill`."""
+        if kill:
+            self.popen.kill()  # only the template: its workers lead their own sessions
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+
+
+def _watch(workers: list[Forked]) -> None:
+    """Mark orphaned workers ended (code unknown) as their pidfds become readable."""
+    poller = select.poll()
+    waiting = {}
+    for worker in workers:
+        if worker.pidfd is None:
+            worker.ended(None)
+        else:
+            poller.register(worker.pidfd, select.POLLIN)
+            waiting[worker.pidfd] = worker
+    while waiting:
+        for fd, _ in poller.poll():
+            poller.unregister(fd)
+            waiting.pop(fd).ended(None)
+
+
+class ForkServer:
+    """The supervisor's template: started on first use, restarted after it dies."""
+
+    def __init__(self) -> None:
+        self._template: Template | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The running template's pid, if any."""
+        template = self._template
+        return template.popen.pid if template is not None and template.alive else None
+
+    def start(self) -> Template | None:
+        """Start the template unless it runs; the running one, else None (it is starting)."""
+        with self._lock:
+            if self._template is not None and self._template.alive:
+                return self._template
+            try:
+                self._template = Template()
+            except OSError as exc:
+                log.warning("fork server: cannot start the template: %s", exc)
+                self._template = None
+            return None
+
+    def fork(self, spec: FunctionSpec, env: Mapping[str, str], proto_fd: int) -> Forked | None:
+        """A worker forked from the template, or None: then spawn it directly."""
+        template = self._template
+        if template is None or not template.alive:
+            self.start()  # for the next worker; this one does not wait for it
+            return None
+        if startup_env(env) != startup_env(template.env):
+            return None
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            return None  # a deleted cwd: a spawned worker still inherits it
+        request = {"argv": worker_options(spec), "env": dict(env), "cwd": cwd,
+                   "path": child_path()}
+        return template.fork(request, proto_fd)
+
+    def stop(self) -> None:
+        """Stop the template (workers it forked live on); the next `fork` starts a new one."""
+        with self._lock:
+            template, self._template = self._template, None
+        if template is not None:
+            template.stop()
+            try:
+                template.popen.wait(5.0)
+            except subprocess.TimeoutExpired:
+                template.stop(kill=True)
+
+
+FORK_SERVER = ForkServer()
+atexit.register(FORK_SERVER.stop)
+
+
+def start_worker(spec: FunctionSpec, env: Mapping[str, str], proto_fd: int) -> WorkerHandle:
+    """Blocking: a new worker for `spec` speaking on `proto_fd`, forked if possible.
+
+    Raises:
+        OSError: the worker could not be started.
+    """
+    forked = FORK_SERVER.fork(spec, env, proto_fd)
+    if forked is not None:
+        return forked
+    return Spawned(subprocess.Popen(
+        child_command(spec, proto_fd),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        pass_fds=(proto_fd, lifeline()), start_new_session=True, env=dict(env),
+    ))
