@@ -172,6 +172,7 @@ class Dispatcher:
             if claimed:
                 self._buffer.extend(claimed)
                 self._signal()
+            if not self._caught_up:
                 continue
             due = await self.store.next_due(name)
             wait = self.poll if due is None else min(self.poll, due - self.clock.now())

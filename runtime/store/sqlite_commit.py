@@ -144,10 +144,21 @@ class Op:
     grants: Mapping[str, int] = field(default_factory=dict)
     durable: bool = True
     """Whether its commit must reach the disk before it returns (see `GroupCommit`)."""
-    wake: anyio.Event = field(default_factory=anyio.Event)
-    finished: bool = False
     result: Any = None
     error: BaseException | None = None
+
+
+class Batch:
+    """Operations committed in one transaction; the task that queued the first one leads it."""
+
+    __slots__ = ("ops", "done", "after")
+
+    def __init__(self, after: Batch | None) -> None:
+        self.ops: list[Op] = []
+        self.done = anyio.Event()
+        """Set once the batch is committed (or failed): one wake-up for all its callers."""
+        self.after = after
+        """The batch before it, which must commit first."""
 
 
 class GroupCommit:
@@ -155,8 +166,9 @@ class GroupCommit:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._queue: list[Op] = []
-        self._busy = False
+        self._open: Batch | None = None
+        """The batch new operations join; it closes when its leader starts committing."""
+        self._last: Batch | None = None
         self._thread: anyio.CapacityLimiter | None = None
         self._durable = True
 
@@ -170,34 +182,36 @@ class GroupCommit:
         return await self._submit(op)  # type: ignore[no-any-return]
 
     async def _submit(self, op: Op) -> Any:
-        self._queue.append(op)
+        batch = self._open
+        leads = batch is None or len(batch.ops) >= MAX_BATCH
+        if leads:
+            batch = self._open = self._last = Batch(after=self._last)
+        assert batch is not None
+        batch.ops.append(op)
         # Once queued, the write will happen: wait for its outcome even if
-        # cancelled, so leadership is always handed on and nobody hangs.
+        # cancelled, so every batch is led and nobody hangs.
         with anyio.CancelScope(shield=True):
-            if self._busy:
-                await op.wake.wait()
-            if not op.finished:
-                await self._lead()
+            if leads:
+                await self._lead(batch)
+            else:
+                await batch.done.wait()
         if op.error is not None:
             raise op.error
         return op.result
 
-    async def _lead(self) -> None:
-        self._busy = True
-        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-        # Its own thread token: blocking calls elsewhere that fill anyio's
-        # default pool of 40 threads must never stall durable writes.
-        self._thread = self._thread or anyio.CapacityLimiter(1)
+    async def _lead(self, batch: Batch) -> None:
         try:
-            await anyio.to_thread.run_sync(self._commit, batch, limiter=self._thread)
+            if batch.after is not None:
+                await batch.after.done.wait()  # operations queued meanwhile join this batch
+                batch.after = None
+            if self._open is batch:
+                self._open = None
+            # Its own thread token: blocking calls elsewhere that fill anyio's
+            # default pool of 40 threads must never stall durable writes.
+            self._thread = self._thread or anyio.CapacityLimiter(1)
+            await anyio.to_thread.run_sync(self._commit, batch.ops, limiter=self._thread)
         finally:
-            for op in batch:
-                op.finished = True
-                op.wake.set()
-            if self._queue:
-                self._queue[0].wake.set()  # it leads the next batch; _busy stays set
-            else:
-                self._busy = False
+            batch.done.set()
 
     def _commit(self, batch: list[Op]) -> None:
         conn = self._conn
