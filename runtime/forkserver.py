@@ -10,8 +10,9 @@ so a handler sees the same `sys.modules` either way.
 The supervisor talks to it over a SOCK_SEQPACKET socket, one message per
 `runtime.protocol` frame:
 
-- supervisor -> template `fork` {id, argv, env, cwd, path}, carrying the
-  worker's protocol socket and the write end of its output pipe (SCM_RIGHTS);
+- supervisor -> template: an 8-byte request id, then a `fork` frame
+  {argv, env, cwd, path}, carrying the worker's protocol socket and the
+  write end of its output pipe (SCM_RIGHTS);
 - template -> supervisor `forked` {id, pid} right after the fork, or
   `fork_error` {id, error};
 - template -> supervisor `exited` {pid, code} once it has reaped a worker
@@ -35,27 +36,21 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-MAX_REQUEST = 1024 * 1024
-"""Largest `fork` message read; the supervisor spawns directly beyond it."""
+MAX_REQUEST = 128 * 1024
+"""Largest `fork` message; the supervisor spawns directly beyond it."""
+ID_SIZE = 8
 INT_SIZE = 4
 
 
-def _receive(sock: _socket.socket) -> tuple[dict[str, Any], list[int]] | None:
-    """One request and the fds it carries; None once the supervisor closed the socket."""
-    # socket.recv_fds would do this, but `socket` imports enum and selectors
-    # (~3 ms, and modules every handler would then see in sys.modules).
-    data, ancillary, _, _ = sock.recvmsg(MAX_REQUEST, _socket.CMSG_SPACE(2 * INT_SIZE))
+def _fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The fds an SCM_RIGHTS message carried."""
     fds: list[int] = []
     for level, kind, raw in ancillary:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             usable = len(raw) - len(raw) % INT_SIZE
             fds += [int.from_bytes(raw[i : i + INT_SIZE], sys.byteorder, signed=True)
                     for i in range(0, usable, INT_SIZE)]
-    if not data:
-        for fd in fds:
-            os.close(fd)
-        return None
-    return protocol.unpack(data[protocol.HEADER :]), fds
+    return fds
 
 
 def _reply(sock: _socket.socket, message: dict[str, Any]) -> None:
@@ -73,6 +68,7 @@ class Template:
         self.poller.register(lifeline, select.POLLIN)
         self.children: dict[int, int] = {}
         """pidfd -> pid of every worker forked and not yet reaped."""
+        self.buffer = bytearray(MAX_REQUEST)
 
     def serve(self) -> tuple[dict[str, Any], int, int] | None:
         """Fork workers until told to stop (None); in a forked worker, its job.
@@ -89,21 +85,33 @@ class Template:
                 if fd != control:
                     self._reap(fd)
                     continue
-                received = _receive(self.sock)
-                if received is None:
-                    return None
-                job = self._fork(*received)
+                # socket.recv_fds would do this, but `socket` imports enum and
+                # selectors: ~3 ms, and modules every handler would then see.
+                size, ancillary, _, _ = self.sock.recvmsg_into(
+                    [self.buffer], _socket.CMSG_SPACE(2 * INT_SIZE))
+                fds = _fds(ancillary)
+                if not size:
+                    for fd in fds:
+                        os.close(fd)
+                    return None  # the supervisor closed the socket: stop
+                job = self._fork(size, fds)
                 if job is not None:
                     return job
 
-    def _fork(
-        self, request: dict[str, Any], fds: list[int]
-    ) -> tuple[dict[str, Any], int, int] | None:
-        if len(fds) != 2:
+    def _fork(self, size: int, fds: list[int]) -> tuple[dict[str, Any], int, int] | None:
+        """Fork the worker a request of `size` bytes in `buffer` asks for.
+
+        The template never decodes a request: only the worker it is for does.
+        The buffer is zeroed once the worker is forked, so no function's
+        environment or secrets stay in memory that later workers inherit.
+        """
+        request_id = int.from_bytes(self.buffer[:ID_SIZE], "big")
+        if len(fds) != 2 or size < ID_SIZE + protocol.HEADER:
             for fd in fds:
                 os.close(fd)
-            _reply(self.sock, {"kind": "fork_error", "id": request.get("id"),
-                               "error": f"expected 2 fds, got {len(fds)}"})
+            self.buffer[:size] = bytes(size)
+            _reply(self.sock, {"kind": "fork_error", "id": request_id,
+                               "error": f"bad request ({size} bytes, {len(fds)} fds)"})
             return None
         proto, output = fds
         led, leading = os.pipe()
@@ -112,7 +120,8 @@ class Template:
         except OSError as exc:
             for fd in (proto, output, led, leading):
                 os.close(fd)
-            _reply(self.sock, {"kind": "fork_error", "id": request["id"], "error": str(exc)})
+            self.buffer[:size] = bytes(size)
+            _reply(self.sock, {"kind": "fork_error", "id": request_id, "error": str(exc)})
             return None
         if pid == 0:
             # Its own session before the supervisor learns the pid, so that a
@@ -120,8 +129,10 @@ class Template:
             os.setsid()
             os.close(led)
             os.close(leading)
+            request = protocol.unpack(self.buffer[ID_SIZE + protocol.HEADER : size])
             self._forget()
             return request, proto, output
+        self.buffer[:size] = bytes(size)
         os.close(leading)
         os.read(led, 1)  # EOF once the child leads its session (or died)
         os.close(led)
@@ -130,7 +141,7 @@ class Template:
         pidfd = os.pidfd_open(pid)
         self.children[pidfd] = pid
         self.poller.register(pidfd, select.POLLIN)
-        _reply(self.sock, {"kind": "forked", "id": request["id"], "pid": pid})
+        _reply(self.sock, {"kind": "forked", "id": request_id, "pid": pid})
         return None
 
     def _reap(self, pidfd: int) -> None:
@@ -146,6 +157,7 @@ class Template:
             os.close(pidfd)
         self.children.clear()
         self.sock.close()
+        self.buffer = bytearray()
 
 
 def become_worker(request: dict[str, Any], proto: int, output: int, lifeline: int) -> None:

@@ -25,11 +25,12 @@ import select
 import socket
 import subprocess
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any, BinaryIO, cast
 
 from runtime import protocol
-from runtime.forkserver import MAX_REQUEST
+from runtime.forkserver import ID_SIZE, MAX_REQUEST
 from runtime.process import (
     ENV_ALLOWLIST,
     ENV_PREFIXES,
@@ -43,8 +44,10 @@ from runtime.process import (
 )
 from runtime.specs import FunctionSpec
 
-FORK_WAIT = 5.0
+FORK_WAIT = 2.0
 """How long a fork request may wait for the template before the worker is spawned directly."""
+REPORT_WAIT = 1.0
+"""How long a worker's exit code may take to come from the template once it has ended."""
 STARTUP_PREFIXES = ("PYTHON", "LC_", "LANG")
 """Environment read at interpreter start, so a forked worker has the template's."""
 
@@ -70,8 +73,9 @@ class Spawned:
 class Forked:
     """A worker forked by the template, which reports its exit code.
 
-    If the template dies first, the exit is seen through a pidfd (which works
-    for a process that is not our child) and its code is unknown.
+    The worker is not our child, so its end is also watched through a pidfd:
+    if the template dies or hangs, the worker's exit is still seen, with an
+    unknown code (None).
     """
 
     def __init__(self, pid: int, output: BinaryIO) -> None:
@@ -83,17 +87,23 @@ class Forked:
             self.pidfd: int | None = os.pidfd_open(pid)
         except ProcessLookupError:
             self.pidfd = None  # reaped already: its `exited` report is on its way
+        else:
+            weakref.finalize(self, os.close, self.pidfd)
 
     def ended(self, code: int | None) -> None:
         self.code = code
         self._ended.set()
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
 
     def wait(self, timeout: float | None = None) -> int | None:
-        if not self._ended.wait(timeout):
+        if self._ended.wait(REPORT_WAIT if timeout is None else timeout):
+            return self.code
+        if timeout is not None:
             raise TimeoutError(f"worker {self.pid} still running")
+        if self.pidfd is not None:  # the template is slow, hung or gone: watch the process
+            poller = select.poll()
+            poller.register(self.pidfd, select.POLLIN)
+            poller.poll()  # readable once the process has ended
+        self._ended.wait(REPORT_WAIT)  # give the template a moment to report its code
         return self.code
 
 
@@ -127,6 +137,7 @@ class Template:
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._replied = threading.Condition(self._lock)
+        self._sending = threading.Lock()
         self._waiting: dict[int, BinaryIO] = {}
         """Requests not answered yet: the output pipe their worker will have."""
         self._replies: dict[int, Forked | dict[str, Any]] = {}
@@ -142,11 +153,14 @@ class Template:
             request_id = next(self._ids)
             self._waiting[request_id] = output
         try:
-            frame = protocol.pack({"kind": "fork", "id": request_id, **request})
+            frame = request_id.to_bytes(ID_SIZE, "big") + protocol.pack({"kind": "fork", **request})
             if len(frame) > MAX_REQUEST:
                 raise protocol.ProtocolError(f"fork request of {len(frame)} bytes")
             fds = array.array("i", [proto_fd, write_end])
-            self.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            with self._sending:  # never on a socket `_lost` closed (its fd may be reused)
+                if self.sock.fileno() < 0:
+                    raise ConnectionError("the fork server is gone")
+                self.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
             reply = self._await(request_id)
         except (OSError, protocol.ProtocolError) as exc:
             log.debug("fork server: request failed: %r", exc)
@@ -214,7 +228,8 @@ class Template:
             self.alive = False
             self._replied.notify_all()
             orphans, self._workers = list(self._workers.values()), {}
-        self.sock.close()
+        with self._sending:
+            self.sock.close()
         self.popen.kill()  # it exits on EOF anyway; this bounds the wait
         self.popen.wait()
         if orphans:
@@ -224,10 +239,11 @@ class Template:
         """Close the control socket (the template exits on EOF); SIGKILL it if `kill`."""
         if kill:
             self.popen.kill()  # only the template: its workers lead their own sessions
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed
+        with self._sending:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
 
 
 def _watch(workers: list[Forked]) -> None:
@@ -259,23 +275,25 @@ class ForkServer:
         template = self._template
         return template.popen.pid if template is not None and template.alive else None
 
-    def start(self) -> Template | None:
-        """Start the template unless it runs; the running one, else None (it is starting)."""
+    def start(self) -> None:
+        """Start the template unless it runs (it takes requests once its imports are done).
+
+        The supervisor may call this at start; otherwise the first worker
+        starts it, and is itself spawned directly.
+        """
         with self._lock:
             if self._template is not None and self._template.alive:
-                return self._template
+                return
             try:
                 self._template = Template()
             except OSError as exc:
                 log.warning("fork server: cannot start the template: %s", exc)
                 self._template = None
-            return None
 
     def fork(self, spec: FunctionSpec, env: Mapping[str, str], proto_fd: int) -> Forked | None:
         """A worker forked from the template, or None: then spawn it directly."""
         template = self._template
         if template is None or not template.alive:
-            self.start()  # for the next worker; this one does not wait for it
             return None
         if startup_env(env) != startup_env(template.env):
             return None
@@ -312,8 +330,10 @@ def start_worker(spec: FunctionSpec, env: Mapping[str, str], proto_fd: int) -> W
     forked = FORK_SERVER.fork(spec, env, proto_fd)
     if forked is not None:
         return forked
-    return Spawned(subprocess.Popen(
+    spawned = Spawned(subprocess.Popen(
         child_command(spec, proto_fd),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         pass_fds=(proto_fd, lifeline()), start_new_session=True, env=dict(env),
     ))
+    FORK_SERVER.start()  # after this worker, so it never waits for the template
+    return spawned
