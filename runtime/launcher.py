@@ -85,8 +85,8 @@ class Forked:
         self._ended = threading.Event()
         try:
             self.pidfd: int | None = os.pidfd_open(pid)
-        except ProcessLookupError:
-            self.pidfd = None  # reaped already: its `exited` report is on its way
+        except OSError:  # reaped already (its `exited` report is on its way), or out of fds
+            self.pidfd = None
         else:
             weakref.finalize(self, os.close, self.pidfd)
 
@@ -192,16 +192,20 @@ class Template:
 
     def _read(self) -> None:
         """Route the template's reports until it is gone."""
-        while True:
-            try:
-                data = self.sock.recv(65536)
-                message = protocol.unpack(data[protocol.HEADER :]) if data else None
-            except (OSError, protocol.ProtocolError):
-                message = None
-            if message is None:
-                break
-            self._route(message)
-        self._lost()
+        try:
+            while True:
+                try:
+                    data = self.sock.recv(65536)
+                    message = protocol.unpack(data[protocol.HEADER :]) if data else None
+                except (OSError, protocol.ProtocolError):
+                    message = None
+                if message is None:
+                    return
+                self._route(message)
+        except Exception:
+            log.exception("fork server: cannot read its reports; restarting it")
+        finally:
+            self._lost()
 
     def _route(self, message: dict[str, Any]) -> None:
         kind = message["kind"]
@@ -305,20 +309,24 @@ class ForkServer:
                    "path": child_path()}
         return template.fork(request, proto_fd)
 
-    def stop(self) -> None:
-        """Stop the template (workers it forked live on); the next `fork` starts a new one."""
+    def stop(self, wait: float = 5.0) -> None:
+        """Stop the template (workers it forked live on); the next `fork` starts a new one.
+
+        It exits on its own once its socket closes; `wait` bounds how long
+        this waits for that before killing it.
+        """
         with self._lock:
             template, self._template = self._template, None
         if template is not None:
             template.stop()
             try:
-                template.popen.wait(5.0)
+                template.popen.wait(wait)
             except subprocess.TimeoutExpired:
                 template.stop(kill=True)
 
 
 FORK_SERVER = ForkServer()
-atexit.register(FORK_SERVER.stop)
+atexit.register(FORK_SERVER.stop, 0.5)  # a short exit: the template goes on EOF anyway
 
 
 def start_worker(spec: FunctionSpec, env: Mapping[str, str], proto_fd: int) -> WorkerHandle:
