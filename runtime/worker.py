@@ -2,8 +2,10 @@
 
 Run as `python -m runtime.worker proto=FD lifeline=FD file=PATH attr=NAME
 function=NAME [memory_mb=N]` (the pool starts it with `-S` and a resolved
-`sys.path`, see `runtime.pool`). It speaks `runtime.protocol` on the
-socket `proto`; stdout and stderr belong to the handler.
+`sys.path`, see `runtime.process`), or entered through `main` in a child
+forked by the fork server's template (`runtime.forkserver`), which imports
+this module beforehand. It speaks `runtime.protocol` on the socket `proto`;
+stdout and stderr belong to the handler.
 
 Startup budget is ~25 ms, so this module imports only builtins at the top;
 asyncio, logging, datetime and traceback are imported the first time a

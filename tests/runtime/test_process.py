@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from runtime import process
+from runtime.errors import Where
+from runtime.launcher import Spawned
+from runtime.specs import FunctionSpec
 
 
 def test_compile_worker_writes_fresh_bytecode_even_when_python_would_not() -> None:
@@ -19,3 +27,41 @@ def test_compile_worker_writes_fresh_bytecode_even_when_python_would_not() -> No
     process.compile_worker()
     assert cached.exists()
     assert cached.stat().st_mtime >= source.stat().st_mtime
+
+
+@pytest.mark.parametrize(("code", "words"), [
+    (0, "worker exited with code 0"),
+    (3, "worker exited with code 3"),
+    (-9, "worker died from signal SIGKILL"),
+    (-200, "worker died from signal 200"),
+    (None, "worker exited (status unknown: its fork server died)"),
+])
+def test_describe_exit_table(code: int | None, words: str) -> None:
+    assert process.describe_exit(code) == words
+
+
+def test_spawned_and_forked_workers_share_one_command_shape() -> None:
+    """A forked worker gets `worker_options` after proto/lifeline, as a spawned one does."""
+    spec = FunctionSpec(name="fn", where=Where(Path("f.yaml"), 1, 1),
+                        handler_file=Path("/x/h.py"), handler_attr="run", memory_mb=64)
+    command = process.child_command(spec, 7)
+    assert command[:2] == [sys.executable, "-S"] and "from runtime.worker import main" in command[3]
+    assert command[4:] == ["proto=7", f"lifeline={process.lifeline()}",
+                           *process.worker_options(spec)]
+    assert process.worker_options(spec) == [
+        "file=/x/h.py", "attr=run", "function=fn", "memory_mb=64"]
+    assert process.child_path()[0] == process.RUNTIME_ROOT
+
+
+def test_a_wait_that_times_out_raises_timeout_error() -> None:
+    """Both handle kinds time out the same way, so `WorkerProcess.finish` treats them alike."""
+    popen = subprocess.Popen([sys.executable, "-S", "-c", "import time; time.sleep(30)"],
+                             stdout=subprocess.PIPE, start_new_session=True)
+    handle = Spawned(popen)
+    try:
+        with pytest.raises(TimeoutError):
+            handle.wait(0.05)
+    finally:
+        process.kill_group(handle.pid)
+    assert handle.wait(5) == -signal.SIGKILL
+    handle.output.close()
