@@ -17,7 +17,7 @@ import pytest
 
 from runtime.errors import Where
 from runtime.events import Event
-from runtime.launcher import FORK_SERVER
+from runtime.launcher import FORK_SERVER, FORK_WAIT
 from runtime.pool import WorkerPool
 from runtime.process import ENV_ALLOWLIST, ENV_PREFIXES
 from runtime.specs import FunctionSpec
@@ -207,6 +207,50 @@ async def test_a_killed_template_is_restarted_and_no_spawn_fails(
     assert restarted["ppid"] == FORK_SERVER.pid not in (None, template)
 
 
+async def test_a_hung_template_delays_a_spawn_by_at_most_fork_wait(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    pool = pools(concurrency=2)
+    earlier = await call(pool, do="state")
+    template = FORK_SERVER.pid
+    assert template is not None and earlier["ppid"] == template
+    os.kill(template, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        async with anyio.create_task_group() as tg:  # the idle worker is busy: a spawn
+            tg.start_soon(pool.invoke, Event(type="t", data={"do": "sleep"}), 1)
+            await wait_for(lambda: pool.running == 1)
+            fallback = await call(pool, do="state")
+            tg.cancel_scope.cancel()
+        assert fallback["ppid"] == os.getpid()  # spawned directly
+        assert FORK_WAIT <= time.monotonic() - started < FORK_WAIT + 5
+        await wait_for(lambda: not alive(template))  # killed, to be restarted
+    finally:
+        try:
+            os.kill(template, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    await pool.aclose(grace=0)  # the earlier worker ends although its template never reported
+    assert not alive(earlier["pid"])
+
+
+async def test_simultaneous_spawns_are_all_forked(pools: Callable[..., WorkerPool]) -> None:
+    pool = pools(concurrency=6)
+    states: list[Any] = []
+
+    async def one() -> None:
+        outcome = await pool.invoke(Event(type="t", data={"do": "state"}), 1)
+        states.append(outcome.result)
+
+    await call(pools(), do="state")  # the template is up
+    async with anyio.create_task_group() as tg:
+        for _ in range(6):
+            tg.start_soon(one)
+    pids = {state["json"]["pid"] for state in states}
+    assert all(state["json"]["ppid"] == FORK_SERVER.pid for state in states)
+    assert 1 <= len(pids) <= 6 and pool.live_workers == len(pids)
+
+
 async def test_workers_outliving_their_template_still_end_cleanly(
     pools: Callable[..., WorkerPool],
 ) -> None:
@@ -228,7 +272,7 @@ import anyio, logging, sys
 from pathlib import Path
 from runtime.errors import Where
 from runtime.events import Event
-from runtime.launcher import FORK_SERVER
+from runtime.launcher import FORK_SERVER, FORK_WAIT
 from runtime.pool import WorkerPool
 from runtime.specs import FunctionSpec
 
