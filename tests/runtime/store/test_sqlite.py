@@ -392,3 +392,25 @@ async def test_claims_commit_without_fsync_and_publishes_with_it(
     await store.claim("a", 10, time.time())
     await store.publish([(Event(type="x"), ["a"])])
     assert modes == [2, 1, 2]  # FULL, NORMAL, FULL
+
+
+async def test_a_cancelled_claim_still_returns_the_rows_it_marked(store: SqliteStore) -> None:
+    await store.publish([(Event(type="x", id="e1"), ["a"])])
+    got: list[list[Delivery]] = []
+    gate = threading.Event()
+
+    async def claim() -> None:
+        got.append(await store.claim("a", 10, time.time()))
+
+    with anyio.fail_after(10), anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store._write, lambda conn: gate.wait(5))  # holds one commit open...
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(store.publish, [(Event(type="y"), ["b"])])  # ...this one leads the next
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(claim)  # ...and the claim joins it
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+            gate.set()
+    assert [d.event.id for d in got[0]] == ["e1"]
+    assert (await store.counts())["a"].running == 1
