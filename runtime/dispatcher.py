@@ -97,6 +97,8 @@ class Dispatcher:
         self.poll = poll
         self._buffer: deque[Delivery] = deque()
         self._buffer_changed = anyio.Event()
+        self._watchers = 0
+        """Tasks waiting on `_buffer_changed`; with none, a change needs no new event."""
         self._stopping = False
         self._idle = anyio.CancelScope()
         self._mean_duration = 0.01
@@ -134,8 +136,16 @@ class Dispatcher:
         return []
 
     def _signal(self) -> None:
-        self._buffer_changed.set()
-        self._buffer_changed = anyio.Event()
+        if self._watchers:  # an anyio.Event costs more than the rest of a small batch
+            self._buffer_changed.set()
+            self._buffer_changed = anyio.Event()
+
+    async def _buffer_change(self) -> None:
+        self._watchers += 1
+        try:
+            await self._buffer_changed.wait()
+        finally:
+            self._watchers -= 1
 
     async def run(self) -> None:
         """Deliver until `stop()`; then release unstarted claims and settle what ran."""
@@ -165,7 +175,7 @@ class Dispatcher:
         while not self._stopping:
             room = self._prefetch() - len(self._buffer)
             if room <= 0:
-                await self._buffer_changed.wait()
+                await self._buffer_change()
                 continue
             claimed = await self.store.claim(name, room, self.clock.now())
             self._caught_up = len(claimed) < room
@@ -191,7 +201,7 @@ class Dispatcher:
         buffer = self._buffer
         while not self._stopping:
             if not buffer:
-                await self._buffer_changed.wait()
+                await self._buffer_change()
                 continue
             size = batch_size(self._mean_duration, len(buffer), self.spec.concurrency)
             batch = [buffer.popleft() for _ in range(size)]
