@@ -28,6 +28,7 @@ claim like any other (running, attempt 1), so a crash recovers it the same way.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -64,6 +65,9 @@ class Consumer(Protocol):
         makes them pending again.
         """
 
+
+Grants = dict[str, tuple[Consumer, int]]
+"""Room reserved for one publish's deliveries: per function, its consumer and how many."""
 
 Success = tuple[Delivery, Outcome, Sequence[tuple[Event, Targets]]]
 """A successful attempt to record: the delivery, its outcome, its routed emits."""
@@ -121,6 +125,40 @@ class Store(ABC):
         """Stop offering; a newer consumer attached since stays."""
         if self.consumers.get(function) is consumer:
             del self.consumers[function]
+
+    def reserve_handoff(self, items: Sequence[tuple[Event, Targets]]) -> Grants:
+        """For an adapter's publish: the room attached consumers grant its deliveries."""
+        if not self.consumers:
+            return {}
+        wanted: Counter[str] = Counter()
+        for _, targets in items:
+            wanted.update(fn for fn in dict.fromkeys(targets) if fn in self.consumers)
+        return {
+            fn: (consumer, consumer.reserve(n))
+            for fn, n in wanted.items()
+            for consumer in (self.consumers[fn],)
+        }
+
+    @staticmethod
+    def cancel_handoff(grants: Grants) -> None:
+        """The publish failed: free the room reserved for it."""
+        for consumer, reserved in grants.values():
+            consumer.take((), reserved)
+
+    @staticmethod
+    def hand_over(
+        items: Sequence[tuple[Event, Targets]], handed: Sequence[tuple[int, str, str]],
+        grants: Grants,
+    ) -> list[Delivery]:
+        """Give each consumer the deliveries stored claimed for it (item index, function,
+        delivery id); return those a consumer refused, for the adapter to release."""
+        by_function: dict[str, list[Delivery]] = {fn: [] for fn in grants}
+        for index, function, delivery_id in handed:
+            by_function[function].append(Delivery(delivery_id, function, items[index][0], 1))
+        refused: list[Delivery] = []
+        for function, (consumer, reserved) in grants.items():
+            refused += consumer.take(by_function[function], reserved)
+        return refused
 
     def configure(self, leases: Mapping[str, float]) -> None:
         """Tell the store how long an attempt of each function may run (its timeout).

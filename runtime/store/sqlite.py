@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -21,7 +20,6 @@ import anyio
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
 from runtime.store.base import (
-    Consumer,
     Counts,
     DeadLetter,
     Delivery,
@@ -48,10 +46,9 @@ from runtime.store.sqlite_schema import (
     path_of,
     targets_of,
 )
+from runtime.store.sqlite_watch import ExternalCommits
 
 T = TypeVar("T")
-EXTERNAL_POLL = 0.2
-"""How often an idle store looks for commits by other processes (`fnrun emit`)."""
 
 __all__ = ["MAX_ERROR", "MAX_RESULT", "MAX_TRACEBACK", "SqliteStore", "path_of"]
 
@@ -66,7 +63,7 @@ class SqliteStore(Store):
         self._read_conn: sqlite3.Connection | None = None
         self._read_lock = anyio.Lock()
         self._read_thread: anyio.CapacityLimiter | None = None
-        self._watching = False
+        self._external = ExternalCommits(self, self._data_version)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -125,46 +122,20 @@ class SqliteStore(Store):
         items = list(items)
         if self._writer is None:
             raise StoreError(f"store {self.path} is not open")
-        grants = self._reserve(items)
+        grants = self.reserve_handoff(items)
         try:
             fresh, handed = await self._writer.publish(
                 rows_of(items), {fn: n for fn, (_, n) in grants.items() if n}
             )
         except BaseException:
-            for consumer, reserved in grants.values():
-                consumer.take((), reserved)
+            self.cancel_handoff(grants)
             raise
         taken = {fn for _, fn, _ in handed}
         self._notify_all({fn for fn in targets_of(items, fresh) if fn not in taken})
-        await self._hand_over(items, handed, grants)
-        return fresh
-
-    def _reserve(self, items: Sequence[tuple[Event, Targets]]) -> dict[str, tuple[Consumer, int]]:
-        """Room the attached consumers grant for this publish's deliveries."""
-        if not self.consumers:
-            return {}
-        wanted: Counter[str] = Counter()
-        for _, targets in items:
-            wanted.update(fn for fn in dict.fromkeys(targets) if fn in self.consumers)
-        return {
-            fn: (consumer, consumer.reserve(n))
-            for fn, n in wanted.items()
-            for consumer in (self.consumers[fn],)
-        }
-
-    async def _hand_over(
-        self, items: Sequence[tuple[Event, Targets]], handed: Sequence[tuple[int, str, int]],
-        grants: dict[str, tuple[Consumer, int]],
-    ) -> None:
-        """Give each consumer its claimed deliveries; release those it no longer runs."""
-        by_function: dict[str, list[Delivery]] = {fn: [] for fn in grants}
-        for index, function, delivery_id in handed:
-            by_function[function].append(Delivery(str(delivery_id), function, items[index][0], 1))
-        refused: list[Delivery] = []
-        for function, (consumer, reserved) in grants.items():
-            refused += consumer.take(by_function[function], reserved)
+        refused = self.hand_over(items, [(i, fn, str(d)) for i, fn, d in handed], grants)
         if refused:
             await self.release(refused)
+        return fresh
 
     async def claim(self, function: str, limit: int, now: float) -> list[Delivery]:
         def work(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
@@ -429,40 +400,7 @@ class SqliteStore(Store):
     # -- wake-ups ----------------------------------------------------------
 
     async def wait_for_work(self, function: str, timeout: float) -> None:  # noqa: ASYNC109
-        # `fnrun emit` commits from another process, which cannot notify us.
-        # One waiter at a time (the watcher) looks every EXTERNAL_POLL whether
-        # another connection committed, and wakes every waiter if so; the
-        # others just wait. With 1,000 idle functions that is 5 queries a
-        # second, not 5,000.
-        wakeup = self._wakeups.setdefault(function, anyio.Event())
-        with anyio.move_on_after(timeout):
-            if self._watching:
-                await wakeup.wait()
-                return
-            self._watching = True
-            try:
-                await self._watch_external(wakeup)
-            finally:
-                self._watching = False
-                self._hand_over_watch(function)
-
-    async def _watch_external(self, wakeup: anyio.Event) -> None:
-        seen = await self._data_version()
-        while True:
-            with anyio.move_on_after(EXTERNAL_POLL):
-                await wakeup.wait()
-            if wakeup.is_set():
-                return
-            if await self._data_version() != seen:
-                self._notify_all(set(self._wakeups))
-                return
-
-    def _hand_over_watch(self, leaving: str) -> None:
-        """Wake one other waiter so that it becomes the watcher."""
-        for function in self._wakeups:
-            if function != leaving:
-                self.notify(function)
-                return
+        await self._external.wait(function, timeout)
 
     async def _data_version(self) -> int:
         # Asked on the write connection, whose own commits do not move it:

@@ -19,7 +19,7 @@ import pytest
 
 from runtime.errors import StoreError
 from runtime.events import Event, Outcome
-from runtime.store import sqlite, sqlite_commit
+from runtime.store import sqlite, sqlite_commit, sqlite_watch
 from runtime.store.base import Counts, Delivery
 from runtime.store.sqlite import SqliteStore
 
@@ -143,7 +143,7 @@ async def test_another_process_publishing_is_picked_up(store: SqliteStore) -> No
 async def test_publish_wakes_a_waiter_in_this_process(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite, "EXTERNAL_POLL", 60.0)
+    monkeypatch.setattr(sqlite_watch, "EXTERNAL_POLL", 60.0)
     woke_after: list[float] = []
 
     async def wait() -> None:
@@ -267,7 +267,7 @@ def test_event_rows_hold_the_json_envelope(tmp_path: Path) -> None:
 async def test_an_idle_wait_lasts_its_timeout(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite, "EXTERNAL_POLL", 0.05)
+    monkeypatch.setattr(sqlite_watch, "EXTERNAL_POLL", 0.05)
     start = time.monotonic()
     await store.wait_for_work("a", 0.4)  # nothing is written meanwhile: no early return
     assert time.monotonic() - start >= 0.39
