@@ -30,6 +30,8 @@ CO_ASYNC = 0x80 | 0x100 | 0x200
 """CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR (no `inspect`)."""
 CO_VARARGS = 0x04
 SIGKILL = 9
+MappingProxyType = type(type.__dict__)
+"""types.MappingProxyType, without importing `types` (~0.6 ms of a worker's first invocation)."""
 
 
 class ReadOnly:
@@ -54,8 +56,6 @@ class HttpRequest(ReadOnly):
     headers: Any
 
     def __init__(self, raw: dict[str, Any]) -> None:
-        from types import MappingProxyType
-
         set_ = object.__setattr__
         set_(self, "method", raw["method"])
         set_(self, "path", raw["path"])
@@ -80,8 +80,6 @@ class HandlerEvent(ReadOnly):
     _time: str | datetime
 
     def __init__(self, raw: dict[str, Any]) -> None:
-        from types import MappingProxyType
-
         set_ = object.__setattr__
         set_(self, "id", raw["id"])
         set_(self, "type", raw["type"])
