@@ -3,9 +3,10 @@
 Starting a worker as a fresh interpreter costs ~11 ms of interpreter start
 before any of our code runs; forking a template that already holds
 `runtime.worker` costs ~1 ms. The template is itself a fresh `python -S`
-interpreter started like a worker (`runtime.process.ForkServer`), never a
-fork of the supervisor (SPEC 6), and it imports only what a worker imports,
-so a handler sees the same `sys.modules` either way.
+interpreter started like a worker (`runtime.launcher.ForkServer`), never a
+fork of the supervisor (SPEC 6), and it imports only what a worker imports
+(plus this module, `select` and `_socket`), so a handler sees the same
+`sys.modules` either way.
 
 The supervisor talks to it over a SOCK_SEQPACKET socket, one message per
 `runtime.protocol` frame:
@@ -163,9 +164,9 @@ class Template:
 def become_worker(request: dict[str, Any], proto: int, output: int, lifeline: int) -> None:
     """In a forked child: set up what a spawned worker gets, then run `worker.main`.
 
-    Its own session is already there (see `Template._fork`); then exactly the function's
-    environment, cwd, `sys.path` and `sys.argv` as a direct start would have
-    them, stdout and stderr on the output pipe. Hash randomization is the
+    Its own session is already there (see `Template._fork`); then exactly
+    the function's environment, cwd, `sys.path` and `sys.argv` as a direct
+    start would have them, stdout and stderr on the output pipe. Hash randomization is the
     template's (one seed for all forked workers): a per-process seed only
     exists at interpreter start.
     """
@@ -186,7 +187,7 @@ def become_worker(request: dict[str, Any], proto: int, output: int, lifeline: in
 
 
 def main(argv: list[str]) -> None:
-    """Run as `python -S -c ... control=FD lifeline=FD` by `runtime.process`."""
+    """Run as `python -S -c ... control=FD lifeline=FD` by `runtime.launcher`."""
     options = dict(arg.partition("=")[::2] for arg in argv)
     # The first compile() of a process builds the AST types (~1.5 ms in a
     # forked child, where it also copies pages): every worker compiles its
