@@ -27,6 +27,9 @@ _MEDIA = {
 }
 
 
+_RAW_MEDIA = {media: media.encode() for media in _MEDIA.values()}
+
+
 class Reply(NamedTuple):
     """An HTTP response ready for ASGI: status, raw headers, body.
 
@@ -59,6 +62,23 @@ def answer(function: str, event_id: str, outcome: Outcome) -> dict[str, Any]:
                   outcome.error, outcome.traceback or "")
         return _error(500, "function failed", event_id)
     return decode(outcome.result)
+
+
+def reply(function: str, event_id: str, outcome: Outcome) -> Reply:
+    """`response(answer(...))`, without the storable answer in between when nothing stores it.
+
+    A handler's plain JSON or text return value goes straight to its reply.
+    """
+    result = outcome.result
+    if outcome.status == "ok" and type(result) is dict and len(result) == 1:
+        try:
+            if type(result.get("text")) is str:
+                return _reply(200, result["text"].encode(), _MEDIA["text"], {})
+            if "json" in result:
+                return _reply(200, _json(result["json"]), _MEDIA["json"], {})
+        except (UnicodeEncodeError, ValueError):
+            pass  # a lone surrogate or NaN: the full path logs it and answers 500
+    return response(answer(function, event_id, outcome))
 
 
 def decode(encoded: Any) -> dict[str, Any]:
@@ -99,6 +119,9 @@ def response(answer: dict[str, Any]) -> Reply:
 
 def _reply(status: int, body: bytes, media: str | None, headers: Mapping[str, str]) -> Reply:
     """Raises UnicodeEncodeError for a header that is not latin-1."""
+    if not headers and media is not None and not (status < 200 or status in (204, 304)):
+        return Reply(status, [(b"content-length", b"%d" % len(body)),
+                              (b"content-type", _RAW_MEDIA[media])], body)
     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     if "content-length" not in headers and not (status < 200 or status in (204, 304)):
         raw.append((b"content-length", str(len(body)).encode()))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.types import Receive
 
@@ -26,8 +28,57 @@ class BodyError(Exception):
         self.headers = dict(headers or {})
 
 
+class Deadlines:
+    """Timeouts for many tasks on one lazily re-armed timer.
+
+    `asyncio.timeout` arms and cancels a loop timer per request, which on
+    uvloop cost ~30 us of a no-op webhook's ~170 (measured under wrk). Here
+    starting a deadline is a dict store; the one timer fires at the earliest
+    deadline only, cancels the tasks that are due, and moves itself on.
+    """
+
+    def __init__(self) -> None:
+        self._due: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, task: asyncio.Task[Any], seconds: float) -> None:
+        """Cancel `task` once `seconds` have passed, unless `stop` comes first."""
+        loop = task.get_loop()
+        deadline = loop.time() + seconds
+        self._due[task] = deadline
+        timer = self._timer
+        if timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._fire, loop)
+
+    def stop(self, task: asyncio.Task[Any]) -> bool:
+        """Forget `task`'s deadline; True if it expired (and cancelled the task)."""
+        self._due.pop(task, None)
+        if not self._expired:
+            return False
+        expired = task in self._expired
+        self._expired.discard(task)
+        return expired
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now, soonest = loop.time(), math.inf
+        for task, deadline in self._due.items():
+            if deadline <= now:
+                if task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()
+            else:
+                soonest = min(soonest, deadline)
+        if soonest < math.inf:
+            self._timer = loop.call_at(soonest, self._fire, loop)
+
+
 async def read_body(
-    receive: Receive, headers: Mapping[str, str], limit: int, within: float
+    receive: Receive, headers: Mapping[str, str], limit: int, within: float,
+    deadlines: Deadlines,
 ) -> bytes:
     """The whole body, refused as soon as it passes `limit` bytes or `within` seconds.
 
@@ -42,25 +93,31 @@ async def read_body(
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyError(413, f"body over the {limit} byte limit", _CLOSE)
+    task = asyncio.current_task()
+    assert task is not None
+    cancelling = task.cancelling()
     chunks: list[bytes] = []
     size = 0
-    # asyncio's timeout, not an anyio cancel scope: a scope per request cost
-    # a tenth of a no-op webhook (measured); uvicorn runs on asyncio anyway.
+    deadlines.start(task, within)
     try:
-        async with asyncio.timeout(within):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise BodyError(400, "client disconnected")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise BodyError(413, f"body over the {limit} byte limit", _CLOSE)
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
-    except TimeoutError:
-        raise BodyError(408, f"body not received within {within:g}s", _CLOSE) from None
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BodyError(400, "client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyError(413, f"body over the {limit} byte limit", _CLOSE)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+    except asyncio.CancelledError:
+        # Ours only if no one else cancelled the task meanwhile (as asyncio.timeout does).
+        if deadlines.stop(task) and task.uncancel() <= cancelling:
+            raise BodyError(408, f"body not received within {within:g}s", _CLOSE) from None
+        raise
+    finally:
+        deadlines.stop(task)
 
 
 def authenticate(

@@ -38,7 +38,7 @@ from runtime.specs import Project, TriggerSpec
 from runtime.yamlnodes import Node, Reader
 from triggers import replies
 from triggers.replies import Reply, json_reply
-from triggers.requests import BodyError, authenticate, read_body
+from triggers.requests import BodyError, Deadlines, authenticate, read_body
 
 log = logging.getLogger("fnrun.webhook")
 
@@ -157,6 +157,7 @@ class Trigger:
         self.ingress = ingress
         self.body_timeout = BODY_TIMEOUT
         self._table = _Table()
+        self._deadlines = Deadlines()
 
     def bind(self, project: Project) -> None:
         """Swap in the routes of `project` (called at start and after each reload)."""
@@ -202,7 +203,7 @@ class Trigger:
         function, spec, limit = target
         headers = _headers(scope)
         try:
-            body = await read_body(receive, headers, limit, self.body_timeout)
+            body = await read_body(receive, headers, limit, self.body_timeout, self._deadlines)
             webhook_id = authenticate(
                 spec.signature, spec.secret_env, headers, body, self.ingress.clock.now()
             )
@@ -233,6 +234,8 @@ class Trigger:
             if earlier is not None:
                 return replies.response(earlier)
         outcome = await self.ingress.invoke(function, event)
+        if key is None:
+            return replies.reply(function, event.id, outcome)
         answer = replies.answer(function, event.id, outcome)
         if key is not None:
             earlier = await self.ingress.store.remember(key, answer, ttl=retention)
@@ -242,9 +245,13 @@ class Trigger:
 
 
 def _headers(scope: Scope) -> dict[str, str]:
-    """Lower-case header names; repeated headers joined with ", " (RFC 9110 5.3)."""
-    out: dict[str, str] = {}
-    for raw_name, raw_value in scope["headers"]:
+    """Header names (ASGI lower-cases them) to values; repeats joined with ", " (RFC 9110 5.3)."""
+    raw = scope["headers"]
+    out = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
+    if len(out) == len(raw):
+        return out
+    out = {}
+    for raw_name, raw_value in raw:
         name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
         if name in out:
             value = f"{out[name]}, {value}"
@@ -278,4 +285,29 @@ def _event_id(path: str, webhook_id: str | None, idem: str | None) -> str:
         return str(uuid.uuid5(_NAMESPACE, f"{path}\nwebhook-id\n{webhook_id}"))
     if idem:
         return str(uuid.uuid5(_NAMESPACE, f"{path}\nidempotency-key\n{idem}"))
-    return str(uuid.uuid4())
+    return _fresh_id()
+
+
+class _FreshIds:
+    """Random (version 4) UUID strings, 256 from each getrandom call.
+
+    `str(uuid.uuid4())` costs a syscall and a UUID object per request, a
+    visible share of a no-op sync webhook.
+    """
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._next = 0
+
+    def __call__(self) -> str:
+        at = self._next
+        if at >= len(self._pool):
+            self._pool, at = os.urandom(16 * 256), 0
+        self._next = at + 16
+        h = self._pool[at : at + 16].hex()
+        # Version nibble 4; variant bits 10 (RFC 9562 section 5.4).
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+_fresh_id = _FreshIds()

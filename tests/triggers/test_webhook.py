@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import uuid
 from pathlib import Path
 
 import pytest
+from starlette.types import Message
 
 from runtime.errors import ManifestError, Where
 from runtime.events import Outcome
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
 from runtime.yamlnodes import Reader
-from triggers import replies
+from triggers import replies, webhook
+from triggers.requests import BodyError, Deadlines, read_body
 from triggers.webhook import Trigger, WebhookSpec, parse
 
 pytestmark = pytest.mark.timeout(10)
@@ -135,3 +139,60 @@ def test_failures_carry_the_id_but_never_the_traceback() -> None:
         assert answer["status"] == status
         assert answer["body"]["id"] == "ev1"
         assert "Traceback" not in str(answer) and "secret" not in str(answer)
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        ok({"json": {"a": 1}}),
+        ok({"json": None}),
+        ok({"json": float("nan")}),
+        ok({"text": "hi é"}),
+        ok({"text": "\ud800"}),
+        ok({"bytes": base64.b64encode(b"\x00\x01").decode()}),
+        ok({"status": 204, "body": {"text": ""}, "headers": {}}),
+        ok({"status": 418, "body": {"text": "teapot"}, "headers": {"X-A": "b"}}),
+        ok(["not", "encoded"]),
+        Outcome("timeout", 0.0, 5.0, error="timed out"),
+    ],
+)
+def test_direct_reply_is_the_reply_of_the_storable_answer(outcome: Outcome) -> None:
+    # Sync webhooks without an Idempotency-Key skip the answer dict: same bytes on the wire.
+    assert replies.reply("f", "ev1", outcome) == replies.response(
+        replies.answer("f", "ev1", outcome))
+
+
+def test_fresh_event_ids_are_distinct_version_4_uuids() -> None:
+    ids = [webhook._event_id("/p", None, None) for _ in range(600)]
+    assert len(set(ids)) == 600
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+def test_headers_keep_repeats_joined() -> None:
+    scope = {"headers": [(b"a", b"1"), (b"b", b"2"), (b"a", b"3")]}
+    assert webhook._headers(scope) == {"a": "1, 3", "b": "2"}
+    assert webhook._headers({"headers": [(b"c", b"\xe9")]}) == {"c": "é"}
+
+
+@pytest.mark.anyio
+async def test_body_deadline_answers_408_but_leaves_other_cancels_alone() -> None:
+    never = asyncio.Event()
+
+    async def stalled() -> Message:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    deadlines = Deadlines()
+    with pytest.raises(BodyError) as caught:
+        await read_body(stalled, {}, 100, 0.05, deadlines)
+    assert caught.value.status == 408
+    # A cancel from outside stays a cancel, and leaves no deadline behind.
+    task = asyncio.ensure_future(read_body(stalled, {}, 100, 30.0, deadlines))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not deadlines._due and not deadlines._expired
