@@ -22,6 +22,7 @@ from runtime.clock import Clock, SystemClock
 from runtime.dispatcher import Dispatcher
 from runtime.events import Event, Outcome
 from runtime.ingress import Trigger
+from runtime.launcher import FORK_SERVER
 from runtime.listing import describe_functions
 from runtime.manifest import function_fingerprint, load_project
 from runtime.metrics import Metrics
@@ -157,6 +158,14 @@ class Supervisor:
 
         http.check_bind(self.settings)  # refuse an unsafe address before touching anything
         project = load_project(self.settings)
+        FORK_SERVER.start()  # so that even the first workers fork from the template
+        try:
+            await self._serve(project, task_status)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(FORK_SERVER.stop)  # the pools are closed
+
+    async def _serve(self, project: Project, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with self.store:
             self.store.configure({n: s.timeout for n, s in project.functions.items()})
             recovered = await self.store.recover()
