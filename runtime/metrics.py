@@ -3,13 +3,20 @@
 The dispatcher and pools report through these methods; `GET /_/metrics`
 renders `Metrics.render()`. Gauges that mirror state elsewhere (queue
 depth, live workers) are read at scrape time through `set_sources`.
+Per-attempt figures are plain counts turned into metric families only when
+scraped (`_Attempts`): prometheus-client's Counter and Histogram take a lock
+and walk the buckets in Python on every update, a visible share of a no-op
+sync webhook at thousands of requests a second.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 DEPTH_SOURCE = Callable[[], Awaitable[Mapping[str, tuple[int, int, int]]]]
 """Async source of {function: (pending, running, dead)}."""
@@ -20,19 +27,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.invocations = Counter(
-            "fnrun_invocations", "Finished attempts by function and outcome.",
-            ["function", "outcome"], registry=self.registry,
-        )
-        self.duration = Histogram(
-            "fnrun_invocation_duration_seconds", "Attempt duration by function.",
-            ["function"], registry=self.registry,
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        )
-        self.redeliveries = Counter(
-            "fnrun_redeliveries", "Attempts after the first, by function.",
-            ["function"], registry=self.registry,
-        )
+        self.attempts = _Attempts()
+        self.registry.register(self.attempts)
         self.dead_letters = Counter(
             "fnrun_dead_letters", "Deliveries moved to the dead-letter store.",
             ["function"], registry=self.registry,
@@ -45,7 +41,6 @@ class Metrics:
             "fnrun_workers", "Live worker processes by function.",
             ["function"], registry=self.registry,
         )
-        self._children: dict[tuple[str, str], tuple[Counter, Histogram, Counter]] = {}
         self._depth: DEPTH_SOURCE | None = None
         self._workers: Callable[[], Mapping[str, int]] | None = None
 
@@ -57,20 +52,7 @@ class Metrics:
 
     def invocation(self, function: str, outcome: str, duration: float, attempt: int) -> None:
         """Record one finished attempt."""
-        # `labels()` validates and hashes its arguments on every call: at
-        # thousands of attempts a second, keep the children it returns.
-        children = self._children.get((function, outcome))
-        if children is None:
-            children = self._children[(function, outcome)] = (
-                self.invocations.labels(function, outcome),
-                self.duration.labels(function),
-                self.redeliveries.labels(function),
-            )
-        count, duration_of, redeliveries = children
-        count.inc()
-        duration_of.observe(duration)
-        if attempt > 1:
-            redeliveries.inc()
+        self.attempts.add(function, outcome, duration, attempt)
 
     def dead_letter(self, function: str) -> None:
         self.dead_letters.labels(function).inc()
@@ -85,3 +67,73 @@ class Metrics:
             for function, count in self._workers().items():
                 self.workers.labels(function).set(count)
         return generate_latest(self.registry)
+
+
+BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+"""Upper bounds (seconds) of the attempt duration histogram; +Inf follows."""
+
+
+class _Attempts:
+    """Finished attempts as plain counts; a prometheus-client collector at scrape time.
+
+    Renders `fnrun_invocations_total{function,outcome}`,
+    `fnrun_invocation_duration_seconds{function}` (a histogram) and
+    `fnrun_redeliveries_total{function}`, as labelled Counter and Histogram
+    objects would. Updated from the event loop only.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {}
+        self._durations: dict[str, list[float]] = {}
+        """function -> a count per bucket (the last one past every bound), then the sum."""
+        self._redeliveries: dict[str, int] = {}
+        self._created: dict[object, float] = {}
+
+    def add(self, function: str, outcome: str, duration: float, attempt: int) -> None:
+        key = (function, outcome)
+        count = self._counts.get(key)
+        if count is None:
+            count = self._first(key, function)
+        self._counts[key] = count + 1
+        histogram = self._durations[function]
+        histogram[bisect_left(BUCKETS, duration)] += 1
+        histogram[-1] += duration
+        if attempt > 1:
+            self._redeliveries[function] += 1
+
+    def _first(self, key: tuple[str, str], function: str) -> int:
+        now = time.time()
+        self._created.setdefault(key, now)
+        if function not in self._durations:
+            self._durations[function] = [0.0] * (len(BUCKETS) + 2)
+            self._redeliveries[function] = 0
+            self._created[function] = now
+        return 0
+
+    def collect(self) -> Iterator[Metric]:
+        """The three metric families (prometheus-client's collector interface)."""
+        counts = CounterMetricFamily("fnrun_invocations", "Finished attempts by function and "
+                                     "outcome.", labels=["function", "outcome"])
+        for key, count in self._counts.items():
+            counts.add_metric(key, float(count), created=self._created[key])
+        durations = HistogramMetricFamily("fnrun_invocation_duration_seconds",
+                                          "Attempt duration by function.", labels=["function"])
+        redeliveries = CounterMetricFamily("fnrun_redeliveries", "Attempts after the first, "
+                                           "by function.", labels=["function"])
+        for function, histogram in self._durations.items():
+            cumulative = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, observed in zip((*map(_bound, BUCKETS), "+Inf"), histogram, strict=False):
+                cumulative += observed
+                buckets.append((bound, cumulative))
+            durations.add_metric([function], buckets, histogram[-1])
+            redeliveries.add_metric([function], float(self._redeliveries[function]),
+                                    created=self._created[function])
+        yield counts
+        yield durations
+        yield redeliveries
+
+
+def _bound(value: float) -> str:
+    """A bucket bound as prometheus-client writes it (`le="1.0"`)."""
+    return repr(float(value))

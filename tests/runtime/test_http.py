@@ -435,6 +435,26 @@ async def test_functions_invocations_dead_letters_and_metrics(h: Harness) -> Non
     assert 'fnrun_invocations_total{function="sink",outcome="ok"} 1.0' in after
 
 
+async def test_metrics_render_attempt_counts_and_duration_histogram(h: Harness) -> None:
+    for outcome, duration, attempt in (("ok", 0.001, 1), ("ok", 0.3, 2), ("error", 90.0, 3)):
+        h.view.metrics.invocation("sink", outcome, duration, attempt)
+    text = (await h.client.get("/_/metrics")).text
+    series = 'fnrun_invocation_duration_seconds_{}{{function="sink"{}}} {}'
+    for expected in (
+        'fnrun_invocations_total{function="sink",outcome="ok"} 2.0',
+        'fnrun_invocations_total{function="sink",outcome="error"} 1.0',
+        'fnrun_redeliveries_total{function="sink"} 2.0',
+        series.format("bucket", ',le="0.001"', "1.0"),  # a bound is inclusive
+        series.format("bucket", ',le="0.25"', "1.0"),
+        series.format("bucket", ',le="0.5"', "2.0"),
+        series.format("bucket", ',le="60.0"', "2.0"),
+        series.format("bucket", ',le="+Inf"', "3.0"),
+        series.format("count", "", "3.0"),
+        series.format("sum", "", "90.301"),
+    ):
+        assert expected in text.splitlines(), expected
+
+
 # -- the token rule ---------------------------------------------------------------------
 
 def test_check_bind_refuses_public_host_without_token(tmp_path: Path) -> None:
