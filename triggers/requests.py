@@ -108,9 +108,9 @@ async def read_body(
             size += len(chunk)
             if size > limit:
                 raise BodyError(413, f"body over the {limit} byte limit", _CLOSE)
-            chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                return b"".join((*chunks, chunk)) if chunks else chunk
+            chunks.append(chunk)
     except asyncio.CancelledError:
         # Ours only if no one else cancelled the task meanwhile (as asyncio.timeout does).
         if deadlines.stop(task) and task.uncancel() <= cancelling:

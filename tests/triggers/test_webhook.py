@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import uuid
 from pathlib import Path
 
@@ -196,3 +197,22 @@ async def test_body_deadline_answers_408_but_leaves_other_cancels_alone() -> Non
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not deadlines._due and not deadlines._expired
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"bench": true}', b'  [1, 2.5, "x\\u00e9"]\n', b'\xef\xbb\xbf{"a":1}',
+     '{"a": "\u00e9"}'.encode("utf-16"), '{"a": 1}'.encode("utf-16-le"), b'{"a":1} x',
+     b'{"a":', b"1\x00", b'"\xff"', b"\t\r\n 7 \t", b'{"a":1}\x0b', b'{"a": Infinity}'],
+)
+def test_json_bodies_parse_exactly_as_json_loads(body: bytes) -> None:
+    try:
+        expected: object = json.loads(body)
+    except ValueError as exc:
+        expected = f"invalid JSON body: {exc}"
+    try:
+        got = webhook._data({"content-type": "application/json"}, body)
+    except BodyError as exc:
+        assert exc.status == 400
+        got = exc.message
+    assert got == expected
