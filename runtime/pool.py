@@ -160,7 +160,9 @@ class WorkerPool:
             worker.channel.send(self._batch_message(items, invocations))
             for index in range(len(items)):
                 # Each item gets the full timeout from the moment the one before it ended.
-                reply = await worker.channel.receive(loop.time() + timeout)
+                reply = worker.channel.poll()
+                if reply is None:
+                    reply = await worker.channel.receive(loop.time() + timeout)
                 now, t1 = time.time(), time.monotonic()
                 if reply is None or reply.get("kind") != "done":
                     await self._discard(worker, kill=True)
