@@ -69,6 +69,8 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+FOLD_EVERY = 1024
+"""Most attempts kept unfolded between scrapes (bounds the memory they take)."""
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 """Upper bounds (seconds) of the attempt duration histogram; +Inf follows."""
 
@@ -83,6 +85,8 @@ class _Attempts:
     """
 
     def __init__(self) -> None:
+        self._pending: list[tuple[str, str, float, int]] = []
+        """Attempts not yet folded into the counts: appending is all `add` costs."""
         self._counts: dict[tuple[str, str], int] = {}
         self._durations: dict[str, list[float]] = {}
         """function -> a count per bucket (the last one past every bound), then the sum."""
@@ -90,28 +94,38 @@ class _Attempts:
         self._created: dict[object, float] = {}
 
     def add(self, function: str, outcome: str, duration: float, attempt: int) -> None:
-        key = (function, outcome)
-        count = self._counts.get(key)
-        if count is None:
-            count = self._first(key, function)
-        self._counts[key] = count + 1
-        histogram = self._durations[function]
-        histogram[bisect_left(BUCKETS, duration)] += 1
-        histogram[-1] += duration
-        if attempt > 1:
-            self._redeliveries[function] += 1
+        pending = self._pending
+        pending.append((function, outcome, duration, attempt))
+        if len(pending) >= FOLD_EVERY:
+            self.fold()
 
-    def _first(self, key: tuple[str, str], function: str) -> int:
+    def fold(self) -> None:
+        """Move the pending attempts into the counts (at each scrape, and every `FOLD_EVERY`)."""
+        pending, self._pending = self._pending, []
+        counts, durations, redeliveries = self._counts, self._durations, self._redeliveries
+        for function, outcome, duration, attempt in pending:
+            key = (function, outcome)
+            if key not in counts:
+                self._first(key, function)
+            counts[key] += 1
+            histogram = durations[function]
+            histogram[bisect_left(BUCKETS, duration)] += 1
+            histogram[-1] += duration
+            if attempt > 1:
+                redeliveries[function] += 1
+
+    def _first(self, key: tuple[str, str], function: str) -> None:
         now = time.time()
-        self._created.setdefault(key, now)
+        self._counts[key] = 0
+        self._created[key] = now
         if function not in self._durations:
             self._durations[function] = [0.0] * (len(BUCKETS) + 2)
             self._redeliveries[function] = 0
             self._created[function] = now
-        return 0
 
     def collect(self) -> Iterator[Metric]:
         """The three metric families (prometheus-client's collector interface)."""
+        self.fold()
         counts = CounterMetricFamily("fnrun_invocations", "Finished attempts by function and "
                                      "outcome.", labels=["function", "outcome"])
         for key, count in self._counts.items():

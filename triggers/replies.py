@@ -28,6 +28,8 @@ _MEDIA = {
 
 
 _RAW_MEDIA = {media: media.encode() for media in _MEDIA.values()}
+_TEXT = (b"content-type", _RAW_MEDIA[_MEDIA["text"]])
+_JSON = (b"content-type", _RAW_MEDIA[_MEDIA["json"]])
 
 
 class Reply(NamedTuple):
@@ -72,12 +74,17 @@ def reply(function: str, event_id: str, outcome: Outcome) -> Reply:
     result = outcome.result
     if outcome.status == "ok" and type(result) is dict and len(result) == 1:
         try:
-            if type(result.get("text")) is str:
-                return _reply(200, result["text"].encode(), _MEDIA["text"], {})
-            if "json" in result:
-                return _reply(200, _json(result["json"]), _MEDIA["json"], {})
+            text = result.get("text")
+            if type(text) is str:
+                body, media = text.encode(), _TEXT
+            elif "json" in result:
+                body, media = _json(result["json"]), _JSON
+            else:
+                return response(answer(function, event_id, outcome))
         except (UnicodeEncodeError, ValueError):
             pass  # a lone surrogate or NaN: the full path logs it and answers 500
+        else:
+            return Reply(200, [(b"content-length", b"%d" % len(body)), media], body)
     return response(answer(function, event_id, outcome))
 
 
