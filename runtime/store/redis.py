@@ -22,7 +22,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -46,6 +46,7 @@ from runtime.store.base import (
 from runtime.store.envelope import StoredEvent
 from runtime.store.redis_batch import Arg, ScriptRunner
 from runtime.store.redis_scripts import SCRIPTS
+from runtime.store.redis_wake import WakeListener
 
 P = "fnrun:"
 DEFAULT_LEASE = 60.0
@@ -54,8 +55,8 @@ HEARTBEAT_TTL = 10.0
 """A node whose heartbeat is older than this is dead; its deliveries are requeued."""
 REAP_EVERY = 1.0
 """How often (s) a claim also looks for dead nodes' and lease-expired deliveries."""
-WAKE_POLL = 0.2
-"""Longest wait for work: other nodes publish without waking this process."""
+WAKE_POLL = 1.0
+"""Longest wait for work: the safety net under the wake-up stream (`redis_wake`)."""
 HISTORY_MAX, HISTORY_MAX_PER_FUNCTION = 10_000, 1_000
 MAX_RESULT = 4096
 """Longest JSON return value kept in history; longer ones keep a text prefix."""
@@ -85,6 +86,20 @@ def _bounded(result: JSON) -> JSON:
     return result if len(text) <= MAX_RESULT else text[:MAX_RESULT] + "..."
 
 
+def _record(function: str, event: Event, attempt: int, outcome: Outcome) -> str:
+    """One history entry (a `HistoryRecord` as JSON)."""
+    return _dumps({
+        "event_id": event.id,
+        "function": function,
+        "attempt": attempt,
+        "status": outcome.status,
+        "started": outcome.started,
+        "duration": outcome.duration,
+        "error": outcome.error,
+        "result": _bounded(outcome.result),
+    })
+
+
 def _items(items: Sequence[tuple[Event, Targets]]) -> list[Arg]:
     """Flat ARGV for the Lua `publish_many`: count, then id, body, type, time, n, targets."""
     args: list[Arg] = [len(items)]
@@ -109,6 +124,9 @@ class RedisStore(Store):
         self._client: Redis | None = None
         self._runner: ScriptRunner | None = None
         self._beat: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._wake_listener: WakeListener | None = None
+        self._woken: set[str] = set()  # woken while no one waited: the next wait returns
         self._entries: dict[str, str] = {}  # delivery id -> stream entry it was claimed as
         self._reaped: dict[str, float] = {}
 
@@ -136,15 +154,21 @@ class RedisStore(Store):
             await client.aclose()
             raise StoreError(f"cannot open Redis store {self.url}: {exc}") from exc
         self._client = client
-        self._beat = asyncio.get_running_loop().create_task(self._beat_forever(client))
+        loop = asyncio.get_running_loop()
+        self._beat = loop.create_task(self._beat_forever(client))
+        self._wake_listener = WakeListener(self.url, self._wake_up)
+        self._listener = loop.create_task(self._wake_listener.run())
 
     async def close(self) -> None:
         """Stop the heartbeat and say goodbye, so others requeue our running work now."""
-        if self._beat is not None:
-            self._beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat
-            self._beat = None
+        if self._wake_listener is not None:
+            await self._wake_listener.stop()
+        for task in (self._beat, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._beat = self._listener = self._wake_listener = None
         if self._client is not None:
             with contextlib.suppress(RedisError):
                 await self._client.delete(f"{P}node:{self.consumer}")
@@ -237,17 +261,8 @@ class RedisStore(Store):
     @staticmethod
     def _item_args(delivery: Delivery, outcome: Outcome) -> list[Arg]:
         """First entry id, event id and history record of a settled attempt."""
-        record = {
-            "event_id": delivery.event.id,
-            "function": delivery.function,
-            "attempt": delivery.attempt,
-            "status": outcome.status,
-            "started": outcome.started,
-            "duration": outcome.duration,
-            "error": outcome.error,
-            "result": _bounded(outcome.result),
-        }
-        return [delivery.id.partition("/")[2], delivery.event.id, _dumps(record)]
+        record = _record(delivery.function, delivery.event, delivery.attempt, outcome)
+        return [delivery.id.partition("/")[2], delivery.event.id, record]
 
     async def succeed(
         self, delivery: Delivery, outcome: Outcome, emits: Sequence[tuple[Event, Targets]]
@@ -281,6 +296,13 @@ class RedisStore(Store):
         args += [outcome.error or "", outcome.traceback or ""]
         await self._call("fail", args)
 
+    async def record(self, calls: Sequence[tuple[str, Event, Outcome]]) -> None:
+        args: list[Arg] = [HISTORY_MAX, HISTORY_MAX_PER_FUNCTION, len(calls)]
+        for function, event, outcome in calls:
+            args += [function, _record(function, event, 1, outcome)]
+        if calls:
+            await self._call("record", args)
+
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         args: list[Arg] = []
         for delivery in deliveries:
@@ -302,7 +324,22 @@ class RedisStore(Store):
         self._entries.clear()
         return moved
 
+    def notify(self, function: str) -> None:
+        # A wake-up that comes while the function's dispatcher is busy (its
+        # claim was already on the way) is kept for its next wait: work
+        # published by another node must not wait for the poll.
+        if function not in self._wakeups:
+            self._woken.add(function)
+        super().notify(function)
+
+    def _wake_up(self, functions: Iterable[str]) -> None:
+        for function in functions or list(self._wakeups):
+            self.notify(function)
+
     async def wait_for_work(self, function: str, timeout: float) -> None:  # noqa: ASYNC109
+        if function in self._woken:
+            self._woken.discard(function)
+            return
         await super().wait_for_work(function, min(timeout, WAKE_POLL))
 
     # -- inspection and operations -----------------------------------------

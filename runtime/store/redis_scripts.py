@@ -1,106 +1,19 @@
-"""Lua scripts of the Redis store: each one is one atomic step of the delivery model.
+"""Lua scripts of the Redis store's delivery path: each one is one atomic step.
 
-Key layout (all under `fnrun:`):
-
-| key | type | holds |
-| --- | --- | --- |
-| `ev:{event}` | hash | `e` event JSON, `n` live deliveries, `p` 1 once retention passed |
-| `idx` | stream | per event: `e` id, `y` type, `t` event time (µs); by store time, MINID |
-| `fns` | set | functions that ever had a delivery |
-| `q:{fn}` | stream + group `g` | deliveries: `e` event id, `d` first entry id (set on re-adds) |
-| `a:{fn}` | hash | attempts per delivery (`d`), counted at claim, so kill -9 keeps them |
-| `z:{fn}` | sorted set | retries waiting, member `"d event"`, score = due (ms) |
-| `dl:{id}`, `dz`, `dz:{fn}` | hash, sorted sets | dead letters and their indexes by time |
-| `h`, `h:{fn}` | lists | invocation history, newest first, bounded by LTRIM |
-| `tick:{key}` | string | last schedule tick fired (epoch seconds) |
-| `k:{key}` | string | idempotency keys, with TTL |
-| `node:{consumer}` | string | heartbeat of a live node, with TTL |
-
-A delivery's stable id is the stream entry id it was first published under
-(`d`); a retry re-adds it to the stream under a new entry id that carries `d`.
-Scripts read ARGV flat (no JSON decoding of inputs) and touch keys derived
-from their arguments, which is fine on a single Redis (not Redis Cluster).
+Publish, claim, settle (success, failure, release) and reclaim of dead
+nodes' work; the key layout and the shared Lua are in `redis_lua`, the
+operations scripts (dead letters, replay, retention) in `redis_upkeep`.
 """
 
 from __future__ import annotations
 
-PRELUDE = """
-local P = 'fnrun:'
-local G = 'g'
-local argi = 0
-local function arg() argi = argi + 1; return ARGV[argi] end
-
-local function enqueue(fn, eid, d)
-  local q = P .. 'q:' .. fn
-  if redis.call('SADD', P .. 'fns', fn) == 1 then
-    redis.pcall('XGROUP', 'CREATE', q, G, '0', 'MKSTREAM')
-  end
-  if d then return redis.call('XADD', q, '*', 'e', eid, 'd', d) end
-  return redis.call('XADD', q, '*', 'e', eid)
-end
-
--- Reads one published item from ARGV: id, body, type, time (µs), n, targets...
-local function publish_one()
-  local eid, body, typ, at, n = arg(), arg(), arg(), arg(), tonumber(arg())
-  local targets = {}
-  for i = 1, n do targets[i] = arg() end
-  local k = P .. 'ev:' .. eid
-  if redis.call('EXISTS', k) == 1 then return 0 end
-  redis.call('HSET', k, 'e', body, 'n', n)
-  redis.call('XADD', P .. 'idx', '*', 'e', eid, 'y', typ, 't', at)
-  for _, fn in ipairs(targets) do enqueue(fn, eid, false) end
-  return 1
-end
-
-local function publish_many()
-  local count = tonumber(arg())
-  local out = {}
-  for i = 1, count do out[i] = publish_one() end
-  return out
-end
-
--- One delivery fewer keeps event `eid` alive; drop it once none is left and
--- retention has already passed it.
-local function release_event(eid)
-  local k = P .. 'ev:' .. eid
-  local n = redis.call('HINCRBY', k, 'n', -1)
-  if n <= 0 and redis.call('HGET', k, 'p') == '1' then redis.call('DEL', k) end
-end
-
-local function record(fn, entry, hmax, hmax_fn)
-  redis.call('LPUSH', P .. 'h', entry)
-  redis.call('LTRIM', P .. 'h', 0, hmax - 1)
-  redis.call('LPUSH', P .. 'h:' .. fn, entry)
-  redis.call('LTRIM', P .. 'h:' .. fn, 0, hmax_fn - 1)
-end
-
--- Is `id` running on consumer `me`? After a lease passed, another node may
--- hold the very same entry (XAUTOCLAIM keeps ids), and XACK ignores owners.
-local function owns(q, id, me)
-  local p = redis.call('XPENDING', q, G, id, id, 1)
-  return #p == 1 and p[1][2] == me
-end
-
-local function fields(flat)
-  local t = {}
-  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
-  return t
-end
-
--- Take a running entry back and put it at the tail as pending again.
-local function requeue(fn, q, id)
-  local found = redis.call('XRANGE', q, id, id)
-  redis.call('XACK', q, G, id)
-  if #found == 0 then return 0 end
-  local f = fields(found[1][2])
-  redis.call('XDEL', q, id)
-  enqueue(fn, f['e'], f['d'] or id)
-  return 1
-end
-"""
+from runtime.store import redis_upkeep
+from runtime.store.redis_lua import PRELUDE
 
 PUBLISH = PRELUDE + """
-return publish_many()
+local out = publish_many()
+wake()
+return out
 """
 
 CLAIM = PRELUDE + """
@@ -151,54 +64,92 @@ redis.call('XDEL', q, entry)
 redis.call('HDEL', P .. 'a:' .. fn, d)
 release_event(eid)
 publish_many()
+wake()
 return 1
 """
 
-SUCCEED_MANY = PRELUDE + """
+ID_LESS = """
+-- Stream ids order by milliseconds, then sequence.
+local function id_less(a, b)
+  local da, db = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
+  local ma, mb = tonumber(string.sub(a, 1, da - 1)), tonumber(string.sub(b, 1, db - 1))
+  if ma ~= mb then return ma < mb end
+  return tonumber(string.sub(a, da + 1)) < tonumber(string.sub(b, db + 1))
+end
+-- Entries of ours other than the batch's that one range may hold (prefetched
+-- or being settled by another call); past that, ownership is asked per entry.
+local OTHERS = 2048
+"""
+
+SUCCEED_MANY = PRELUDE + ID_LESS + """
 -- SUCCEED for a batch of deliveries in one call, with the per-delivery
--- commands merged where order allows: one LPUSH/LTRIM pair per history list,
--- one XACK, XDEL and HDEL per function. Each item's emits are published only
--- if the item is still ours, exactly as SUCCEED does.
+-- commands merged where order allows: one XPENDING (ownership) per function
+-- over the batch's id range, one LPUSH/LTRIM pair per history list, one
+-- XACK, XDEL and HDEL per function. Each item's emits are published only if
+-- the item is still ours, exactly as SUCCEED does.
 -- ARGV: me, hmax, hmax_fn, count, then per item: fn, entry, d, eid, hist,
 -- publish_many arguments (count, items...).
 local me, hmax, hmax_fn, count = arg(), tonumber(arg()), tonumber(arg()), tonumber(arg())
-local all, per_fn, done, out = {}, {}, {}, {}
+local items, all, per_fn = {}, {}, {}
 for i = 1, count do
-  local fn, entry, d, eid, hist = arg(), arg(), arg(), arg(), arg()
+  local it = {fn = arg(), entry = arg(), d = arg(), eid = arg()}
+  local hist = arg()
+  it.emits = argi
+  for _ = 1, tonumber(arg()) do
+    argi = argi + 4
+    argi = argi + tonumber(arg())
+  end
+  items[i], all[i] = it, hist
+  local t = per_fn[it.fn]
+  if not t then
+    t = {hist = {}, entries = {}, mine = {}, done = {}, ds = {}}
+    per_fn[it.fn] = t
+  end
+  t.hist[#t.hist + 1] = hist
+  t.entries[#t.entries + 1] = it.entry
+end
+for fn, t in pairs(per_fn) do
   local q = P .. 'q:' .. fn
-  all[#all + 1] = hist
-  per_fn[fn] = per_fn[fn] or {}
-  table.insert(per_fn[fn], hist)
-  if owns(q, entry, me) then
-    done[fn] = done[fn] or {entries = {}, ds = {}}
-    table.insert(done[fn].entries, entry)
-    table.insert(done[fn].ds, d)
-    release_event(eid)
+  local lo, hi = t.entries[1], t.entries[1]
+  for _, e in ipairs(t.entries) do
+    if id_less(e, lo) then lo = e end
+    if id_less(hi, e) then hi = e end
+  end
+  local limit = #t.entries + OTHERS
+  local rows = redis.call('XPENDING', q, G, lo, hi, limit, me)
+  for _, row in ipairs(rows) do t.mine[row[1]] = true end
+  if #rows == limit then  -- more of ours in that range than expected: ask each
+    for _, e in ipairs(t.entries) do t.mine[e] = t.mine[e] or owns(q, e, me) end
+  end
+end
+local out = {}
+for i, it in ipairs(items) do
+  local t = per_fn[it.fn]
+  out[i] = 0
+  if t.mine[it.entry] then
+    t.done[#t.done + 1], t.ds[#t.ds + 1] = it.entry, it.d
+    release_event(it.eid)
+    argi = it.emits
     publish_many()
     out[i] = 1
-  else
-    local n = tonumber(arg())
-    for _ = 1, n do
-      argi = argi + 4
-      argi = argi + tonumber(arg())
-    end
-    out[i] = 0
   end
 end
 redis.call('LPUSH', P .. 'h', unpack(all))
 redis.call('LTRIM', P .. 'h', 0, hmax - 1)
-for fn, entries in pairs(per_fn) do
-  redis.call('LPUSH', P .. 'h:' .. fn, unpack(entries))
+for fn, t in pairs(per_fn) do
+  redis.call('LPUSH', P .. 'h:' .. fn, unpack(t.hist))
   redis.call('LTRIM', P .. 'h:' .. fn, 0, hmax_fn - 1)
+  if #t.done > 0 then
+    local q = P .. 'q:' .. fn
+    redis.call('XACK', q, G, unpack(t.done))
+    redis.call('XDEL', q, unpack(t.done))
+    redis.call('HDEL', P .. 'a:' .. fn, unpack(t.ds))
+  end
 end
-for fn, t in pairs(done) do
-  local q = P .. 'q:' .. fn
-  redis.call('XACK', q, G, unpack(t.entries))
-  redis.call('XDEL', q, unpack(t.entries))
-  redis.call('HDEL', P .. 'a:' .. fn, unpack(t.ds))
-end
+wake()
 return out
 """
+
 
 FAIL = PRELUDE + """
 local fn, me, entry, d, eid = arg(), arg(), arg(), arg(), arg()
@@ -234,6 +185,7 @@ for i = 1, count do
     done = done + 1
   end
 end
+wake()
 return done
 """
 
@@ -263,6 +215,7 @@ if min_idle >= 0 then
     moved = moved + requeue(fn, q, p[1])
   end
 end
+wake()
 return moved
 """
 
@@ -295,94 +248,9 @@ local k = P .. 'tick:' .. key
 local last = redis.call('GET', k)
 if last and tonumber(last) >= tonumber(tick) then return 0 end
 redis.call('SET', k, tick)
-return publish_one()
-"""
-
-DEAD_REPLAY = PRELUDE + """
-local count, done = tonumber(arg()), 0
-for i = 1, count do
-  local id = arg()
-  local dl = P .. 'dl:' .. id
-  local f = redis.call('HMGET', dl, 'function', 'event', 'd')
-  if f[1] then
-    redis.call('DEL', dl)
-    redis.call('ZREM', P .. 'dz', id)
-    redis.call('ZREM', P .. 'dz:' .. f[1], id)
-    enqueue(f[1], f[2], f[3])
-    done = done + 1
-  end
-end
-return done
-"""
-
-DEAD_DROP = PRELUDE + """
-local count, done = tonumber(arg()), 0
-for i = 1, count do
-  local id = arg()
-  local dl = P .. 'dl:' .. id
-  local f = redis.call('HMGET', dl, 'function', 'event')
-  if f[1] then
-    redis.call('DEL', dl)
-    redis.call('ZREM', P .. 'dz', id)
-    redis.call('ZREM', P .. 'dz:' .. f[1], id)
-    release_event(f[2])
-    done = done + 1
-  end
-end
-return done
-"""
-
-REDELIVER = PRELUDE + """
-local fn, count, done = arg(), tonumber(arg()), 0
-for i = 1, count do
-  local eid = arg()
-  local k = P .. 'ev:' .. eid
-  if redis.call('EXISTS', k) == 1 then
-    redis.call('HINCRBY', k, 'n', 1)
-    enqueue(fn, eid, false)
-    done = done + 1
-  end
-end
-return done
-"""
-
-PRUNE_EVENTS = PRELUDE + """
--- Retention: forget up to `batch` index entries stored up to `last_ms`.
--- An event whose deliveries are still live stays (and stays replayable):
--- it is indexed again at the tail, marked so the last delivery deletes it.
-local last_ms, batch = arg(), tonumber(arg())
-local idx = P .. 'idx'
-local old = redis.call('XRANGE', idx, '-', last_ms, 'COUNT', batch)
-for _, e in ipairs(old) do
-  local f = fields(e[2])
-  local k = P .. 'ev:' .. f['e']
-  local n = tonumber(redis.call('HGET', k, 'n') or '0')
-  if n <= 0 then
-    redis.call('DEL', k)
-  else
-    redis.call('HSET', k, 'p', '1')
-    redis.call('XADD', idx, '*', 'e', f['e'], 'y', f['y'], 't', f['t'])
-  end
-end
-if #old > 0 then
-  local id = old[#old][1]
-  local dash = string.find(id, '-', 1, true)
-  local next_id = string.sub(id, 1, dash) .. tostring(tonumber(string.sub(id, dash + 1)) + 1)
-  redis.call('XTRIM', idx, 'MINID', next_id)
-end
-return #old
-"""
-
-PRUNE_HISTORY = """
--- Drop history entries started before `cutoff` (epoch s) from the tail of a list.
-local key, cutoff, dropped = ARGV[1], tonumber(ARGV[2]), 0
-while true do
-  local last = redis.call('LINDEX', key, -1)
-  if not last or tonumber(cjson.decode(last)['started']) >= cutoff then break end
-  redis.call('RPOP', key)
-  dropped = dropped + 1
-end
-return dropped
+local new = publish_one()
+wake()
+return new
 """
 
 SCRIPTS = {
@@ -395,10 +263,6 @@ SCRIPTS = {
     "reap": REAP,
     "next_due": NEXT_DUE,
     "fire_tick": FIRE_TICK,
-    "dead_replay": DEAD_REPLAY,
-    "dead_drop": DEAD_DROP,
-    "redeliver": REDELIVER,
-    "prune_events": PRUNE_EVENTS,
-    "prune_history": PRUNE_HISTORY,
+    **redis_upkeep.SCRIPTS,
 }
 """Script name -> Lua source; the store loads them once and calls them by SHA."""

@@ -1,0 +1,124 @@
+"""Lua shared by the Redis store's scripts: key layout, argument reading, common steps.
+
+Key layout (all under `fnrun:`):
+
+| key | type | holds |
+| --- | --- | --- |
+| `ev:{event}` | hash | `e` event JSON, `n` live-delivery counter (see below) |
+| `idx` | stream | per event: `e` id, `y` type, `t` event time (µs), `c` targets; MINID |
+| `fns` | set | functions that ever had a delivery |
+| `q:{fn}` | stream + group `g` | deliveries: `e` event id, `d` first entry id (set on re-adds) |
+| `a:{fn}` | hash | attempts per delivery (`d`), counted at claim, so kill -9 keeps them |
+| `z:{fn}` | sorted set | retries waiting, member `"d event"`, score = due (ms) |
+| `dl:{id}`, `dz`, `dz:{fn}` | hash, sorted sets | dead letters and their indexes by time |
+| `h`, `h:{fn}` | lists | invocation history, newest first, bounded by LTRIM |
+| `tick:{key}` | string | last schedule tick fired (epoch seconds) |
+| `k:{key}` | string | idempotency keys, with TTL |
+| `node:{consumer}` | string | heartbeat of a live node, with TTL |
+| `wake` | stream | per script call that enqueued: `f` the functions, space-separated; capped |
+
+Live deliveries of an event, in as few commands as possible: publish writes
+only the body (`HSETNX`, which is also the idempotency check) and puts the
+target count `c` in the index entry; `n` then counts settled deliveries down
+(and redeliveries up) from 0, so live = `c` + `n`. Once retention passes a
+live event, pruning sets `n` to MARK + live, and the settle that brings `n`
+back to MARK deletes the event: one HINCRBY per settle. An index entry
+without `c` (re-indexed by pruning, or written before `c` existed) means `n`
+is absolute.
+
+A delivery's stable id is the stream entry id it was first published under
+(`d`); a retry re-adds it to the stream under a new entry id that carries `d`.
+Scripts read ARGV flat (no JSON decoding of inputs) and touch keys derived
+from their arguments, which is fine on a single Redis (not Redis Cluster).
+"""
+
+from __future__ import annotations
+
+PRELUDE = """
+local P = 'fnrun:'
+local G = 'g'
+local MARK = 1000000000000
+local argi = 0
+local function arg() argi = argi + 1; return ARGV[argi] end
+
+-- Functions known to have a stream and group in this call, and to wake.
+local known, woken = {}, {}
+local function enqueue(fn, eid, d)
+  local q = P .. 'q:' .. fn
+  woken[fn] = true
+  if not known[fn] then
+    known[fn] = true
+    if redis.call('SADD', P .. 'fns', fn) == 1 then
+      redis.pcall('XGROUP', 'CREATE', q, G, '0', 'MKSTREAM')
+    end
+  end
+  if d then return redis.call('XADD', q, '*', 'e', eid, 'd', d) end
+  return redis.call('XADD', q, '*', 'e', eid)
+end
+
+-- Tell every node's wake-up listener (redis_wake) which functions got
+-- deliveries in this call: one short entry per call, in a capped stream.
+local function wake()
+  local names = {}
+  for fn in pairs(woken) do names[#names + 1] = fn end
+  if #names > 0 then
+    redis.call('XADD', P .. 'wake', 'MAXLEN', '~', 100, '*', 'f', table.concat(names, ' '))
+  end
+end
+
+-- Reads one published item from ARGV: id, body, type, time (µs), n, targets...
+local function publish_one()
+  local eid, body, typ, at, n = arg(), arg(), arg(), arg(), tonumber(arg())
+  local first = argi
+  argi = argi + n
+  if redis.call('HSETNX', P .. 'ev:' .. eid, 'e', body) == 0 then return 0 end
+  redis.call('XADD', P .. 'idx', '*', 'e', eid, 'y', typ, 't', at, 'c', n)
+  for i = first + 1, first + n do enqueue(ARGV[i], eid, false) end
+  return 1
+end
+
+local function publish_many()
+  local count = tonumber(arg())
+  local out = {}
+  for i = 1, count do out[i] = publish_one() end
+  return out
+end
+
+-- One delivery fewer keeps event `eid` alive; the last one deletes it if
+-- retention has already passed it (n back at MARK).
+local function release_event(eid)
+  local k = P .. 'ev:' .. eid
+  if redis.call('HINCRBY', k, 'n', -1) == MARK then redis.call('DEL', k) end
+end
+
+local function record(fn, entry, hmax, hmax_fn)
+  redis.call('LPUSH', P .. 'h', entry)
+  redis.call('LTRIM', P .. 'h', 0, hmax - 1)
+  redis.call('LPUSH', P .. 'h:' .. fn, entry)
+  redis.call('LTRIM', P .. 'h:' .. fn, 0, hmax_fn - 1)
+end
+
+-- Is `id` running on consumer `me`? After a lease passed, another node may
+-- hold the very same entry (XAUTOCLAIM keeps ids), and XACK ignores owners.
+local function owns(q, id, me)
+  local p = redis.call('XPENDING', q, G, id, id, 1)
+  return #p == 1 and p[1][2] == me
+end
+
+local function fields(flat)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+
+-- Take a running entry back and put it at the tail as pending again.
+local function requeue(fn, q, id)
+  local found = redis.call('XRANGE', q, id, id)
+  redis.call('XACK', q, G, id)
+  if #found == 0 then return 0 end
+  local f = fields(found[1][2])
+  redis.call('XDEL', q, id)
+  enqueue(fn, f['e'], f['d'] or id)
+  return 1
+end
+"""
