@@ -150,13 +150,17 @@ class RedisStore(Store):
             self._runner = ScriptRunner(client, SCRIPTS)
             await self._runner.load()
             await self._heartbeat(client)
+            self._wake_listener = WakeListener(self.url, self._wake_up)
+            await self._wake_listener.start()
         except RedisError as exc:
             await client.aclose()
+            if self._wake_listener is not None:
+                await self._wake_listener.stop()
+                self._wake_listener = None
             raise StoreError(f"cannot open Redis store {self.url}: {exc}") from exc
         self._client = client
         loop = asyncio.get_running_loop()
         self._beat = loop.create_task(self._beat_forever(client))
-        self._wake_listener = WakeListener(self.url, self._wake_up)
         self._listener = loop.create_task(self._wake_listener.run())
 
     async def close(self) -> None:

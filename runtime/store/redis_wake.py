@@ -34,12 +34,17 @@ class WakeListener:
         self.wake = wake
         self.reads = 0
         self._stopped = False
+        self._last_id: str | None = None
         self._client: Any = Redis.from_url(
             url,
             decode_responses=True,
             socket_connect_timeout=2.0,
             socket_timeout=BLOCK_MS / 1000 + 5.0,
         )
+
+    async def start(self) -> None:
+        """Mark where listening begins: wake-ups from now on are not missed."""
+        self._last_id = await self._tail()
 
     async def run(self) -> None:
         """Listen until `stop`; after a lost connection, reconnect and wake everyone."""
@@ -54,6 +59,7 @@ class WakeListener:
                 if self._stopped:
                     return
                 await asyncio.sleep(RECONNECT)
+                self._last_id = None
                 self.wake(())
 
     async def stop(self) -> None:
@@ -66,16 +72,19 @@ class WakeListener:
         self._stopped = True
         await self._client.aclose()
 
+    async def _tail(self) -> str:
+        last = await self._client.xrevrange(WAKE_KEY, "+", "-", count=1)
+        return str(last[0][0]) if last else "0-0"
+
     async def _listen(self) -> None:
         client = self._client
-        last = await client.xrevrange(WAKE_KEY, "+", "-", count=1)
-        last_id = last[0][0] if last else "0-0"
+        last_id = self._last_id or await self._tail()
         while not self._stopped:
             reply = await client.xread({WAKE_KEY: last_id}, count=1000, block=BLOCK_MS)
             self.reads += 1
             if not reply:
                 continue
             entries = reply[0][1]
-            last_id = entries[-1][0]
+            last_id = self._last_id = entries[-1][0]
             names = {name for _, fields in entries for name in fields.get("f", "").split()}
             self.wake(names)

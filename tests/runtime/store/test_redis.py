@@ -221,3 +221,62 @@ async def test_succeed_many_skips_what_another_node_took_over_and_its_emits() ->
         history = await a.history("f", limit=10)
         assert [h.event_id for h in history] == ["e3", "e2", "e1"]
         assert [h.event_id for h in await a.history(limit=3)] == ["e3", "e2", "e1"]
+
+
+async def test_work_published_by_another_node_wakes_a_waiting_one_at_once() -> None:
+    async with nodes(2) as (a, b):
+        woke = anyio.Event()
+
+        async def wait() -> None:
+            await b.wait_for_work("f", 30)  # far past the safety-net poll
+            woke.set()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await anyio.sleep(0.1)  # b's dispatcher is idle, waiting
+                started = time.monotonic()
+                await a.publish([(Event(type="x", id="e1"), ["f"])])
+                await woke.wait()
+        assert time.monotonic() - started < 0.5
+        [delivery] = await b.claim("f", 10, time.time())
+        assert delivery.event.id == "e1"
+
+
+async def test_a_wake_up_while_busy_is_kept_for_the_next_wait() -> None:
+    async with nodes(2) as (a, b):
+        await a.publish([(Event(type="x", id="e1"), ["f"])])
+        with anyio.fail_after(5):
+            while "f" not in b._woken:  # b was not waiting: it keeps the wake-up
+                await anyio.sleep(0.01)
+            started = time.monotonic()
+            await b.wait_for_work("f", 30)
+        assert time.monotonic() - started < 0.1
+
+
+async def test_the_last_settle_after_retention_passed_deletes_the_event() -> None:
+    async with nodes(1) as (store,):
+        await store.publish([(Event(type="x", id="e1"), ["f", "g"])])
+        [f] = await store.claim("f", 10, time.time())
+        await store.succeed(f, ok(), [])
+        future = time.time() + 3600
+        with redis.Redis.from_url(URL, decode_responses=True) as client:
+            await store.prune(events_before=future, history_before=0)
+            assert client.exists("fnrun:ev:e1")  # g's delivery is still pending
+            await store.prune(events_before=future, history_before=0)  # indexed again
+            assert client.exists("fnrun:ev:e1")
+            [g] = await store.claim("g", 10, time.time())
+            await store.succeed(g, ok(), [])
+            assert not client.exists("fnrun:ev:e1")
+            assert client.xlen("fnrun:idx") == 1  # pruned at the next pass
+
+
+async def test_succeed_many_settles_a_batch_among_many_other_running_deliveries() -> None:
+    async with nodes(1) as (store,):
+        await store.publish([(Event(type="x", id=f"e{n}"), ["f"]) for n in range(600)])
+        claimed = await store.claim("f", 600, time.time())
+        # Every other one: the range of the batch holds 300 running ones not in it.
+        await store.succeed_many([(d, ok(), []) for d in claimed[::2]])
+        assert (await store.counts())["f"] == Counts(running=300)
+        await store.succeed_many([(d, ok(), []) for d in claimed[1::2]])
+        assert (await store.counts())["f"] == Counts()
