@@ -87,15 +87,17 @@ SUCCEED_MANY = PRELUDE + ID_LESS + """
 -- over the batch's id range, one LPUSH/LTRIM pair per history list, one
 -- XACK, XDEL and HDEL per function. Each item's emits are published only if
 -- the item is still ours, exactly as SUCCEED does.
--- ARGV: me, hmax, hmax_fn, count, then per item: fn, entry, d, eid, hist,
--- publish_many arguments (count, items...).
+-- ARGV: me, hmax, hmax_fn, count, then per item: "fn entry d emits" (one
+-- argument: each argument costs the client more than this match costs
+-- here), eid, hist, then its emits' publish_one arguments.
 local me, hmax, hmax_fn, count = arg(), tonumber(arg()), tonumber(arg()), tonumber(arg())
 local items, all, per_fn = {}, {}, {}
 for i = 1, count do
-  local it = {fn = arg(), entry = arg(), d = arg(), eid = arg()}
+  local fn, entry, d, emits = string.match(arg(), '^(%S+) (%S+) (%S+) (%d+)$')
+  local it = {fn = fn, entry = entry, d = d, eid = arg(), emits = tonumber(emits)}
   local hist = arg()
-  it.emits = argi
-  for _ = 1, tonumber(arg()) do
+  it.at = argi
+  for _ = 1, it.emits do
     argi = argi + 4
     argi = argi + tonumber(arg())
   end
@@ -129,8 +131,8 @@ for i, it in ipairs(items) do
   if t.mine[it.entry] then
     t.done[#t.done + 1], t.ds[#t.ds + 1] = it.entry, it.d
     release_event(it.eid)
-    argi = it.emits
-    publish_many()
+    argi = it.at
+    for _ = 1, it.emits do publish_one() end
     out[i] = 1
   end
 end
