@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 
 from runtime import plugins
+from runtime.calls import CallHistory
 from runtime.clock import Clock, SystemClock
 from runtime.dispatcher import Dispatcher
 from runtime.events import Event, Outcome
@@ -72,6 +73,7 @@ class Supervisor:
         self.handle_signals = handle_signals
         self.metrics = Metrics()
         self.store = plugins.store_for(settings.store)
+        self.calls = CallHistory(self.store, log)
         self.project: Project | None = None
         self.reload_error: str | None = None
         self._functions: dict[str, Running] = {}
@@ -109,6 +111,7 @@ class Supervisor:
             return Outcome("error", now, 0.0, error=f"function {function!r} is not loaded")
         outcome = await running.pool.invoke(event, 1)
         self.metrics.invocation(function, outcome.status, outcome.duration, 1)
+        self.calls.add(function, event, outcome)
         if outcome.ok and outcome.emits:
             # Durable before the caller gets its answer, as for any producer (SPEC 5.1).
             await self.publish(outcome.emits)
@@ -182,6 +185,7 @@ class Supervisor:
                     self._start_function(spec)
                 await self._start_http(tg)
                 tg.start_soon(self._retention_loop)
+                tg.start_soon(self.calls.run)
                 self._ready = True
                 log.info("ready: %d functions", len(project.functions))
                 if self.reload:

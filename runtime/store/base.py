@@ -66,6 +66,9 @@ class Consumer(Protocol):
         """
 
 
+Call = tuple[str, Event, Outcome]
+"""A sync call to record in history: function, event, outcome (always attempt 1)."""
+
 Grants = dict[str, tuple[Consumer, int]]
 """Room reserved for one publish's deliveries: per function, its consumer and how many."""
 
@@ -224,6 +227,14 @@ class Store(ABC):
     @abstractmethod
     async def fail(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
         """Record a failed attempt: pending again at `retry_at`, or a dead letter if None."""
+
+    @abstractmethod
+    async def record(self, calls: Sequence[Call]) -> None:
+        """Add finished sync calls (which have no delivery) to the history.
+
+        Not durable: the caller writes in the background, and a lost row
+        loses no event.
+        """
 
     @abstractmethod
     async def release(self, deliveries: Sequence[Delivery]) -> None:

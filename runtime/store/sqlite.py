@@ -20,6 +20,7 @@ import anyio
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
 from runtime.store.base import (
+    Call,
     Counts,
     DeadLetter,
     Delivery,
@@ -185,7 +186,7 @@ class SqliteStore(Store):
     async def succeed_many(self, items: Sequence[Success]) -> None:
         # One write for the lot: the history rows and plain completions go in
         # two statements; only deliveries with emits need one of their own.
-        history = [history_row(d, o) for d, o, _ in items]
+        history = [history_row(d.event.id, d.function, d.attempt, o) for d, o, _ in items]
         plain = [(d.id,) for d, _, emits in items if not emits]
         emitting = [(d, list(e), rows_of(list(e))) for d, _, e in items if e]
 
@@ -219,6 +220,10 @@ class SqliteStore(Store):
         await self._write(work)
         if retry_at is not None:
             self.notify(delivery.function)
+
+    async def record(self, calls: Sequence[Call]) -> None:
+        rows = [history_row(event.id, function, 1, outcome) for function, event, outcome in calls]
+        await self._write(lambda conn: conn.executemany(HISTORY_INSERT, rows), durable=False)
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         ids = id_list([d.id for d in deliveries])

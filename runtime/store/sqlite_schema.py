@@ -86,11 +86,11 @@ HISTORY_INSERT = (
 )
 
 
-def history_row(delivery: Delivery, outcome: Outcome) -> tuple[Any, ...]:
+def history_row(event_id: str, function: str, attempt: int, outcome: Outcome) -> tuple[Any, ...]:
     return (
-        delivery.event.id,
-        delivery.function,
-        delivery.attempt,
+        event_id,
+        function,
+        attempt,
         outcome.status,
         outcome.started,
         outcome.duration,
@@ -100,7 +100,9 @@ def history_row(delivery: Delivery, outcome: Outcome) -> tuple[Any, ...]:
 
 
 def insert_history(conn: sqlite3.Connection, delivery: Delivery, outcome: Outcome) -> None:
-    conn.execute(HISTORY_INSERT, history_row(delivery, outcome))
+    conn.execute(
+        HISTORY_INSERT, history_row(delivery.event.id, delivery.function, delivery.attempt, outcome)
+    )
 
 
 def finish(

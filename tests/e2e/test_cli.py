@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from tests.e2e.harness import Project, fnrun, wait_until
@@ -180,3 +181,30 @@ def test_run_with_a_broken_declaration_prints_it_and_exits_1(project: Project) -
     where = project.functions / "x.yaml"
     assert proc.stderr.strip().startswith(f"{where}:4:5: unknown key 'timout'")
     assert "Traceback" not in proc.stderr
+
+
+def test_sync_webhook_calls_show_in_history(project: Project) -> None:
+    project.add("hook", """
+        functions:
+          hook:
+            handler: hook.py:handle
+            triggers: [{webhook: {path: /hook, mode: sync}}]
+    """, """
+        def handle(event):
+            if event.data.get("fail"):
+                raise ValueError("no")
+            return {"got": event.data}
+    """)
+    proc = project.start()
+    assert httpx.post(project.url("/hook"), json={"n": 1}).json() == {"got": {"n": 1}}
+    assert httpx.post(project.url("/hook"), json={"fail": True}).status_code == 500
+
+    def listed() -> list[dict[str, object]]:
+        return json.loads(run(project, "history", "--json", "--function", "hook"))
+
+    history = wait_until(lambda: len(listed()) == 2 and listed())
+    assert [(h["outcome"], h["attempt"]) for h in history] == [("error", 1), ("ok", 1)]
+    assert history[0]["error"] == "ValueError: no"
+    httpx.post(project.url("/hook"), json={"n": 2})
+    assert project.stop(proc) == 0  # what is still queued is written on the way out
+    assert len(listed()) == 3

@@ -220,6 +220,21 @@ async def test_history_is_newest_first_with_limit_and_filter(store: Store) -> No
     assert await store.history("nobody") == []
 
 
+async def test_recorded_sync_calls_join_the_history(store: Store) -> None:
+    await store.publish([(event(data=0), ["a"])])
+    await store.succeed(await claim_one(store, "a"), ok("queued"), [])
+    calls = [event(data=i) for i in range(3)]
+    await store.record([("hook", calls[0], ok("c0")), ("a", calls[1], ok("c1")),
+                        ("hook", calls[2], failed("bad input"))])
+    history = await store.history()
+    assert [(r.function, r.result, r.status, r.attempt) for r in history] == [
+        ("hook", None, "error", 1), ("a", "c1", "ok", 1), ("hook", "c0", "ok", 1),
+        ("a", "queued", "ok", 1),
+    ]
+    assert history[0].error == "bad input" and history[0].event_id == calls[2].id
+    assert [r.result for r in await store.history("a")] == ["c1", "queued"]
+
+
 async def test_dead_letters_filter_by_function_and_ids(store: Store) -> None:
     a1 = await dead_letter(store, "a", "one")
     a2 = await dead_letter(store, "a", "two")
