@@ -6,7 +6,10 @@ retries (a sorted set moved back into the stream) plus XAUTOCLAIM of entries
 idle past the function's lease; the deliveries of a node whose heartbeat key
 expired are requeued at once. Every state change is one Lua script (see
 `redis_scripts`), so XACK and the emits of a success commit atomically, and
-concurrent calls share one pipelined round trip (`redis_batch`).
+concurrent calls share one pipelined round trip (`redis_batch`). A node
+blocks on a small wake-up stream instead of polling (`redis_wake`). This
+module is the delivery path; inspection and operations are inherited from
+`redis_operations`, value encoding is in `redis_records`.
 
 Durability is Redis's: with `appendonly yes` and `appendfsync always` an
 acknowledged write survives a crash of Redis itself; with the default
@@ -18,12 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,22 +36,15 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runtime.errors import StoreError
-from runtime.events import JSON, Event, Outcome
-from runtime.store.base import (
-    Counts,
-    DeadLetter,
-    Delivery,
-    HistoryRecord,
-    Store,
-    Success,
-    Targets,
-)
+from runtime.events import Event, Outcome
+from runtime.store.base import Delivery, Success, Targets
 from runtime.store.envelope import StoredEvent
 from runtime.store.redis_batch import Arg, ScriptRunner
+from runtime.store.redis_operations import RedisOperations
+from runtime.store.redis_records import CHUNK, P, publish_args, record_json
 from runtime.store.redis_scripts import SCRIPTS
 from runtime.store.redis_wake import WakeListener
 
-P = "fnrun:"
 DEFAULT_LEASE = 60.0
 """Seconds an attempt may run when `configure` did not say (the default timeout)."""
 HEARTBEAT_TTL = 10.0
@@ -59,12 +54,8 @@ REAP_EVERY = 1.0
 WAKE_POLL = 1.0
 """Longest wait for work: the safety net under the wake-up stream (`redis_wake`)."""
 HISTORY_MAX, HISTORY_MAX_PER_FUNCTION = 10_000, 1_000
-MAX_RESULT = 4096
-"""Longest JSON return value kept in history; longer ones keep a text prefix."""
 RETRIES = 40
 """Reconnect attempts per command (backoff capped at 1 s): rides out a Redis restart."""
-CHUNK = 500
-"""Most items per script call, so no single script blocks Redis for long."""
 SETTLE_CHUNK = 256
 """Most successes per `succeed_many` script call (and Lua `unpack` stays far below its limit)."""
 
@@ -74,56 +65,7 @@ def lease_margin(lease: float) -> float:
     return min(30.0, max(1.0, lease / 2))
 
 
-# One encoder for every call: json.dumps with options builds a new one each time.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
-
-
-def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
-
-
-_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
-"""A str as a JSON string, exactly as `_dumps` writes it."""
-
-
-def _bounded(result: JSON) -> JSON:
-    text = _dumps(result)
-    return result if len(text) <= MAX_RESULT else text[:MAX_RESULT] + "..."
-
-
-def _record(function: str, event: Event, attempt: int, outcome: Outcome) -> str:
-    """One history entry: a `HistoryRecord` as JSON, formatted by hand (a dict and
-    the encoder cost twice as much, on every delivery)."""
-    result = "null" if outcome.result is None else _dumps(_bounded(outcome.result))
-    error = "null" if outcome.error is None else _string(outcome.error)
-    return (
-        f'{{"event_id":{_string(event.id)},"function":{_string(function)},'
-        f'"attempt":{attempt},"status":{_string(outcome.status)},'
-        f'"started":{_number(outcome.started)},"duration":{_number(outcome.duration)},'
-        f'"error":{error},"result":{result}}}'
-    )
-
-
-def _number(value: float) -> str:
-    # float.__repr__ is what the JSON encoder writes for finite floats.
-    return repr(float(value)) if math.isfinite(value) else _dumps(value)
-
-
-def _items(items: Sequence[tuple[Event, Targets]]) -> list[Arg]:
-    """Flat ARGV for the Lua `publish_many`: count, then id, body, type, time, n, targets."""
-    args: list[Arg] = [len(items)]
-    for event, targets in items:
-        at = int(event.time.timestamp() * 1_000_000)
-        args += [event.id, _dumps(event.to_dict()), event.type, at, len(targets), *targets]
-    return args
-
-
-def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(values), CHUNK):
-        yield values[start : start + CHUNK]
-
-
-class RedisStore(Store):
+class RedisStore(RedisOperations):
     """`Store` on Redis Streams; any number of processes may share one database."""
 
     def __init__(self, url: str) -> None:
@@ -221,7 +163,7 @@ class RedisStore(Store):
         new: list[bool] = []
         for start in range(0, len(items), CHUNK):
             part = items[start : start + CHUNK]
-            flags = await self._call("publish", _items(part))
+            flags = await self._call("publish", publish_args(part))
             new += [bool(f) for f in flags]
         self._wake(items)
         return new
@@ -274,13 +216,13 @@ class RedisStore(Store):
     @staticmethod
     def _item_args(delivery: Delivery, outcome: Outcome) -> list[Arg]:
         """First entry id, event id and history record of a settled attempt."""
-        record = _record(delivery.function, delivery.event, delivery.attempt, outcome)
+        record = record_json(delivery.function, delivery.event, delivery.attempt, outcome)
         return [delivery.id.partition("/")[2], delivery.event.id, record]
 
     async def succeed(
         self, delivery: Delivery, outcome: Outcome, emits: Sequence[tuple[Event, Targets]]
     ) -> None:
-        args = self._settle_args(delivery, outcome) + _items(emits)
+        args = self._settle_args(delivery, outcome) + publish_args(emits)
         await self._call("succeed", args)
         self._wake(emits)
 
@@ -296,9 +238,10 @@ class RedisStore(Store):
                     raise StoreError(f"delivery {delivery.id} was not claimed by this store")
                 first = delivery.id.partition("/")[2]
                 args += [f"{delivery.function} {entry} {first} {len(emits)}", delivery.event.id]
-                args.append(_record(delivery.function, delivery.event, delivery.attempt, outcome))
+                function, event, attempt = delivery.function, delivery.event, delivery.attempt
+                args.append(record_json(function, event, attempt, outcome))
                 if emits:
-                    args += _items(emits)[1:]
+                    args += publish_args(emits)[1:]
             await self._call("succeed_many", args)
             # Entries are dropped only once written: a failed call is retried one by one.
             for delivery, _, emits in part:
@@ -315,7 +258,7 @@ class RedisStore(Store):
     async def record(self, calls: Sequence[tuple[str, Event, Outcome]]) -> None:
         args: list[Arg] = [HISTORY_MAX, HISTORY_MAX_PER_FUNCTION, len(calls)]
         for function, event, outcome in calls:
-            args += [function, _record(function, event, 1, outcome)]
+            args += [function, record_json(function, event, 1, outcome)]
         if calls:
             await self._call("record", args)
 
@@ -358,137 +301,12 @@ class RedisStore(Store):
             return
         await super().wait_for_work(function, min(timeout, WAKE_POLL))
 
-    # -- inspection and operations -----------------------------------------
-
-    async def counts(self) -> dict[str, Counts]:
-        functions = sorted(await self.client.smembers(f"{P}fns"))
-        pipe = self.client.pipeline(transaction=False)
-        for function in functions:
-            pipe.xlen(f"{P}q:{function}")
-            pipe.xpending(f"{P}q:{function}", "g")
-            pipe.zcard(f"{P}z:{function}")
-            pipe.zcard(f"{P}dz:{function}")
-        replies = await pipe.execute(raise_on_error=False)
-        out = {}
-        for i, function in enumerate(functions):
-            length, pel, waiting, dead = replies[4 * i : 4 * i + 4]
-            running = pel["pending"] if isinstance(pel, dict) else 0
-            length = length if isinstance(length, int) else 0
-            out[function] = Counts(pending=length - running + waiting, running=running, dead=dead)
-        return out
-
-    async def history(self, function: str | None = None, limit: int = 50) -> list[HistoryRecord]:
-        key = f"{P}h" if function is None else f"{P}h:{function}"
-        rows = await self.client.lrange(key, 0, max(0, limit) - 1) if limit > 0 else []
-        return [HistoryRecord(**json.loads(row)) for row in rows]
-
-    async def dead_letters(
-        self, function: str | None = None, ids: Sequence[str] | None = None, limit: int = 100
-    ) -> list[DeadLetter]:
-        if ids is None:
-            index = f"{P}dz" if function is None else f"{P}dz:{function}"
-            chosen = await self.client.zrevrange(index, 0, max(0, limit) - 1) if limit > 0 else []
-        else:
-            chosen = [i for i in ids if function is None or i.partition("/")[0] == function]
-        pipe = self.client.pipeline(transaction=False)
-        for letter_id in chosen:
-            pipe.hgetall(f"{P}dl:{letter_id}")
-        rows = [(i, row) for i, row in zip(chosen, await pipe.execute(), strict=True) if row]
-        pipe = self.client.pipeline(transaction=False)
-        for _, row in rows:
-            pipe.hget(f"{P}ev:{row['event']}", "e")
-        bodies = await pipe.execute()
-        letters = [
-            DeadLetter(
-                id=letter_id,
-                function=row["function"],
-                event=StoredEvent.of(json.loads(body)),
-                attempts=int(row["attempts"]),
-                error=row["error"] or None,
-                traceback=row["traceback"] or None,
-                failed_at=float(row["failed_at"]),
-            )
-            for (letter_id, row), body in zip(rows, bodies, strict=True)
-            if body is not None
-        ]
-        letters.sort(key=lambda letter: letter.failed_at, reverse=True)
-        return letters[: max(0, limit)]
-
-    async def _select_dead(self, function: str | None, ids: Sequence[str] | None) -> list[str]:
-        if ids is not None:
-            return [i for i in ids if function is None or i.partition("/")[0] == function]
-        index = f"{P}dz" if function is None else f"{P}dz:{function}"
-        return list(await self.client.zrange(index, 0, -1))
-
-    async def replay_dead(
-        self, now: float, function: str | None = None, ids: Sequence[str] | None = None
-    ) -> int:
-        chosen = await self._select_dead(function, ids)
-        done = 0
-        for part in _chunks(chosen):
-            done += int(await self._call("dead_replay", [len(part), *part]))
-        for name in {i.partition("/")[0] for i in chosen}:
-            self.notify(name)
-        return done
-
-    async def drop_dead(self, function: str | None = None, ids: Sequence[str] | None = None) -> int:
-        chosen = await self._select_dead(function, ids)
-        done = 0
-        for part in _chunks(chosen):
-            done += int(await self._call("dead_drop", [len(part), *part]))
-        return done
-
-    async def replay(
-        self, function: str, since: float, matches: Callable[[str], bool], now: float
-    ) -> int:
-        # The index is ordered by store time, which is never before event time
-        # (events are not future-dated), so the scan can start at `since`.
-        since_us = int(since * 1_000_000)
-        start, done = str(max(0, since_us // 1000)), 0
-        while True:
-            entries = await self.client.xrange(f"{P}idx", start, "+", count=CHUNK)
-            chosen = [
-                f["e"] for _, f in entries if int(f["t"]) >= since_us and matches(f["y"])
-            ]
-            if chosen:
-                done += int(await self._call("redeliver", [function, len(chosen), *chosen]))
-            if len(entries) < CHUNK:
-                break
-            start = "(" + entries[-1][0]
-        if done:
-            self.notify(function)
-        return done
-
-    async def prune(self, events_before: float, history_before: float) -> None:
-        last_ms = int(events_before * 1000) - 1
-        # Kept events are indexed again at the tail; the bound stops a cutoff
-        # in the future from walking over them forever.
-        rounds = await self.client.xlen(f"{P}idx") // CHUNK + 1
-        for _ in range(rounds if last_ms >= 0 else 0):
-            if int(await self._call("prune_events", [last_ms, CHUNK])) < CHUNK:
-                break
-        functions = await self.client.smembers(f"{P}fns")
-        for key in [f"{P}h", *(f"{P}h:{f}" for f in sorted(functions))]:
-            await self._call("prune_history", [key, repr(history_before)])
-
-    # -- schedules and idempotency -----------------------------------------
-
-    async def last_tick(self, function: str) -> float | None:
-        tick = await self.client.get(f"{P}tick:{function}")
-        return None if tick is None else float(tick)
+    # -- schedules ---------------------------------------------------------
 
     async def fire_tick(self, function: str, tick: float, event: Event, targets: Targets) -> bool:
-        args = [function, repr(tick), *_items([(event, targets)])[1:]]
+        args = [function, repr(tick), *publish_args([(event, targets)])[1:]]
         fired = bool(await self._call("fire_tick", args))
         if fired:
             self._wake([(event, targets)])
         return fired
 
-    async def recall(self, key: str) -> JSON | None:
-        value = await self.client.get(f"{P}k:{key}")
-        return None if value is None else json.loads(value)
-
-    async def remember(self, key: str, value: JSON, ttl: float) -> JSON | None:
-        ttl_ms = max(1, int(ttl * 1000))
-        earlier = await self.client.set(f"{P}k:{key}", _dumps(value), nx=True, px=ttl_ms, get=True)
-        return None if earlier is None else json.loads(earlier)

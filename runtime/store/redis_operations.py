@@ -1,0 +1,157 @@
+"""Inspection and operations of the Redis store: counts, history, dead letters, replay,
+retention, schedules' last ticks and idempotency keys.
+
+Kept apart from the delivery path in `redis`; `RedisStore` inherits these.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from runtime.events import JSON
+from runtime.store.base import Counts, DeadLetter, HistoryRecord, Store
+from runtime.store.envelope import StoredEvent
+from runtime.store.redis_batch import Arg
+from runtime.store.redis_records import CHUNK, P, chunks, dumps
+
+
+class RedisOperations(Store):
+    """The operations half of `RedisStore` (see there)."""
+
+    @property
+    @abstractmethod
+    def client(self) -> Any:
+        """The open redis-py client."""
+
+    @abstractmethod
+    async def _call(self, script: str, args: Sequence[Arg]) -> Any:
+        """Run one Lua script of `redis_scripts.SCRIPTS`."""
+
+    async def counts(self) -> dict[str, Counts]:
+        functions = sorted(await self.client.smembers(f"{P}fns"))
+        pipe = self.client.pipeline(transaction=False)
+        for function in functions:
+            pipe.xlen(f"{P}q:{function}")
+            pipe.xpending(f"{P}q:{function}", "g")
+            pipe.zcard(f"{P}z:{function}")
+            pipe.zcard(f"{P}dz:{function}")
+        replies = await pipe.execute(raise_on_error=False)
+        out = {}
+        for i, function in enumerate(functions):
+            length, pel, waiting, dead = replies[4 * i : 4 * i + 4]
+            running = pel["pending"] if isinstance(pel, dict) else 0
+            length = length if isinstance(length, int) else 0
+            out[function] = Counts(pending=length - running + waiting, running=running, dead=dead)
+        return out
+
+    async def history(self, function: str | None = None, limit: int = 50) -> list[HistoryRecord]:
+        key = f"{P}h" if function is None else f"{P}h:{function}"
+        rows = await self.client.lrange(key, 0, max(0, limit) - 1) if limit > 0 else []
+        return [HistoryRecord(**json.loads(row)) for row in rows]
+
+    async def dead_letters(
+        self, function: str | None = None, ids: Sequence[str] | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        if ids is None:
+            index = f"{P}dz" if function is None else f"{P}dz:{function}"
+            chosen = await self.client.zrevrange(index, 0, max(0, limit) - 1) if limit > 0 else []
+        else:
+            chosen = [i for i in ids if function is None or i.partition("/")[0] == function]
+        pipe = self.client.pipeline(transaction=False)
+        for letter_id in chosen:
+            pipe.hgetall(f"{P}dl:{letter_id}")
+        rows = [(i, row) for i, row in zip(chosen, await pipe.execute(), strict=True) if row]
+        pipe = self.client.pipeline(transaction=False)
+        for _, row in rows:
+            pipe.hget(f"{P}ev:{row['event']}", "e")
+        bodies = await pipe.execute()
+        letters = [
+            DeadLetter(
+                id=letter_id,
+                function=row["function"],
+                event=StoredEvent.of(json.loads(body)),
+                attempts=int(row["attempts"]),
+                error=row["error"] or None,
+                traceback=row["traceback"] or None,
+                failed_at=float(row["failed_at"]),
+            )
+            for (letter_id, row), body in zip(rows, bodies, strict=True)
+            if body is not None
+        ]
+        letters.sort(key=lambda letter: letter.failed_at, reverse=True)
+        return letters[: max(0, limit)]
+
+    async def _select_dead(self, function: str | None, ids: Sequence[str] | None) -> list[str]:
+        if ids is not None:
+            return [i for i in ids if function is None or i.partition("/")[0] == function]
+        index = f"{P}dz" if function is None else f"{P}dz:{function}"
+        return list(await self.client.zrange(index, 0, -1))
+
+    async def replay_dead(
+        self, now: float, function: str | None = None, ids: Sequence[str] | None = None
+    ) -> int:
+        chosen = await self._select_dead(function, ids)
+        done = 0
+        for part in chunks(chosen):
+            done += int(await self._call("dead_replay", [len(part), *part]))
+        for name in {i.partition("/")[0] for i in chosen}:
+            self.notify(name)
+        return done
+
+    async def drop_dead(self, function: str | None = None, ids: Sequence[str] | None = None) -> int:
+        chosen = await self._select_dead(function, ids)
+        done = 0
+        for part in chunks(chosen):
+            done += int(await self._call("dead_drop", [len(part), *part]))
+        return done
+
+    async def replay(
+        self, function: str, since: float, matches: Callable[[str], bool], now: float
+    ) -> int:
+        # The index is ordered by store time, which is never before event time
+        # (events are not future-dated), so the scan can start at `since`.
+        since_us = int(since * 1_000_000)
+        start, done = str(max(0, since_us // 1000)), 0
+        while True:
+            entries = await self.client.xrange(f"{P}idx", start, "+", count=CHUNK)
+            chosen = [
+                f["e"] for _, f in entries if int(f["t"]) >= since_us and matches(f["y"])
+            ]
+            if chosen:
+                done += int(await self._call("redeliver", [function, len(chosen), *chosen]))
+            if len(entries) < CHUNK:
+                break
+            start = "(" + entries[-1][0]
+        if done:
+            self.notify(function)
+        return done
+
+    async def prune(self, events_before: float, history_before: float) -> None:
+        last_ms = int(events_before * 1000) - 1
+        # Kept events are indexed again at the tail; the bound stops a cutoff
+        # in the future from walking over them forever.
+        rounds = await self.client.xlen(f"{P}idx") // CHUNK + 1
+        for _ in range(rounds if last_ms >= 0 else 0):
+            if int(await self._call("prune_events", [last_ms, CHUNK])) < CHUNK:
+                break
+        functions = await self.client.smembers(f"{P}fns")
+        for key in [f"{P}h", *(f"{P}h:{f}" for f in sorted(functions))]:
+            await self._call("prune_history", [key, repr(history_before)])
+
+    # -- schedules and idempotency -----------------------------------------
+
+    async def last_tick(self, function: str) -> float | None:
+        tick = await self.client.get(f"{P}tick:{function}")
+        return None if tick is None else float(tick)
+
+    async def recall(self, key: str) -> JSON | None:
+        value = await self.client.get(f"{P}k:{key}")
+        return None if value is None else json.loads(value)
+
+    async def remember(self, key: str, value: JSON, ttl: float) -> JSON | None:
+        ttl_ms = max(1, int(ttl * 1000))
+        earlier = await self.client.set(f"{P}k:{key}", dumps(value), nx=True, px=ttl_ms, get=True)
+        return None if earlier is None else json.loads(earlier)

@@ -1,0 +1,73 @@
+"""How the Redis store writes values: JSON bodies, history records, publish arguments.
+
+Shared by the delivery path (`redis`) and the operations (`redis_operations`).
+These run once or more per delivery, so they avoid building dicts to encode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from runtime.events import JSON, Event, Outcome
+from runtime.store.base import Targets
+from runtime.store.redis_batch import Arg
+
+P = "fnrun:"
+MAX_RESULT = 4096
+"""Longest JSON return value kept in history; longer ones keep a text prefix."""
+CHUNK = 500
+"""Most items per script call, so no single script blocks Redis for long."""
+
+# One encoder for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON; unknown types as their str."""
+    return _ENCODER.encode(value)
+
+
+string: Callable[[str], str] = json.encoder.encode_basestring_ascii
+"""A str as a JSON string, exactly as `_dumps` writes it."""
+
+
+def bounded(result: JSON) -> JSON:
+    """`result`, or a prefix of its JSON text if that is longer than MAX_RESULT."""
+    text = dumps(result)
+    return result if len(text) <= MAX_RESULT else text[:MAX_RESULT] + "..."
+
+
+def record_json(function: str, event: Event, attempt: int, outcome: Outcome) -> str:
+    """One history entry: a `HistoryRecord` as JSON, formatted by hand (a dict and
+    the encoder cost twice as much, on every delivery)."""
+    result = "null" if outcome.result is None else dumps(bounded(outcome.result))
+    error = "null" if outcome.error is None else string(outcome.error)
+    return (
+        f'{{"event_id":{string(event.id)},"function":{string(function)},'
+        f'"attempt":{attempt},"status":{string(outcome.status)},'
+        f'"started":{number(outcome.started)},"duration":{number(outcome.duration)},'
+        f'"error":{error},"result":{result}}}'
+    )
+
+
+def number(value: float) -> str:
+    """A float as JSON: float.__repr__ is what the encoder writes for finite ones."""
+    return repr(float(value)) if math.isfinite(value) else dumps(value)
+
+
+def publish_args(items: Sequence[tuple[Event, Targets]]) -> list[Arg]:
+    """Flat ARGV for the Lua `publish_many`: count, then id, body, type, time, n, targets."""
+    args: list[Arg] = [len(items)]
+    for event, targets in items:
+        at = int(event.time.timestamp() * 1_000_000)
+        args += [event.id, dumps(event.to_dict()), event.type, at, len(targets), *targets]
+    return args
+
+
+def chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    """`values` in slices of at most CHUNK."""
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
