@@ -480,3 +480,24 @@ async def test_public_bind_requires_bearer_token_except_health(tmp_path: Path) -
         assert r.status_code == 401
         # webhooks carry their own auth (signatures), never the operator token
         assert (await h.client.post("/hooks/orders", json={})).status_code == 202
+
+
+async def test_idle_keep_alive_connection_is_closed_after_keep_alive(tmp_path: Path) -> None:
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+    async with anyio.create_task_group() as tg:
+        listening = await tg.start(partial(serve, keep_alive=0.3), ok, HttpSettings(port=0))
+        async with await anyio.connect_tcp("127.0.0.1", listening.port) as stream:
+            with anyio.fail_after(10):
+                for _ in range(2):  # a request inside the keep-alive window is served
+                    await stream.send(request)
+                    assert (await stream.receive()).startswith(b"HTTP/1.1 204")
+                    await anyio.sleep(0.1)  # idle, but within keep-alive: not a wait for work
+                idle = time.monotonic()
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await stream.receive()
+            assert 0.2 < time.monotonic() - idle < 2
+        tg.cancel_scope.cancel()
