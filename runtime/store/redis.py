@@ -267,9 +267,9 @@ class RedisStore(RedisOperations):
         for delivery in deliveries:
             entry = self._entries.pop(delivery.id, None)
             if entry is not None:
-                args += [delivery.function, entry, delivery.id.partition("/")[2]]
+                args += [delivery.function, entry]
         if args:
-            await self._call("release", [self.consumer, len(args) // 3, *args])
+            await self._call("release", [self.consumer, len(args) // 2, *args])
         for function in {d.function for d in deliveries}:
             self.notify(function)
 

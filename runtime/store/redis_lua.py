@@ -7,9 +7,9 @@ Key layout (all under `fnrun:`):
 | `ev:{event}` | hash | `e` event JSON, `n` live-delivery counter (see below) |
 | `idx` | stream | per event: `e` id, `y` type, `t` event time (µs), `c` targets; MINID |
 | `fns` | set | functions that ever had a delivery |
-| `q:{fn}` | stream + group `g` | deliveries: `e` event id, `d` first entry id (set on re-adds) |
-| `a:{fn}` | hash | attempts per delivery (`d`), counted at claim, so kill -9 keeps them |
-| `z:{fn}` | sorted set | retries waiting, member `"d event"`, score = due (ms) |
+| `q:{fn}` | stream + group `g` | deliveries: `e` event id; re-adds: `d` first id, `n` attempts |
+| `a:{fn}` | hash | attempts per delivery (`d`) of entries re-added before `n` existed |
+| `z:{fn}` | sorted set | retries waiting, member `"d:attempts event"`, score = due (ms) |
 | `dl:{id}`, `dz`, `dz:{fn}` | hash, sorted sets | dead letters and their indexes by time |
 | `h`, `h:{fn}` | lists | invocation history, newest first, bounded by LTRIM |
 | `tick:{key}` | string | last schedule tick fired (epoch seconds) |
@@ -28,6 +28,10 @@ is absolute.
 
 A delivery's stable id is the stream entry id it was first published under
 (`d`); a retry re-adds it to the stream under a new entry id that carries `d`.
+Attempts cost no write at claim: an attempt is the attempts used before its
+entry (`n`, 0 when fresh) plus the entry's delivery count in the consumer
+group's PEL, which Redis keeps through a kill -9 of the node; re-adding an
+entry (retry, requeue) writes the sum into the new entry's `n`.
 Scripts read ARGV flat (no JSON decoding of inputs) and touch keys derived
 from their arguments, which is fine on a single Redis (not Redis Cluster).
 """
@@ -43,7 +47,7 @@ local function arg() argi = argi + 1; return ARGV[argi] end
 
 -- Functions known to have a stream and group in this call, and to wake.
 local known, woken = {}, {}
-local function enqueue(fn, eid, d)
+local function enqueue(fn, eid, d, used)
   local q = P .. 'q:' .. fn
   woken[fn] = true
   if not known[fn] then
@@ -52,7 +56,7 @@ local function enqueue(fn, eid, d)
       redis.pcall('XGROUP', 'CREATE', q, G, '0', 'MKSTREAM')
     end
   end
-  if d then return redis.call('XADD', q, '*', 'e', eid, 'd', d) end
+  if d then return redis.call('XADD', q, '*', 'e', eid, 'd', d, 'n', used or 0) end
   return redis.call('XADD', q, '*', 'e', eid)
 end
 
@@ -111,14 +115,23 @@ local function fields(flat)
   return t
 end
 
--- Take a running entry back and put it at the tail as pending again.
-local function requeue(fn, q, id)
+-- Attempts a delivery had used when stream entry `f` (its fields) was added:
+-- its `n`; entries re-added before `n` existed kept theirs in `a:{fn}`.
+local function used_before(fn, f)
+  if f['n'] then return tonumber(f['n']) end
+  if f['d'] then return tonumber(redis.call('HGET', P .. 'a:' .. fn, f['d']) or '0') end
+  return 0
+end
+
+-- Take a running entry back and put it at the tail as pending again, with
+-- the attempts it used: those before it plus `delivered` (its PEL count).
+local function requeue(fn, q, id, delivered)
   local found = redis.call('XRANGE', q, id, id)
   redis.call('XACK', q, G, id)
   if #found == 0 then return 0 end
   local f = fields(found[1][2])
   redis.call('XDEL', q, id)
-  enqueue(fn, f['e'], f['d'] or id)
+  enqueue(fn, f['e'], f['d'] or id, used_before(fn, f) + delivered)
   return 1
 end
 """

@@ -21,14 +21,24 @@ local fn, me, limit, now, min_idle = arg(), arg(), tonumber(arg()), arg(), tonum
 local q, z, a = P .. 'q:' .. fn, P .. 'z:' .. fn, P .. 'a:' .. fn
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now, 'LIMIT', 0, limit)) do
   local sp = string.find(m, ' ', 1, true)
-  enqueue(fn, string.sub(m, sp + 1), string.sub(m, 1, sp - 1))
+  local head, eid = string.sub(m, 1, sp - 1), string.sub(m, sp + 1)
+  local colon = string.find(head, ':', 1, true)
+  if colon then
+    enqueue(fn, eid, string.sub(head, 1, colon - 1), tonumber(string.sub(head, colon + 1)))
+  else  -- written before members carried attempts: they are in `a:{fn}`
+    enqueue(fn, eid, head, tonumber(redis.call('HGET', a, head) or '0'))
+  end
   redis.call('ZREM', z, m)
 end
 if redis.call('EXISTS', q) == 0 then return {} end
 local got = {}
 if min_idle >= 0 then
   local r = redis.call('XAUTOCLAIM', q, G, me, min_idle, '0-0', 'COUNT', limit)
-  for _, e in ipairs(r[2]) do got[#got + 1] = e end
+  for _, e in ipairs(r[2]) do
+    local p = redis.call('XPENDING', q, G, e[1], e[1], 1)  -- taken over: counted again
+    e.delivered = p[1] and p[1][4] or 1
+    got[#got + 1] = e
+  end
 end
 if #got < limit then
   local r = redis.call('XREADGROUP', 'GROUP', G, me, 'COUNT', limit - #got, 'STREAMS', q, '>')
@@ -40,8 +50,7 @@ for _, e in ipairs(got) do
   local d = f['d'] or e[1]
   local body = redis.call('HGET', P .. 'ev:' .. f['e'], 'e')
   if body then
-    local n = redis.call('HINCRBY', a, d, 1)
-    out[#out + 1] = {e[1], d, n, body}
+    out[#out + 1] = {e[1], d, used_before(fn, f) + (e.delivered or 1), body}
   else
     -- The event is gone (dropped by hand): nothing left to deliver.
     redis.call('XACK', q, G, e[1])
@@ -163,12 +172,12 @@ record(fn, hist, hmax, hmax_fn)
 if not owns(q, entry, me) then return 0 end
 redis.call('XACK', q, G, entry)
 redis.call('XDEL', q, entry)
+redis.call('HDEL', P .. 'a:' .. fn, d)
 if retry_at ~= '' then
-  redis.call('ZADD', P .. 'z:' .. fn, retry_at, d .. ' ' .. eid)
+  redis.call('ZADD', P .. 'z:' .. fn, retry_at, d .. ':' .. attempts .. ' ' .. eid)
   return 1
 end
 local id = fn .. '/' .. d
-redis.call('HDEL', P .. 'a:' .. fn, d)
 redis.call('HSET', P .. 'dl:' .. id, 'function', fn, 'event', eid, 'd', d,
   'attempts', attempts, 'error', err, 'traceback', tb, 'failed_at', now)
 redis.call('ZADD', P .. 'dz', now, id)
@@ -180,10 +189,11 @@ RELEASE = PRELUDE + """
 local me, count = arg(), tonumber(arg())
 local done = 0
 for i = 1, count do
-  local fn, entry, d = arg(), arg(), arg()
+  local fn, entry = arg(), arg()
   local q = P .. 'q:' .. fn
-  if owns(q, entry, me) and requeue(fn, q, entry) == 1 then
-    redis.call('HINCRBY', P .. 'a:' .. fn, d, -1)
+  local p = redis.call('XPENDING', q, G, entry, entry, 1)
+  -- Never started: its last delivery is not an attempt used.
+  if #p == 1 and p[1][2] == me and requeue(fn, q, entry, p[1][4] - 1) == 1 then
     done = done + 1
   end
 end
@@ -205,7 +215,7 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', q, G)) do
   local dead = name ~= me and redis.call('EXISTS', P .. 'node:' .. name) == 0
   if dead or (name == me and mine == '1') then
     for _, p in ipairs(redis.call('XPENDING', q, G, '-', '+', 1000, name)) do
-      moved = moved + requeue(fn, q, p[1])
+      moved = moved + requeue(fn, q, p[1], p[4])
     end
     if redis.call('XPENDING', q, G, '-', '+', 1, name)[1] == nil then
       redis.call('XGROUP', 'DELCONSUMER', q, G, name)
@@ -214,7 +224,7 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', q, G)) do
 end
 if min_idle >= 0 then
   for _, p in ipairs(redis.call('XPENDING', q, G, 'IDLE', min_idle, '-', '+', 1000)) do
-    moved = moved + requeue(fn, q, p[1])
+    moved = moved + requeue(fn, q, p[1], p[4])
   end
 end
 wake()

@@ -280,3 +280,21 @@ async def test_succeed_many_settles_a_batch_among_many_other_running_deliveries(
         assert (await store.counts())["f"] == Counts(running=300)
         await store.succeed_many([(d, ok(), []) for d in claimed[1::2]])
         assert (await store.counts())["f"] == Counts()
+
+
+async def test_retries_written_before_attempts_moved_into_entries_keep_their_count() -> None:
+    async with nodes(1) as (store,):
+        await store.publish([(Event(type="x", id="e1"), ["f"])])
+        [one] = await store.claim("f", 10, time.time())
+        await store.fail(one, crashed(), time.time())
+        first = one.id.partition("/")[2]
+        with redis.Redis.from_url(URL, decode_responses=True) as client:
+            # The earlier layout: member "d event", attempts in the a:{fn} hash.
+            assert client.zrange("fnrun:z:f", 0, -1) == [f"{first}:1 e1"]
+            client.delete("fnrun:z:f")
+            client.zadd("fnrun:z:f", {f"{first} e1": 0})
+            client.hset("fnrun:a:f", first, 4)
+        [five] = await store.claim("f", 10, time.time())
+        assert (five.id, five.attempt) == (one.id, 5)
+        await store.succeed(five, ok(), [])
+        assert (await store.counts())["f"] == Counts()
