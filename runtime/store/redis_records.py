@@ -34,16 +34,16 @@ string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 """A str as a JSON string, exactly as `_dumps` writes it."""
 
 
-def bounded(result: JSON) -> JSON:
-    """`result`, or a prefix of its JSON text if that is longer than MAX_RESULT."""
+def bounded_json(result: JSON) -> str:
+    """`result` as JSON, or a JSON string of its text's prefix if longer than MAX_RESULT."""
     text = dumps(result)
-    return result if len(text) <= MAX_RESULT else text[:MAX_RESULT] + "..."
+    return text if len(text) <= MAX_RESULT else string(text[:MAX_RESULT] + "...")
 
 
 def record_json(function: str, event: Event, attempt: int, outcome: Outcome) -> str:
     """One history entry: a `HistoryRecord` as JSON, formatted by hand (a dict and
     the encoder cost twice as much, on every delivery)."""
-    result = "null" if outcome.result is None else dumps(bounded(outcome.result))
+    result = "null" if outcome.result is None else bounded_json(outcome.result)
     error = "null" if outcome.error is None else string(outcome.error)
     return (
         f'{{"event_id":{string(event.id)},"function":{string(function)},'
