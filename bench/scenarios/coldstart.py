@@ -1,7 +1,10 @@
 """Scenario 3: worker cold start (spawn -> ready) and idle worker RSS.
 
 fnrun: a fresh `runtime.pool.WorkerPool` per sample, timed over its first
-invocation of a no-op (spawn, import, ready, one round trip). Baselines: a bare
+invocation of a no-op (start, import, ready, one round trip). Its workers fork
+from the fork server's template (started once per process, not timed here);
+the second fnrun case forces the fallback, a new interpreter per worker, through
+a `PYTHON*` variable in the function's env. Baselines: a bare
 `python -c` child that writes "ready" on a pipe, with and without importing
 anyio and yaml. RSS is VmRSS from /proc/PID/status, read once the process idles.
 """
@@ -39,7 +42,7 @@ def _summary(starts: list[float], rss: list[float]) -> dict[str, float]:
     return {"cold start ms": statistics.median(starts), "idle RSS MB": statistics.median(rss)}
 
 
-def fnrun_worker(ctx: Context) -> dict[str, float]:
+def fnrun_worker(ctx: Context, env: dict[str, str] | None = None) -> dict[str, float]:
     fnrun_app.require("runtime.pool", "the worker pool")
     from runtime.errors import Where
     from runtime.events import Event
@@ -50,7 +53,7 @@ def fnrun_worker(ctx: Context) -> dict[str, float]:
     handler = folder / "noop.py"
     handler.write_text(HANDLER)
     spec = FunctionSpec(name="noop", where=Where(handler, 1, 1), handler_file=handler,
-                        handler_attr="noop", timeout=30)
+                        handler_attr="noop", timeout=30, env=env or {})
     log = logging.getLogger("bench.coldstart")
 
     async def sample() -> tuple[float, float]:
@@ -102,6 +105,8 @@ SCENARIO = Scenario(
     title="Worker cold start and idle RSS",
     cases=[
         Case("fnrun worker", fnrun_worker),
+        Case("fnrun worker, new interpreter",
+             lambda ctx: fnrun_worker(ctx, {"PYTHONBENCHSPAWN": "1"})),
         Case("python -c child", lambda ctx: pipe_child(BARE)),
         Case("python -S -c child", lambda ctx: pipe_child(BARE, "-S")),
         Case("python -c child + anyio,yaml", lambda ctx: pipe_child(WITH_IMPORTS)),
@@ -111,9 +116,12 @@ SCENARIO = Scenario(
         ("fnrun worker", "idle RSS MB"): Target("<= 12 MB", lambda v: v <= 12),
     },
     notes=(
-        f"Median of {SAMPLES} spawns per run. fnrun's figure is spawn -> ready -> first no-op "
-        "answered (one round trip more than the baselines' spawn -> 'ready'); fnrun starts "
-        "its workers with `-S` (no site), so `python -S -c` is its floor. All use the "
+        f"Median of {SAMPLES} starts per run. fnrun's figure is start -> ready -> first no-op "
+        "answered (one round trip more than the baselines' spawn -> 'ready'). fnrun forks its "
+        "workers from a template process (a fresh `python -S` that imported only the worker "
+        "module, started once per supervisor); 'new interpreter' is its fallback path, a "
+        "`python -S` per worker (forced by a PYTHON* variable in the function's env), whose "
+        "floor is `python -S -c`. All use the "
         f"bench venv's interpreter ({Path(sys.executable).name}); RSS read after "
         f"{SETTLE:g}s idle."
     ),
