@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import anyio
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -299,7 +300,15 @@ class RedisStore(RedisOperations):
         if function in self._woken:
             self._woken.discard(function)
             return
-        await super().wait_for_work(function, min(timeout, WAKE_POLL))
+        # As Store.wait_for_work, but a wait that times out takes its event
+        # away, so `notify` can tell whether anyone still waits.
+        event = self._wakeups.setdefault(function, anyio.Event())
+        try:
+            with anyio.move_on_after(min(timeout, WAKE_POLL)):
+                await event.wait()
+        finally:
+            if self._wakeups.get(function) is event:
+                del self._wakeups[function]
 
     # -- schedules ---------------------------------------------------------
 

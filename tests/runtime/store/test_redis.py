@@ -245,6 +245,7 @@ async def test_work_published_by_another_node_wakes_a_waiting_one_at_once() -> N
 
 async def test_a_wake_up_while_busy_is_kept_for_the_next_wait() -> None:
     async with nodes(2) as (a, b):
+        await b.wait_for_work("f", 0.01)  # an earlier wait that timed out
         await a.publish([(Event(type="x", id="e1"), ["f"])])
         with anyio.fail_after(5):
             while "f" not in b._woken:  # b was not waiting: it keeps the wake-up
