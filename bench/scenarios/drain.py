@@ -56,7 +56,8 @@ SCENARIO = Scenario(
     ],
     targets={("fnrun (sqlite)", "events/s"): Target(">= 10,000/s", lambda v: v >= 10_000)},
     notes=(
-        "Celery 5: Redis broker (DB 12), acks_late=True, prefork, concurrency 2, "
+        "Celery 5: Redis broker (the bench database, 12 unless --redis), acks_late=True, "
+        "prefork, concurrency 2, "
         "prefetch multiplier 4 (the default); Dramatiq: Redis broker, 2 processes x 1 thread "
         "(as asked) and x 8 threads (its default). The rate runs from the first delivery "
         "seen to an empty queue; each peer's queue is fully loaded before its worker starts. "

@@ -73,8 +73,9 @@ SCENARIO = Scenario(
     ],
     targets={("fnrun redis 1 node", "events/s"): Target(">= 8,000/s", lambda v: v >= 8_000)},
     notes=(
-        "Redis DB 12 on 127.0.0.1:6379, flushed before and after each run. Each node is one "
-        "`fnrun run --store redis://127.0.0.1:6379/12` with the no-op at concurrency 2; all "
+        "The bench Redis database (DB 12 unless --redis), flushed before and after each run. "
+        "Each node is one `fnrun run --store redis://127.0.0.1:6379/12` with the no-op at "
+        "concurrency 2; all "
         "nodes share the machine's 2 cores, so more nodes measure coordination cost, not "
         "added capacity. Drain is polled on node 1's GET /_/functions every 20 ms (this "
         "polling's own Redis commands are counted too). Commands are not round trips: "
