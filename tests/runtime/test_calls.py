@@ -60,3 +60,21 @@ async def test_rows_wait_while_the_store_fails_and_the_queue_is_bounded(
     await history.flush()
     assert [r.result for r in await store.history("hook")] == [7, 6, 5, 4, 3]
     assert "history of 3 sync calls dropped" in caplog.text
+
+
+async def test_failures_are_all_kept_and_successes_up_to_a_budget_per_interval(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(calls, "OK_PER_FLUSH", 3)
+    history = CallHistory(store, LOG)
+    failed = Outcome(status="error", started=time.time(), duration=0.001, error="no")
+    for n in range(5):
+        history.add("hook", Event(type="t"), ok(n))
+        history.add("hook", Event(type="t"), failed)
+    await history.flush()
+    first = await store.history("hook")
+    assert [r.result for r in first if r.status == "ok"] == [2, 1, 0]
+    assert sum(r.status == "error" for r in first) == 5
+    history.add("hook", Event(type="t"), ok(9))  # a new interval, a new budget
+    await history.flush()
+    assert (await store.history("hook", limit=1))[0].result == 9
