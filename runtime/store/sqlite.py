@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -45,7 +46,6 @@ from runtime.store.sqlite_schema import (
     id_list,
     insert_history,
     path_of,
-    targets_of,
 )
 from runtime.store.sqlite_watch import ExternalCommits
 
@@ -131,8 +131,11 @@ class SqliteStore(Store):
         except BaseException:
             self.cancel_handoff(grants)
             raise
-        taken = {fn for _, fn, _ in handed}
-        self._notify_all({fn for fn in targets_of(items, fresh) if fn not in taken})
+        # Wake a function unless every one of its new deliveries was handed over.
+        stored = Counter(fn for (_, targets), new in zip(items, fresh, strict=True) if new
+                         for fn in dict.fromkeys(targets))
+        taken = Counter(fn for _, fn, _ in handed)
+        self._notify_all({fn for fn, count in stored.items() if taken[fn] < count})
         refused = self.hand_over(items, [(i, fn, str(d)) for i, fn, d in handed], grants)
         if refused:
             await self.release(refused)

@@ -6,8 +6,9 @@ then wakes the others with their own result or error. Publishes in a batch
 are merged into a few multi-row statements, because with one event per call
 the per-statement cost, not the fsync, is what bounds durable ingress.
 
-A batch of only non-durable operations (claims and releases, which
-acknowledge nothing to anyone) commits without the fsync (synchronous=NORMAL).
+A batch of only non-durable operations (claims, releases, recovery and sync
+calls' history, which acknowledge nothing to anyone) commits without the
+fsync (synchronous=NORMAL).
 A WAL is replayed in order, so the next durable commit's fsync covers it too;
 a crash of the process loses nothing either way (the OS has the write), and
 a power loss can at worst undo a claim, which then runs again.
@@ -120,8 +121,8 @@ def _insert_claimed(
 ) -> list[tuple[int, str, int]]:
     if not claimed:
         return []
-    # AUTOINCREMENT ids only grow, and this is the only writer: the new rows
-    # are exactly those above the current maximum, in insertion order.
+    # AUTOINCREMENT ids only grow, and this transaction holds the file's write
+    # lock: the new rows are exactly those above the current maximum, in order.
     (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()
     conn.executemany(
         "INSERT INTO deliveries (event_id, function, state, attempts, due, updated)"

@@ -414,3 +414,32 @@ async def test_a_cancelled_claim_still_returns_the_rows_it_marked(store: SqliteS
             gate.set()
     assert [d.event.id for d in got[0]] == ["e1"]
     assert (await store.counts())["a"].running == 1
+
+
+async def test_a_partly_handed_publish_wakes_the_function_for_the_rest(
+    store: SqliteStore,
+) -> None:
+    room = Room(1)
+    store.attach("a", room)
+    woke = anyio.Event()
+
+    async def wait() -> None:
+        await store.wait_for_work("a", 30)
+        woke.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            await store.publish([(Event(type="x"), ["a"]) for _ in range(3)])
+            await woke.wait()  # two of three still pending: the claimer must look
+    assert len(room.taken) == 1
+    assert (await store.counts())["a"] == Counts(pending=2, running=1)
+    # All handed over: no wake-up is needed (nothing to claim).
+    store.attach("a", Room(5))
+    with anyio.move_on_after(0.5) as idle:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.wait_for_work, "a", 30)
+            await anyio.wait_all_tasks_blocked()
+            await store.publish([(Event(type="x"), ["a"])])
+    assert idle.cancelled_caught
