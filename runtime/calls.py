@@ -43,6 +43,7 @@ class CallHistory:
         self._queue: deque[Call] = deque(maxlen=MAX_QUEUED)
         self._dropped = 0
         self._ok_left = OK_PER_FLUSH
+        self._failing = False
 
     def add(self, function: str, event: Event, outcome: Outcome) -> None:
         if outcome.ok:
@@ -73,9 +74,12 @@ class CallHistory:
                 await self.store.record(batch)
             except Exception as exc:
                 self._queue.extendleft(reversed(batch))  # the next flush tries again
-                self.log.warning("could not write the history of %d sync calls: %s",
-                                 len(batch), exc)
+                if not self._failing:  # once per outage, not every FLUSH_EVERY
+                    self.log.warning("could not write the history of %d sync calls: %s",
+                                     len(batch), exc)
+                self._failing = True
                 return
+            self._failing = False
         if self._dropped:
             self.log.warning("history of %d sync calls dropped (store unavailable)",
                              self._dropped)
