@@ -42,6 +42,14 @@ def test_batch_size(mean: float, buffered: int, runners: int, expected: int) -> 
     assert batch_size(mean, buffered, runners) == expected
 
 
+def actions_spec(**options: Any) -> FunctionSpec:
+    """Function "fn" running tests/runtime/handlers/actions.py:handle."""
+    return FunctionSpec(
+        name="fn", where=Where(Path("f.yaml"), 1, 1), handler_file=HANDLERS / "actions.py",
+        handler_attr="handle", **options,
+    )
+
+
 def no_route(events: Sequence[Event]) -> list[tuple[Event, Targets]]:
     return [(event, ["nobody"]) for event in events]
 
@@ -84,10 +92,7 @@ def runs(log: Path) -> list[tuple[int, int]]:
 
 async def test_every_event_runs_once_in_batches(store: SqliteStore, tmp_path: Path) -> None:
     log = tmp_path / "log"
-    spec = FunctionSpec(
-        name="fn", where=Where(Path("f.yaml"), 1, 1), handler_file=HANDLERS / "actions.py",
-        handler_attr="handle", concurrency=2,
-    )
+    spec = actions_spec(concurrency=2)
     count = 600
     events = [Event(type="t", data={"do": "record", "log": str(log), "n": n}) for n in range(count)]
     await store.publish([(event, ["fn"]) for event in events])
@@ -103,10 +108,7 @@ async def test_a_crash_mid_batch_reruns_only_the_unstarted(
     store: SqliteStore, tmp_path: Path,
 ) -> None:
     log = tmp_path / "log"
-    spec = FunctionSpec(
-        name="fn", where=Where(Path("f.yaml"), 1, 1), handler_file=HANDLERS / "actions.py",
-        handler_attr="handle", concurrency=1, retry=RetryPolicy(max_attempts=1),
-    )
+    spec = actions_spec(concurrency=1, retry=RetryPolicy(max_attempts=1))
     count, crashing = 200, {17, 90, 150}
     events = [
         Event(type="t", data={"do": "record", "log": str(log), "n": n, "crash": n in crashing})
@@ -152,11 +154,9 @@ async def test_stop_ends_a_long_idle_wait_at_once(store: SqliteStore) -> None:
         await pool.aclose(grace=1)
 
 
-def idle_dispatcher(store: SqliteStore, concurrency: int = 2) -> Dispatcher:
-    spec = FunctionSpec(
-        name="fn", where=Where(Path("f.yaml"), 1, 1), handler_file=HANDLERS / "actions.py",
-        handler_attr="handle", concurrency=concurrency,
-    )
+def idle_dispatcher(store: SqliteStore) -> Dispatcher:
+    """A dispatcher that is not running: its Consumer side alone."""
+    spec = actions_spec(concurrency=2)
     return Dispatcher(
         spec, WorkerPool(spec, log=LOG), store, clock=SystemClock(), metrics=Metrics(),
         route=no_route, log=LOG,
@@ -182,10 +182,7 @@ async def test_events_published_to_an_idle_dispatcher_skip_the_claim(
     store: SqliteStore, tmp_path: Path,
 ) -> None:
     log = tmp_path / "log"
-    spec = FunctionSpec(
-        name="fn", where=Where(Path("f.yaml"), 1, 1), handler_file=HANDLERS / "actions.py",
-        handler_attr="handle", concurrency=2,
-    )
+    spec = actions_spec(concurrency=2)
     claimed: list[str] = []
     claim = store.claim
 
