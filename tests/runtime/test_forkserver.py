@@ -21,6 +21,7 @@ from runtime.launcher import FORK_SERVER, FORK_WAIT
 from runtime.pool import WorkerPool
 from runtime.process import ENV_ALLOWLIST, ENV_PREFIXES
 from runtime.specs import FunctionSpec
+from tests.runtime.procs import alive, wait_for
 
 LOG = logging.getLogger("tests.forkserver")
 
@@ -59,24 +60,6 @@ CLEAN = "import os, sys\n\ndef handle(event):\n    return [sorted(sys.modules), 
 
 def ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-async def wait_for(predicate: Callable[[], Any], within: float = 10.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await anyio.sleep(0.01)
-    raise AssertionError(f"condition not met within {within}s")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from runtime.launcher import FORK_SERVER
 from runtime.pool import WorkerPool
 from runtime.protocol import decode_result
 from runtime.specs import FunctionSpec
+from tests.runtime.procs import alive, wait_for
 
 HANDLERS = Path(__file__).parent / "handlers"
 LOG = logging.getLogger("tests.pool")
@@ -54,26 +55,6 @@ async def pools() -> AsyncIterator[Callable[..., WorkerPool]]:
 
 def ev(**data: Any) -> Event:
     return Event(type="test.event", data=data)
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-async def wait_for(predicate: Callable[[], Any], within: float = 10.0) -> Any:
-    """Poll `predicate` until it returns something truthy, or fail after `within` s."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await anyio.sleep(0.01)
-    raise AssertionError(f"condition not met within {within}s")
 
 
 def children_of(parent: int) -> set[int]:
