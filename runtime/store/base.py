@@ -20,9 +20,11 @@ concurrent writes into one commit (group commit).
 Hand-off. A dispatcher of this process that has nothing left to claim can
 `attach` itself as its function's `Consumer`. An adapter may then store a
 fresh delivery for it already claimed, in the publish's own write, and hand
-it over once that write is durable: the claim, a second store write
-between publish and handler start, is skipped. A handed delivery is a
-claim like any other (running, attempt 1), so a crash recovers it the same way.
+it over as soon as that write is committed (SQLite: before its fsync; the
+publish itself still returns only once it is durable): the claim, a second
+store write between publish and handler start, is skipped. A handed
+delivery is a claim like any other (running, attempt 1), so a crash
+recovers it the same way.
 """
 
 from __future__ import annotations

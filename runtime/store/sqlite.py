@@ -25,13 +25,21 @@ from runtime.store.base import (
     Counts,
     DeadLetter,
     Delivery,
+    Grants,
     HistoryRecord,
     Store,
     Success,
     Targets,
 )
 from runtime.store.envelope import StoredEvent
-from runtime.store.sqlite_commit import GroupCommit, Work, connect, insert_events, rows_of
+from runtime.store.sqlite_commit import (
+    GroupCommit,
+    Inserted,
+    Work,
+    connect,
+    insert_events,
+    rows_of,
+)
 from runtime.store.sqlite_schema import (
     DEAD_FILTER,
     HISTORY_INSERT,
@@ -82,11 +90,12 @@ class SqliteStore(Store):
                 self._write_conn.close()
                 self._write_conn = None
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
-        self._writer = GroupCommit(self._write_conn)
+        self._writer = GroupCommit(self._write_conn, self.path.with_name(self.path.name + "-wal"))
 
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.submit(lambda conn: None)  # waits out queued writes
+            self._writer.close()
             self._writer = None
         async with self._read_lock:
             for conn in (self._write_conn, self._read_conn):
@@ -124,22 +133,37 @@ class SqliteStore(Store):
         if self._writer is None:
             raise StoreError(f"store {self.path} is not open")
         grants = self.reserve_handoff(items)
+        refused: list[Delivery] = []
+
+        def visible(inserted: Inserted) -> None:
+            # Before the fsync (see sqlite_commit): handlers need not wait for
+            # the disk, only the producer's acknowledgement does.
+            refused.extend(self._hand_over(items, inserted, grants))
+            grants.clear()
+
         try:
-            fresh, handed = await self._writer.publish(
-                rows_of(items), {fn: n for fn, (_, n) in grants.items() if n}
+            inserted = await self._writer.publish(
+                rows_of(items), {fn: n for fn, (_, n) in grants.items() if n}, visible
             )
         except BaseException:
-            self.cancel_handoff(grants)
+            self.cancel_handoff(grants)  # unless the commit was seen: then it is empty
             raise
-        # Wake a function unless every one of its new deliveries was handed over.
+        finally:
+            if refused:
+                with anyio.CancelScope(shield=True):
+                    await self.release(refused)
+        return inserted.fresh
+
+    def _hand_over(
+        self, items: Sequence[tuple[Event, Targets]], inserted: Inserted, grants: Grants
+    ) -> list[Delivery]:
+        """Wake each function that got deliveries it was not handed; hand over the rest."""
+        fresh, handed = inserted
         stored = Counter(fn for (_, targets), new in zip(items, fresh, strict=True) if new
                          for fn in dict.fromkeys(targets))
         taken = Counter(fn for _, fn, _ in handed)
         self._notify_all({fn for fn, count in stored.items() if taken[fn] < count})
-        refused = self.hand_over(items, [(i, fn, str(d)) for i, fn, d in handed], grants)
-        if refused:
-            await self.release(refused)
-        return fresh
+        return self.hand_over(items, [(i, fn, str(d)) for i, fn, d in handed], grants)
 
     async def claim(self, function: str, limit: int, now: float) -> list[Delivery]:
         def work(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:

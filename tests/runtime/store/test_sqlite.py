@@ -10,7 +10,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -85,11 +85,28 @@ async def test_state_survives_close_and_reopen(tmp_path: Path) -> None:
         assert again.event == kept
 
 
-async def test_file_is_in_wal_mode_with_full_sync(store: SqliteStore) -> None:
+def record_syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Paths of the files GroupCommit fsyncs, in order."""
+    synced: list[str] = []
+    fdatasync = sqlite_commit.os.fdatasync
+
+    def recording(fd: int) -> None:
+        synced.append(sqlite_commit.os.readlink(f"/proc/self/fd/{fd}"))
+        fdatasync(fd)
+
+    monkeypatch.setattr(sqlite_commit.os, "fdatasync", recording)
+    return synced
+
+
+async def test_file_is_in_wal_mode_and_publish_fsyncs_the_wal(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    sync = await store._write(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
-    assert sync == 2  # FULL: every commit is fsync'd before publish returns
+    synced = record_syncs(monkeypatch)
+    await store.publish([(Event(type="x"), ["a"])])
+    # What synchronous=FULL does in WAL mode: sync the WAL after the COMMIT.
+    assert synced == [f"{store.path}-wal"]
 
 
 async def test_relative_url_resolves_against_cwd_and_creates_folder(
@@ -165,8 +182,8 @@ async def test_concurrent_writes_share_commits(
     batches: list[int] = []
     commit = sqlite_commit.GroupCommit._commit
 
-    def counting(self: sqlite_commit.GroupCommit, batch: list[sqlite_commit.Op]) -> None:
-        batches.append(len(batch))
+    def counting(self: sqlite_commit.GroupCommit, batch: sqlite_commit.Batch) -> None:
+        batches.append(len(batch.ops))
         commit(self, batch)
 
     monkeypatch.setattr(sqlite_commit.GroupCommit, "_commit", counting)
@@ -377,21 +394,90 @@ async def test_deliveries_a_stopped_consumer_refuses_are_pending_again(
 async def test_claims_commit_without_fsync_and_publishes_with_it(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    modes: list[int] = []
-    run = sqlite_commit.GroupCommit._run
-
-    def recording(
-        self: sqlite_commit.GroupCommit, batch: list[sqlite_commit.Op], isolate: bool
-    ) -> bool:
-        done = run(self, batch, isolate)
-        modes.append(self._conn.execute("PRAGMA synchronous").fetchone()[0])
-        return done
-
-    monkeypatch.setattr(sqlite_commit.GroupCommit, "_run", recording)
+    synced = record_syncs(monkeypatch)
     await store.publish([(Event(type="x"), ["a"])])
     await store.claim("a", 10, time.time())
+    assert len(synced) == 1
     await store.publish([(Event(type="x"), ["a"])])
-    assert modes == [2, 1, 2]  # FULL, NORMAL, FULL
+    assert len(synced) == 2
+
+
+async def test_a_handed_delivery_starts_before_the_fsync_and_publish_returns_after_it(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    room = Room(1)
+    store.attach("a", room)
+    disk = threading.Event()
+    fdatasync = sqlite_commit.os.fdatasync
+
+    def slow_disk(fd: int) -> None:
+        assert disk.wait(10)
+        fdatasync(fd)
+
+    monkeypatch.setattr(sqlite_commit.os, "fdatasync", slow_disk)
+    returned = anyio.Event()
+
+    async def publish() -> None:
+        await store.publish([(Event(type="x", id="e1"), ["a"])])
+        returned.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(publish)
+            while not room.taken:  # handed over while the fsync is still held
+                await anyio.sleep(0.001)
+            assert not returned.is_set()  # ...and not yet acknowledged
+            disk.set()
+            await returned.wait()
+    assert [d.event.id for d in room.taken] == ["e1"]
+
+
+async def test_a_hand_off_commits_while_the_write_before_it_syncs(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    room = Room(1)
+    store.attach("a", room)
+    disk = threading.Event()
+    synced: list[float] = []
+    fdatasync = sqlite_commit.os.fdatasync
+
+    def first_sync_held(fd: int) -> None:
+        if not synced:
+            assert disk.wait(10)
+        fdatasync(fd)
+        synced.append(time.monotonic())
+
+    monkeypatch.setattr(sqlite_commit.os, "fdatasync", first_sync_held)
+    finished: dict[str, float] = {}
+
+    async def write(name: str, call: Callable[[], Awaitable[object]]) -> None:
+        await call()
+        finished[name] = time.monotonic()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write, "earlier", lambda: store.publish([(Event(type="x"), ["b"])]))
+            await anyio.wait_all_tasks_blocked()  # its fsync is held
+            handed = [(Event(type="x", id="e1"), ["a"])]
+            tg.start_soon(write, "handed", lambda: store.publish(handed))
+            while not room.taken:  # committed and handed over behind the held fsync
+                await anyio.sleep(0.001)
+            assert finished == {}
+            disk.set()
+    # Acknowledged in commit order, each after an fsync that began after its commit.
+    assert finished["earlier"] <= finished["handed"]
+    assert len(synced) == 2 and finished["handed"] >= synced[1]
+
+
+async def test_a_failed_fsync_fails_the_publish(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_disk(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sqlite_commit.os, "fdatasync", broken_disk)
+    with pytest.raises(StoreError, match="fsync failed"):
+        await store.publish([(Event(type="x"), ["a"])])
 
 
 async def test_a_cancelled_claim_still_returns_the_rows_it_marked(store: SqliteStore) -> None:
