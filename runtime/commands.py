@@ -119,7 +119,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     human = args.command == "dev"
     logs.configure(human=human)
-    supervisor = Supervisor(settings, grace=args.grace, reload=human or args.reload)
+    supervisor = Supervisor(
+        settings, grace=args.grace, reload=human or args.reload, freeze_heap=True
+    )
     anyio.run(supervisor.run, backend_options={"use_uvloop": True})
     return 0
 
