@@ -32,7 +32,9 @@ from runtime.store.base import (
     Targets,
 )
 from runtime.store.envelope import StoredEvent
+from runtime.store.sqlite_checkpoint import Checkpointer
 from runtime.store.sqlite_commit import (
+    BUSY_TIMEOUT_MS,
     GroupCommit,
     Inserted,
     Work,
@@ -68,6 +70,7 @@ class SqliteStore(Store):
         super().__init__(url)
         self.path = path_of(url)
         self._writer: GroupCommit | None = None
+        self._checkpointer: Checkpointer | None = None
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._read_lock = anyio.Lock()
@@ -90,13 +93,19 @@ class SqliteStore(Store):
                 self._write_conn.close()
                 self._write_conn = None
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
-        self._writer = GroupCommit(self._write_conn, self.path.with_name(self.path.name + "-wal"))
+        self._checkpointer = Checkpointer(self.path, BUSY_TIMEOUT_MS)
+        self._writer = GroupCommit(
+            self._write_conn, self.path.with_name(self.path.name + "-wal"), self._checkpointer
+        )
 
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.submit(lambda conn: None)  # waits out queued writes
             self._writer.close()
             self._writer = None
+        if self._checkpointer is not None:
+            await anyio.to_thread.run_sync(self._checkpointer.close)
+            self._checkpointer = None
         async with self._read_lock:
             for conn in (self._write_conn, self._read_conn):
                 if conn is not None:

@@ -43,6 +43,7 @@ import anyio
 from runtime.errors import StoreError
 from runtime.events import Event
 from runtime.store.base import Targets
+from runtime.store.sqlite_checkpoint import ROWS_PER_CHECKPOINT, Checkpointer
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
@@ -66,6 +67,7 @@ def connect(path: Path) -> sqlite3.Connection:
     if mode != "wal":
         raise StoreError(f"{path}: cannot switch SQLite to WAL mode (got {mode})")
     conn.execute("PRAGMA synchronous=NORMAL")  # the fsync is GroupCommit's (see above)
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # and the checkpoints are Checkpointer's
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
 
@@ -192,9 +194,11 @@ class GroupCommit:
     before it, so acknowledgements keep commit order.
     """
 
-    def __init__(self, conn: sqlite3.Connection, wal: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, wal: Path, checkpointer: Checkpointer) -> None:
         self._conn = conn
         self._wal = wal
+        self._checkpointer = checkpointer
+        self._rows_checkpointed = conn.total_changes
         self._wal_fd: int | None = None
         self._wal_lock = threading.Lock()
         self._sync_lock = threading.Lock()
@@ -302,6 +306,9 @@ class GroupCommit:
         finally:
             self._commits += 1
             number = self._commits
+            if conn.total_changes - self._rows_checkpointed >= ROWS_PER_CHECKPOINT:
+                self._rows_checkpointed = conn.total_changes
+                self._checkpointer.poke()
             # From here on this thread leaves the connection to the next batch.
             assert self._loop is not None
             shown = [(op, op.result) for op in ops if op.visible is not None and op.error is None]
