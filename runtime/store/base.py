@@ -165,6 +165,20 @@ class Store(ABC):
             refused += consumer.take(by_function[function], reserved)
         return refused
 
+    def hand_over_fresh(
+        self, items: Sequence[tuple[Event, Targets]], fresh: Sequence[bool],
+        handed: Sequence[tuple[int, str, int | str]], grants: Grants,
+    ) -> list[Delivery]:
+        """After a publish's write: wake each function that got deliveries it was
+        not handed (they wait in the store), and hand over the rest (`hand_over`)."""
+        stored = Counter(fn for (_, targets), new in zip(items, fresh, strict=True) if new
+                         for fn in dict.fromkeys(targets))
+        taken = Counter(fn for _, fn, _ in handed)
+        for function in stored:
+            if taken[function] < stored[function]:
+                self.notify(function)
+        return self.hand_over(items, [(i, fn, str(d)) for i, fn, d in handed], grants)
+
     def configure(self, leases: Mapping[str, float]) -> None:
         """Tell the store how long an attempt of each function may run (its timeout).
 

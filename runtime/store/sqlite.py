@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -25,7 +24,6 @@ from runtime.store.base import (
     Counts,
     DeadLetter,
     Delivery,
-    Grants,
     HistoryRecord,
     Store,
     Success,
@@ -147,7 +145,7 @@ class SqliteStore(Store):
         def visible(inserted: Inserted) -> None:
             # Before the fsync (see sqlite_commit): handlers need not wait for
             # the disk, only the producer's acknowledgement does.
-            refused.extend(self._hand_over(items, inserted, grants))
+            refused.extend(self.hand_over_fresh(items, *inserted, grants))
             grants.clear()
 
         try:
@@ -162,17 +160,6 @@ class SqliteStore(Store):
                 with anyio.CancelScope(shield=True):
                     await self.release(refused)
         return inserted.fresh
-
-    def _hand_over(
-        self, items: Sequence[tuple[Event, Targets]], inserted: Inserted, grants: Grants
-    ) -> list[Delivery]:
-        """Wake each function that got deliveries it was not handed; hand over the rest."""
-        fresh, handed = inserted
-        stored = Counter(fn for (_, targets), new in zip(items, fresh, strict=True) if new
-                         for fn in dict.fromkeys(targets))
-        taken = Counter(fn for _, fn, _ in handed)
-        self._notify_all({fn for fn, count in stored.items() if taken[fn] < count})
-        return self.hand_over(items, [(i, fn, str(d)) for i, fn, d in handed], grants)
 
     async def claim(self, function: str, limit: int, now: float) -> list[Delivery]:
         def work(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
