@@ -43,7 +43,7 @@ import anyio
 from runtime.errors import StoreError
 from runtime.events import Event
 from runtime.store.base import Targets
-from runtime.store.sqlite_checkpoint import ROWS_PER_CHECKPOINT, Checkpointer
+from runtime.store.sqlite_checkpoint import ROWS_PER_CHECKPOINT, WAL_SIZE_LIMIT, Checkpointer
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
@@ -68,6 +68,7 @@ def connect(path: Path) -> sqlite3.Connection:
         raise StoreError(f"{path}: cannot switch SQLite to WAL mode (got {mode})")
     conn.execute("PRAGMA synchronous=NORMAL")  # the fsync is GroupCommit's (see above)
     conn.execute("PRAGMA wal_autocheckpoint=0")  # and the checkpoints are Checkpointer's
+    conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
 
@@ -292,6 +293,8 @@ class GroupCommit:
     def _commit(self, batch: Batch) -> None:
         """On a thread: the transaction, then (for a durable batch) the fsync."""
         ops, conn = batch.ops, self._conn
+        if self._checkpointer.due:
+            self._checkpointer.catch_up(conn)
         try:
             # Savepoints double the cost of a write, so try the batch without
             # them first; only a batch with a failing op runs again, isolated.
