@@ -268,13 +268,14 @@ class GroupCommit:
         batch.after = None
         try:
             if after is not None:
-                # Operations queued meanwhile join this batch. A batch with
-                # deliveries to hand over commits as soon as the one before
-                # it has; others also wait out its fsync, which groups more
-                # operations per commit (fewer fsyncs under load).
+                # Operations queued meanwhile join this batch. A batch that
+                # publishes (a producer waits on it; it may hand deliveries
+                # over) commits as soon as the one before it has, while that
+                # one syncs; others (claims, outcomes) also wait out its
+                # fsync, which groups more of them per commit.
                 after.watched = True  # if the thread misses it, `done` sets it later
                 await after.committed.wait()
-                if not any(op.grants for op in batch.ops):
+                if not any(op.rows is not None for op in batch.ops):
                     await after.done.wait()
             if self._open is batch:
                 self._open = None

@@ -483,7 +483,7 @@ async def test_a_handed_delivery_starts_before_the_fsync_and_publish_returns_aft
     assert [d.event.id for d in room.taken] == ["e1"]
 
 
-async def test_a_hand_off_commits_while_the_write_before_it_syncs(
+async def test_publishes_commit_while_the_write_before_them_syncs_and_outcomes_wait(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     room = Room(1)
@@ -513,11 +513,21 @@ async def test_a_hand_off_commits_while_the_write_before_it_syncs(
             tg.start_soon(write, "handed", lambda: store.publish(handed))
             while not room.taken:  # committed and handed over behind the held fsync
                 await anyio.sleep(0.001)
+            # A publish with no hand-off commits behind the held fsync too...
+            tg.start_soon(write, "plain", lambda: store.publish([(Event(type="x"), ["c"])]))
+            while (await store.counts()).get("c") != Counts(pending=1):
+                await anyio.sleep(0.001)
+            # ...while an outcome write waits for the fsync before it commits.
+            tg.start_soon(write, "outcome", lambda: store.record([("d", Event(type="x"),
+                                                                  outcome())]))
+            await anyio.sleep(0.1)
+            assert await store.history("d", 10) == []
             assert finished == {}
             disk.set()
     # Acknowledged in commit order, each after an fsync that began after its commit.
-    assert finished["earlier"] <= finished["handed"]
-    assert len(synced) == 2 and finished["handed"] >= synced[1]
+    assert finished["earlier"] <= finished["handed"] <= finished["plain"] <= finished["outcome"]
+    assert len(synced) >= 2 and finished["handed"] >= synced[1]
+    assert [r.function for r in await store.history("d", 10)] == ["d"]
 
 
 async def test_a_failed_fsync_fails_the_publish(
