@@ -136,11 +136,17 @@ class Dispatcher:
         return []
 
     def _signal(self) -> None:
-        if self._watchers:  # an anyio.Event costs more than the rest of a small batch
+        # Wakes every task waiting in `_buffer_change`. Those woken stay counted
+        # until they run, so the signals of one hand-over after the first (one
+        # per published event) find the event set already and cost nothing.
+        if self._watchers and not self._buffer_changed.is_set():
             self._buffer_changed.set()
-            self._buffer_changed = anyio.Event()
 
     async def _buffer_change(self) -> None:
+        if self._buffer_changed.is_set():
+            # A fresh event per wait, not per signal: an anyio.Event costs
+            # more than the rest of a small batch.
+            self._buffer_changed = anyio.Event()
         self._watchers += 1
         try:
             await self._buffer_changed.wait()
