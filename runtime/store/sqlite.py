@@ -4,7 +4,8 @@ All writes go through one connection and `GroupCommit` (sqlite_commit.py):
 one fsync per batch of concurrent writes instead of one per write is what
 makes durable ingress fast. Reads use a second connection; WAL lets them run
 beside the writer, and `busy_timeout` lets `fnrun emit` write from another
-process.
+process. Events become rows in `sqlite_rows`; the rarely run writes (replay,
+retention, schedule ticks, idempotency) live in `sqlite_upkeep`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import anyio
 
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
+from runtime.store import sqlite_upkeep as upkeep
 from runtime.store.base import (
     Call,
     Counts,
@@ -31,20 +33,12 @@ from runtime.store.base import (
 )
 from runtime.store.envelope import StoredEvent
 from runtime.store.sqlite_checkpoint import Checkpointer
-from runtime.store.sqlite_commit import (
-    BUSY_TIMEOUT_MS,
-    GroupCommit,
-    Inserted,
-    Work,
-    connect,
-    insert_events,
-    rows_of,
-)
+from runtime.store.sqlite_commit import BUSY_TIMEOUT_MS, GroupCommit, Work, connect
+from runtime.store.sqlite_rows import Inserted, rows_of
 from runtime.store.sqlite_schema import (
     DEAD_FILTER,
     HISTORY_INSERT,
     MAX_ERROR,
-    MAX_HISTORY,
     MAX_RESULT,
     MAX_TRACEBACK,
     SCHEMA,
@@ -341,39 +335,15 @@ class SqliteStore(Store):
     async def replay(
         self, function: str, since: float, matches: Callable[[str], bool], now: float
     ) -> int:
-        def work(conn: sqlite3.Connection) -> int:
-            # One INSERT ... SELECT with the pattern as an SQL function: a week
-            # of retained events never has to fit in memory at once.
-            conn.create_function("fnrun_matches", 1, matches, deterministic=True)
-            return conn.execute(
-                "INSERT INTO deliveries (event_id, function, state, due, updated)"
-                " SELECT id, ?1, 'pending', ?2, ?2 FROM events"
-                " WHERE stored_at >= ?3 AND fnrun_matches(type) ORDER BY stored_at",
-                (function, now, since),
-            ).rowcount
-
-        count = await self._write(work)
+        count = await self._write(
+            lambda conn: upkeep.replay_events(conn, function, since, matches, now)
+        )
         if count:
             self.notify(function)
         return count
 
     async def prune(self, events_before: float, history_before: float) -> None:
-        def work(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                # NOT IN builds one transient index of the (few) live deliveries'
-                # event ids per prune, so no index has to be kept on every write.
-                "DELETE FROM events WHERE stored_at < ?"
-                " AND id NOT IN (SELECT event_id FROM deliveries)",
-                (events_before,),
-            )
-            conn.execute("DELETE FROM history WHERE started < ?", (history_before,))
-            conn.execute(
-                "DELETE FROM history WHERE id <= (SELECT max(id) FROM history) - ?",
-                (MAX_HISTORY,),
-            )
-            conn.execute("DELETE FROM kv WHERE expires < ?", (time.time(),))
-
-        await self._write(work)
+        await self._write(lambda conn: upkeep.prune(conn, events_before, history_before))
 
     # -- schedules and idempotency -----------------------------------------
 
@@ -383,41 +353,13 @@ class SqliteStore(Store):
 
     async def fire_tick(self, function: str, tick: float, event: Event, targets: Targets) -> bool:
         rows = rows_of([(event, targets)])
-
-        def work(conn: sqlite3.Connection) -> bool:
-            last = conn.execute(
-                "SELECT last_tick FROM schedules WHERE key = ?", (function,)
-            ).fetchone()
-            if last is not None and last[0] >= tick:
-                return False
-            if not insert_events(conn, rows, time.time()).fresh[0]:
-                return False
-            conn.execute(
-                "INSERT INTO schedules (key, last_tick) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET last_tick = excluded.last_tick",
-                (function, tick),
-            )
-            return True
-
-        fired = await self._write(work)
+        fired = await self._write(lambda conn: upkeep.fire_tick(conn, function, tick, rows))
         if fired:
             self._notify_all(set(targets))
         return fired
 
     async def remember(self, key: str, value: JSON, ttl: float) -> JSON | None:
-        def work(conn: sqlite3.Connection) -> JSON | None:
-            now = time.time()
-            conn.execute("DELETE FROM kv WHERE key = ? AND expires < ?", (key, now))
-            row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-            if row is not None:
-                return json.loads(row[0])
-            conn.execute(
-                "INSERT INTO kv (key, value, expires) VALUES (?, ?, ?)",
-                (key, json.dumps(value, separators=(",", ":")), now + ttl),
-            )
-            return None
-
-        return await self._write(work)
+        return await self._write(lambda conn: upkeep.remember(conn, key, value, ttl))
 
     async def recall(self, key: str) -> JSON | None:
         rows = await self._read(

@@ -27,7 +27,6 @@ claim, which then runs again.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import threading
@@ -36,14 +35,13 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
 from runtime.errors import StoreError
-from runtime.events import Event
-from runtime.store.base import Targets
 from runtime.store.sqlite_checkpoint import ROWS_PER_CHECKPOINT, WAL_SIZE_LIMIT, Checkpointer
+from runtime.store.sqlite_rows import Inserted, Row, insert_events
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
@@ -53,10 +51,6 @@ MAX_BATCH = 1000
 SYNC_WAITERS = 3
 """Batches that may wait for an fsync while the next one commits."""
 BUSY_TIMEOUT_MS = 10_000
-
-Row = tuple[str, str, float, str, Targets]
-"""An event ready to store: id, type, time, JSON envelope, targets."""
-
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in WAL mode with durable commits, patient with other processes' locks."""
@@ -71,87 +65,6 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
-
-
-def rows_of(items: Sequence[tuple[Event, Targets]]) -> list[Row]:
-    """Serialise events in the caller, off the writer thread's critical path."""
-    return [
-        (e.id, e.type, e.time.timestamp(), json.dumps(e.to_dict(), separators=(",", ":")), t)
-        for e, t in items
-    ]
-
-
-class Inserted(NamedTuple):
-    fresh: list[bool]
-    """Per row, whether its event was new."""
-    handed: list[tuple[int, str, int]]
-    """Deliveries stored already claimed, for a consumer: row index, function, delivery id."""
-
-
-def insert_events(
-    conn: sqlite3.Connection, rows: Sequence[Row], now: float,
-    grants: Mapping[str, int] | None = None,
-) -> Inserted:
-    """Store new events and one delivery per target.
-
-    Deliveries are pending, except up to `grants[function]` of a function's,
-    which are stored claimed (running, attempt 1) for a local consumer
-    (`Store.attach`).
-    """
-    ids = json.dumps([row[0] for row in rows])
-    seen = {
-        found
-        for (found,) in conn.execute(
-            "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))", (ids,)
-        )
-    }
-    left = dict(grants or {})
-    fresh, events, pending, claimed, claimed_at = [], [], [], [], []
-    for index, (event_id, kind, at, body, targets) in enumerate(rows):
-        is_new = event_id not in seen
-        fresh.append(is_new)
-        if not is_new:
-            continue
-        seen.add(event_id)
-        events.append((event_id, kind, at, body, now))
-        for fn in dict.fromkeys(targets):
-            if left.get(fn, 0) > 0:
-                left[fn] -= 1
-                claimed.append((event_id, fn, now, now))
-                claimed_at.append((index, fn))
-            else:
-                pending.append((event_id, fn, now, now))
-    conn.executemany(
-        "INSERT INTO events (id, type, time, body, stored_at) VALUES (?, ?, ?, ?, ?)", events
-    )
-    handed = _insert_claimed(conn, claimed, claimed_at)
-    conn.executemany(
-        "INSERT INTO deliveries (event_id, function, state, due, updated)"
-        " VALUES (?, ?, 'pending', ?, ?)",
-        pending,
-    )
-    return Inserted(fresh, handed)
-
-
-def _insert_claimed(
-    conn: sqlite3.Connection, claimed: list[tuple[str, str, float, float]],
-    claimed_at: list[tuple[int, str]],
-) -> list[tuple[int, str, int]]:
-    if not claimed:
-        return []
-    # AUTOINCREMENT ids only grow, and this transaction holds the file's write
-    # lock: the new rows are exactly those above the current maximum, in order.
-    (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()
-    conn.executemany(
-        "INSERT INTO deliveries (event_id, function, state, attempts, due, updated)"
-        " VALUES (?, ?, 'running', 1, ?, ?)",
-        claimed,
-    )
-    ids = [row[0] for row in conn.execute(
-        "SELECT id FROM deliveries WHERE id > ? ORDER BY id", (top,))]
-    if len(ids) != len(claimed):
-        raise StoreError(f"stored {len(claimed)} claimed deliveries, found {len(ids)}")
-    return [(index, fn, row_id) for (index, fn), row_id in zip(claimed_at, ids, strict=True)]
 
 
 @dataclass(eq=False)

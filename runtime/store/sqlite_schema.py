@@ -12,7 +12,7 @@ from typing import Any
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
 from runtime.store.base import Delivery, Targets
-from runtime.store.sqlite_commit import insert_events
+from runtime.store.sqlite_rows import insert_events
 
 MAX_HISTORY = 100_000
 MAX_RESULT = 4096

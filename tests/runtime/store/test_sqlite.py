@@ -19,7 +19,7 @@ import pytest
 
 from runtime.errors import StoreError
 from runtime.events import Event, Outcome
-from runtime.store import sqlite, sqlite_checkpoint, sqlite_commit, sqlite_watch
+from runtime.store import sqlite, sqlite_checkpoint, sqlite_commit, sqlite_upkeep, sqlite_watch
 from runtime.store.base import Counts, Delivery
 from runtime.store.sqlite import SqliteStore
 
@@ -260,7 +260,7 @@ async def test_remember_forgets_after_its_ttl(store: SqliteStore) -> None:
 async def test_history_rows_are_bounded(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite, "MAX_HISTORY", 5)
+    monkeypatch.setattr(sqlite_upkeep, "MAX_HISTORY", 5)
     await store.publish([(Event(type="x", data=i), ["a"]) for i in range(8)])
     for delivery in await store.claim("a", 10, time.time()):
         await store.succeed(delivery, outcome(result=delivery.event.data), [])
