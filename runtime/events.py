@@ -8,7 +8,9 @@ stored by every store and sent to workers, so it must stay JSON-safe:
 from __future__ import annotations
 
 import base64
-import uuid
+import os
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,9 +20,43 @@ from typing import Any, Literal
 JSON = Any
 
 
-def new_event_id() -> str:
-    """A fresh, globally unique event id."""
-    return str(uuid.uuid4())
+class _EventIds:
+    """Version 7 UUID strings (RFC 9562 section 5.7), 256 from each getrandom call.
+
+    Time-ordered: the first 48 bits are the Unix time in milliseconds, the
+    other 74 are random. The SQLite store keeps events in a B-tree keyed by
+    id: random (version 4) ids each land on a random page, while ids that
+    grow with time are inserted near one end, so a commit touches and logs
+    fewer pages. Under the async webhook benchmark this took the
+    supervisor's CPU per request down by about a sixth (bench/README.md).
+    No syscall and no `uuid.UUID` object per id either.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._forget()
+        # A forked child must not hand out the random bits its parent holds.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._pool = b""
+        self._next = 0
+
+    def __call__(self) -> str:
+        with self._lock:
+            at = self._next
+            if at >= len(self._pool):
+                self._pool, at = os.urandom(10 * 256), 0
+            self._next = at + 10
+            r = self._pool[at : at + 10].hex()
+        t = f"{time.time_ns() // 1_000_000:012x}"
+        # Version nibble 7; variant bits 10.
+        return f"{t[:8]}-{t[8:]}-7{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:19]}"
+
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+new_event_id = _EventIds()
+"""A fresh, globally unique, time-ordered event id."""
 
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 import yaml
 from starlette.types import Receive, Scope, Send
 
-from runtime.events import Event, HttpInfo
+from runtime.events import Event, HttpInfo, new_event_id
 from runtime.ingress import Ingress
 from runtime.specs import Project, TriggerSpec
 from runtime.yamlnodes import Node, Reader
@@ -302,29 +302,4 @@ def _event_id(path: str, webhook_id: str | None, idem: str | None) -> str:
         return str(uuid.uuid5(_NAMESPACE, f"{path}\nwebhook-id\n{webhook_id}"))
     if idem:
         return str(uuid.uuid5(_NAMESPACE, f"{path}\nidempotency-key\n{idem}"))
-    return _fresh_id()
-
-
-class _FreshIds:
-    """Random (version 4) UUID strings, 256 from each getrandom call.
-
-    `str(uuid.uuid4())` costs a syscall and a UUID object per request, a
-    visible share of a no-op sync webhook.
-    """
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._next = 0
-
-    def __call__(self) -> str:
-        at = self._next
-        if at >= len(self._pool):
-            self._pool, at = os.urandom(16 * 256), 0
-        self._next = at + 16
-        h = self._pool[at : at + 16].hex()
-        # Version nibble 4; variant bits 10 (RFC 9562 section 5.4).
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-_fresh_id = _FreshIds()
+    return new_event_id()

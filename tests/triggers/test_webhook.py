@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import time
 import uuid
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from starlette.types import Message
 
 from runtime.errors import ManifestError, Where
-from runtime.events import Outcome
+from runtime.events import Outcome, new_event_id
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
 from runtime.yamlnodes import Reader
 from triggers import replies, webhook
@@ -163,13 +165,35 @@ def test_direct_reply_is_the_reply_of_the_storable_answer(outcome: Outcome) -> N
         replies.answer("f", "ev1", outcome))
 
 
-def test_fresh_event_ids_are_distinct_version_4_uuids() -> None:
+def test_fresh_event_ids_are_distinct_time_ordered_version_7_uuids() -> None:
+    before = time.time_ns() // 1_000_000
     ids = [webhook._event_id("/p", None, None) for _ in range(600)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == 600
+    stamps = []
     for text in ids:
         parsed = uuid.UUID(text)
-        assert str(parsed) == text and parsed.version == 4
+        assert str(parsed) == text and parsed.version == 7
         assert parsed.variant == uuid.RFC_4122
+        stamps.append(parsed.int >> 80)  # the first 48 bits: Unix time in ms
+    assert stamps == sorted(stamps)
+    assert before <= stamps[0] and stamps[-1] <= after
+
+
+def test_a_forked_child_draws_other_event_ids_than_its_parent() -> None:
+    new_event_id()  # the parent now holds random bits a child would inherit
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, " ".join(new_event_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {new_event_id() for _ in range(50)}
+    assert len(child) == 50 and not child & parent
+    assert {text[14:] for text in child}.isdisjoint(text[14:] for text in parent)
 
 
 def test_headers_keep_repeats_joined() -> None:
