@@ -259,11 +259,11 @@ class Supervisor:
             trigger.bind(project)
 
     async def _start_http(self, tg: anyio.abc.TaskGroup) -> None:
-        from runtime import http  # the HTTP stack loads only where it serves
+        from runtime import http, server  # the HTTP stack loads only where it serves
 
         webhooks = getattr(self._triggers.get("webhook"), "asgi", None)
         app = http.create_app(self, webhooks)
-        self.http_server = await tg.start(http.serve, app, self.settings.http)
+        self.http_server = await tg.start(server.serve, app, self.settings.http)
 
     def new_pool(self, spec: FunctionSpec) -> WorkerPool:
         """A worker pool for `spec`, configured as this supervisor runs them."""

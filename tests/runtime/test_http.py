@@ -24,8 +24,9 @@ import pytest
 from runtime.clock import Clock, SystemClock
 from runtime.errors import UsageError, Where
 from runtime.events import Event, Outcome
-from runtime.http import Listening, check_bind, create_app, serve
+from runtime.http import check_bind, create_app
 from runtime.metrics import Metrics
+from runtime.server import Listening, serve
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
 from runtime.store.base import Store
 from runtime.store.sqlite import SqliteStore
@@ -502,3 +503,58 @@ async def test_idle_keep_alive_connection_is_closed_after_keep_alive(tmp_path: P
             # Closed one keep-alive (0.3 s) after the last answer, not sooner, not much later.
             assert 0.25 < time.monotonic() - answered < 2
         tg.cancel_scope.cancel()
+
+
+async def _exchange(app: Any, request: bytes, body: bytes | None = None) -> list[bytes]:
+    """Serve `app`, send `request` (then `body` once the server asks for it), return the reads."""
+    reads: list[bytes] = []
+    async with anyio.create_task_group() as tg:
+        listening = await tg.start(serve, app, HttpSettings(port=0))
+        async with await anyio.connect_tcp("127.0.0.1", listening.port) as stream:
+            with anyio.fail_after(10):
+                await stream.send(request)
+                if body is not None:
+                    reads.append(await stream.receive())
+                    await stream.send(body)
+                try:
+                    while True:
+                        reads.append(await stream.receive())
+                        if reads[-1].endswith(b"late body"):
+                            break
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    pass
+        tg.cancel_scope.cancel()
+    return reads
+
+
+async def test_a_response_leaves_in_one_write_with_its_body() -> None:
+    async def late(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"9")]})
+        await anyio.sleep(0.2)  # uvicorn alone would have sent the headers by now
+        await send({"type": "http.response.body", "body": b"late body"})
+
+    reads = await _exchange(late, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert reads[0].startswith(b"HTTP/1.1 200") and reads[0].endswith(b"\r\n\r\nlate body")
+
+
+async def test_held_headers_still_leave_for_head_100_continue_and_a_failed_body() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["method"] == "POST":
+            assert (await receive())["body"] == b"ab"
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"9")]})
+        if scope["method"] == "PUT":
+            raise RuntimeError("the body never comes")
+        if scope["method"] != "HEAD":
+            await send({"type": "http.response.body", "body": b"late body"})
+
+    head = await _exchange(app, b"HEAD / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    assert b"".join(head).startswith(b"HTTP/1.1 200")
+    expect = (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n"
+              b"expect: 100-continue\r\n\r\n")
+    posted = await _exchange(app, expect, body=b"ab")
+    assert posted[0] == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert b"".join(posted[1:]).endswith(b"\r\n\r\nlate body")
+    failed = await _exchange(app, b"PUT / HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert b"".join(failed).startswith(b"HTTP/1.1 200")  # then closed, as uvicorn does
