@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import operator
-import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,8 +23,9 @@ import anyio
 from watchfiles import Change
 
 from runtime import banner
+from runtime import reload_rules as rules
 from runtime.clock import Clock, SystemClock
-from runtime.errors import ManifestError, ManifestErrors, UsageError, Where
+from runtime.errors import ManifestError, ManifestErrors, UsageError
 from runtime.manifest import function_fingerprint, load_project, load_settings
 from runtime.pool import WorkerPool
 from runtime.registry import Diff, diff
@@ -45,13 +44,7 @@ STEP_MS = 30
 """Quiet time that ends a burst (ms): a save starts its reload ~30-80 ms later."""
 WARM_AT_ONCE = 4
 """New versions whose first worker is started at the same time."""
-IGNORED_DIRS = frozenset({"__pycache__", "node_modules", ".fnrun", ".git", ".venv"})
-TEMP_FILE = re.compile(
-    r"(\.sw[a-p]|~|\.tmp|\.py[cod]|\.bak|\.orig|\.kate-swp)$"  # vim, emacs, kate, tools
-    r"|^\.?#"  # emacs lock and autosave files
-    r"|^4913$"  # vim's probe file for a writable folder
-)
-_NOWHERE = Where(Path(), 0, 0)
+
 
 
 class Target(Protocol):
@@ -95,68 +88,6 @@ class Result:
     millis: float = 0.0
 
 
-class SourceFilter:
-    """Which file events matter: fnrun.yaml and the functions folder, minus editor litter."""
-
-    def __init__(self, functions: Path, config: Path) -> None:
-        self.functions = functions
-        self.config = config
-
-    def __call__(self, change: Change, path: str) -> bool:
-        file = Path(path)
-        if file in (self.config, self.functions):
-            return True
-        try:
-            parts = file.relative_to(self.functions).parts
-        except ValueError:
-            return False
-        if not parts or TEMP_FILE.search(parts[-1]):
-            return False
-        return not any(p in IGNORED_DIRS or p.startswith(".") for p in parts)
-
-
-def live_settings(
-    running: Settings, before: Settings, after: Settings
-) -> tuple[Settings, list[str]]:
-    """Apply what fnrun.yaml changed that can change live; say what needs a restart.
-
-    A key is followed only if the running value came from the file (`running`
-    equals `before`): a flag or environment override keeps winning.
-
-    Args:
-        running: the settings in force; before/after: fnrun.yaml read then and now.
-    """
-    def followed(get: Callable[[Settings], Any]) -> bool:
-        return bool(get(before) != get(after) and get(running) == get(before))
-
-    live: dict[str, Any] = {"config_file": after.config_file}
-    for key in ("functions", "defaults", "retention"):
-        if followed(operator.attrgetter(key)):
-            live[key] = getattr(after, key)
-    http = running.http
-    if followed(lambda s: s.http.max_body):
-        http = dataclasses.replace(http, max_body=after.http.max_body)
-    live["http"] = http
-    fixed: dict[str, Callable[[Settings], Any]] = {
-        "store": operator.attrgetter("store"),
-        "http.host": operator.attrgetter("http.host"),
-        "http.port": operator.attrgetter("http.port"),
-    }
-    restart = [
-        f"{CONFIG_FILE}: {what} changed from {get(before)} to {get(after)}:"
-        " restart fnrun to apply it"
-        for what, get in fixed.items()
-        if followed(get)
-    ]
-    return dataclasses.replace(running, **live), restart
-
-
-def declaration(spec: FunctionSpec) -> FunctionSpec:
-    """The spec without source positions, so moving a function is not a change."""
-    triggers = tuple(dataclasses.replace(t, where=_NOWHERE) for t in spec.triggers)
-    return dataclasses.replace(spec, where=_NOWHERE, triggers=triggers)
-
-
 class Reloader:
     """Reloads a running supervisor's project whenever its files change."""
 
@@ -185,7 +116,7 @@ class Reloader:
         self.reloads = 0
         self.last: Result | None = None
         self._changes = changes
-        self._file = _file_settings(settings)
+        self._file = rules.file_settings(settings)
         self._pending: set[tuple[Change, str]] = set()
         self._wake = anyio.Event()
         self._rewatch = anyio.Event()
@@ -240,7 +171,7 @@ class Reloader:
         from watchfiles import awatch  # the Rust watcher loads only where files are watched
 
         settings = self.supervisor.settings
-        watch_filter = SourceFilter(settings.functions, settings.project / CONFIG_FILE)
+        watch_filter = rules.SourceFilter(settings.functions, settings.project / CONFIG_FILE)
         self._rewatch = anyio.Event()
         self._watched = settings.functions if settings.functions.is_dir() else None
         async with anyio.create_task_group() as tg:
@@ -286,7 +217,7 @@ class Reloader:
             file_settings = load_settings(self.settings.project)
         except (ManifestError, UsageError) as exc:
             return self._broken([str(exc)])
-        settings, restart = live_settings(self.supervisor.settings, self._file, file_settings)
+        settings, restart = rules.live_settings(self.supervisor.settings, self._file, file_settings)
         try:
             project = load_project(settings)
         except ManifestErrors as exc:
@@ -303,11 +234,11 @@ class Reloader:
         unsure = [
             name for name in plan.added + plan.changed
             if old is None or name not in old.functions
-            or not _same_code(old.functions[name], project.functions[name], running[name])
+            or not rules.same_code(old.functions[name], project.functions[name], running[name])
         ]
         pools, failed = await self._warm_new(project, unsure)
         project, keep = _keep_old(project, old, failed)
-        reasons = _reasons(old, project, plan.changed)
+        reasons = rules.reasons(old, project, plan.changed)
         self.supervisor.settings = self.settings = settings
         change = await self.supervisor.apply(
             project, keep=keep, pools=pools, fingerprints=fingerprints
@@ -375,37 +306,6 @@ def _keep_old(
         else:
             del functions[name]
     return Project(project.settings, functions), keep
-
-
-def _same_code(old: FunctionSpec, new: FunctionSpec, running: str) -> bool:
-    """Whether `new` loads exactly the code `old` runs (only triggers or limits changed).
-
-    Then its workers need no trial start: that code loaded already.
-    """
-    loads = ("handler_file", "handler_attr", "memory_mb", "env", "secrets")
-    if any(getattr(old, field) != getattr(new, field) for field in loads):
-        return False
-    return function_fingerprint(old) == running  # the files on disk are still the old ones
-
-
-def _reasons(old: Project | None, new: Project, changed: Sequence[str]) -> dict[str, str]:
-    """Why each changed function reloads: its declaration ("config") or only its code."""
-    if old is None:
-        return {}
-    return {
-        name: "code" if declaration(old.functions[name]) == declaration(new.functions[name])
-        else "config"
-        for name in changed
-        if name in old.functions and name in new.functions
-    }
-
-
-def _file_settings(settings: Settings) -> Settings:
-    """fnrun.yaml and the environment as they are now, without command-line flags."""
-    try:
-        return load_settings(settings.project)
-    except (ManifestError, UsageError):
-        return settings
 
 
 def _to_stderr(text: str) -> None:

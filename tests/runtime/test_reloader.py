@@ -25,7 +25,8 @@ from runtime.events import Event
 from runtime.manifest import function_fingerprint, load_settings
 from runtime.pool import WorkerPool
 from runtime.registry import Diff
-from runtime.reloader import Reloader, Result, SourceFilter, live_settings
+from runtime.reload_rules import SourceFilter, live_settings
+from runtime.reloader import Reloader, Result
 from runtime.specs import Defaults, HttpSettings, Retention, Settings
 from runtime.supervisor import Supervisor
 
