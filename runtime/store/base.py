@@ -30,8 +30,7 @@ recovers it the same way.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -113,6 +112,11 @@ class Counts:
     dead: int = 0
 
 
+def _distinct(targets: Targets) -> Iterable[str]:
+    """Each function once: an event has one delivery per target function."""
+    return targets if len(targets) < 2 else dict.fromkeys(targets)
+
+
 class Store(ABC):
     """Durable state of one project (or of a cluster, for shared stores)."""
 
@@ -133,16 +137,15 @@ class Store(ABC):
 
     def reserve_handoff(self, items: Sequence[tuple[Event, Targets]]) -> Grants:
         """For an adapter's publish: the room attached consumers grant its deliveries."""
-        if not self.consumers:
+        consumers = self.consumers
+        if not consumers:
             return {}
-        wanted: Counter[str] = Counter()
+        wanted: dict[str, int] = {}
         for _, targets in items:
-            wanted.update(fn for fn in dict.fromkeys(targets) if fn in self.consumers)
-        return {
-            fn: (consumer, consumer.reserve(n))
-            for fn, n in wanted.items()
-            for consumer in (self.consumers[fn],)
-        }
+            for fn in _distinct(targets):
+                if fn in consumers:
+                    wanted[fn] = wanted.get(fn, 0) + 1
+        return {fn: (consumers[fn], consumers[fn].reserve(n)) for fn, n in wanted.items()}
 
     @staticmethod
     def cancel_handoff(grants: Grants) -> None:
@@ -150,34 +153,31 @@ class Store(ABC):
         for consumer, reserved in grants.values():
             consumer.take((), reserved)
 
-    @staticmethod
-    def hand_over(
-        items: Sequence[tuple[Event, Targets]], handed: Sequence[tuple[int, str, str]],
-        grants: Grants,
-    ) -> list[Delivery]:
-        """Give each consumer the deliveries stored claimed for it (item index, function,
-        delivery id); return those a consumer refused, for the adapter to release."""
-        by_function: dict[str, list[Delivery]] = {fn: [] for fn in grants}
-        for index, function, delivery_id in handed:
-            by_function[function].append(Delivery(delivery_id, function, items[index][0], 1))
-        refused: list[Delivery] = []
-        for function, (consumer, reserved) in grants.items():
-            refused += consumer.take(by_function[function], reserved)
-        return refused
-
     def hand_over_fresh(
         self, items: Sequence[tuple[Event, Targets]], fresh: Sequence[bool],
         handed: Sequence[tuple[int, str, int | str]], grants: Grants,
     ) -> list[Delivery]:
-        """After a publish's write: wake each function that got deliveries it was
-        not handed (they wait in the store), and hand over the rest (`hand_over`)."""
-        stored = Counter(fn for (_, targets), new in zip(items, fresh, strict=True) if new
-                         for fn in dict.fromkeys(targets))
-        taken = Counter(fn for _, fn, _ in handed)
-        for function in stored:
-            if taken[function] < stored[function]:
-                self.notify(function)
-        return self.hand_over(items, [(i, fn, str(d)) for i, fn, d in handed], grants)
+        """After a publish's write: give each consumer the deliveries stored claimed
+        for it (item index, function, delivery id), and wake each function that
+        got deliveries it was not handed (they wait in the store). Returns those a
+        consumer refused, for the adapter to release."""
+        by_function: dict[str, list[Delivery]] = {fn: [] for fn in grants}
+        for index, function, delivery_id in handed:
+            by_function[function].append(
+                Delivery(str(delivery_id), function, items[index][0], 1))
+        stored: dict[str, int] = {}
+        for (_, targets), new in zip(items, fresh, strict=True):
+            if new:
+                for fn in _distinct(targets):
+                    stored[fn] = stored.get(fn, 0) + 1
+        for fn, count in stored.items():
+            got = by_function.get(fn)
+            if got is None or len(got) < count:
+                self.notify(fn)
+        refused: list[Delivery] = []
+        for function, (consumer, reserved) in grants.items():
+            refused += consumer.take(by_function[function], reserved)
+        return refused
 
     def configure(self, leases: Mapping[str, float]) -> None:
         """Tell the store how long an attempt of each function may run (its timeout).
