@@ -184,9 +184,11 @@ def test_a_forked_child_draws_other_event_ids_than_its_parent() -> None:
     new_event_id()  # the parent now holds random bits a child would inherit
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:
-        os.write(write, " ".join(new_event_id() for _ in range(50)).encode())
-        os._exit(0)
+    if pid == 0:  # the child must never return into pytest
+        try:
+            os.write(write, " ".join(new_event_id() for _ in range(50)).encode())
+        finally:
+            os._exit(0)
     os.close(write)
     with os.fdopen(read) as pipe:
         child = set(pipe.read().split())
