@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench import redisdb
-from bench.harness import Context, Result, Scenario, run_case
+from bench.harness import Context, Result, Scenario, run_cases
 from bench.procs import REPO
 from bench.report import write
 
@@ -82,12 +82,13 @@ def run_all(ctx: Context, names: list[str], args: argparse.Namespace, runs: int,
         scenario: Scenario = importlib.import_module(f"bench.scenarios.{name}").SCENARIO
         print(f"== {scenario.name}: {scenario.title}", flush=True)
         started = time.monotonic()
-        results = []
-        for case in scenario.cases:
-            if selected(args, name, case.system):
-                results.append(run_case(scenario, case, ctx, runs))
-            elif (name, case.system) in kept:
-                results.append(kept[(name, case.system)])
+        chosen = [case for case in scenario.cases if selected(args, name, case.system)]
+        measured = {r.system: r for r in run_cases(scenario, chosen, ctx, runs)}
+        results = [
+            measured.get(case.system) or kept[(name, case.system)]
+            for case in scenario.cases
+            if case.system in measured or (name, case.system) in kept
+        ]
         done.append((scenario, results))
         print(f"   ({time.monotonic() - started:.0f}s)", flush=True)
         write(done, runs, ctx.quick, RESULTS)

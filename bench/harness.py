@@ -89,29 +89,40 @@ class Result:
         return statistics.median(runs) if runs else None
 
 
-def run_case(scenario: Scenario, case: Case, ctx: Context, runs: int) -> Result:
-    """Measure `case` `runs` times; stop at the first failure and say why."""
-    result = Result(scenario.name, case.system)
+def run_cases(scenario: Scenario, cases: list[Case], ctx: Context, runs: int) -> list[Result]:
+    """Measure each case `runs` times, interleaved: the first run of every case, then
+    the second, and so on, so that a host that slows down or speeds up during the
+    scenario skews every system alike instead of the one that ran then. A case stops
+    at its first failure and says why."""
+    results = [Result(scenario.name, case.system) for case in cases]
     for index in range(runs):
-        started = time.monotonic()
-        result.loads.append(os.getloadavg()[0])
-        try:
-            numbers = case.measure(ctx)
-        except NotAvailable as exc:
-            result.na = str(exc)
-            break
-        except Exception as exc:  # a broken run is reported, not fatal
-            log = ctx.logs / f"{scenario.name}-{case.system.replace(' ', '_')}.error.txt"
-            log.write_text(traceback.format_exc())
-            where = log.relative_to(REPO)
-            result.na = f"failed: {type(exc).__name__}: {str(exc)[:160]} (see {where})"
-            break
-        for metric, value in numbers.items():
-            result.values.setdefault(metric, []).append(value)
-        shown = ", ".join(f"{m}={v:,.4g}" for m, v in numbers.items())
-        took = time.monotonic() - started
-        print(f"  {scenario.name} / {case.system} run {index + 1}/{runs}: {shown} ({took:.1f}s)",
-              flush=True)
+        for case, result in zip(cases, results, strict=True):
+            if result.na is None:
+                _run_once(scenario, case, ctx, result, index, runs)
+    return results
+
+
+def _run_once(
+    scenario: Scenario, case: Case, ctx: Context, result: Result, index: int, runs: int
+) -> None:
+    started = time.monotonic()
+    result.loads.append(os.getloadavg()[0])
+    try:
+        numbers = case.measure(ctx)
+    except NotAvailable as exc:
+        result.na = str(exc)
+    except Exception as exc:  # a broken run is reported, not fatal
+        log = ctx.logs / f"{scenario.name}-{case.system.replace(' ', '_')}.error.txt"
+        log.write_text(traceback.format_exc())
+        where = log.relative_to(REPO)
+        result.na = f"failed: {type(exc).__name__}: {str(exc)[:160]} (see {where})"
     if result.na:
+        result.loads.pop()
         print(f"  {scenario.name} / {case.system}: n/a ({result.na})", flush=True)
-    return result
+        return
+    for metric, value in numbers.items():
+        result.values.setdefault(metric, []).append(value)
+    shown = ", ".join(f"{m}={v:,.4g}" for m, v in numbers.items())
+    took = time.monotonic() - started
+    print(f"  {scenario.name} / {case.system} run {index + 1}/{runs}: {shown} ({took:.1f}s)",
+          flush=True)
