@@ -13,6 +13,7 @@ from typing import Any
 
 from runtime.events import JSON, Event, Outcome
 from runtime.store.base import Targets
+from runtime.store.envelope import envelope_json
 from runtime.store.redis_batch import Arg
 
 P = "fnrun:"
@@ -63,7 +64,7 @@ def publish_args(items: Sequence[tuple[Event, Targets]]) -> list[Arg]:
     args: list[Arg] = [len(items)]
     for event, targets in items:
         at = int(event.time.timestamp() * 1_000_000)
-        args += [event.id, dumps(event.to_dict()), event.type, at, len(targets), *targets]
+        args += [event.id, envelope_json(event), event.type, at, len(targets), *targets]
     return args
 
 
