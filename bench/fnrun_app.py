@@ -67,7 +67,7 @@ class Supervisor:
     """One `fnrun run` process on a free port."""
 
     def __init__(self, ctx: Context, project: Path, store: str, *, reload: bool = False,
-                 name: str = "fnrun") -> None:
+                 name: str = "fnrun", tree: Path | None = None) -> None:
         require("runtime.cli", "the fnrun CLI")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -75,7 +75,8 @@ class Supervisor:
                 "--port", str(self.port), "--store", store]
         if reload:
             argv.append("--reload")
-        self.service = Service(argv, ctx.logs / f"{name}.log", cwd=project)
+        env = None if tree is None else {"PYTHONPATH": str(tree)}  # fnrun from another checkout
+        self.service = Service(argv, ctx.logs / f"{name}.log", env=env, cwd=project)
         self.http = httpx.Client(base_url=self.base, timeout=10)
 
     @property
