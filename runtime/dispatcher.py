@@ -63,7 +63,8 @@ SETTLE_BATCH = 256
 
 def batch_size(mean_duration: float, buffered: int, runners: int) -> int:
     """How many buffered deliveries one runner takes: about `BATCH_SPAN` of work,
-    at most its fair share of the buffer, at least one."""
+    at most its fair share of the buffer among the `runners` free to take some
+    (itself included), at least one."""
     span = int(BATCH_SPAN / max(mean_duration, 1e-6))
     share = -(-buffered // runners)
     return max(1, min(MAX_BATCH, span, share))
@@ -99,6 +100,8 @@ class Dispatcher:
         self._buffer_changed = anyio.Event()
         self._watchers = 0
         """Tasks waiting on `_buffer_changed`; with none, a change needs no new event."""
+        self._waiting_runners = 0
+        """Runners waiting for work, or woken and not yet run: they share the buffer."""
         self._stopping = False
         self._idle = anyio.CancelScope()
         self._mean_duration = 0.01
@@ -207,9 +210,16 @@ class Dispatcher:
         buffer = self._buffer
         while not self._stopping:
             if not buffer:
-                await self._buffer_change()
+                self._waiting_runners += 1
+                try:
+                    await self._buffer_change()
+                finally:
+                    self._waiting_runners -= 1
                 continue
-            size = batch_size(self._mean_duration, len(buffer), self.spec.concurrency)
+            # Shared with the runners that are free, not with those still busy
+            # with a batch: halving the buffer for a busy runner left a tail of
+            # one-item batches, each costing a worker round trip.
+            size = batch_size(self._mean_duration, len(buffer), self._waiting_runners + 1)
             batch = [buffer.popleft() for _ in range(size)]
             self._signal()
             outcomes = await self.pool.invoke_many([(d.event, d.attempt) for d in batch])
