@@ -4,7 +4,8 @@ A burst of sync webhooks used to cost one frame, one worker wake-up and one
 reply round trip each, with at most `concurrency` in flight: the round trips,
 not the handlers, bounded throughput. Calls now wait in one queue, and
 whichever of the pool's slots frees first takes its share of what is
-queued (an even split over the slots, at most `MAX_BATCH`) as one batch.
+queued (an even split over the slots not busy with a batch, at most
+`MAX_BATCH`) as one batch.
 Each call still gets its own outcome and its own timeout (counted from the
 end of the item before it, as for any batch), and a crash is still charged
 to exactly the call that was running: the calls after it never started, so
@@ -55,6 +56,8 @@ class Coalescer:
         self._running = 0
         """Live runners, counted down inside `_drain` itself: a done callback would
         run a loop turn late, and a call queued meanwhile would find no runner."""
+        self._busy = 0
+        """Runners with a batch in a worker."""
 
     async def invoke(self, event: Event, attempt: int) -> Outcome:
         """Run one attempt in the next batch to start."""
@@ -81,13 +84,20 @@ class Coalescer:
                 async with self._slots:
                     batch = self._take()
                     if batch:
-                        await self._settle(batch)
+                        self._busy += 1
+                        try:
+                            await self._settle(batch)
+                        finally:
+                            self._busy -= 1
         finally:
             self._running -= 1
 
     def _take(self) -> list[_Call]:
-        # An even share per runner: a short queue must still use every slot.
-        share = min(MAX_BATCH, -(-len(self._queue) // self._max_runners))
+        # An even share per runner not busy with a batch (this one included):
+        # a short queue must still use every free slot, but halving it for a
+        # busy runner left tails of one-call batches, each a worker round trip.
+        free = self._max_runners - self._busy
+        share = min(MAX_BATCH, -(-len(self._queue) // free))
         batch: list[_Call] = []
         while self._queue and len(batch) < share:
             call = self._queue.popleft()
