@@ -99,3 +99,34 @@ async def test_a_call_cancelled_while_queued_never_runs(pool: WorkerPool, tmp_pa
     after = await pool.invoke(record(log, 2), 1)
     assert after.result == {"json": 2}
     assert [n for n, _ in starts(log)] == [0, 2]
+
+
+async def test_a_free_slot_takes_the_whole_queue_while_the_other_is_busy(tmp_path: Path) -> None:
+    spec = FunctionSpec(
+        name="fn", where=Where(Path("functions.yaml"), 1, 1),
+        handler_file=HANDLERS / "actions.py", handler_attr="handle", concurrency=2, timeout=20,
+    )
+    pool = WorkerPool(spec, log=logging.getLogger("tests.coalescer"))
+    sizes: list[int] = []
+    run = pool._singles._run
+
+    async def counted(items: Any) -> list[Outcome]:
+        sizes.append(len(items))
+        return await run(items)
+
+    pool._singles._run = counted
+    log = tmp_path / "log"
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.invoke, record(log, 0, seconds=0.5), 1)
+            with anyio.fail_after(10):
+                while not await anyio.Path(log).exists():  # one slot busy from here on
+                    await anyio.sleep(0.01)
+            for n in range(1, 9):
+                tg.start_soon(pool.invoke, record(log, n), 1)
+    finally:
+        await pool.aclose(grace=1)
+    assert sorted(n for n, _ in starts(log)) == list(range(9))
+    # One batch for the free slot, not a halving tail (4, 2, 1, 1): each batch
+    # is a round trip to a worker.
+    assert sizes == [1, 8]

@@ -14,7 +14,7 @@ import pytest
 from runtime.clock import SystemClock
 from runtime.dispatcher import MAX_BATCH, Dispatcher, batch_size
 from runtime.errors import Where
-from runtime.events import Event
+from runtime.events import Event, Outcome
 from runtime.metrics import Metrics
 from runtime.pool import WorkerPool
 from runtime.specs import FunctionSpec, RetryPolicy
@@ -216,3 +216,46 @@ async def test_events_published_to_an_idle_dispatcher_skip_the_claim(
     assert "fn" not in await store.counts()
     history = await store.history("fn", limit=backlog + trickle + 10)
     assert {h.attempt for h in history} == {1}
+
+
+async def test_a_free_runner_takes_the_whole_buffer_while_the_other_is_busy(
+    store: SqliteStore, tmp_path: Path,
+) -> None:
+    log = tmp_path / "log"
+    spec = actions_spec(concurrency=2)
+    pool = WorkerPool(spec, log=LOG)
+    sizes: list[int] = []
+    invoke_many = pool.invoke_many
+
+    async def counted(items: Sequence[tuple[Event, int]]) -> list[Outcome]:
+        sizes.append(len(items))
+        return await invoke_many(items)
+
+    pool.invoke_many = counted  # type: ignore[method-assign]
+    dispatcher = Dispatcher(
+        spec, pool, store, clock=SystemClock(), metrics=Metrics(), route=no_route,
+        log=LOG, poll=0.05,
+    )
+    dispatcher._mean_duration = 0.0001  # as measured for quick handlers: batches may be large
+
+    def event(n: int, **extra: Any) -> Event:
+        return Event(type="t", data={"do": "record", "log": str(log), "n": n, **extra})
+
+    await store.publish([(event(0, seconds=0.5), ["fn"])])
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(dispatcher.run)
+            with anyio.fail_after(10):
+                while not runs(log):  # one runner busy from here on
+                    await anyio.sleep(0.01)
+            await store.publish([(event(n), ["fn"]) for n in range(1, 9)])
+            with anyio.fail_after(10):
+                while len(runs(log)) < 9:
+                    await anyio.sleep(0.01)
+            dispatcher.stop()
+    finally:
+        await pool.aclose(grace=1)
+    assert sorted(n for n, _ in runs(log)) == list(range(9))
+    # The free runner takes all eight at once, not half and then a halving
+    # tail (4, 2, 1, 1) while the other runner is still busy.
+    assert sizes == [1, 8]
