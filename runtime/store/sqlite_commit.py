@@ -31,7 +31,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,9 +283,10 @@ class GroupCommit:
         """Run every publish of the batch as one insert; return the other ops."""
         publishes = [op for op in batch if op.rows is not None]
         rows = [row for op in publishes for row in op.rows or ()]
-        grants: Counter[str] = Counter()
-        for op in publishes:
-            grants.update(op.grants)
+        grants: dict[str, int] = {}
+        for op in publishes:  # plain dicts: Counter.update cost 4x as much here
+            for function, count in op.grants.items():
+                grants[function] = grants.get(function, 0) + count
         inserted = insert_events(self._conn, rows, time.time(), grants)
         handed = iter(inserted.handed)  # in row order
         pending_hand = next(handed, None)
