@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from tests.runtime.procs import appended_lines
+
 RECORDER = '''
 import json, os, time
 
@@ -172,9 +174,7 @@ class Project:
         return ids
 
     def calls(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+        return [json.loads(line) for line in appended_lines(self.log)]
 
     def handled(self, fn: str | None = None) -> Counter[str]:
         """How many attempts each event id got (of `fn`, if given)."""

@@ -14,6 +14,7 @@ from runtime.errors import Where
 from runtime.events import Event, Outcome
 from runtime.pool import WorkerPool
 from runtime.specs import FunctionSpec
+from tests.runtime.procs import appended_lines
 
 HANDLERS = Path(__file__).parent / "handlers"
 
@@ -38,7 +39,7 @@ def record(log: Path, n: int, **extra: Any) -> Event:
 
 def starts(log: Path) -> list[tuple[int, int]]:
     """(n, pid) of every item that started, in order."""
-    lines = log.read_text().splitlines()
+    lines = appended_lines(log)
     return [(int(line.split()[0]), int(line.split()[1])) for line in lines]
 
 

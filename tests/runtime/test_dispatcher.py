@@ -20,6 +20,7 @@ from runtime.pool import WorkerPool
 from runtime.specs import FunctionSpec, RetryPolicy
 from runtime.store.base import Delivery, Targets
 from runtime.store.sqlite import SqliteStore
+from tests.runtime.procs import appended_lines
 
 HANDLERS = Path(__file__).parent / "handlers"
 LOG = logging.getLogger("tests.dispatcher")
@@ -86,7 +87,7 @@ async def drain(
 
 def runs(log: Path) -> list[tuple[int, int]]:
     """(n, pid) of every attempt the `record` action started."""
-    lines = log.read_text().splitlines() if log.exists() else []
+    lines = appended_lines(log)
     return [(int(n), int(pid)) for n, pid, *_ in (line.split() for line in lines)]
 
 

@@ -20,7 +20,7 @@ from runtime.launcher import FORK_SERVER
 from runtime.pool import WorkerPool
 from runtime.protocol import decode_result
 from runtime.specs import FunctionSpec
-from tests.runtime.procs import alive, wait_for
+from tests.runtime.procs import alive, appended_lines, wait_for
 
 HANDLERS = Path(__file__).parent / "handlers"
 LOG = logging.getLogger("tests.pool")
@@ -433,7 +433,7 @@ async def test_orphaned_workers_exit_when_the_supervisor_is_killed(tmp_path: Pat
 
 def recorded(log: Path) -> list[tuple[int, int, float, float]]:
     """(n, pid, start, ctx.deadline) per item the `record` action started."""
-    rows = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+    rows = [line.split() for line in appended_lines(log)]
     return [(int(n), int(pid), float(at), float(dl)) for n, pid, at, dl in rows]
 
 
