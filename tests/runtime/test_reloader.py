@@ -29,6 +29,7 @@ from runtime.reload_rules import SourceFilter, live_settings
 from runtime.reloader import Reloader, Result
 from runtime.specs import Defaults, HttpSettings, Retention, Settings
 from runtime.supervisor import Supervisor
+from tests.runtime.procs import appended_lines
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -94,8 +95,7 @@ class Rig:
         return outcome.result["json"]["version"]
 
     def handled(self) -> list[str]:
-        log = self.root / "calls.log"
-        return log.read_text().split() if log.exists() else []
+        return [word for line in appended_lines(self.root / "calls.log") for word in line.split()]
 
 
 async def until(predicate: Callable[[], Any], within: float = 20.0) -> Any:
