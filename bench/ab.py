@@ -83,8 +83,12 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]]) ->
         b = [run[metric] for run in runs["B"]]
         wins = sum((y > x) == higher_is_better for x, y in zip(a, b, strict=True))
         ratio = statistics.median(b) / statistics.median(a)
+        # A and B of one round ran back to back: their ratio is what a host
+        # drifting over minutes (often +-40% here) disturbs least.
+        paired = statistics.median(y / x for x, y in zip(a, b, strict=True))
         print(f"  {metric}: A {statistics.median(a):,.4g}, B {statistics.median(b):,.4g}"
-              f" (B/A {ratio:.2f}; B better in {wins} of {len(a)} rounds)")
+              f" (B/A {ratio:.2f}, per round {paired:.2f}; B better in {wins} of {len(a)}"
+              " rounds)")
 
 
 if __name__ == "__main__":
