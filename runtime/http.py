@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -99,7 +100,7 @@ def create_app(
         Route("/_/metrics", guarded(api.metrics)),
         Route("/_/invocations", guarded(api.invocations)),
         Route("/_/dead-letters", guarded(api.dead_letters)),
-    ])
+    ], exception_handlers={HTTPException: _http_error})
     app.router.default = _not_found
     return _Front(app, webhooks or _not_found)
 
@@ -219,6 +220,14 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
             chunks.append(chunk)
         return b"".join(chunks)
     raise _Refused(408, f"body not received within {BODY_TIMEOUT:g}s")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (405 on an API route) as JSON, like every other error."""
+    assert isinstance(exc, HTTPException)
+    allow = (exc.headers or {}).get("Allow")  # as starlette's Route sets it
+    message = f"method not allowed (allow: {allow})" if allow else exc.detail.lower()
+    return JSONResponse({"error": message}, exc.status_code, exc.headers)
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:

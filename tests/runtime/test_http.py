@@ -205,6 +205,17 @@ async def test_unknown_path_404_wrong_method_405(h: Harness) -> None:
     assert r.headers["allow"] == "POST, PUT"
 
 
+async def test_api_refusals_are_json_too(h: Harness) -> None:
+    r = await h.client.get("/_/events")
+    assert (r.status_code, r.headers["allow"]) == (405, "POST")
+    assert r.json() == {"error": "method not allowed (allow: POST)"}
+    r = await h.client.post("/_/functions", json={})
+    assert (r.status_code, r.headers["allow"]) == (405, "GET, HEAD")
+    assert r.json() == {"error": "method not allowed (allow: GET, HEAD)"}
+    r = await h.client.get("/_/nope")
+    assert r.status_code == 404 and r.json() == {"error": "not found"}
+
+
 async def test_async_idempotency_key_returns_the_first_answer(h: Harness) -> None:
     first = await h.client.post("/hooks/orders", json={"n": 1}, headers={"Idempotency-Key": "k1"})
     again = await h.client.post("/hooks/orders", json={"n": 1}, headers={"Idempotency-Key": "k1"})
