@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -116,6 +117,8 @@ def plain_result(encoded: Any) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from runtime.supervisor import Supervisor
 
+    if not (math.isfinite(args.grace) and args.grace >= 0):
+        raise UsageError(f"--grace must be 0 or more seconds, got {args.grace:g}")
     settings = _settings(args)
     human = args.command == "dev"
     logs.configure(human=human)

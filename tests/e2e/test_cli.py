@@ -72,6 +72,8 @@ def test_invoke_failure_exits_1_with_the_traceback(echo: Project) -> None:
         (["replay", "--function", "echo", "--type", "a..b"], "fnrun: --type: bad event pattern"),
         (["dead-letters", "drop"], "fnrun: dead-letters drop needs IDs, --all or --function"),
         (["history", "--limit", "0"], "fnrun: --limit must be at least 1"),
+        (["run", "--grace", "-5"], "fnrun: --grace must be 0 or more seconds, got -5"),
+        (["dev", "--grace", "nan"], "fnrun: --grace must be 0 or more seconds, got nan"),
         (["new", "Bad_Name"], "fnrun: bad function name 'Bad_Name'"),
     ],
 )
