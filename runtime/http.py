@@ -225,9 +225,12 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (405 on an API route) as JSON, like every other error."""
     assert isinstance(exc, HTTPException)
-    allow = (exc.headers or {}).get("Allow")  # as starlette's Route sets it
-    message = f"method not allowed (allow: {allow})" if allow else exc.detail.lower()
-    return JSONResponse({"error": message}, exc.status_code, exc.headers)
+    headers = dict(exc.headers or {})
+    if "Allow" not in headers:  # as starlette's Route sets it on a 405
+        return JSONResponse({"error": exc.detail.lower()}, exc.status_code, headers)
+    # Sorted, as webhooks list theirs: Route keeps its methods in a set.
+    allow = headers["Allow"] = ", ".join(sorted(headers["Allow"].split(", ")))
+    return JSONResponse({"error": f"method not allowed (allow: {allow})"}, 405, headers)
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
