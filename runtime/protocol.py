@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ MAX_FRAME = 64 * 1024 * 1024
 SUMMARY_CHARS = 2048
 """How much of a result the invocation history keeps."""
 RESULT_SHAPES = "JSON, str, bytes or (status, body[, headers])"
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP field name (RFC 9110 section 5.1)."""
 
 
 class ProtocolError(Exception):
@@ -183,6 +186,12 @@ def _encode_response(value: tuple[Any, ...]) -> dict[str, Any]:
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise TypeError(f"{bad}: headers must be a dict of str to str")
+    for name, field in headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise TypeError(f"{bad}: header name {name!r:.40} is not an HTTP token")
+        if "\r" in field or "\n" in field or "\0" in field:
+            # A CR or LF would let a handler forge further headers (response splitting).
+            raise TypeError(f"{bad}: the value of header {name} has a line break or NUL")
     if isinstance(body, tuple):
         raise TypeError(f"{bad}: the body is itself a tuple")
     encoded = _encode_body(body, "handler returned a response body of")

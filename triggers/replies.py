@@ -63,7 +63,14 @@ def answer(function: str, event_id: str, outcome: Outcome) -> dict[str, Any]:
         log.error("sync webhook %s failed (id %s): %s\n%s", function, event_id,
                   outcome.error, outcome.traceback or "")
         return _error(500, "function failed", event_id)
-    return decode(outcome.result)
+    try:
+        return decode(outcome.result)
+    except (TypeError, ValueError) as exc:
+        # NaN in a JSON body, a header value that is not latin-1: the worker
+        # let it through as a Python value, HTTP cannot carry it.
+        log.error("sync webhook %s returned an unusable result (id %s): %s",
+                  function, event_id, exc)
+        return _error(500, "function returned an unusable result", event_id)
 
 
 def reply(function: str, event_id: str, outcome: Outcome) -> Reply:
@@ -89,19 +96,25 @@ def reply(function: str, event_id: str, outcome: Outcome) -> Reply:
 
 
 def decode(encoded: Any) -> dict[str, Any]:
-    """An answer from a result encoded by `runtime.protocol.encode_result`."""
-    try:
-        status, kind, body, headers = decode_result(encoded)
-    except (TypeError, ValueError) as exc:
-        log.error("sync webhook result cannot be decoded: %s", exc)
-        return _error(500, "function returned an unusable result", None)
+    """An answer from a result encoded by `runtime.protocol.encode_result`.
+
+    Raises:
+        TypeError, ValueError: HTTP cannot carry it (a status out of range, a
+            JSON body with NaN, text or a header that cannot be encoded).
+    """
+    status, kind, body, headers = decode_result(encoded)
     status = 200 if status is None else status
     if not 200 <= status <= 599:
-        log.error("sync webhook returned bad HTTP status %r", status)
-        return _error(500, "function returned a bad HTTP status", None)
+        raise ValueError(f"HTTP status {status!r} is not from 200 to 599")
     if kind == "bytes":
         body = base64.b64encode(body).decode("ascii")
+    elif kind == "text":
+        body.encode()
+    else:
+        _json(body)
     headers = {str(k): str(v) for k, v in headers.items()}
+    for name, value in headers.items():
+        name.encode("latin-1"), value.encode("latin-1")
     return {"status": status, "headers": headers, "kind": kind, "body": body}
 
 

@@ -108,6 +108,9 @@ def test_bind_routes_and_default_body_limit(tmp_path: Path) -> None:
     assert trigger._table.routes == {}
 
 
+UNUSABLE = {"error": "function returned an unusable result", "id": "ev1"}
+
+
 def ok(result: object) -> Outcome:
     return Outcome("ok", 0.0, 0.01, result=result)
 
@@ -122,8 +125,13 @@ def ok(result: object) -> Outcome:
         ({"status": 201, "body": {"json": {"id": 7}}, "headers": {}}, 201, "json", {"id": 7}, {}),
         ({"status": 418, "body": {"text": "teapot"}, "headers": {"X-A": "b"}}, 418, "text",
          "teapot", {"X-A": "b"}),
-        ({"status": 99, "body": {"json": None}, "headers": {}}, 500, "json",
-         {"error": "function returned a bad HTTP status", "id": None}, {}),
+        # What the worker lets through as Python values but HTTP cannot carry:
+        # still a 500 with the id to find the log line by.
+        ({"status": 99, "body": {"json": None}, "headers": {}}, 500, "json", UNUSABLE, {}),
+        ({"json": {"v": float("nan")}}, 500, "json", UNUSABLE, {}),
+        ({"text": "\ud800"}, 500, "json", UNUSABLE, {}),
+        ({"status": 200, "body": {"text": "x"}, "headers": {"x-a": "€"}}, 500, "json",
+         UNUSABLE, {}),
     ],
 )
 def test_sync_answers(
