@@ -66,15 +66,12 @@ def answer(function: str, event_id: str, outcome: Outcome) -> dict[str, Any]:
     try:
         return decode(outcome.result)
     except (TypeError, ValueError) as exc:
-        # NaN in a JSON body, a header value that is not latin-1: the worker
-        # let it through as a Python value, HTTP cannot carry it.
-        log.error("sync webhook %s returned an unusable result (id %s): %s",
-                  function, event_id, exc)
-        return _error(500, "function returned an unusable result", event_id)
+        return _unusable(function, event_id, exc)
 
 
 def reply(function: str, event_id: str, outcome: Outcome) -> Reply:
-    """`response(answer(...))`, without the storable answer in between when nothing stores it.
+    """`response(..., answer(...))`, without the storable answer in between when nothing
+    stores it.
 
     A handler's plain JSON or text return value goes straight to its reply.
     """
@@ -87,20 +84,19 @@ def reply(function: str, event_id: str, outcome: Outcome) -> Reply:
             elif "json" in result:
                 body, media = _json(result["json"]), _JSON
             else:
-                return response(answer(function, event_id, outcome))
+                return response(function, event_id, answer(function, event_id, outcome))
         except (UnicodeEncodeError, ValueError):
             pass  # a lone surrogate or NaN: the full path logs it and answers 500
         else:
             return Reply(200, [(b"content-length", b"%d" % len(body)), media], body)
-    return response(answer(function, event_id, outcome))
+    return response(function, event_id, answer(function, event_id, outcome))
 
 
 def decode(encoded: Any) -> dict[str, Any]:
     """An answer from a result encoded by `runtime.protocol.encode_result`.
 
     Raises:
-        TypeError, ValueError: HTTP cannot carry it (a status out of range, a
-            JSON body with NaN, text or a header that cannot be encoded).
+        TypeError, ValueError: it cannot be decoded, or its status is out of range.
     """
     status, kind, body, headers = decode_result(encoded)
     status = 200 if status is None else status
@@ -108,18 +104,17 @@ def decode(encoded: Any) -> dict[str, Any]:
         raise ValueError(f"HTTP status {status!r} is not from 200 to 599")
     if kind == "bytes":
         body = base64.b64encode(body).decode("ascii")
-    elif kind == "text":
-        body.encode()
-    else:
-        _json(body)
     headers = {str(k): str(v) for k, v in headers.items()}
-    for name, value in headers.items():
-        name.encode("latin-1"), value.encode("latin-1")
     return {"status": status, "headers": headers, "kind": kind, "body": body}
 
 
-def response(answer: dict[str, Any]) -> Reply:
-    """The HTTP reply of an answer; a content type the handler chose is sent verbatim."""
+def response(function: str, event_id: str, answer: dict[str, Any]) -> Reply:
+    """The HTTP reply of an answer; a content type the handler chose is sent verbatim.
+
+    An answer HTTP cannot carry (NaN in its JSON, a lone surrogate in its text,
+    a header value outside latin-1: the worker passes them as Python values)
+    becomes a 500 carrying the event id, as a failure does.
+    """
     status, kind, body = answer["status"], answer["kind"], answer["body"]
     headers = {str(k).lower(): str(v) for k, v in answer["headers"].items()}
     try:
@@ -133,8 +128,7 @@ def response(answer: dict[str, Any]) -> Reply:
             content = _json(body)
         return _reply(status, content, _MEDIA[kind], headers)
     except (UnicodeEncodeError, ValueError) as exc:
-        log.error("sync webhook reply cannot be sent: %s", exc)
-        return response(_error(500, "function returned an unusable result", None))
+        return response(function, event_id, _unusable(function, event_id, exc))
 
 
 def _reply(status: int, body: bytes, media: str | None, headers: Mapping[str, str]) -> Reply:
@@ -156,6 +150,11 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(","
 
 def _json(content: Any) -> bytes:
     return _ENCODER.encode(content).encode()
+
+
+def _unusable(function: str, event_id: str, exc: Exception) -> dict[str, Any]:
+    log.error("sync webhook %s returned an unusable result (id %s): %s", function, event_id, exc)
+    return _error(500, "function returned an unusable result", event_id)
 
 
 def _error(status: int, message: str, event_id: str | None) -> dict[str, Any]:

@@ -237,11 +237,11 @@ class Trigger:
         key = f"idem:{event.subject}:{idem}"
         earlier = await self.ingress.store.recall(key)
         if earlier is not None:
-            return replies.response(earlier)
+            return replies.response(function, event.id, earlier)
         outcome = await self.ingress.invoke(function, event)
         answer = replies.answer(function, event.id, outcome)
         earlier = await self.ingress.store.remember(key, answer, ttl=retention)
-        return replies.response(answer if earlier is None else earlier)
+        return replies.response(function, event.id, answer if earlier is None else earlier)
 
 
 def _headers(scope: Scope) -> dict[str, str]:
