@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,8 +38,9 @@ MAX_FRAME = 64 * 1024 * 1024
 SUMMARY_CHARS = 2048
 """How much of a result the invocation history keeps."""
 RESULT_SHAPES = "JSON, str, bytes or (status, body[, headers])"
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-"""An HTTP field name (RFC 9110 section 5.1)."""
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+"""The characters of an HTTP field name (RFC 9110 section 5.1). Not `re`: the
+worker child would import it for this alone (11 ms of its start)."""
 
 
 class ProtocolError(Exception):
@@ -187,7 +187,7 @@ def _encode_response(value: tuple[Any, ...]) -> dict[str, Any]:
     ):
         raise TypeError(f"{bad}: headers must be a dict of str to str")
     for name, field in headers.items():
-        if not _TOKEN.fullmatch(name):
+        if not name or not _TOKEN.issuperset(name):
             raise TypeError(f"{bad}: header name {name!r:.40} is not an HTTP token")
         if "\r" in field or "\n" in field or "\0" in field:
             # A CR or LF would let a handler forge further headers (response splitting).
