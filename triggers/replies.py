@@ -157,6 +157,6 @@ def _unusable(function: str, event_id: str, exc: Exception) -> dict[str, Any]:
     return _error(500, "function returned an unusable result", event_id)
 
 
-def _error(status: int, message: str, event_id: str | None) -> dict[str, Any]:
+def _error(status: int, message: str, event_id: str) -> dict[str, Any]:
     return {"status": status, "headers": {}, "kind": "json",
             "body": {"error": message, "id": event_id}}

@@ -183,6 +183,13 @@ def test_what_http_cannot_carry_is_a_500_with_the_id(encoded: object) -> None:
     assert (sent.status, json.loads(sent.body)) == (500, UNUSABLE)
 
 
+def test_a_recalled_answer_http_cannot_carry_is_a_500_with_the_id() -> None:
+    # An Idempotency-Key repeat renders the answer the store kept.
+    kept = {"status": 200, "headers": {}, "kind": "json", "body": {"v": float("nan")}}
+    sent = replies.response("f", "ev1", kept)
+    assert (sent.status, json.loads(sent.body)) == (500, UNUSABLE)
+
+
 def test_fresh_event_ids_are_distinct_time_ordered_version_7_uuids() -> None:
     before = time.time_ns() // 1_000_000
     ids = [webhook._event_id("/p", None, None) for _ in range(600)]
