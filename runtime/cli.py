@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -91,14 +92,29 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         code = commands.run_command(args)
+        sys.stdout.flush()  # here, so a closed pipe shows below, not at exit
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        code = _reader_left()
     except BaseException as exc:  # noqa: B036 - re-raised below unless it is ours
         error = _our_error(exc)
         if error is None:
             raise
         code = _report(error)
     sys.exit(code)
+
+
+def _reader_left() -> int:
+    """stdout's reader went away (`fnrun history | head -1`): stop quietly, as `cat` does.
+
+    Python's own advice (docs: signal, "Note on SIGPIPE"): point stdout at
+    devnull so the flush at exit cannot raise a second time.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, what a shell shows for a program killed by it
 
 
 def _our_error(exc: BaseException) -> FnrunError | None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -210,3 +213,19 @@ def test_sync_webhook_calls_show_in_history(project: Project) -> None:
     httpx.post(project.url("/hook"), json={"n": 2})
     assert project.stop(proc) == 0  # what is still queued is written on the way out
     assert len(listed()) == 3
+
+
+@pytest.mark.parametrize("args", [["history"], ["history", "--json"], ["ls"], ["validate"]])
+def test_a_closed_stdout_pipe_ends_quietly(echo: Project, args: list[str]) -> None:
+    """`fnrun history | head -1`: the reader leaves; no traceback, the SIGPIPE exit code."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "runtime", *args, "--project", str(echo.root)],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )
+    finally:
+        os.close(write)
+    assert proc.stderr == ""
+    assert proc.returncode == 141
