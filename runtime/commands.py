@@ -25,7 +25,7 @@ from runtime.manifest import load_project, load_settings
 from runtime.specs import FunctionSpec, Project, Settings
 from runtime.store.base import Store
 from runtime.units import parse_duration
-from runtime.views import dead_letter_json, invocation_json, iso
+from runtime.views import MAX_LIMIT, dead_letter_json, invocation_json, iso
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -247,8 +247,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise UsageError(f"--limit must be from 1 to {MAX_LIMIT}, got {args.limit}")
 
     async def work(store: Store) -> int:
         records = [invocation_json(r) for r in await store.history(args.function, args.limit)]
@@ -302,17 +302,24 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def _since(raw: str | None, now: float) -> float:
+    """`--since 1h` or `--since 2024-05-01T12:00` as epoch seconds; 0 = all retained."""
     if raw is None:
         return 0.0
     try:
-        return now - parse_duration(raw)
+        return max(0.0, now - parse_duration(raw))  # `--since 100000d`: everything
     except ValueError:
         pass
     try:
-        moment = datetime.fromisoformat(raw)
+        parsed = datetime.fromisoformat(raw)
     except ValueError:
         raise UsageError(f"--since: {raw!r} is neither a duration (1h) nor an ISO time") from None
-    return moment.timestamp()
+    try:
+        moment = parsed.timestamp()
+    except (ValueError, OverflowError, OSError):  # year 1 or 9999 in a local zone
+        moment = 0.0 if parsed.year < 1970 else math.inf
+    if moment > now:
+        raise UsageError(f"--since: {raw!r} is in the future (now is {iso(now)})")
+    return max(0.0, moment)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

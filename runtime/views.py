@@ -11,6 +11,9 @@ from typing import Any
 
 from runtime.store.base import DeadLetter, HistoryRecord
 
+MAX_LIMIT = 1000
+"""Most records one listing returns: `--limit` of `fnrun history`, `?limit=` of the API."""
+
 
 def iso(ts: float | None) -> str | None:
     """Epoch seconds as an RFC 3339 UTC string."""

@@ -74,7 +74,11 @@ def test_invoke_failure_exits_1_with_the_traceback(echo: Project) -> None:
         (["replay", "--function", "echo", "--since", "yesterday"], "fnrun: --since:"),
         (["replay", "--function", "echo", "--type", "a..b"], "fnrun: --type: bad event pattern"),
         (["dead-letters", "drop"], "fnrun: dead-letters drop needs IDs, --all or --function"),
-        (["history", "--limit", "0"], "fnrun: --limit must be at least 1"),
+        (["history", "--limit", "0"], "fnrun: --limit must be from 1 to 1000, got 0"),
+        (["history", "--limit", "-3"], "fnrun: --limit must be from 1 to 1000, got -3"),
+        (["history", "--limit", "99999999999999999999"], "fnrun: --limit must be from 1 to 1000"),
+        (["replay", "--function", "echo", "--since", "2999-01-01"],
+         "fnrun: --since: '2999-01-01' is in the future"),
         (["run", "--grace", "-5"], "fnrun: --grace must be 0 or more seconds, got -5"),
         (["dev", "--grace", "nan"], "fnrun: --grace must be 0 or more seconds, got nan"),
         (["new", "Bad_Name"], "fnrun: bad function name 'Bad_Name'"),
@@ -229,3 +233,10 @@ def test_a_closed_stdout_pipe_ends_quietly(echo: Project, args: list[str]) -> No
         os.close(write)
     assert proc.stderr == ""
     assert proc.returncode == 141
+
+
+@pytest.mark.parametrize("since", ["99999999999999999d", "0001-01-01"])
+def test_replay_since_further_back_than_time_means_everything(echo: Project, since: str) -> None:
+    run(echo, "emit", "ping.old", "--id", "old")
+    out = run(echo, "replay", "--function", "echo", "--since", since)
+    assert out.startswith("replaying 1 event(s) to echo (since 1970-01-01T00:00:00+00:00)")
