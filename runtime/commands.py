@@ -59,18 +59,30 @@ def _function(project: Project, name: str) -> FunctionSpec:
 
 
 def _data(raw: str | None) -> Any:
-    """`--data JSON` or `--data @FILE`."""
+    """`--data JSON` or `--data @FILE` (UTF-8): strict JSON, so no NaN or Infinity."""
     if raw is None:
         return None
     if raw.startswith("@"):
+        name = raw[1:]
+        if not name:
+            raise UsageError("--data @FILE needs a file name after @")
         try:
-            raw = Path(raw[1:]).read_text(encoding="utf-8")
+            raw = Path(name).read_bytes().decode("utf-8")
         except OSError as exc:
-            raise UsageError(f"--data: cannot read {raw[1:]}: {exc.strerror}") from None
+            raise UsageError(f"--data: cannot read {name}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"--data: {name} is not UTF-8 text: {exc.reason} "
+                             f"at byte {exc.start}") from None
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
+        return json.loads(raw, parse_constant=_not_json)
+    except (json.JSONDecodeError, UsageError) as exc:
         raise UsageError(f"--data is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("--data is not valid JSON: nested too deeply") from None
+
+
+def _not_json(constant: str) -> None:
+    raise UsageError(f"{constant} is not a JSON value")
 
 
 def _with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]) -> int:

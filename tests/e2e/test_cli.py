@@ -57,6 +57,17 @@ def test_invoke_data_from_a_file(echo: Project) -> None:
     assert json.loads(out)["echo"] == {"from": "file"}
 
 
+def test_invoke_data_from_a_file_that_is_not_utf8_is_one_line(echo: Project) -> None:
+    data = echo.root / "latin1.json"
+    data.write_bytes('"caf\xe9"'.encode("latin-1"))
+    proc = fnrun("invoke", "echo", "--data", f"@{data}", "--project", str(echo.root),
+                 check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == f"fnrun: --data: {data} is not UTF-8 text: invalid continuation byte " \
+                          "at byte 4\n"
+    assert echo.calls() == []
+
+
 def test_invoke_failure_exits_1_with_the_traceback(echo: Project) -> None:
     proc = fnrun("invoke", "echo", "--data", '{"fail": true}', "--project", str(echo.root),
                  check=False)
@@ -70,6 +81,13 @@ def test_invoke_failure_exits_1_with_the_traceback(echo: Project) -> None:
         (["invoke", "nope"], "fnrun: no such function 'nope' (known: echo, listener)"),
         (["invoke", "echo", "--data", "{bad"], "fnrun: --data is not valid JSON"),
         (["invoke", "echo", "--data", "@/no/such/file"], "fnrun: --data: cannot read"),
+        (["invoke", "echo", "--data", "@"], "fnrun: --data @FILE needs a file name after @"),
+        (["invoke", "echo", "--data", "@/"], "fnrun: --data: cannot read /: Is a directory"),
+        (["invoke", "echo", "--data", "NaN"],
+         "fnrun: --data is not valid JSON: NaN is not a JSON value"),
+        (["emit", "ping.x", "--data", '{"n": -Infinity}'],
+         "fnrun: --data is not valid JSON: -Infinity is not a JSON value"),
+        (["emit", "ping.x", "--data", "[" * 100_000], "fnrun: --data is not valid JSON"),
         (["replay", "--function", "nope"], "fnrun: no such function 'nope'"),
         (["replay", "--function", "echo", "--since", "yesterday"], "fnrun: --since:"),
         (["replay", "--function", "echo", "--type", "a..b"], "fnrun: --type: bad event pattern"),
