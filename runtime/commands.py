@@ -85,6 +85,12 @@ def _not_json(constant: str) -> None:
     raise UsageError(f"{constant} is not a JSON value")
 
 
+def _nonempty(what: str, value: str) -> None:
+    """CloudEvents requires `id` and `type` to be non-empty strings (as POST /_/events does)."""
+    if not value.strip():
+        raise UsageError(f"{what} must not be empty")
+
+
 def _with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]) -> int:
     async def main() -> int:
         async with plugins.store_for(settings.store) as store:
@@ -147,6 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_invoke(args: argparse.Namespace) -> int:
     from runtime.pool import WorkerPool
 
+    _nonempty("--type", args.type)
     project = _project(args)
     spec = _function(project, args.name)
     event = Event(type=args.type, data=_data(args.data), source="fnrun/invoke")
@@ -168,8 +175,11 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
+    _nonempty("event type", args.type)
+    if args.id is not None:
+        _nonempty("--id", args.id)
     project = _project(args)
-    kwargs: dict[str, Any] = {"id": args.id} if args.id else {}
+    kwargs: dict[str, Any] = {"id": args.id} if args.id is not None else {}
     event = Event(
         type=args.type, data=_data(args.data), subject=args.subject, source="fnrun/cli", **kwargs
     )
