@@ -91,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from runtime import commands  # after parsing, so --help stays fast
 
     try:
+        _check_utf8(args)
         code = commands.run_command(args)
         sys.stdout.flush()  # here, so a closed pipe shows below, not at exit
     except KeyboardInterrupt:
@@ -103,6 +104,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         code = _report(error)
     sys.exit(code)
+
+
+def _check_utf8(args: argparse.Namespace) -> None:
+    """Refuse arguments that are not UTF-8 (Python keeps such bytes as lone surrogates,
+    which fail later, deep in a store or an encoder, with a traceback)."""
+    for value in vars(args).values():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise UsageError(f"argument {text!r} is not valid UTF-8") from None
 
 
 def _reader_left() -> int:

@@ -261,3 +261,18 @@ def test_replay_since_further_back_than_time_means_everything(echo: Project, sin
     run(echo, "emit", "ping.old", "--id", "old")
     out = run(echo, "replay", "--function", "echo", "--since", since)
     assert out.startswith("replaying 1 event(s) to echo (since 1970-01-01T00:00:00+00:00)")
+
+
+@pytest.mark.parametrize(
+    "args", [["emit", "ping.\udcff"], ["history", "--function", "\udcff"],
+             ["emit", "ping.x", "--subject", "caf\udce9"]],
+)
+def test_arguments_that_are_not_utf8_are_one_line(echo: Project, args: list[str]) -> None:
+    """A Latin-1 byte on the command line (Python passes it on as a lone surrogate)."""
+    argv = [os.fsencode(a) for a in (sys.executable, "-m", "runtime", *args)]
+    proc = subprocess.run([*argv, b"--project", os.fsencode(echo.root)],
+                          capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.decode().startswith("fnrun: argument '"), proc.stderr
+    assert proc.stderr.decode().endswith("' is not valid UTF-8\n")
+    assert json.loads(run(echo, "ls", "--json"))[0]["pending"] == 0
