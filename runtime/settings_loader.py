@@ -58,6 +58,12 @@ def load_settings(
     for key, value in (*overrides.items(), *explicit.items()):
         if value is not None:
             raw[key] = value
+    for source, url in (("--store", store), ("FNRUN_STORE", overrides["store"])):
+        problem = None if url is None else store_url_problem(url)
+        if problem:
+            raise UsageError(f"{source}: {problem}")
+        if url is not None:
+            break  # --store wins: a bad FNRUN_STORE under it does not matter
     http: HttpSettings = raw.get("http", HttpSettings())
     if "host" in raw:
         http = replace(http, host=raw["host"])
@@ -65,6 +71,8 @@ def load_settings(
         http = replace(http, port=_check_port(raw["port"], "port"))
     functions_dir = (root / raw.get("functions", "functions")).resolve()
     store_url = resolve_store_url(raw.get("store", DEFAULT_STORE), root)
+    if store_url.startswith(_SQLITE) and Path(store_url[len(_SQLITE):].partition("?")[0]).is_dir():
+        raise UsageError(f"the SQLite store {store_url[len(_SQLITE):]} is a folder, not a file")
     return Settings(
         project=root,
         functions=functions_dir,
@@ -86,6 +94,35 @@ def resolve_store_url(url: str, project: Path) -> str:
         return url
     absolute = (project / path).resolve()
     return f"{_SQLITE}{absolute}{sep}{query}"
+
+
+def store_url_problem(url: str) -> str | None:
+    """What is wrong with a store URL, before any adapter tries it; None if nothing.
+
+    redis-py reads `redis://host/abc` as database 0 and fails on a bad port
+    with a bare ValueError, so both are caught here.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # `redis://[::1`
+        return f"bad store URL {url!r}: {exc}"
+    if parts.scheme not in STORES:
+        known = ", ".join(f"{s}://" for s in STORES)
+        return f"unknown store URL {url!r} (known: {known})"
+    if parts.scheme == "sqlite":
+        path = url[len(_SQLITE):].partition("?")[0] if url.startswith(_SQLITE) else ""
+        if path in ("", "/", ":memory:"):
+            return (f"bad SQLite store URL {url!r} (use sqlite:///relative/state.db "
+                    "or sqlite:////absolute/state.db)")
+        return None
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        return f"bad port in store URL {url!r}"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return f"bad Redis database {db!r} in store URL {url!r} (use a number: redis://HOST:PORT/0)"
+    return None
 
 
 def _env_port(value: str | None) -> int | None:
@@ -138,9 +175,9 @@ def read_config(file: Path) -> dict[str, Any]:
 def store_url(reader: Reader, node: Node) -> str:
     """A store URL whose scheme has an adapter."""
     url = reader.string(node, "store")
-    if urlsplit(url).scheme not in STORES:
-        known = ", ".join(f"{s}://" for s in STORES)
-        raise reader.error(node, f"unknown store URL {url!r} (known: {known})")
+    problem = store_url_problem(url)
+    if problem:
+        raise reader.error(node, problem)
     return url
 
 

@@ -92,6 +92,14 @@ def test_invoke_failure_exits_1_with_the_traceback(echo: Project) -> None:
         (["emit", "ping.x", "--id", ""], "fnrun: --id must not be empty"),
         (["invoke", "echo", "--type", " "], "fnrun: --type must not be empty"),
         (["replay", "--function", "nope"], "fnrun: no such function 'nope'"),
+        (["ls", "--store", "redis://127.0.0.1:1/abc"],
+         "fnrun: --store: bad Redis database 'abc' in store URL"),
+        (["emit", "x", "--store", "redis://127.0.0.1:notaport/9"],
+         "fnrun: --store: bad port in store URL"),
+        (["history", "--store", "redis://[::1/9"], "fnrun: --store: bad store URL"),
+        (["ls", "--store", "postgres://x/y"], "fnrun: --store: unknown store URL"),
+        (["ls", "--store", "sqlite:///:memory:"], "fnrun: --store: bad SQLite store URL"),
+        (["ls", "--store", "sqlite:///functions"], "fnrun: the SQLite store "),
         (["replay", "--function", "echo", "--since", "yesterday"], "fnrun: --since:"),
         (["replay", "--function", "echo", "--type", "a..b"], "fnrun: --type: bad event pattern"),
         (["dead-letters", "drop"], "fnrun: dead-letters drop needs IDs, --all or --function"),
@@ -276,3 +284,22 @@ def test_arguments_that_are_not_utf8_are_one_line(echo: Project, args: list[str]
     assert proc.stderr.decode().startswith("fnrun: argument '"), proc.stderr
     assert proc.stderr.decode().endswith("' is not valid UTF-8\n")
     assert json.loads(run(echo, "ls", "--json"))[0]["pending"] == 0
+
+
+def test_a_bad_store_url_in_the_environment_is_named(echo: Project) -> None:
+    env = {**os.environ, "FNRUN_STORE": "redis://127.0.0.1:1/zero"}
+    proc = fnrun("ls", "--project", str(echo.root), check=False, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("fnrun: FNRUN_STORE: bad Redis database 'zero'"), proc.stderr
+    assert run_env(echo, env, "ls", "--store", "sqlite:///other.db").startswith("FUNCTION")
+
+
+def test_a_bad_store_url_in_fnrun_yaml_has_its_position(echo: Project) -> None:
+    echo.write("fnrun.yaml", "http: {port: 8080}\nstore: redis://127.0.0.1:1/db9\n")
+    proc = fnrun("history", "--project", str(echo.root), check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"{echo.root / 'fnrun.yaml'}:2:8: bad Redis database 'db9'")
+
+
+def run_env(project: Project, env: dict[str, str], *args: str) -> str:
+    return fnrun(*args, "--project", str(project.root), env=env).stdout
