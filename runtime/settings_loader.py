@@ -48,9 +48,10 @@ def load_settings(
     root = root.resolve()
     config = root / CONFIG_FILE
     raw: dict[str, Any] = read_config(config) if config.is_file() else {}
+    env_store = environ.get("FNRUN_STORE") or None
     overrides = {
         "functions": environ.get("FNRUN_FUNCTIONS") or None,
-        "store": environ.get("FNRUN_STORE") or None,
+        "store": env_store,
         "host": environ.get("FNRUN_HOST") or None,
         "port": _env_port(environ.get("FNRUN_PORT")),
     }
@@ -58,7 +59,7 @@ def load_settings(
     for key, value in (*overrides.items(), *explicit.items()):
         if value is not None:
             raw[key] = value
-    for source, url in (("--store", store), ("FNRUN_STORE", overrides["store"])):
+    for source, url in (("--store", store), ("FNRUN_STORE", env_store)):
         problem = None if url is None else store_url_problem(url)
         if problem:
             raise UsageError(f"{source}: {problem}")
