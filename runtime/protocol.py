@@ -6,7 +6,7 @@ costs ~12 ms here because it pulls in `re`). Frames are a 4-byte big-endian
 length then a `marshal` payload: parent and child are always the same
 interpreter (`sys.executable`), marshal is builtin and several times faster
 than json, and it carries `bytes` without base64. Payloads hold only JSON
-types plus bytes; the child checks values with `json_problem` before sending.
+types plus bytes; the child checks values with `json_value` before sending.
 
 Messages (dicts with a "kind"):
 - child -> parent `ready` {} once the handler is loaded, or
@@ -35,6 +35,14 @@ if TYPE_CHECKING:
 HEADER = 4
 MAX_FRAME = 64 * 1024 * 1024
 """Largest frame either side accepts; a bigger result fails the attempt."""
+MAX_DEPTH = 100
+"""Deepest nesting of a JSON value a worker sends."""
+MAX_PATH = 120
+"""Longest path in a "not JSON" message ("set at [0][0]...")."""
+MAX_INT_DIGITS = 4200
+MAX_INT_BITS = 13_950
+"""Ints past this many bits have over `MAX_INT_DIGITS` digits: near the 4,300
+that `json` writes and reads by default (sys.set_int_max_str_digits)."""
 SUMMARY_CHARS = 2048
 """How much of a result the invocation history keeps."""
 RESULT_SHAPES = "JSON, str, bytes or (status, body[, headers])"
@@ -113,35 +121,107 @@ def write_frame(fd: int, message: dict[str, Any]) -> None:
         view = view[os.write(fd, view) :]
 
 
-def json_problem(value: Any, depth: int = 0) -> str | None:
-    """What keeps `value` from being JSON ("set at ['a'][2]"), or None if it is JSON.
+class _NotJSON(Exception):
+    """What is not JSON, and the path to it (built innermost step first)."""
 
-    Tuples count as JSON arrays, as `json.dumps` treats them.
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.steps: list[str] = []
+
+    def describe(self) -> str:
+        if not self.steps:
+            return self.what
+        path = "".join(reversed(self.steps))
+        if len(path) > MAX_PATH:
+            path = path[:MAX_PATH] + "..."
+        return f"{self.what} at {path}"
+
+
+def json_value(value: Any) -> tuple[Any, str | None]:
+    """(`value` as plain JSON types, None), or (None, what keeps it from being JSON).
+
+    "What" is one bounded line, such as "set at ['a'][2]" or "float nan".
+    Tuples count as JSON arrays, as `json.dumps` treats them. Subclasses
+    `json.dumps` accepts (StrEnum, IntEnum, OrderedDict, ...) come back as
+    their base types: `marshal` refuses them. NaN, infinities and ints too
+    long for `json` to write are refused: no store or HTTP client reads them.
     """
-    if value is None or isinstance(value, str | bool | int | float):
-        return None
-    if depth > 100:
-        return "nesting deeper than 100"
+    try:
+        if _needs_copy(value, 0):
+            value = _plain_copy(value)
+    except _NotJSON as exc:
+        return None, exc.describe()
+    return value, None
+
+
+def _needs_copy(value: Any, depth: int) -> bool:
+    """Check `value` (raising `_NotJSON`); whether it holds subclasses to convert."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return False
+    if kind is int:
+        if value.bit_length() > MAX_INT_BITS:
+            raise _NotJSON(f"int of {MAX_INT_DIGITS:,} digits or more")
+        return False
+    if kind is float:
+        if value - value != 0.0:  # NaN and the infinities (inf - inf is NaN)
+            raise _NotJSON(f"float {value!r}")
+        return False
+    if isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        return _needs_copy(int.__int__(value), depth) or True
+    if isinstance(value, float):
+        return _needs_copy(float.__float__(value), depth) or True
+    if depth > MAX_DEPTH:
+        raise _NotJSON(f"nesting deeper than {MAX_DEPTH}")
     if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{type(key).__name__} key {key!r:.40}"
-            problem = json_problem(item, depth + 1)
-            if problem is not None:
-                return _under(f"[{key!r:.40}]", problem)
-        return None
+        return _dict_needs_copy(value, depth)
     if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            problem = json_problem(item, depth + 1)
-            if problem is not None:
-                return _under(f"[{index}]", problem)
-        return None
-    return type(value).__name__
+        return _list_needs_copy(value, depth)
+    raise _NotJSON(type(value).__name__)
 
 
-def _under(step: str, problem: str) -> str:
-    what, _, path = problem.partition(" at ")
-    return f"{what} at {step}{path}"
+def _list_needs_copy(value: list[Any] | tuple[Any, ...], depth: int) -> bool:
+    copy = type(value) is not list and type(value) is not tuple
+    for index, item in enumerate(value):
+        try:
+            copy = _needs_copy(item, depth + 1) or copy
+        except _NotJSON as exc:
+            exc.steps.append(f"[{index}]")
+            raise
+    return copy
+
+
+def _dict_needs_copy(value: dict[Any, Any], depth: int) -> bool:
+    copy = type(value) is not dict
+    for key, item in value.items():
+        if type(key) is not str:
+            if not isinstance(key, str):
+                raise _NotJSON(f"{type(key).__name__} key {key!r:.40}")
+            copy = True
+        try:
+            copy = _needs_copy(item, depth + 1) or copy
+        except _NotJSON as exc:
+            exc.steps.append(f"[{key!r:.40}]")
+            raise
+    return copy
+
+
+def _plain_copy(value: Any) -> Any:
+    """A copy of checked JSON `value` with exact str, int, float, dict and list types."""
+    kind = type(value)
+    if kind is str or kind is bool or kind is int or kind is float or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str.__str__(key): _plain_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_copy(item) for item in value]
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    return float.__float__(value)
 
 
 def encode_result(value: Any) -> dict[str, Any]:
@@ -161,16 +241,18 @@ def encode_result(value: Any) -> dict[str, Any]:
 
 def _encode_body(value: Any, prefix: str) -> dict[str, Any]:
     if isinstance(value, str):
-        return {"text": value}
+        return {"text": str.__str__(value)}  # a plain str: marshal refuses subclasses
     if isinstance(value, bytes | bytearray | memoryview):
         import binascii
 
         return {"bytes": binascii.b2a_base64(bytes(value), newline=False).decode("ascii")}
     if value is None or isinstance(value, dict | list | int | float):
-        problem = json_problem(value)
+        plain, problem = json_value(value)
         if problem is None:
-            return {"json": value}
-        raise TypeError(f"{prefix} {type(value).__name__} with {problem}, which is not JSON")
+            return {"json": plain}
+        if isinstance(value, dict | list):
+            raise TypeError(f"{prefix} {type(value).__name__} with {problem}, which is not JSON")
+        raise TypeError(f"{prefix} {problem}, which is not JSON")
     raise TypeError(f"{prefix} {type(value).__name__}, which is not {RESULT_SHAPES}")
 
 
@@ -195,7 +277,9 @@ def _encode_response(value: tuple[Any, ...]) -> dict[str, Any]:
     if isinstance(body, tuple):
         raise TypeError(f"{bad}: the body is itself a tuple")
     encoded = _encode_body(body, "handler returned a response body of")
-    return {"status": status, "body": encoded, "headers": dict(headers)}
+    # Plain int and str (an HTTPStatus, a StrEnum): marshal refuses subclasses.
+    plain_headers = {str.__str__(name): str.__str__(field) for name, field in headers.items()}
+    return {"status": int.__int__(status), "body": encoded, "headers": plain_headers}
 
 
 def decode_result(encoded: Any) -> tuple[int | None, str, Any, dict[str, str]]:

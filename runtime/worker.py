@@ -150,10 +150,16 @@ class Context(ReadOnly):
                 raise TypeError(f"ctx.emit: {name} must be a str, not {value!r:.60}")
         if isinstance(data, bytearray | memoryview):
             data = bytes(data)
-        problem = None if isinstance(data, bytes) else protocol.json_problem(data)
-        if problem is not None:
-            raise TypeError(f"ctx.emit: data is {problem}, which is neither JSON nor bytes")
-        self._emits.append({"type": type, "data": data, "subject": subject, "id": id})
+        if not isinstance(data, bytes):
+            data, problem = protocol.json_value(data)
+            if problem is not None:
+                raise TypeError(f"ctx.emit: data is {problem}, which is neither JSON nor bytes")
+        self._emits.append({
+            # Plain str: marshal refuses subclasses (a StrEnum).
+            "type": str.__str__(type), "data": data,
+            "subject": None if subject is None else str.__str__(subject),
+            "id": None if id is None else str.__str__(id),
+        })
 
     def __repr__(self) -> str:
         return f"Context(function={self.function!r}, attempt={self.attempt})"

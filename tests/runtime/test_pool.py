@@ -577,3 +577,46 @@ async def test_warm_reports_a_handler_that_does_not_load(
     error = await pool.warm()
     assert error is not None and "no_such_module_anywhere" in error
     assert pool.live_workers == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("nan", "handler returned dict with float nan at ['x'], which is not JSON"),
+        ("inf", "handler returned list with float -inf at [1], which is not JSON"),
+        ("big_int", "handler returned dict with int of 4,200 digits or more at ['n'][0], which"),
+        ("deep", "handler returned list with nesting deeper than 100 at [0][0]"),
+    ],
+)
+async def test_results_no_json_reader_accepts_fail_the_attempt(
+    pools: Callable[..., WorkerPool], value: str, error: str,
+) -> None:
+    # Accepted before, these reached the store as NaN (invalid JSON) or failed
+    # its write (a 5,000-digit int), leaving the delivery running for good.
+    outcome = await pools(make_spec(retry=False)).invoke(ev(do="returns", value=value), 1)
+    assert outcome.status == "error", outcome
+    assert outcome.error is not None and outcome.error.startswith(error)
+    assert len(outcome.error) < 250  # one bounded line, however deep the value
+
+
+async def test_enum_and_mapping_subclasses_come_back_as_plain_json(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    pool = pools()
+    # json.dumps takes StrEnum, IntEnum, OrderedDict and HTTPStatus; marshal did not,
+    # and each failed its attempt with "result not sent: unmarshallable object".
+    outcome = await pool.invoke(ev(do="returns", value="subclasses"), 1)
+    assert outcome.status == "ok", outcome
+    assert outcome.result == {"json": {"red": [3, "red", {"a": 1.5}]}}
+    response = await pool.invoke(ev(do="returns", value="status_enum"), 1)
+    assert response.status == "ok", response
+    assert decode_result(response.result) == (201, "text", "red", {"x-colour": "red"})
+    assert type(response.result["status"]) is int
+    emitted = await pool.invoke(ev(do="emit_not_json"), 1)
+    assert emitted.status == "ok", emitted
+    nan, big = emitted.result["json"]
+    assert nan == "ctx.emit: data is float nan, which is neither JSON nor bytes"
+    assert big.startswith("ctx.emit: data is int of 4,200 digits or more at ['n']")
+    [event] = emitted.emits
+    assert (event.type, event.data, event.subject) == ("plain.enum", {"red": 3}, "red")
+    assert type(event.subject) is str and type(next(iter(event.data))) is str

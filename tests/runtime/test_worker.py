@@ -7,7 +7,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
+from enum import IntEnum, StrEnum
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,14 @@ HANDLERS = Path(__file__).parent / "handlers"
 pytestmark = pytest.mark.timeout(30)
 
 
+class Colour(StrEnum):
+    RED = "red"
+
+
+class Size(IntEnum):
+    BIG = 3
+
+
 @pytest.mark.parametrize(
     ("value", "encoded"),
     [
@@ -32,6 +43,11 @@ pytestmark = pytest.mark.timeout(30)
         ("hi", {"text": "hi"}),
         (b"\x00\xff", {"bytes": "AP8="}),
         ((204, None), {"status": 204, "body": {"json": None}, "headers": {}}),
+        (OrderedDict(a=Size.BIG), {"json": {"a": 3}}),
+        ({Colour.RED: [Colour.RED]}, {"json": {"red": ["red"]}}),
+        (Colour.RED, {"text": "red"}),
+        ((HTTPStatus.OK, "x"), {"status": 200, "body": {"text": "x"}, "headers": {}}),
+        (10**4000, {"json": 10**4000}),
         (
             (200, "ok", {"x-a": "1"}),
             {"status": 200, "body": {"text": "ok"}, "headers": {"x-a": "1"}},
@@ -40,6 +56,9 @@ pytestmark = pytest.mark.timeout(30)
 )
 def test_encode_result_table(value: Any, encoded: dict[str, Any]) -> None:
     assert encode_result(value) == encoded
+    # Only exact types: marshal, which carries the result, refuses subclasses.
+    frame = protocol.pack({"kind": "done", "result": encoded})
+    assert protocol.unpack(frame[protocol.HEADER :])["result"] == encoded
 
 
 @pytest.mark.parametrize(
@@ -59,6 +78,10 @@ def test_encode_result_table(value: Any, encoded: dict[str, Any]) -> None:
         ((200, "x", {"": "v"}), "header name '' is not an HTTP token"),
         ((200, (1, 2)), "the body is itself a tuple"),
         ((200, {2}), "handler returned a response body of set, which is not"),
+        (float("nan"), "handler returned float nan, which is not JSON"),
+        ({"a": [float("inf")]}, "handler returned dict with float inf at ['a'][0], which is not"),
+        (10**4200, "handler returned int of 4,200 digits or more, which is not JSON"),
+        ((200, [float("nan")]), "response body of list with float nan at [0], which is not"),
     ],
 )
 def test_encode_result_refuses_with_one_line(value: Any, message: str) -> None:
@@ -79,6 +102,17 @@ def test_decode_result_inverts_encode(value: Any) -> None:
         expected_status, expected_body, expected_headers = None, value, {}
     assert (status, body, headers) == (expected_status, expected_body, expected_headers)
     assert kind == {bytes: "bytes", str: "text"}.get(type(expected_body), "json")
+
+
+def test_not_json_names_a_bounded_path() -> None:
+    value: Any = 1j
+    for _ in range(50):
+        value = {"key": [value]}
+    with pytest.raises(TypeError) as caught:
+        encode_result(value)
+    message = str(caught.value)
+    assert message.startswith("handler returned dict with complex at ['key'][0]['key'][0]")
+    assert len(message) < protocol.MAX_PATH + 100 and "..." in message
 
 
 def test_result_summary_is_bounded() -> None:

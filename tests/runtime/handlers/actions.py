@@ -7,10 +7,13 @@ a single warm worker can be observed across several invocations.
 from __future__ import annotations
 
 import asyncio
+import enum
+import http
 import os
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -154,13 +157,54 @@ def record(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     return data["n"]
 
 
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+class Size(enum.IntEnum):
+    BIG = 3
+
+
+RETURNS = {
+    "nan": lambda: {"x": float("nan")},
+    "inf": lambda: [1.0, float("-inf")],
+    "big_int": lambda: {"n": [10**5000]},
+    "deep": lambda: _nested(5000),
+    "subclasses": lambda: {Colour.RED: [Size.BIG, Colour.RED, OrderedDict(a=1.5)]},
+    "status_enum": lambda: (http.HTTPStatus.CREATED, Colour.RED, {"x-colour": Colour.RED}),
+}
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def returns(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    return RETURNS[data["value"]]()
+
+
+def emit_not_json(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    errors = []
+    for value in (float("nan"), {"n": 10**5000}):
+        try:
+            ctx.emit("x.y", value)
+        except TypeError as exc:
+            errors.append(str(exc))
+    ctx.emit("plain.enum", {Colour.RED: Size.BIG}, subject=Colour.RED)
+    return errors
+
+
 ACTIONS = {
     "describe": describe, "emit": emit, "bad_emit": bad_emit,
     "write_pid_and_exit": write_pid_and_exit, "write_pid_and_wait": write_pid_and_wait,
     "spawn_grandchild": spawn_grandchild, "allocate": allocate, "environment": environment,
     "noisy": noisy, "mutate": mutate, "overlap": overlap, "pid": pid, "bad_return": bad_return,
     "nested_bad_return": nested_bad_return, "response": response, "raise": raise_error,
-    "raise_memory": raise_memory, "record": record,
+    "raise_memory": raise_memory, "record": record, "returns": returns,
+    "emit_not_json": emit_not_json,
 }
 
 
