@@ -32,6 +32,10 @@ CO_VARARGS = 0x04
 SIGKILL = 9
 MappingProxyType = type(type.__dict__)
 """types.MappingProxyType, without importing `types` (~0.6 ms of a worker's first invocation)."""
+MAX_ERROR = 1000
+"""Longest error line sent (a message of megabytes would be logged whole)."""
+MAX_TRACEBACK = 32 * 1024
+"""Longest traceback sent; its head and tail are kept."""
 
 
 class ReadOnly:
@@ -275,16 +279,44 @@ class Runner:
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
-    """("ExcType: message", traceback text without this module's frames)."""
+    """("ExcType: message", traceback text without this module's or the import system's frames).
+
+    Both are bounded and encodable as UTF-8, whatever the exception: its
+    `__str__` may raise, or return megabytes or lone surrogates, and a store
+    that cannot write the error would leave the delivery running.
+    """
     import traceback
 
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    while tb is not None and (
+        tb.tb_frame.f_code.co_filename == __file__
+        or tb.tb_frame.f_code.co_filename.startswith("<frozen importlib")
+    ):
         tb = tb.tb_next
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
-    message = str(exc)
-    line = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return line.splitlines()[0] if line else line, text
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - the handler's __str__ is broken, not the attempt
+        message = "<str() of the exception failed>"
+    name = type(exc).__name__
+    line = f"{name}: {message.splitlines()[0]}" if message.strip() else name
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except Exception:  # noqa: BLE001 - e.g. an exception group whose members misbehave
+        text = line + "\n"
+    if len(line) > MAX_ERROR:
+        line = line[:MAX_ERROR] + "..."
+    if len(text) > MAX_TRACEBACK:
+        half = MAX_TRACEBACK // 2
+        cut = len(text) - 2 * half
+        text = f"{text[:half]}\n... ({cut} characters cut) ...\n{text[-half:]}"
+    return _encodable(line), _encodable(text)
+
+
+def _encodable(text: str) -> str:
+    """`text` with lone surrogates escaped, so that it encodes as UTF-8."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _invoke(runner: Runner, ctx: Context, raw_event: dict[str, Any]) -> dict[str, Any]:
@@ -292,14 +324,20 @@ def _invoke(runner: Runner, ctx: Context, raw_event: dict[str, Any]) -> dict[str
     try:
         event = HandlerEvent(raw_event)
         value = runner.call(event, ctx)
-    except Exception as exc:  # the handler's failure is the attempt's result
+    except BaseException as exc:  # noqa: BLE001 - whatever the handler raises is its result
         error, text = _describe(exc)
-        fatal = isinstance(exc, MemoryError)
+        # After a MemoryError the heap is in doubt; SystemExit, KeyboardInterrupt
+        # and other BaseExceptions asked this process to stop. Either way the
+        # worker is not reused, and the attempt fails like any other.
+        fatal = isinstance(exc, MemoryError) or not isinstance(exc, Exception)
         return {"kind": "done", "ok": False, "error": error, "traceback": text, "fatal": fatal}
     try:
         result = protocol.encode_result(value)
     except TypeError as exc:
-        return {"kind": "done", "ok": False, "error": str(exc), "traceback": None}
+        return {"kind": "done", "ok": False, "error": _encodable(str(exc)), "traceback": None}
+    except Exception as exc:  # noqa: BLE001 - e.g. the items() of a returned dict subclass
+        error, text = _describe(exc)
+        return {"kind": "done", "ok": False, "error": error, "traceback": text}
     return {"kind": "done", "ok": True, "result": result, "emits": ctx._emits}
 
 

@@ -165,6 +165,55 @@ async def test_bad_return_values_fail_with_one_clear_line(
     assert decode_result(response.result) == (201, "bytes", b"made", {"x-made": "yes"})
 
 
+@pytest.mark.parametrize(
+    ("attr", "data", "error"),
+    [
+        ("handle", {"do": "exit", "code": 3}, "SystemExit: 3"),
+        ("handle", {"do": "exit"}, "SystemExit"),
+        ("handle", {"do": "interrupt"}, "KeyboardInterrupt"),
+        ("handle", {"do": "raise_base"}, "Stop: stop everything"),
+        ("exit_async", {}, "SystemExit: 2"),
+    ],
+)
+async def test_base_exceptions_fail_the_attempt_and_retire_the_worker(
+    pools: Callable[..., WorkerPool], attr: str, data: dict[str, Any], error: str,
+) -> None:
+    pool = pools(make_spec(attr))
+    assert await pool.warm() is None
+    [pid] = children()
+    outcome = await pool.invoke(Event(type="t", data=data), 1)
+    # Once a crash: "worker exited with code 3", the traceback only in the log.
+    assert (outcome.status, outcome.error) == ("error", error)
+    assert outcome.traceback is not None and "actions.py" in outcome.traceback
+    assert error.partition(":")[0] in outcome.traceback
+    # The handler asked its process to stop: that worker is not reused.
+    await wait_for(lambda: not alive(pid))
+    assert pool.live_workers == 0
+    again = await pool.invoke(Event(type="t", data=data), 2)  # in a new worker
+    assert (again.status, again.error) == ("error", error)
+
+
+async def test_exceptions_whose_message_misbehaves_give_one_bounded_line(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    pool = pools()
+    pid = (await pool.invoke(ev(do="pid"), 1)).result["json"]
+    broken = await pool.invoke(ev(do="raise_broken"), 1)
+    assert broken.status == "error"  # was a crash: str(exc) raised in the worker
+    assert broken.error == "BrokenMessage: <str() of the exception failed>"
+    assert broken.traceback is not None and "raise_broken" in broken.traceback
+    huge = await pool.invoke(ev(do="raise_huge"), 1)
+    assert huge.status == "error" and huge.error is not None
+    assert huge.error.startswith("ValueError: mmm") and len(huge.error) <= 1003
+    assert huge.traceback is not None and len(huge.traceback) < 33_000
+    assert "raise_huge" in huge.traceback and "characters cut" in huge.traceback
+    # A lone surrogate cannot be written by a store: it once left the delivery running.
+    odd = await pool.invoke(ev(do="raise_surrogate"), 1)
+    assert odd.error == "ValueError: bad \\ud800 thing"
+    assert odd.traceback is not None and odd.traceback.encode()
+    assert (await pool.invoke(ev(do="pid"), 1)).result["json"] == pid  # the worker stays
+
+
 async def test_os_exit_is_a_crash_and_the_pool_recovers(
     pools: Callable[..., WorkerPool], tmp_path: Path,
 ) -> None:

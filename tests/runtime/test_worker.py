@@ -210,11 +210,14 @@ def test_child_answers_each_item_of_a_batch_as_it_ends(child: Child) -> None:
     assert got[0]["deadline"] <= got[1]["deadline"] <= got[2]["deadline"]
 
 
-def test_a_fatal_item_ends_the_batch(child: Child) -> None:
+@pytest.mark.parametrize(
+    ("action", "error"), [("raise_memory", "MemoryError"), ("exit", "SystemExit")]
+)
+def test_a_fatal_item_ends_the_batch(child: Child, action: str, error: str) -> None:
     assert child.receive() == {"kind": "ready"}
-    child.send(Event(type="t", data={"do": "raise_memory"}), Event(type="t", data={"do": "pid"}))
+    child.send(Event(type="t", data={"do": action}), Event(type="t", data={"do": "pid"}))
     done = child.receive()
-    assert done is not None and done["fatal"] is True and "MemoryError" in done["error"]
+    assert done is not None and done["fatal"] is True and error in done["error"]
     child.sock.shutdown(socket.SHUT_WR)
     assert child.receive() is None  # the second item never ran
     assert child.process.wait(10) == 0
@@ -248,6 +251,7 @@ def test_load_error_is_reported_then_the_child_exits(tmp_path: Path) -> None:
         assert message is not None and message["kind"] == "load_error"
         assert message["error"] == "ModuleNotFoundError: No module named 'does_not_exist_anywhere'"
         assert "broken.py" in message["traceback"]
+        assert "<frozen" not in message["traceback"]  # the import system's frames are noise
         assert worker.process.wait(10) == 0
     finally:
         worker.close()

@@ -147,6 +147,39 @@ def raise_memory(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     raise MemoryError("pretend the heap ran out")
 
 
+class Stop(BaseException):
+    """Neither an Exception nor one of Python's own: a handler's BaseException."""
+
+
+class BrokenMessage(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message today")
+
+
+def exit_(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    sys.exit(data.get("code"))
+
+
+def interrupt(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    raise KeyboardInterrupt
+
+
+def raise_base(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    raise Stop("stop everything")
+
+
+def raise_broken(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    raise BrokenMessage()
+
+
+def raise_huge(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    raise ValueError("m" * (5 * MiB))
+
+
+def raise_surrogate(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    raise ValueError("bad \ud800 thing")
+
+
 def record(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     """Append this item's start to a log, sleep if asked, then crash or exit if asked."""
     with open(data["log"], "a") as log:
@@ -204,7 +237,9 @@ ACTIONS = {
     "noisy": noisy, "mutate": mutate, "overlap": overlap, "pid": pid, "bad_return": bad_return,
     "nested_bad_return": nested_bad_return, "response": response, "raise": raise_error,
     "raise_memory": raise_memory, "record": record, "returns": returns,
-    "emit_not_json": emit_not_json,
+    "emit_not_json": emit_not_json, "exit": exit_, "interrupt": interrupt,
+    "raise_base": raise_base, "raise_broken": raise_broken, "raise_huge": raise_huge,
+    "raise_surrogate": raise_surrogate,
 }
 
 
@@ -212,6 +247,11 @@ async def handle_async(event: Any, ctx: Any) -> Any:
     await asyncio.sleep(0.01)
     ctx.emit("async.done", {"id": event.id})
     return {"async": True, "attempt": ctx.attempt, "loop": id(asyncio.get_running_loop())}
+
+
+async def exit_async(event: Any, ctx: Any) -> Any:
+    await asyncio.sleep(0)
+    sys.exit(2)
 
 
 def one_arg(event: Any) -> Any:
