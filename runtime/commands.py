@@ -372,7 +372,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     from runtime.scaffold import scaffold
 
     settings = _settings(args)
-    for path in scaffold(settings.functions, args.name, args.event, args.cron, args.webhook):
+    for path in scaffold(settings, args.name, args.event, args.cron, args.webhook):
         print(f"created {path}")
     return 0
 

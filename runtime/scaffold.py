@@ -1,11 +1,22 @@
-"""`fnrun new`: a working function in two files, picked up at once by `fnrun dev`."""
+"""`fnrun new`: a working function in two files, picked up at once by `fnrun dev`.
+
+It never overwrites a file (not even through a dangling link) and never
+leaves the project worse than it found it: what would not validate is
+refused before writing, or taken back after.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
-from runtime.errors import UsageError
+from runtime import plugins
+from runtime.errors import ManifestError, UsageError
+from runtime.manifest import scan_project
+from runtime.specs import Settings
+from runtime.yamlnodes import Node, Reader
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
@@ -38,22 +49,107 @@ def _quote(text: str) -> str:
 
 
 def scaffold(
-    functions: Path, name: str, event: str | None, cron: str | None, webhook: str | None
+    settings: Settings, name: str, event: str | None, cron: str | None, webhook: str | None
 ) -> list[Path]:
-    """Write NAME.py and NAME.yaml into `functions`; refuse to overwrite."""
+    """Write NAME.py and NAME.yaml into the functions folder; refuse to overwrite."""
     if not NAME.match(name):
         raise UsageError(f"bad function name {name!r}: use [a-z][a-z0-9-]{{0,62}}")
     module = name.replace("-", "_")
+    _check_module_name(name, module)
+    functions = settings.functions
     code, decl = functions / f"{module}.py", functions / f"{module}.yaml"
-    for path in (code, decl):
-        if path.exists():
-            raise UsageError(f"{path} already exists")
     trigger, what = _trigger_yaml(event, cron, webhook)
     data = "event.data" if cron is None else "None"
-    functions.mkdir(parents=True, exist_ok=True)
-    code.write_text(_CODE.format(name=name, what=what, data=data), encoding="utf-8")
-    decl.write_text(
-        f"functions:\n  {name}:\n    handler: {module}.py:handler\n    triggers:\n{trigger}\n",
-        encoding="utf-8",
-    )
-    return [code, decl]
+    files = {
+        code: _CODE.format(name=name, what=what, data=data),
+        decl: f"functions:\n  {name}:\n    handler: {module}.py:handler\n"
+              f"    triggers:\n{trigger}\n",
+    }
+    flag = "--cron" if cron is not None else "--webhook" if webhook is not None else "--event"
+    _check_trigger(decl, files[decl], flag)
+    before = scan_project(settings)
+    existing = before.project.functions.get(name)
+    if existing is not None:
+        raise UsageError(f"function {name!r} already exists ({existing.where})")
+    _make_folder(functions)
+    written: list[Path] = []
+    try:
+        for path, text in files.items():
+            _create(path, text)
+            written.append(path)
+        known = {str(e) for e in before.errors}
+        broken = [e for e in scan_project(settings).errors if str(e) not in known]
+        if broken:
+            raise UsageError(f"not created: the project would not validate: {broken[0]}")
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _check_module_name(name: str, module: str) -> None:
+    """Refuse NAME.py files that hide a module (handlers' folders go first on sys.path)."""
+    if module in sys.stdlib_module_names or _installed(module):
+        raise UsageError(
+            f"function name {name!r} would create {module}.py, which hides the Python module "
+            f"{module!r} from every handler; pick another name (like {name}-fn)"
+        )
+
+
+def _installed(module: str) -> bool:
+    """Whether `module` imports from the installed path (not from the current folder,
+    where `python -m` looks first, nor from a stray file there)."""
+    saved = sys.path[:]
+    sys.path[:] = [p for p in saved if p and Path(p).resolve() != Path.cwd()]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+    finally:
+        sys.path[:] = saved
+
+
+def _check_trigger(decl: Path, text: str, flag: str) -> None:
+    """Parse the trigger as the loader will, so a bad --cron/--event/--webhook writes nothing."""
+    reader = Reader(decl, text)
+    item = _value(_value(_value(reader.compose(), "functions"), None), "triggers").value[0]
+    key, value = item.value[0]
+    try:
+        plugins.load(plugins.TRIGGERS[key.value]).parse(reader, value)
+    except ManifestError as exc:
+        raise UsageError(f"{flag}: {exc.message}") from None
+
+
+def _value(mapping: Node | None, key: str | None) -> Node:
+    """The value under `key` (or the only value) of a mapping node we just wrote."""
+    assert mapping is not None
+    value: Node = next(v for k, v in mapping.value if key is None or k.value == key)
+    return value
+
+
+def _make_folder(functions: Path) -> None:
+    if functions.exists() and not functions.is_dir():
+        raise UsageError(f"functions folder {functions} is a file, not a folder")
+    try:
+        functions.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create functions folder {functions}: "
+                         f"{exc.strerror or exc}") from None
+
+
+def _create(path: Path, text: str) -> None:
+    """Create `path` with `text`; never replace a file or follow a link to one."""
+    try:
+        out = path.open("x", encoding="utf-8")  # O_EXCL: fails on any existing name
+    except FileExistsError:
+        what = "a link" if path.is_symlink() else "a file"
+        raise UsageError(f"{path} already exists ({what}); not overwritten") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with out:
+            out.write(text)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None

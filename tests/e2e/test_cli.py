@@ -198,6 +198,57 @@ def test_new_scaffolds_a_function_that_validates_and_runs(project: Project) -> N
     assert proc.returncode == 2 and "already exists" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["taken"], "fnrun: function 'taken' already exists ({functions}/other.yaml:2:3)"),
+        (["tick", "--cron", "not a cron"], "fnrun: --cron: bad cron expression 'not a cron'"),
+        (["greet", "--event", "a..b"], "fnrun: --event: bad event pattern 'a..b'"),
+        (["hook", "--webhook", "/a b"], "fnrun: --webhook: webhook path '/a b' must be"),
+        (["hook", "--webhook", "/busy"], "fnrun: not created: the project would not validate: "
+                                         "{functions}/other.yaml:2:53: webhook POST /busy is "
+                                         "already declared by function 'hook'"),
+        (["json"], "fnrun: function name 'json' would create json.py, which hides the Python "
+                   "module 'json' from every handler"),
+        (["runtime"], "fnrun: function name 'runtime' would create runtime.py"),
+    ],
+)
+def test_new_refuses_what_would_break_the_project(
+    project: Project, args: list[str], message: str
+) -> None:
+    project.write("functions/other.yaml", """
+        functions:
+          taken: {handler: other.py:f, triggers: [{webhook: /busy}]}
+    """)
+    project.write("functions/other.py", "def f(event):\n    pass\n")
+    before = sorted(project.functions.iterdir())
+    proc = fnrun("new", *args, "--project", str(project.root), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(message.format(functions=project.functions)), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+    assert sorted(project.functions.iterdir()) == before
+    assert run(project, "validate").startswith("ok: 1 function")
+
+
+def test_new_never_writes_through_a_link(project: Project) -> None:
+    target = project.root / "outside.txt"
+    (project.functions / "hello.py").symlink_to(target)  # dangling: exists() is False
+    proc = fnrun("new", "hello", "--project", str(project.root), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == f"fnrun: {project.functions / 'hello.py'} already exists (a link); " \
+                          "not overwritten\n"
+    assert not target.exists() and not (project.functions / "hello.yaml").exists()
+
+
+def test_new_with_a_functions_path_that_is_a_file(project: Project) -> None:
+    not_a_folder = project.write("notes.txt", "mine\n")
+    proc = fnrun("new", "hello", "--functions", str(not_a_folder), "--project",
+                 str(project.root), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == f"fnrun: functions folder {not_a_folder} is a file, not a folder\n"
+    assert not_a_folder.read_text() == "mine\n"
+
+
 def test_run_on_a_busy_port_is_one_line(echo: Project) -> None:
     import socket
 
