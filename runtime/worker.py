@@ -36,6 +36,11 @@ MAX_ERROR = 1000
 """Longest error line sent (a message of megabytes would be logged whole)."""
 MAX_TRACEBACK = 32 * 1024
 """Longest traceback sent; its head and tail are kept."""
+MAX_EVENT_TYPE = 255
+MAX_EVENT_ID = 255
+TYPE_CHARS = frozenset("-_0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+"""What a segment of an event type is made of (SPEC 4; as `triggers.event` checks
+patterns, without `re`): another type could never match a trigger."""
 
 
 class ReadOnly:
@@ -118,12 +123,13 @@ class HandlerEvent(ReadOnly):
 class Context(ReadOnly):
     """`ctx`: the function's name, the attempt, its deadline, a logger and `emit`."""
 
-    __slots__ = ("function", "attempt", "deadline", "invocation", "_emits")
+    __slots__ = ("function", "attempt", "deadline", "invocation", "_emits", "_ids")
     function: str
     attempt: int
     deadline: float
     invocation: str
     _emits: list[dict[str, Any]]
+    _ids: set[str] | None
 
     def __init__(self, function: str, attempt: int, deadline: float, invocation: str) -> None:
         set_ = object.__setattr__
@@ -132,6 +138,7 @@ class Context(ReadOnly):
         set_(self, "deadline", deadline)
         set_(self, "invocation", invocation)
         set_(self, "_emits", [])
+        set_(self, "_ids", None)
 
     @property
     def log(self) -> Logger:
@@ -146,24 +153,51 @@ class Context(ReadOnly):
         Raises:
             TypeError: `type` is not a non-empty str, `data` is neither JSON
                 nor bytes, or `subject`/`id` are not str.
+            ValueError: `type` is not dot-separated segments of letters,
+                digits, '_' or '-'; `id` is empty, unprintable, or already
+                used by an event this invocation emits.
         """
         if not isinstance(type, str) or not type:
             raise TypeError(f"ctx.emit: type must be a non-empty str, not {type!r:.60}")
         for name, value in (("subject", subject), ("id", id)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"ctx.emit: {name} must be a str, not {value!r:.60}")
+        if len(type) > MAX_EVENT_TYPE or not all(
+            segment and TYPE_CHARS.issuperset(segment) for segment in type.split(".")
+        ):
+            raise ValueError(
+                f"ctx.emit: type {type!r:.60} is not dot-separated segments of letters,"
+                f" digits, '_' or '-' (at most {MAX_EVENT_TYPE} characters)"
+            )
+        if id is not None:
+            self._check_id(id)
         if isinstance(data, bytearray | memoryview):
             data = bytes(data)
         if not isinstance(data, bytes):
             data, problem = protocol.json_value(data)
             if problem is not None:
                 raise TypeError(f"ctx.emit: data is {problem}, which is neither JSON nor bytes")
-        self._emits.append({
-            # Plain str: marshal refuses subclasses (a StrEnum).
-            "type": str.__str__(type), "data": data,
-            "subject": None if subject is None else str.__str__(subject),
-            "id": None if id is None else str.__str__(id),
-        })
+        if id is not None:
+            id = str.__str__(id)  # a plain str: marshal refuses subclasses
+            ids = self._ids
+            if ids is None:
+                ids = set()
+                object.__setattr__(self, "_ids", ids)
+            ids.add(id)
+        if subject is not None:
+            subject = str.__str__(subject)
+        self._emits.append({"type": str.__str__(type), "data": data, "subject": subject, "id": id})
+
+    def _check_id(self, id: str) -> None:
+        """Raise ValueError unless `id` is a usable event id no earlier emit used."""
+        # Unprintable covers lone surrogates too, which no store can encode.
+        if not id or len(id) > MAX_EVENT_ID or not id.isprintable():
+            raise ValueError(
+                f"ctx.emit: id {id!r:.60} is not 1 to {MAX_EVENT_ID} printable characters"
+            )
+        if self._ids is not None and id in self._ids:
+            # The store keeps one event per id: the second would vanish without a word.
+            raise ValueError(f"ctx.emit: id {id!r:.60} is already used by an event emitted here")
 
     def __repr__(self) -> str:
         return f"Context(function={self.function!r}, attempt={self.attempt})"

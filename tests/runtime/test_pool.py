@@ -138,6 +138,28 @@ async def test_emit_rejects_bad_arguments(pools: Callable[..., WorkerPool]) -> N
     assert "object at ['k']" in errors[3]
 
 
+async def test_emit_refuses_types_no_trigger_matches_and_unusable_ids(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    outcome = await pools().invoke(ev(do="emit_checks"), 1)
+    assert outcome.status == "ok", outcome
+    refused = outcome.result["json"]
+    assert len(refused) == 9, refused
+    assert all(r.startswith("ctx.emit: ") and "\n" not in r for r in refused)
+    assert "'has space' is not dot-separated segments of letters, digits" in refused[0]
+    assert "'a..b'" in refused[1] and "'order.*'" in refused[2] and "'.a'" in refused[3]
+    assert "at most 255 characters" in refused[4]
+    assert "id '' is not 1 to 255 printable characters" in refused[5]
+    assert "'x\\ud800'" in refused[6] and "'line\\nbreak'" in refused[7]
+    assert refused[8] == "ctx.emit: id 'kept' is already used by an event emitted here"
+    # Before, all of these were queued: an empty id became a fresh one, a repeated
+    # one was dropped by the store, an unencodable one failed the store's write.
+    assert [(e.type, e.data, e.id) for e in outcome.emits][:2] == [
+        ("a.b", 1, "kept"), ("a.b", [1], "fixed-later"),
+    ]
+    assert outcome.emits[2].type == "Order_v2.created-now" and len(outcome.emits) == 3
+
+
 async def test_exception_gives_error_with_traceback(pools: Callable[..., WorkerPool]) -> None:
     pool = pools()
     outcome = await pool.invoke(ev(do="raise"), 1)

@@ -65,6 +65,28 @@ def bad_emit(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     return errors
 
 
+def emit_checks(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    """Emits a store could not route or keep: each refused, and the invocation goes on."""
+    refused = []
+    bad = [
+        ("has space", {}), ("a..b", {}), ("order.*", {}), (".a", {}), ("x" * 256, {}),
+        ("a.b", {"id": ""}), ("a.b", {"id": "x\ud800"}), ("a.b", {"id": "line\nbreak"}),
+        ("a.b", {"id": "kept"}),  # the second use of an id: the store would drop it silently
+    ]
+    ctx.emit("a.b", 1, id="kept")
+    for type_, kwargs in bad:
+        try:
+            ctx.emit(type_, 2, **kwargs)
+        except ValueError as exc:
+            refused.append(str(exc))
+    try:
+        ctx.emit("a.b", {1}, id="fixed-later")
+    except TypeError:
+        ctx.emit("a.b", [1], id="fixed-later")  # a refused emit does not use up its id
+    ctx.emit("Order_v2.created-now", None)
+    return refused
+
+
 def write_pid_and_exit(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     _write(data["pidfile"], str(os.getpid()))
     os._exit(3)
@@ -239,7 +261,7 @@ ACTIONS = {
     "raise_memory": raise_memory, "record": record, "returns": returns,
     "emit_not_json": emit_not_json, "exit": exit_, "interrupt": interrupt,
     "raise_base": raise_base, "raise_broken": raise_broken, "raise_huge": raise_huge,
-    "raise_surrogate": raise_surrogate,
+    "raise_surrogate": raise_surrogate, "emit_checks": emit_checks,
 }
 
 
