@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -159,19 +160,41 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     event = Event(type=args.type, data=_data(args.data), source="fnrun/invoke")
     logs.configure()
 
-    async def main() -> Outcome:
+    stopped_by: list[int] = []
+
+    async def main() -> Outcome | None:
         pool = WorkerPool(spec, log=logging.getLogger(f"fnrun.fn.{spec.name}"))
         try:
-            return await pool.invoke(event, 1)
+            async with anyio.create_task_group() as group:
+                group.start_soon(_cancel_on_signal, group.cancel_scope, stopped_by)
+                outcome = await pool.invoke(event, 1)
+                group.cancel_scope.cancel()
+                return outcome
+            return None  # a signal cancelled the invocation
         finally:
-            await pool.aclose(grace=0)
+            await pool.aclose(grace=0)  # kills the worker's process group too
 
     outcome = anyio.run(main)
+    if outcome is None:
+        return 128 + stopped_by[0]  # as a shell reports a command killed by that signal
     if not outcome.ok:
         print(outcome.traceback or outcome.error or outcome.status, file=sys.stderr)
         return 1
     _print_json(plain_result(outcome.result))
     return 0
+
+
+async def _cancel_on_signal(scope: anyio.CancelScope, received: list[int]) -> None:
+    """SIGTERM or SIGHUP (`timeout`, a closed terminal): record it and stop the invocation.
+
+    Workers run in their own process groups, so without this they would
+    outlive the command. SIGINT already arrives as KeyboardInterrupt.
+    """
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            received.append(signum)
+            scope.cancel()
+            return
 
 
 def cmd_emit(args: argparse.Namespace) -> int:

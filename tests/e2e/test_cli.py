@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -354,3 +356,47 @@ def test_a_bad_store_url_in_fnrun_yaml_has_its_position(echo: Project) -> None:
 
 def run_env(project: Project, env: dict[str, str], *args: str) -> str:
     return fnrun(*args, "--project", str(project.root), env=env).stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_invoke_stops_it_and_its_worker(
+    project: Project, sig: signal.Signals
+) -> None:
+    """Ctrl-C, `timeout`, a closed terminal: no traceback, 128+N, no worker left running."""
+    project.add("slow", """
+        functions:
+          slow: {handler: slow.py:handle, timeout: 5m}
+    """, """
+        import time
+
+        def handle(event, ctx):
+            record(event, ctx)
+            time.sleep(300)
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "invoke", "slow", "--project", str(project.root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    worker = 0
+    try:
+        [call] = wait_until(project.calls)
+        worker = call["pid"]
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 128 + sig
+        assert "Traceback" not in err and out == ""
+        wait_until(lambda: not _alive(worker), timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if worker and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
