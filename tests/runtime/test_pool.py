@@ -378,6 +378,8 @@ async def test_worker_is_recycled_after_max_uses(pools: Callable[..., WorkerPool
         ("def handle(event:\n", "handle", "SyntaxError"),
         ("HANDLE = 3\n", "HANDLE", "is a int, not a callable"),
         ("def handle():\n    return 1\n", "handle", "must accept (event) or (event, ctx)"),
+        ("def handle(event):\n    yield 1\n", "handle", "handle is a generator function"),
+        ("async def handle(e, c):\n    yield 1\n", "handle", "handle is a generator function"),
     ],
 )
 async def test_load_errors_are_errors_without_a_crash_loop(
