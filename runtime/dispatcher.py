@@ -31,12 +31,14 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runtime.clock import Clock
+from runtime.errors import StoreError, StoreUnavailable
 from runtime.events import Event, Outcome
 from runtime.metrics import Metrics
 from runtime.pool import WorkerPool
@@ -59,6 +61,16 @@ SETTLERS = 16
 """Most store writes one function has waiting at once; the store group-commits them."""
 SETTLE_BATCH = 256
 """Most successes one settler writes in one store call."""
+STORE_BACKOFF, MAX_STORE_BACKOFF = 0.25, 5.0
+"""Waits (s) between attempts while the store is unavailable: doubling, capped."""
+SETTLE_PATIENCE = 60.0
+"""Seconds an outcome's write is tried again while the store is unavailable; after
+that the delivery stays `running` in the store and runs again after a restart."""
+
+
+def backoff(failures: int) -> float:
+    """The wait after the `failures`-th failed attempt in a row to reach the store."""
+    return min(MAX_STORE_BACKOFF, STORE_BACKOFF * 2.0 ** min(failures - 1, 16))
 
 
 def batch_size(mean_duration: float, buffered: int, runners: int) -> int:
@@ -180,26 +192,49 @@ class Dispatcher:
         return min(MAX_PREFETCH, self.spec.concurrency * per_slot)
 
     async def _claim_loop(self) -> None:
-        name = self.spec.name
+        failures = 0
         while not self._stopping:
-            room = self._prefetch() - len(self._buffer)
-            if room <= 0:
-                await self._buffer_change()
+            try:
+                await self._claim()
+            except StoreError as exc:
+                # The store is down or another process holds its lock: the
+                # deliveries wait in it, and so does this loop, rather than
+                # take the supervisor down (the webhooks meanwhile answer 503).
+                if not failures:
+                    self.log.error("cannot claim deliveries, trying again until the store "
+                                   "answers: %s", exc)
+                failures += 1
+                await self._wait_idle(anyio.sleep, backoff(failures))
                 continue
-            claimed = await self.store.claim(name, room, self.clock.now())
-            self._caught_up = len(claimed) < room
-            if claimed:
-                self._buffer.extend(claimed)
-                self._signal()
-            if not self._caught_up:
-                continue
-            due = await self.store.next_due(name)
-            wait = self.poll if due is None else min(self.poll, due - self.clock.now())
-            if wait > 0 and not self._stopping:
-                # A scope that stop() cancels: a store wake-up sent before this
-                # wait began would be missed, and the wait can last `poll` (30 s).
-                with anyio.CancelScope() as self._idle:
-                    await self.store.wait_for_work(name, wait)
+            if failures:
+                self.log.info("claiming deliveries again (%d attempts failed)", failures)
+                failures = 0
+
+    async def _claim(self) -> None:
+        """Top the buffer up once; wait for room, or for work when caught up."""
+        name = self.spec.name
+        room = self._prefetch() - len(self._buffer)
+        if room <= 0:
+            await self._buffer_change()
+            return
+        claimed = await self.store.claim(name, room, self.clock.now())
+        self._caught_up = len(claimed) < room
+        if claimed:
+            self._buffer.extend(claimed)
+            self._signal()
+        if not self._caught_up:
+            return
+        due = await self.store.next_due(name)
+        wait = self.poll if due is None else min(self.poll, due - self.clock.now())
+        if wait > 0:
+            await self._wait_idle(self.store.wait_for_work, name, wait)
+
+    async def _wait_idle(self, wait: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """`wait(*args)` in a scope that stop() cancels: a store wake-up sent before
+        this wait began would be missed, and the wait can last `poll` (30 s)."""
+        if not self._stopping:
+            with anyio.CancelScope() as self._idle:
+                await wait(*args)
 
     async def _run_loop(
         self,
@@ -290,7 +325,9 @@ class Dispatcher:
         if not successes:
             return
         try:
-            await self.store.succeed_many(successes)
+            await self._patiently(self.store.succeed_many, successes)
+        except StoreUnavailable as exc:
+            self._unrecorded(f"{len(successes)} outcomes", exc)
         except Exception:
             # One bad item must not hold back the others: write them one by one.
             self.log.warning("batch write of %d outcomes failed; writing each", len(successes))
@@ -313,9 +350,10 @@ class Dispatcher:
         self, delivery: Delivery, outcome: Outcome, emits: Sequence[tuple[Event, Targets]]
     ) -> None:
         try:
-            await self.store.succeed(delivery, outcome, emits)
+            await self._patiently(self.store.succeed, delivery, outcome, emits)
+        except StoreError as exc:
+            self._unrecorded(f"the outcome of {delivery.event.id}", exc)
         except Exception:
-            # The delivery stays `running` and is recovered on the next start.
             self.log.exception("could not record the outcome of %s", delivery.event.id)
 
     async def _record_failure(self, delivery: Delivery, outcome: Outcome) -> None:
@@ -323,12 +361,32 @@ class Dispatcher:
         try:
             delay = next_delay(self.spec.retry, delivery.attempt)
             retry_at = None if delay is None else self.clock.now() + delay
-            await self.store.fail(delivery, outcome, retry_at)
+            await self._patiently(self.store.fail, delivery, outcome, retry_at)
             self._log_failure(delivery, outcome, retry_at)
             self.store.notify(self.spec.name)
+        except StoreError as exc:
+            self._unrecorded(f"the outcome of {delivery.event.id}", exc)
         except Exception:
-            # The delivery stays `running` and is recovered on the next start.
             self.log.exception("could not record the outcome of %s", delivery.event.id)
+
+    async def _patiently(self, write: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """`write(*args)`, tried again while the store is unavailable, for up to
+        `SETTLE_PATIENCE` seconds, and not at all once stopping."""
+        deadline, failures = anyio.current_time() + SETTLE_PATIENCE, 0
+        while True:
+            try:
+                return await write(*args)
+            except StoreUnavailable:
+                failures += 1
+                if self._stopping or anyio.current_time() + backoff(failures) > deadline:
+                    raise
+            await anyio.sleep(backoff(failures))
+
+    def _unrecorded(self, what: str, exc: StoreError) -> None:
+        # Not lost: the delivery stays `running` in the store, and runs again
+        # once this node restarts (or, on Redis, once its lease is taken over).
+        self.log.error("could not record %s; the delivery runs again after a restart: %s",
+                       what, exc)
 
     def _log_failure(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
         event_id, attempt = delivery.event.id, delivery.attempt

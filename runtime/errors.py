@@ -50,6 +50,12 @@ class StoreError(FnrunError):
     """The store cannot be opened or a store operation failed."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or written for now: Redis is down, SQLite is
+    locked by another process or its disk failed. The same call may succeed
+    later."""
+
+
 class WorkerError(FnrunError):
     """A worker process misbehaved (base of the worker subtree)."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -24,15 +25,18 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime import cloudevents
-from runtime.errors import UsageError
+from runtime.errors import StoreError, UsageError
 from runtime.ingress import Ingress
 from runtime.metrics import Metrics
 from runtime.specs import Settings
 from runtime.views import dead_letter_json, invocation_json
 
 BODY_TIMEOUT = 30.0
+STORE_RETRY_AFTER = 5
+"""Seconds a client is asked to wait (`Retry-After`) while the store is unavailable."""
 MAX_LIMIT = 1000
 Endpoint = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("fnrun.http")
 
 
 class RuntimeView(Protocol):
@@ -119,10 +123,18 @@ class _Front:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and not (path.startswith("/_/") or path == "/_"):
-            await self.webhooks(scope, receive, send)
-        else:
-            await self.api(scope, receive, send)
+        try:
+            if scope["type"] == "http" and not (path.startswith("/_/") or path == "/_"):
+                await self.webhooks(scope, receive, send)
+            else:
+                await self.api(scope, receive, send)
+        except StoreError as exc:
+            # Every route reads or writes the store before it answers, so no
+            # response has started: the client hears 503 and tries again, as
+            # it would from a busy server; nothing was acknowledged to it.
+            log.warning("%s %s: %s", scope.get("method"), path, exc)
+            await JSONResponse({"error": "store unavailable, try again later"}, 503,
+                               {"retry-after": str(STORE_RETRY_AFTER)})(scope, receive, send)
 
 
 def _bearer(token: str, endpoint: Endpoint) -> Endpoint:

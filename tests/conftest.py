@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+from tests.e2e.harness import RedisServer, free_port
 
 
 @pytest.fixture
@@ -25,3 +29,14 @@ def _service_missing(reason: str) -> NoReturn:
 def service_missing() -> Callable[[str], NoReturn]:
     """Call with a reason to skip a test whose service (Redis, ...) is absent; fails under CI."""
     return _service_missing
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free port, for tests that kill and restart it."""
+    if shutil.which("redis-server") is None:
+        _service_missing("redis-server is not installed")
+    server = RedisServer(tmp_path / "redis", free_port())
+    server.start()
+    yield server
+    server.kill()

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfoNotFoundError
 import yaml
 from croniter import croniter
 
+from runtime.errors import StoreError
 from runtime.events import Event
 from runtime.ingress import Ingress
 from runtime.specs import Project
@@ -207,10 +208,13 @@ class Trigger:
         while True:
             try:
                 await self.sweep()
-            except Exception:
+            except Exception as exc:
                 # A store hiccup must not end the schedules; the failed tick
                 # stays due and is fired on a later sweep.
-                log.exception("schedule sweep failed; retrying in %.0fs", ERROR_BACKOFF)
+                if isinstance(exc, StoreError):
+                    log.warning("schedule sweep failed; retrying in %.0fs: %s", ERROR_BACKOFF, exc)
+                else:
+                    log.exception("schedule sweep failed; retrying in %.0fs", ERROR_BACKOFF)
                 await clock.sleep(ERROR_BACKOFF)
                 continue
             delay = MAX_SLEEP

@@ -40,7 +40,7 @@ from runtime.errors import StoreError
 from runtime.events import Event, Outcome
 from runtime.store.base import Delivery, Success, Targets
 from runtime.store.envelope import StoredEvent
-from runtime.store.redis_batch import Arg, ScriptRunner
+from runtime.store.redis_batch import Arg, ScriptRunner, redis_errors
 from runtime.store.redis_operations import RedisOperations
 from runtime.store.redis_records import CHUNK, P, publish_args, record_json
 from runtime.store.redis_scripts import SCRIPTS
@@ -274,6 +274,7 @@ class RedisStore(RedisOperations):
         for function in {d.function for d in deliveries}:
             self.notify(function)
 
+    @redis_errors
     async def recover(self) -> int:
         """Requeue what dead nodes, lease-expired attempts and this node (starting) hold."""
         functions = await self.client.smembers(f"{P}fns")

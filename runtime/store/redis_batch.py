@@ -7,21 +7,50 @@ way a database groups concurrent commits into one fsync.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import anyio.lowlevel
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from runtime.errors import StoreError
+from runtime.errors import StoreError, StoreUnavailable
 
 MAX_BATCH = 512
 """Most script calls per pipeline, so one round trip stays bounded."""
 
 Arg = str | int | float | bytes
+Params = ParamSpec("Params")
+T = TypeVar("T")
+
+
+def store_error(what: str, exc: RedisError) -> StoreError:
+    """`exc` as fnrun's error: `StoreUnavailable` when Redis could not be reached
+    (the client's reconnects with backoff have run out)."""
+    unreachable = isinstance(exc, RedisConnectionError | RedisTimeoutError)
+    error = (StoreUnavailable if unreachable else StoreError)(f"redis: {what}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def redis_errors(
+    method: Callable[Params, Coroutine[Any, Any, T]],
+) -> Callable[Params, Coroutine[Any, Any, T]]:
+    """Raise a store method's redis-py errors as `StoreError`s (see `store_error`)."""
+
+    @functools.wraps(method)
+    async def translated(*args: Params.args, **kwargs: Params.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except RedisError as exc:
+            raise store_error(method.__name__, exc) from exc
+
+    return translated
 
 
 @dataclass
@@ -94,8 +123,7 @@ class ScriptRunner:
             replies = [exc] * len(batch)
         for call, reply in zip(batch, replies, strict=True):
             if isinstance(reply, RedisError):
-                call.error = StoreError(f"redis: {call.script}: {reply}")
-                call.error.__cause__ = reply
+                call.error = store_error(call.script, reply)
             elif isinstance(reply, Exception):
                 call.error = reply
             else:

@@ -14,7 +14,7 @@ from typing import Any
 from runtime.events import JSON
 from runtime.store.base import Counts, DeadLetter, HistoryRecord, Store
 from runtime.store.envelope import StoredEvent
-from runtime.store.redis_batch import Arg
+from runtime.store.redis_batch import Arg, redis_errors
 from runtime.store.redis_records import CHUNK, P, chunks, dumps
 
 
@@ -30,6 +30,7 @@ class RedisOperations(Store):
     async def _call(self, script: str, args: Sequence[Arg]) -> Any:
         """Run one Lua script of `redis_scripts.SCRIPTS`."""
 
+    @redis_errors
     async def counts(self) -> dict[str, Counts]:
         functions = sorted(await self.client.smembers(f"{P}fns"))
         pipe = self.client.pipeline(transaction=False)
@@ -47,11 +48,13 @@ class RedisOperations(Store):
             out[function] = Counts(pending=length - running + waiting, running=running, dead=dead)
         return out
 
+    @redis_errors
     async def history(self, function: str | None = None, limit: int = 50) -> list[HistoryRecord]:
         key = f"{P}h" if function is None else f"{P}h:{function}"
         rows = await self.client.lrange(key, 0, max(0, limit) - 1) if limit > 0 else []
         return [HistoryRecord(**json.loads(row)) for row in rows]
 
+    @redis_errors
     async def dead_letters(
         self, function: str | None = None, ids: Sequence[str] | None = None, limit: int = 100
     ) -> list[DeadLetter]:
@@ -90,6 +93,7 @@ class RedisOperations(Store):
         index = f"{P}dz" if function is None else f"{P}dz:{function}"
         return list(await self.client.zrange(index, 0, -1))
 
+    @redis_errors
     async def replay_dead(
         self, now: float, function: str | None = None, ids: Sequence[str] | None = None
     ) -> int:
@@ -101,6 +105,7 @@ class RedisOperations(Store):
             self.notify(name)
         return done
 
+    @redis_errors
     async def drop_dead(self, function: str | None = None, ids: Sequence[str] | None = None) -> int:
         chosen = await self._select_dead(function, ids)
         done = 0
@@ -108,6 +113,7 @@ class RedisOperations(Store):
             done += int(await self._call("dead_drop", [len(part), *part]))
         return done
 
+    @redis_errors
     async def replay(
         self, function: str, since: float, matches: Callable[[str], bool], now: float
     ) -> int:
@@ -129,6 +135,7 @@ class RedisOperations(Store):
             self.notify(function)
         return done
 
+    @redis_errors
     async def prune(self, events_before: float, history_before: float) -> None:
         last_ms = int(events_before * 1000) - 1
         # Kept events are indexed again at the tail; the bound stops a cutoff
@@ -143,14 +150,17 @@ class RedisOperations(Store):
 
     # -- schedules and idempotency -----------------------------------------
 
+    @redis_errors
     async def last_tick(self, function: str) -> float | None:
         tick = await self.client.get(f"{P}tick:{function}")
         return None if tick is None else float(tick)
 
+    @redis_errors
     async def recall(self, key: str) -> JSON | None:
         value = await self.client.get(f"{P}k:{key}")
         return None if value is None else json.loads(value)
 
+    @redis_errors
     async def remember(self, key: str, value: JSON, ttl: float) -> JSON | None:
         ttl_ms = max(1, int(ttl * 1000))
         earlier = await self.client.set(f"{P}k:{key}", dumps(value), nx=True, px=ttl_ms, get=True)

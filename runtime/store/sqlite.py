@@ -33,7 +33,13 @@ from runtime.store.base import (
 )
 from runtime.store.envelope import StoredEvent
 from runtime.store.sqlite_checkpoint import Checkpointer
-from runtime.store.sqlite_commit import BUSY_TIMEOUT_MS, GroupCommit, Work, connect
+from runtime.store.sqlite_commit import (
+    BUSY_TIMEOUT_MS,
+    GroupCommit,
+    Work,
+    connect,
+    store_error,
+)
 from runtime.store.sqlite_rows import Inserted, rows_of
 from runtime.store.sqlite_schema import (
     DEAD_FILTER,
@@ -121,7 +127,7 @@ class SqliteStore(Store):
                     lambda: conn.execute(sql, params).fetchall(), limiter=self._read_thread
                 )
             except sqlite3.Error as exc:
-                raise StoreError(f"SQLite read failed: {exc}") from exc
+                raise store_error("read", exc) from exc
 
     def _notify_all(self, functions: set[str]) -> None:
         for function in functions:

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from runtime.errors import StoreError
+from runtime.errors import StoreError, StoreUnavailable
 from runtime.store.sqlite_checkpoint import ROWS_PER_CHECKPOINT, WAL_SIZE_LIMIT, Checkpointer
 from runtime.store.sqlite_rows import Inserted, Row, insert_events
 
@@ -50,6 +50,21 @@ MAX_BATCH = 1000
 SYNC_WAITERS = 3
 """Batches that may wait for an fsync while the next one commits."""
 BUSY_TIMEOUT_MS = 10_000
+UNAVAILABLE = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+})
+"""Primary result codes of a file that is locked by another process or whose disk
+fails, as opposed to a statement that is wrong: the same write may succeed later."""
+
+
+def store_error(what: str, exc: sqlite3.Error | OSError) -> StoreError:
+    """`exc` as fnrun's error, a `StoreUnavailable` if trying again later may succeed."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, OSError) or (code is not None and code & 0xFF in UNAVAILABLE):
+        return StoreUnavailable(f"SQLite {what} failed: {exc}")
+    return StoreError(f"SQLite {what} failed: {exc}")
+
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in WAL mode with durable commits, patient with other processes' locks."""
@@ -216,8 +231,8 @@ class GroupCommit:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for op in ops:
-                op.result, op.error = None, StoreError(f"SQLite write failed: {exc}")
+            for op in ops:  # an error each: each caller raises its own
+                op.result, op.error = None, store_error("write", exc)
             return
         finally:
             self._commits += 1
@@ -235,7 +250,7 @@ class GroupCommit:
                 self._sync(number)
             except OSError as exc:
                 for op in ops:
-                    op.result, op.error = None, StoreError(f"SQLite WAL fsync failed: {exc}")
+                    op.result, op.error = None, store_error("WAL fsync", exc)
 
     def _sync(self, number: int) -> None:
         """Return once an fsync that began after transaction `number` committed is done.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from tests.runtime.procs import appended_lines
 
@@ -179,3 +180,38 @@ class Project:
     def handled(self, fn: str | None = None) -> Counter[str]:
         """How many attempts each event id got (of `fn`, if given)."""
         return Counter(c["id"] for c in self.calls() if fn is None or c["fn"] == fn)
+
+
+class RedisServer:
+    """A private redis-server with the persistence we recommend: AOF, fsync always."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.port = folder, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
+             "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+        def ready() -> bool:
+            try:
+                with redis.Redis(port=self.port, socket_connect_timeout=0.5) as client:
+                    return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_until(ready, timeout=15)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)

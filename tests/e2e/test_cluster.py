@@ -6,19 +6,15 @@ test); the restart test runs its own `redis-server` on a free port.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from tests.e2e.harness import Project, free_port, wait_until
+from tests.e2e.harness import Project, RedisServer, free_port, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -131,51 +127,6 @@ def test_each_schedule_tick_fires_once_across_three_nodes(
         per_tick[call["scheduled"]] = per_tick.get(call["scheduled"], 0) + 1
     assert [tick for tick, n in per_tick.items() if n != 1] == []
     assert len({c["id"] for c in calls}) == len(calls)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = RedisServer(tmp_path / "redis", free_port())
-    server.start()
-    yield server
-    server.kill()
-
-
-class RedisServer:
-    """A private redis-server with the persistence we recommend: AOF, fsync always."""
-
-    def __init__(self, folder: Path, port: int) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder, self.port = folder, port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
-             "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-        def ready() -> bool:
-            try:
-                with redis.Redis(port=self.port, socket_connect_timeout=0.5) as client:
-                    return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_until(ready, timeout=15)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
 
 
 def test_nodes_ride_out_a_redis_kill9_and_lose_no_acknowledged_event(

@@ -9,18 +9,21 @@ from __future__ import annotations
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import NoReturn
 
 import anyio
 import pytest
 import redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from runtime.errors import StoreError
+from runtime.errors import StoreError, StoreUnavailable
 from runtime.events import Event, Outcome
 from runtime.store.base import Counts, Delivery
 from runtime.store.redis import RedisStore
+from tests.e2e.harness import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.timeout(60)]
 
@@ -201,6 +204,35 @@ async def test_an_unreachable_redis_is_one_clear_store_error() -> None:
         store = RedisStore(f"redis://127.0.0.1:{port}/14")
         with anyio.fail_after(10), pytest.raises(StoreError, match="cannot open Redis store"):
             await store.open()
+
+
+async def test_redis_gone_past_the_reconnects_is_store_unavailable(
+    own_redis: RedisServer,
+) -> None:
+    # What the supervisor's loops wait out and its webhooks answer 503 for,
+    # on any call: scripts, pipelines and plain commands.
+    store = RedisStore(own_redis.url)
+    await store.open()
+    try:
+        # One reconnect instead of the forty (about 40 s) that ride out a restart.
+        store.client.set_retry(Retry(NoBackoff(), retries=1))
+        await store.publish([(Event(type="x", id="e1"), ["f"])])
+        own_redis.kill()
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: store.publish([(Event(type="x", id="e2"), ["f"])]),
+            lambda: store.claim("f", 10, time.time()),
+            store.counts,
+            store.history,
+            lambda: store.recall("k"),
+        ]
+        for call in calls:
+            with anyio.fail_after(10), pytest.raises(StoreUnavailable, match="^redis: .*111"):
+                await call()
+        own_redis.start()  # same AOF: what was acknowledged is back
+        with anyio.fail_after(10):
+            assert [d.event.id for d in await claim_within(store, "f", 10)] == ["e1"]
+    finally:
+        await store.close()
 
 
 async def test_succeed_many_skips_what_another_node_took_over_and_its_emits() -> None:
