@@ -297,6 +297,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     async def work(store: Store) -> int:
         records = [invocation_json(r) for r in await store.history(args.function, args.limit)]
+        if not records:
+            _check_function_name(settings, args.function)
         if args.json:
             _print_json(records)
             return 0
@@ -323,8 +325,12 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         raise UsageError("give IDs or --all, not both")
 
     async def work(store: Store) -> int:
+        if ids:
+            await _check_dead_letter_ids(store, args.function, ids)
         if args.action == "list":
             letters = [dead_letter_json(d) for d in await store.dead_letters(args.function, ids)]
+            if not letters:
+                _check_function_name(settings, args.function)
             if args.json:
                 _print_json(letters)
             else:
@@ -339,11 +345,38 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
             count = await store.replay_dead(datetime.now().timestamp(), args.function, ids)
         else:
             count = await store.drop_dead(args.function, ids)
+        if not count:
+            _check_function_name(settings, args.function)
         verb = "replayed" if args.action == "replay" else "dropped"
         print(json.dumps({verb: count}) if args.json else f"{verb} {count} dead letter(s)")
         return 0
 
     return _with_store(settings, work)
+
+
+async def _check_dead_letter_ids(store: Store, function: str | None, ids: list[str]) -> None:
+    """Every ID given names a dead letter (of `function`), else nothing is done."""
+    found = {d.id for d in await store.dead_letters(function, ids, limit=len(ids))}
+    missing = [i for i in dict.fromkeys(ids) if i not in found]
+    if missing:
+        of = f" of function {function!r}" if function else ""
+        raise UsageError(f"no such dead letter{of}: {', '.join(missing)}")
+
+
+def _check_function_name(settings: Settings, name: str | None) -> None:
+    """A --function filter that matched nothing must at least name a declared function.
+
+    Records of a removed function stay listable: only a name the project does
+    not know *and* that matched nothing is a mistake (a typo, most likely).
+    Said only when the project loads cleanly, so a broken file cannot hide one.
+    """
+    if name is None:
+        return
+    from runtime.manifest import scan_project
+
+    scan = scan_project(settings)
+    if not scan.errors and name not in scan.project.functions:
+        _function(scan.project, name)
 
 
 def _since(raw: str | None, now: float) -> float:

@@ -94,6 +94,13 @@ def test_invoke_failure_exits_1_with_the_traceback(echo: Project) -> None:
         (["emit", "ping.x", "--id", ""], "fnrun: --id must not be empty"),
         (["invoke", "echo", "--type", " "], "fnrun: --type must not be empty"),
         (["replay", "--function", "nope"], "fnrun: no such function 'nope'"),
+        (["history", "--function", "nope"],
+         "fnrun: no such function 'nope' (known: echo, listener)"),
+        (["dead-letters", "list", "--function", "ecoh"], "fnrun: no such function 'ecoh'"),
+        (["dead-letters", "drop", "--function", "ecoh"], "fnrun: no such function 'ecoh'"),
+        (["dead-letters", "replay", "42"], "fnrun: no such dead letter: 42"),
+        (["dead-letters", "list", "42", "--function", "echo"],
+         "fnrun: no such dead letter of function 'echo': 42"),
         (["ls", "--store", "redis://127.0.0.1:1/abc"],
          "fnrun: --store: bad Redis database 'abc' in store URL"),
         (["emit", "x", "--store", "redis://127.0.0.1:notaport/9"],
@@ -179,6 +186,10 @@ def test_dead_letters_list_drop_and_replay_a_past_event(echo: Project) -> None:
     [letter] = json.loads(run(echo, "dead-letters", "list", "--json"))
     assert letter["event"]["id"] == "doomed" and letter["attempts"] == 1
     assert "doomed" in run(echo, "dead-letters", "list")
+    proc = fnrun("dead-letters", "drop", letter["id"], "nope", "--project", str(echo.root),
+                 check=False)
+    assert (proc.returncode, proc.stderr) == (2, "fnrun: no such dead letter: nope\n")
+    assert len(json.loads(run(echo, "dead-letters", "list", "--json"))) == 1  # all or nothing
     assert "dropped 1" in run(echo, "dead-letters", "drop", letter["id"])
     assert json.loads(run(echo, "dead-letters", "list", "--json")) == []
 
@@ -400,3 +411,16 @@ def test_a_signal_during_invoke_stops_it_and_its_worker(
             proc.wait()
         if worker and _alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+def test_history_of_a_removed_function_stays_listable(echo: Project) -> None:
+    proc = echo.start()
+    run(echo, "emit", "ping.one", "--id", "kept")
+    wait_until(lambda: echo.handled("echo").get("kept") == 1)
+    assert echo.stop(proc) == 0
+    echo.write("functions/echo.yaml", """
+        functions:
+          listener: {handler: echo.py:listen, triggers: [{event: pong}]}
+    """)
+    history = json.loads(run(echo, "history", "--json", "--function", "echo"))
+    assert [h["event_id"] for h in history] == ["kept"]
