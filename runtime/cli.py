@@ -139,12 +139,10 @@ def _our_error(exc: BaseException) -> FnrunError | None:
 
 def _report(error: FnrunError) -> int:
     """One line (or one per declaration error) on stderr; the exit code."""
-    if isinstance(error, ManifestErrors):
-        for each in error.errors:
-            print(each, file=sys.stderr)
-        return 1
-    if isinstance(error, ManifestError):
-        print(error, file=sys.stderr)
+    if isinstance(error, ManifestErrors | ManifestError):
+        for each in error.errors if isinstance(error, ManifestErrors) else [error]:
+            # FILE:LINE:COL: message, or (no position: a missing folder) fnrun: message
+            print(each if each.where else f"fnrun: {each}", file=sys.stderr)
         return 1
     print(f"fnrun: {error}", file=sys.stderr)
     return 2 if isinstance(error, UsageError) else 1

@@ -71,6 +71,8 @@ def load_settings(
     if "port" in raw:
         http = replace(http, port=_check_port(raw["port"], "port"))
     functions_dir = (root / raw.get("functions", "functions")).resolve()
+    if functions_dir.exists() and not functions_dir.is_dir():
+        raise UsageError(f"functions folder {functions_dir} is a file, not a folder")
     store_url = resolve_store_url(raw.get("store", DEFAULT_STORE), root)
     if store_url.startswith(_SQLITE) and Path(store_url[len(_SQLITE):].partition("?")[0]).is_dir():
         raise UsageError(f"the SQLite store {store_url[len(_SQLITE):]} is a folder, not a file")

@@ -138,6 +138,23 @@ def test_missing_project_is_one_line(tmp_path: pytest.TempPathFactory) -> None:
     assert proc.stderr.strip() == "fnrun: project folder /definitely/not/here does not exist"
 
 
+@pytest.mark.parametrize("command", ["validate", "ls", "run", "invoke x"])
+def test_a_missing_functions_folder_is_one_fnrun_line(project: Project, command: str) -> None:
+    missing = project.root / "nowhere"
+    proc = fnrun(*command.split(), "--functions", str(missing), "--project", str(project.root),
+                 check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == f"fnrun: functions folder {missing} does not exist\n"
+
+
+def test_a_functions_folder_that_is_a_file_is_named_so(project: Project) -> None:
+    a_file = project.write("notes.txt", "mine\n")
+    proc = fnrun("validate", "--functions", str(a_file), "--project", str(project.root),
+                 check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == f"fnrun: functions folder {a_file} is a file, not a folder\n"
+
+
 def test_validate_reports_every_error_with_its_position(project: Project) -> None:
     project.write("functions/a.yaml", """
         functions:
