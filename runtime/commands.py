@@ -409,9 +409,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     problem = None if args.type is None else event_module.check_pattern(args.type)
     if problem:
         raise UsageError(f"--type: {problem}")
+    # By default only what the function subscribes to, as an EventBridge archive
+    # replays through the rule's pattern: not every retained event of every type.
+    patterns = [args.type] if args.type is not None else [
+        p for name, p in event_module.patterns_of(project) if name == args.function
+    ]
+    if not patterns:
+        raise UsageError(f"function {args.function!r} has no event triggers; "
+                         "say which events to replay with --type PATTERN")
 
     def matches(event_type: str) -> bool:
-        return args.type is None or bool(event_module.matches(args.type, event_type))
+        return any(event_module.matches(p, event_type) for p in patterns)
 
     async def work(store: Store) -> int:
         count = await store.replay(args.function, since, matches, now)

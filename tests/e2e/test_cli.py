@@ -441,3 +441,28 @@ def test_history_of_a_removed_function_stays_listable(echo: Project) -> None:
     """)
     history = json.loads(run(echo, "history", "--json", "--function", "echo"))
     assert [h["event_id"] for h in history] == ["kept"]
+
+
+def test_replay_without_type_delivers_only_what_the_function_subscribes_to(
+    echo: Project,
+) -> None:
+    run(echo, "emit", "ping.a", "--id", "for-echo")
+    run(echo, "emit", "pong", "--id", "for-listener")
+    out = run(echo, "replay", "--function", "listener")
+    assert out.startswith("replaying 1 event(s) to listener")
+    assert run(echo, "replay", "--function", "listener", "--type", "ping.*").startswith(
+        "replaying 1 event(s) to listener"
+    )
+    counts = {f["name"]: f["pending"] for f in json.loads(run(echo, "ls", "--json"))}
+    assert counts == {"echo": 1, "listener": 3}
+
+
+def test_replay_to_a_function_without_event_triggers_needs_type(project: Project) -> None:
+    project.add("hook", """
+        functions:
+          hook: {handler: hook.py:handle, triggers: [{webhook: /hook}]}
+    """, "def handle(event):\n    pass\n")
+    proc = fnrun("replay", "--function", "hook", "--project", str(project.root), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == ("fnrun: function 'hook' has no event triggers; say which events to "
+                           "replay with --type PATTERN\n")
