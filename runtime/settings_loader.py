@@ -69,7 +69,7 @@ def load_settings(
     if "host" in raw:
         http = replace(http, host=raw["host"])
     if "port" in raw:
-        http = replace(http, port=_check_port(raw["port"], "port"))
+        http = replace(http, port=_check_port(raw["port"], "--port"))
     functions_dir = (root / raw.get("functions", "functions")).resolve()
     if functions_dir.exists() and not functions_dir.is_dir():
         raise UsageError(f"functions folder {functions_dir} is a file, not a folder")

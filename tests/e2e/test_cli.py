@@ -117,6 +117,8 @@ def test_invoke_failure_exits_1_with_the_traceback(echo: Project) -> None:
         (["history", "--limit", "99999999999999999999"], "fnrun: --limit must be from 1 to 1000"),
         (["replay", "--function", "echo", "--since", "2999-01-01"],
          "fnrun: --since: '2999-01-01' is in the future"),
+        (["run", "--port", "70000"], "fnrun: --port must be a port number 0-65535, got 70000"),
+        (["dev", "--port", "-1"], "fnrun: --port must be a port number 0-65535, got -1"),
         (["run", "--grace", "-5"], "fnrun: --grace must be 0 or more seconds, got -5"),
         (["dev", "--grace", "nan"], "fnrun: --grace must be 0 or more seconds, got nan"),
         (["new", "Bad_Name"], "fnrun: bad function name 'Bad_Name'"),
