@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +56,13 @@ def started(project: Project, version: int = 1) -> Project:
     return project
 
 
-def test_a_save_is_served_within_five_seconds(project: Project) -> None:
-    started(project)
+def test_a_save_is_served_without_a_restart(project: Project) -> None:
+    # How fast is bench/'s business (reload scenario); here: that it happens.
+    first = started(project).procs[-1]
     project.write("functions/ver.py", RECORDER + code(2))
-    saved = time.monotonic()
-    wait_until(lambda: served_version(project, within=5) == 2, timeout=5)
-    assert time.monotonic() - saved < 5
+    wait_until(lambda: served_version(project, within=10) == 2, timeout=30)
     assert "reloaded ver (code)" in project.output()
+    assert first.poll() is None
 
 
 BREAKAGES = {

@@ -185,10 +185,14 @@ def test_webhook_answers_503_while_draining(project: Project) -> None:
     triggers:
       - event: slow.job
 """
+    # The job runs until the test has seen the 503: a loaded machine cannot
+    # let the drain end first.
     slow_code = SYNC_CODE + """
 def slowpoke(event, ctx):
     record(event, ctx)
-    time.sleep(3)
+    release = os.path.join(os.path.dirname(__file__), "release")
+    while not os.path.exists(release) and time.time() < ctx.deadline:
+        time.sleep(0.01)
 """
     project.add("reply", slow_yaml, slow_code)
     proc = project.start(env={"E2E_PAY_SECRET": SECRET})
@@ -197,6 +201,7 @@ def slowpoke(event, ctx):
     proc.send_signal(signal.SIGTERM)  # drains: the running job gets its grace period
     wait_until(lambda: health(project) == 503, timeout=10)
     r = post(project, "/reply", {"kind": "text"})
+    (project.functions / "release").touch()
     assert r.status_code == 503
     assert proc.wait(timeout=30) == 0
     assert "reply" not in {c["fn"] for c in project.calls()}

@@ -284,7 +284,7 @@ async def test_a_wake_up_while_busy_is_kept_for_the_next_wait() -> None:
                 await anyio.sleep(0.01)
             started = time.monotonic()
             await b.wait_for_work("f", 30)
-        assert time.monotonic() - started < 0.1
+        assert time.monotonic() - started < 0.5  # not the 1 s poll
 
 
 async def test_the_last_settle_after_retention_passed_deletes_the_event() -> None:
