@@ -32,6 +32,7 @@ CO_VARARGS = 0x04
 CO_GENERATORS = 0x20 | 0x200
 """CO_GENERATOR | CO_ASYNC_GENERATOR."""
 SIGKILL = 9
+ENOMEM = 12
 MappingProxyType = type(type.__dict__)
 """types.MappingProxyType, without importing `types` (~0.6 ms of a worker's first invocation)."""
 MAX_ERROR = 1000
@@ -236,16 +237,25 @@ def _watch_lifeline(fd: int) -> None:
 def _start_lifeline(fd: int) -> None:
     import _thread
 
-    # A small stack: under RLIMIT_AS the default 8 MiB would count against memory_mb.
+    # A small stack: the default 8 MiB would count against memory_mb (RLIMIT_DATA).
     _thread.stack_size(256 * 1024)
     _thread.start_new_thread(_watch_lifeline, (fd,))
 
 
 def _limit_memory(megabytes: int) -> None:
+    """Bound the memory the worker can write to: heap, mmaps, thread stacks.
+
+    RLIMIT_DATA, not RLIMIT_AS: glibc reserves 64 MiB of address space for
+    each thread's malloc arena (the lifeline thread's included) without
+    using it, so under RLIMIT_AS a worker took ~78 MiB before loading
+    anything; `memory_mb: 64` could not load at all, and each thread a
+    handler started cost it another 64 MiB. Reserved but unwritable
+    address space does not count towards RLIMIT_DATA (Linux >= 4.7).
+    """
     import resource
 
     limit = megabytes * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
 def _load(path: str, attr: str) -> tuple[Callable[..., Any], bool]:
@@ -426,6 +436,17 @@ def _parse(argv: list[str]) -> dict[str, str]:
     return options
 
 
+def _report_load_error(fd: int, exc: BaseException, memory_mb: int) -> None:
+    try:
+        error, text = _describe(exc)
+    except BaseException:  # noqa: BLE001 - e.g. no memory left to import traceback
+        error, text = type(exc).__name__, ""
+    if memory_mb and (isinstance(exc, MemoryError) or getattr(exc, "errno", None) == ENOMEM):
+        error = f"{error} (memory_mb {memory_mb} is too small to load the handler)"
+    _flush()
+    protocol.write_frame(fd, {"kind": "load_error", "error": error, "traceback": text})
+
+
 def main(argv: list[str]) -> None:
     """Start: lifeline, memory limit, load, `ready`, then serve."""
     options = _parse(argv)
@@ -438,9 +459,7 @@ def main(argv: list[str]) -> None:
             _limit_memory(int(options["memory_mb"]))
         runner = Runner(*_load(options["file"], options["attr"]))
     except BaseException as exc:  # noqa: BLE001 - anything the import raises, even SystemExit
-        error, text = _describe(exc)
-        _flush()
-        protocol.write_frame(fd, {"kind": "load_error", "error": error, "traceback": text})
+        _report_load_error(fd, exc, int(options.get("memory_mb") or 0))
         return
     protocol.write_frame(fd, {"kind": "ready"})
     serve(fd, runner)

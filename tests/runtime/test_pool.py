@@ -296,6 +296,32 @@ async def test_memory_limit_fails_the_attempt_not_the_pool(
     assert (await pool.invoke(ev(do="allocate", mb=16), 1)).status == "ok"
 
 
+async def test_a_small_memory_limit_leaves_the_handler_its_memory(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    # Under RLIMIT_AS, the lifeline thread's malloc arena (64 MiB reserved, not
+    # used) made a worker 78 MiB before its handler loaded: memory_mb 64 could
+    # not load at all, and each thread a handler started cost another 64 MiB.
+    pool = pools(make_spec(memory_mb=64))
+    fits = await pool.invoke(ev(do="allocate", mb=40), 1)
+    assert fits.status == "ok", fits
+    assert (await pool.invoke(ev(do="threads", count=8), 1)).result == {"json": 8 * 1024 * 1024}
+    over = await pool.invoke(ev(do="allocate", mb=80), 1)
+    assert over.status == "error" and "MemoryError" in (over.error or "")
+
+
+async def test_a_handler_too_big_for_its_memory_limit_says_so(
+    pools: Callable[..., WorkerPool], tmp_path: Path,
+) -> None:
+    handler = tmp_path / "big.py"
+    handler.write_text("BLOCK = bytearray(64 * 1024 * 1024)\ndef handle(event):\n    return 1\n")
+    pool = pools(make_spec(file=handler, memory_mb=16))
+    outcome = await pool.invoke(ev(), 1)
+    assert outcome.status == "error"
+    assert outcome.error == "MemoryError (memory_mb 16 is too small to load the handler)"
+    assert outcome.traceback is not None and "big.py" in outcome.traceback
+
+
 async def test_environment_is_allowlist_env_and_secrets(
     pools: Callable[..., WorkerPool], monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,

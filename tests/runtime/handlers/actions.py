@@ -12,6 +12,7 @@ import http
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -107,6 +108,20 @@ def spawn_grandchild(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
 def allocate(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     block = bytearray(data["mb"] * MiB)
     return len(block)
+
+
+def threads(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    """Allocate a MiB in each of `count` threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(data["count"])
+
+    def work(_: int) -> int:
+        barrier.wait(10)
+        return len(bytearray(MiB))
+
+    with ThreadPoolExecutor(data["count"]) as pool:
+        return sum(pool.map(work, range(data["count"])))
 
 
 def environment(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
@@ -262,6 +277,7 @@ ACTIONS = {
     "emit_not_json": emit_not_json, "exit": exit_, "interrupt": interrupt,
     "raise_base": raise_base, "raise_broken": raise_broken, "raise_huge": raise_huge,
     "raise_surrogate": raise_surrogate, "emit_checks": emit_checks,
+    "threads": threads,
 }
 
 
