@@ -12,20 +12,20 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from runtime import logs, plugins
+from runtime import logs, plugins, views
 from runtime.errors import UsageError
 from runtime.events import Event, Outcome
 from runtime.manifest import load_project, load_settings
 from runtime.specs import FunctionSpec, Project, Settings
 from runtime.store.base import Store
-from runtime.units import parse_duration
+from runtime.units import parse_since
 from runtime.views import MAX_LIMIT, dead_letter_json, invocation_json, iso
 
 Command = Callable[[argparse.Namespace], int]
@@ -104,32 +104,6 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
-    cells = [[str(c) for c in header]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def plain_result(encoded: Any) -> Any:
-    """A worker-encoded return value as plain JSON for people and scripts."""
-    if not isinstance(encoded, dict):
-        return encoded
-    if "json" in encoded:
-        return encoded["json"]
-    if "text" in encoded:
-        return encoded["text"]
-    if "bytes" in encoded:
-        return {"base64": encoded["bytes"]}
-    if "status" in encoded:
-        return {
-            "status": encoded["status"],
-            "body": plain_result(encoded.get("body")),
-            "headers": encoded.get("headers", {}),
-        }
-    return encoded
-
-
 # -- run -----------------------------------------------------------------------
 
 
@@ -180,7 +154,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     if not outcome.ok:
         print(outcome.traceback or outcome.error or outcome.status, file=sys.stderr)
         return 1
-    _print_json(plain_result(outcome.result))
+    _print_json(views.plain_result(outcome.result))
     return 0
 
 
@@ -233,12 +207,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
         rows = [
             (
                 f["name"],
-                "; ".join(_trigger_text(t) for t in f["triggers"]) or "-",
+                "; ".join(views.trigger_text(t) for t in f["triggers"]) or "-",
                 f["concurrency"], f["pending"], f["running"], f["dead"],
             )
             for f in listing
         ]
-        _table(rows, ("FUNCTION", "TRIGGERS", "CONC", "PENDING", "RUNNING", "DEAD"))
+        views.print_table(rows, ("FUNCTION", "TRIGGERS", "CONC", "PENDING", "RUNNING", "DEAD"))
         pending = _running_reload_error(project.settings)
         if pending:
             print("\nthe running supervisor keeps its last good version; its reload failed:")
@@ -269,20 +243,6 @@ def _running_reload_error(settings: Settings) -> str | None:
     return error if isinstance(error, str) else None
 
 
-def _trigger_text(trigger: dict[str, Any]) -> str:
-    kind = str(trigger["kind"])
-    if kind == "event":
-        return f"event {trigger.get('pattern')}"
-    if kind == "schedule":
-        zone, local, utc = trigger.get("timezone"), trigger.get("next"), trigger.get("next_utc")
-        when = f"next {local}" if zone == "UTC" else f"next {local} = {utc} UTC"
-        return f"schedule {trigger.get('cron')} ({zone}) {when}"
-    if kind == "webhook":
-        methods = ",".join(trigger.get("methods") or [])
-        return f"webhook {methods} {trigger.get('url')} ({trigger.get('mode')})"
-    return kind
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     project = _project(args)
     count = len(project.functions)
@@ -307,7 +267,8 @@ def cmd_history(args: argparse.Namespace) -> int:
              f"{r['duration_ms']:.1f}ms", r["error"] or "")
             for r in records
         ]
-        _table(rows, ("STARTED", "FUNCTION", "EVENT", "ATTEMPT", "OUTCOME", "DURATION", "ERROR"))
+        header = ("STARTED", "FUNCTION", "EVENT", "ATTEMPT", "OUTCOME", "DURATION", "ERROR")
+        views.print_table(rows, header)
         return 0
 
     return _with_store(settings, work)
@@ -339,7 +300,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
                      d["failed_at"], d["error"])
                     for d in letters
                 ]
-                _table(rows, ("ID", "FUNCTION", "EVENT", "ATTEMPTS", "FAILED", "ERROR"))
+                views.print_table(rows, ("ID", "FUNCTION", "EVENT", "ATTEMPTS", "FAILED", "ERROR"))
             return 0
         if args.action == "replay":
             count = await store.replay_dead(datetime.now().timestamp(), args.function, ids)
@@ -379,32 +340,14 @@ def _check_function_name(settings: Settings, name: str | None) -> None:
         _function(scan.project, name)
 
 
-def _since(raw: str | None, now: float) -> float:
-    """`--since 1h` or `--since 2024-05-01T12:00` as epoch seconds; 0 = all retained."""
-    if raw is None:
-        return 0.0
-    try:
-        return max(0.0, now - parse_duration(raw))  # `--since 100000d`: everything
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        raise UsageError(f"--since: {raw!r} is neither a duration (1h) nor an ISO time") from None
-    try:
-        moment = parsed.timestamp()
-    except (ValueError, OverflowError, OSError):  # year 1 or 9999 in a local zone
-        moment = 0.0 if parsed.year < 1970 else math.inf
-    if moment > now:
-        raise UsageError(f"--since: {raw!r} is in the future (now is {iso(now)})")
-    return max(0.0, moment)
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     project = _project(args)
     _function(project, args.function)
     now = datetime.now().timestamp()
-    since = _since(args.since, now)
+    try:
+        since = parse_since(args.since, now)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
     event_module = plugins.load(plugins.TRIGGERS["event"])
     problem = None if args.type is None else event_module.check_pattern(args.type)
     if problem:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import UTC, datetime
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -47,3 +49,25 @@ def parse_size(value: object) -> int:
     if size <= 0:
         raise ValueError(f"size must be positive, got {value!r}")
     return size
+
+
+def parse_since(raw: str | None, now: float) -> float:
+    """`--since 1h` or `--since 2024-05-01T12:00` as epoch seconds; 0 = all retained."""
+    if raw is None:
+        return 0.0
+    try:
+        return max(0.0, now - parse_duration(raw))  # `--since 100000d`: everything
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is neither a duration (1h) nor an ISO time") from None
+    try:
+        moment = parsed.timestamp()
+    except (ValueError, OverflowError, OSError):  # year 1 or 9999 in a local zone
+        moment = 0.0 if parsed.year < 1970 else math.inf
+    if moment > now:
+        now_text = datetime.fromtimestamp(now, UTC).isoformat()
+        raise ValueError(f"{raw!r} is in the future (now is {now_text})")
+    return max(0.0, moment)

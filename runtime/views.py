@@ -1,4 +1,5 @@
-"""JSON shapes shared by the CLI's --json output and the HTTP API.
+"""How records look: JSON shapes shared by the CLI's --json output and the
+HTTP API, and the CLI's tables.
 
 One renderer per record kind, so `fnrun history --json` and
 `GET /_/invocations` can never drift apart.
@@ -6,6 +7,7 @@ One renderer per record kind, so `fnrun history --json` and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,3 +45,45 @@ def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
         "failed_at": iso(letter.failed_at),
         "event": letter.event.to_dict(),
     }
+
+
+def plain_result(encoded: Any) -> Any:
+    """A worker-encoded return value as plain JSON for people and scripts."""
+    if not isinstance(encoded, dict):
+        return encoded
+    if "json" in encoded:
+        return encoded["json"]
+    if "text" in encoded:
+        return encoded["text"]
+    if "bytes" in encoded:
+        return {"base64": encoded["bytes"]}
+    if "status" in encoded:
+        return {
+            "status": encoded["status"],
+            "body": plain_result(encoded.get("body")),
+            "headers": encoded.get("headers", {}),
+        }
+    return encoded
+
+
+def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
+    """Rows under a header, in columns padded to their widest cell."""
+    cells = [[str(c) for c in header]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def trigger_text(trigger: dict[str, Any]) -> str:
+    """One trigger of `fnrun ls`, as a person reads it."""
+    kind = str(trigger["kind"])
+    if kind == "event":
+        return f"event {trigger.get('pattern')}"
+    if kind == "schedule":
+        zone, local, utc = trigger.get("timezone"), trigger.get("next"), trigger.get("next_utc")
+        when = f"next {local}" if zone == "UTC" else f"next {local} = {utc} UTC"
+        return f"schedule {trigger.get('cron')} ({zone}) {when}"
+    if kind == "webhook":
+        methods = ",".join(trigger.get("methods") or [])
+        return f"webhook {methods} {trigger.get('url')} ({trigger.get('mode')})"
+    return kind
