@@ -1,11 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+import redis
 
 from tests.e2e.harness import Project
+
+REDIS_URL = "redis://127.0.0.1:6379/11"
+"""The e2e suite's own Redis database (the contract suite uses 15, test_redis 14)."""
 
 
 @pytest.fixture
@@ -14,3 +19,25 @@ def project(tmp_path: Path) -> Iterator[Project]:
     proj.functions.mkdir(parents=True)
     yield proj
     proj.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def project_on_each_store(
+    request: pytest.FixtureRequest, tmp_path: Path, service_missing: Callable[[str], NoReturn]
+) -> Iterator[Project]:
+    """A project whose test runs once on SQLite and once on Redis (SPEC 9)."""
+    proj = Project(tmp_path / "proj")
+    proj.functions.mkdir(parents=True)
+    client = None
+    if request.param == "redis":
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            client.flushdb()
+        except redis.ConnectionError:
+            service_missing("Redis is not running on 127.0.0.1:6379")
+        proj.write("fnrun.yaml", f"store: {REDIS_URL}\n")
+    yield proj
+    proj.close()
+    if client is not None:
+        client.flushdb()
+        client.close()

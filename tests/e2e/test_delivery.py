@@ -5,40 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import NoReturn
+from collections import Counter
 
 import httpx
 import pytest
-import redis
 
 from tests.e2e.harness import Project, fnrun, wait_until
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
-"""The e2e delivery suite's own Redis database (the contract suite uses 15, test_redis 14)."""
 
-
-@pytest.fixture(params=["sqlite", "redis"])
-def project(
-    request: pytest.FixtureRequest, tmp_path: Path, service_missing: Callable[[str], NoReturn]
-) -> Iterator[Project]:
+@pytest.fixture
+def project(project_on_each_store: Project) -> Project:
     """Every guarantee below holds on both stores (SPEC 9): each test runs on each."""
-    proj = Project(tmp_path / "proj")
-    proj.functions.mkdir(parents=True)
-    client = None
-    if request.param == "redis":
-        client = redis.Redis.from_url(REDIS_URL)
-        try:
-            client.flushdb()
-        except redis.ConnectionError:
-            service_missing("Redis is not running on 127.0.0.1:6379")
-        proj.write("fnrun.yaml", f"store: {REDIS_URL}\n")
-    yield proj
-    proj.close()
-    if client is not None:
-        client.flushdb()
-        client.close()
+    return project_on_each_store
 
 
 def pid_alive(pid: int) -> bool:
@@ -302,30 +280,41 @@ def test_memory_limit_fails_the_attempt_not_the_supervisor(project: Project) -> 
     assert project.healthy()
 
 
-def test_sigterm_lets_running_invocations_finish(project: Project) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_stop_signal_lets_running_invocations_finish_and_keeps_the_rest(
+    project: Project, signum: signal.Signals
+) -> None:
     project.add("steady", """
         functions:
           steady:
             handler: steady.py:handle
             triggers: [{event: steady.go}]
+            concurrency: 4
     """, """
         import time
 
         def handle(event, ctx):
             record(event, ctx, phase="start")
-            time.sleep(1.5)
+            time.sleep(0.5)
             record(event, ctx, phase="end")
     """)
     proc = project.start()
-    project.publish([{"type": "steady.go"}])
+    ids = project.publish([{"type": "steady.go", "data": n} for n in range(20)])
     wait_until(lambda: project.calls())
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     assert proc.wait(timeout=20) == 0
-    assert [c["phase"] for c in project.calls()] == ["start", "end"]
-    # It succeeded, so a restart runs nothing again.
+
+    def phase(name: str) -> Counter[str]:
+        return Counter(c["id"] for c in project.calls() if c["phase"] == name)
+
+    # What was running finished; what had not started waits in the store.
+    assert phase("start") == phase("end")
+    assert 1 <= len(phase("end")) < len(ids)
     project.start()
-    wait_until(lambda: drained(project))
-    assert len(project.calls()) == 2
+    wait_until(lambda: set(phase("end")) == set(ids) and drained(project))
+    # None lost, and what succeeded before the stop did not run again.
+    assert phase("end") == {i: 1 for i in ids}
+    assert phase("start") == phase("end")
 
 
 def test_sigterm_past_the_grace_period_retries_on_next_start(project: Project) -> None:
@@ -350,6 +339,37 @@ def test_sigterm_past_the_grace_period_retries_on_next_start(project: Project) -
     project.start()
     wait_until(lambda: len(project.calls()) >= 2 and drained(project))
     assert [(c["id"], c["attempt"]) for c in project.calls()] == [(event_id, 1), (event_id, 2)]
+
+
+def test_events_wait_while_the_code_cannot_load_and_run_once_when_fixed(
+    project: Project,
+) -> None:
+    yaml = """
+        functions:
+          fixme: {handler: fixme.py:handle, triggers: [{event: "fix.*"}], retry: {max_attempts: 2}}
+    """
+    # Passes the supervisor's checks, fails to import in every worker: no
+    # attempt can start (as a module that needs a missing service at import).
+    project.add("fixme", yaml, """
+        def handle(event, ctx):
+            record(event, ctx)
+
+        raise RuntimeError("not deployable yet")
+    """)
+    project.start("--reload")
+    ids = project.publish([{"type": "fix.item", "data": n} for n in range(50)])
+    wait_until(lambda: "its deliveries wait for a fixed version" in project.output())
+    [listing] = httpx.get(project.url("/_/functions"), timeout=5).json()
+    assert (listing["pending"], listing["running"], listing["dead"]) == (50, 0, 0)
+    assert project.calls() == []
+    project.add("fixme", yaml, """
+        def handle(event, ctx):
+            record(event, ctx)
+    """)
+    wait_until(lambda: set(project.handled("fixme")) == set(ids) and drained(project))
+    # No attempt was spent while the code was broken: each event ran once, as its first.
+    assert project.handled("fixme") == {i: 1 for i in ids}
+    assert {c["attempt"] for c in project.calls()} == {1}
 
 
 def test_emit_waits_in_the_store_until_a_supervisor_runs(project: Project) -> None:

@@ -34,8 +34,9 @@ def ticks_after(project: Project, since: float) -> list[float]:
 
 
 def test_per_second_ticks_fire_once_across_kill9_and_latest_catches_up_once(
-    project: Project,
+    project_on_each_store: Project,
 ) -> None:
+    project = project_on_each_store
     project.add("tick", YAML, CODE)
     first = project.start()
     wait_until(lambda: len(ticks_after(project, 0)) >= 3, timeout=30)

@@ -178,7 +178,8 @@ def health(project: Project) -> int:
         return 0
 
 
-def test_webhook_answers_503_while_draining(project: Project) -> None:
+def test_webhook_answers_503_while_draining(project_on_each_store: Project) -> None:
+    project = project_on_each_store
     slow_yaml = SYNC_YAML + """
   slowpoke:
     handler: reply.py:slowpoke
