@@ -155,10 +155,9 @@ class WorkerPool:
         outcomes: list[Outcome] = []
         fatal = False
         started, t0 = time.time(), time.monotonic()
-        worker.invocation = invocations[0]
         try:
             worker.channel.send(self._batch_message(items, invocations))
-            for index in range(len(items)):
+            for _ in range(len(items)):
                 # Each item gets the full timeout from the moment the one before it ended.
                 reply = worker.channel.poll()
                 if reply is None:
@@ -174,7 +173,6 @@ class WorkerPool:
                     fatal = True
                     break  # the worker runs nothing more of the batch
                 started, t0 = now, t1
-                worker.invocation = invocations[min(index + 1, len(items) - 1)]
         except CHANNEL_ERRORS as exc:
             self.log.debug("worker %s of %s: %r", worker.pid, self.spec.name, exc)
             code = await self._discard(worker, kill=False)

@@ -18,9 +18,11 @@ import py_compile
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from typing import BinaryIO, Protocol
 
+from runtime import protocol
 from runtime.channel import Channel
 from runtime.specs import FunctionSpec
 
@@ -28,6 +30,9 @@ ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TZ", "VIRTUAL_ENV")
 ENV_PREFIXES = ("LC_", "PYTHON")
 MAX_LINE = 8192
 """Longest handler output line logged as one record; longer ones are split."""
+DRAIN_READ = 65536
+DRAIN_PAUSE = 0.01
+"""How long the output drain waits after a short read (see `WorkerProcess._drain_output`)."""
 STOP_WAIT = 5.0
 """How long a retiring worker may take to exit before its group is killed."""
 RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,7 +195,6 @@ class WorkerProcess:
         self.uses = 0
         self.replaced = False
         """Whether a replacement has been started for when this one is used up."""
-        self.invocation = "-"
         self._drain = threading.Thread(
             target=self._drain_output, name=f"fnrun-output-{function}-{handle.pid}", daemon=True
         )
@@ -201,12 +205,40 @@ class WorkerProcess:
         return self.handle.pid
 
     def _drain_output(self) -> None:
-        """Log every output line, tagged with the invocation running when it was read."""
+        """Log every output line, tagged with the invocation that wrote it.
+
+        The worker marks where each invocation's output starts
+        (`protocol.OUTPUT_MARK`); what comes before the first mark (the
+        handler's import) is tagged "-". After a short read the drain waits
+        `DRAIN_PAUSE` before the next, so that the marks of a fast batch
+        cost one wake-up of this thread, not one each.
+        """
         output = self.handle.output
+        fd, rest, invocation = output.fileno(), b"", "-"
         with output:
-            for raw in iter(lambda: output.readline(MAX_LINE), b""):
-                line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-                self.log.info("[%s %s] %s", self.function, self.invocation, line)
+            while chunk := os.read(fd, DRAIN_READ):
+                *lines, rest = (rest + chunk).split(b"\n")
+                for raw in lines:
+                    invocation = self._log_line(invocation, raw)
+                while len(rest) >= MAX_LINE:  # a long line without its end yet: log it in parts
+                    invocation = self._log_line(invocation, rest[:MAX_LINE])
+                    rest = rest[MAX_LINE:]
+                if len(chunk) < DRAIN_READ // 4:
+                    time.sleep(DRAIN_PAUSE)
+            if rest:
+                self._log_line(invocation, rest)
+
+    def _log_line(self, invocation: str, raw: bytes) -> str:
+        """Log one line (in parts if it is long); the invocation its lines after it belong to."""
+        at = raw.find(protocol.OUTPUT_MARK)
+        if at >= 0:
+            if at:  # a line the last invocation left unfinished
+                self._log_line(invocation, raw[:at])
+            return raw[at + len(protocol.OUTPUT_MARK) :].decode("ascii", "replace")
+        for part in range(0, max(len(raw), 1), MAX_LINE):
+            line = raw[part : part + MAX_LINE].rstrip(b"\r").decode("utf-8", "replace")
+            self.log.info("[%s %s] %s", self.function, invocation, line)
+        return invocation
 
     def kill(self) -> None:
         """SIGKILL the worker's whole process group (it leads its own session)."""

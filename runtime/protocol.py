@@ -43,6 +43,11 @@ MAX_INT_DIGITS = 4200
 MAX_INT_BITS = 13_950
 """Ints past this many bits have over `MAX_INT_DIGITS` digits: near the 4,300
 that `json` writes and reads by default (sys.set_int_max_str_digits)."""
+OUTPUT_MARK = b"\x00\x1bfnrun-invocation "
+"""Starts the line a worker writes to its output (fd 1) before each item, then
+the item's invocation id: the pool's drain tags the lines after it with that
+id (`runtime.process`). Output is tagged by where it is in the stream, not by
+when the drain reads it, which in a batch can be many items later."""
 SUMMARY_CHARS = 2048
 """How much of a result the invocation history keeps."""
 RESULT_SHAPES = "JSON, str, bytes or (status, body[, headers])"

@@ -409,6 +409,14 @@ def _send(fd: int, message: dict[str, Any]) -> None:
         protocol.write_frame(fd, failed)
 
 
+def _mark(invocation: str) -> None:
+    """Tell the output drain that what follows is `invocation`'s (`protocol.OUTPUT_MARK`)."""
+    try:
+        os.write(1, protocol.OUTPUT_MARK + invocation.encode() + b"\n")
+    except OSError:
+        pass  # the handler closed its stdout: nothing of it is left to tag
+
+
 def serve(fd: int, runner: Runner) -> None:
     """Answer `invoke` batches until the pool closes the socket."""
     from time import time
@@ -419,6 +427,7 @@ def serve(fd: int, runner: Runner) -> None:
             return
         function, timeout = message["function"], message["timeout"]
         for item in message["items"]:
+            _mark(item["invocation"])  # after the previous item's _flush: its output is before
             # Each item's deadline starts with the item: the pool times items, not batches.
             ctx = Context(function, item["attempt"], time() + timeout, item["invocation"])
             done = _invoke(runner, ctx, item["event"])
@@ -461,6 +470,7 @@ def main(argv: list[str]) -> None:
     except BaseException as exc:  # noqa: BLE001 - anything the import raises, even SystemExit
         _report_load_error(fd, exc, int(options.get("memory_mb") or 0))
         return
+    _flush()  # what the import printed is tagged "-", not with the first invocation
     protocol.write_frame(fd, {"kind": "ready"})
     serve(fd, runner)
 

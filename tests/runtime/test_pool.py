@@ -367,6 +367,32 @@ async def test_heavy_and_binary_output_does_not_disturb_the_protocol(
     assert (await pool.invoke(ev(do="pid"), 1)).status == "ok"
 
 
+async def test_output_is_tagged_with_the_invocation_that_wrote_it(
+    pools: Callable[..., WorkerPool], caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Tags once came from the item the pool was waiting for when the drain read
+    # a line: in a batch the worker runs ahead, and 495 of 500 lines were
+    # tagged with a later invocation than the one that printed them.
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        pool = pools()
+        items = [(ev(do="say", partial=n % 3 == 0 and n < 59), 1) for n in range(60)]
+        outcomes = await pool.invoke_many(items)
+        assert [o.status for o in outcomes] == ["ok"] * 60
+        invocations = [o.result["text"] for o in outcomes]
+
+        def lines() -> list[tuple[str, str, str]]:
+            messages = [r.getMessage() for r in caplog.records if r.name == LOG.name]
+            return [(m.split()[1].rstrip("]"), *m.split()[2:4]) for m in messages
+                    if m.startswith("[fn ") and len(m.split()) == 4]
+
+        await wait_for(lambda: len(lines()) == 60 * 2 + 20)
+    said = lines()
+    assert all(tag == invocation for tag, _, invocation in said), said
+    assert sorted(inv for _, what, inv in said if what == "said") == sorted(invocations)
+    unfinished = [inv for _, what, inv in said if what == "unfinished"]
+    assert unfinished == invocations[0:59:3]  # each ended by the next item, under its own tag
+
+
 async def test_concurrency_bounds_simultaneous_invocations(
     pools: Callable[..., WorkerPool], tmp_path: Path,
 ) -> None:

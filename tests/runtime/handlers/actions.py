@@ -139,6 +139,16 @@ def noisy(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     return "survived"
 
 
+def say(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    """Print this invocation's id through print, straight to fd 1, and unfinished if asked."""
+    print(f"said {ctx.invocation}")
+    os.write(1, f"raw {ctx.invocation}\n".encode())
+    if data.get("partial"):
+        sys.stdout.write(f"unfinished {ctx.invocation}")
+        sys.stdout.flush()
+    return ctx.invocation
+
+
 def overlap(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     start = time.time()
     time.sleep(data["seconds"])
@@ -277,7 +287,7 @@ ACTIONS = {
     "emit_not_json": emit_not_json, "exit": exit_, "interrupt": interrupt,
     "raise_base": raise_base, "raise_broken": raise_broken, "raise_huge": raise_huge,
     "raise_surrogate": raise_surrogate, "emit_checks": emit_checks,
-    "threads": threads,
+    "threads": threads, "say": say,
 }
 
 
