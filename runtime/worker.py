@@ -397,8 +397,8 @@ def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
-            pass  # the handler closed or broke its own stream
+        except Exception:  # noqa: BLE001 - the handler closed, replaced or broke its own stream
+            pass
 
 
 def _send(fd: int, message: dict[str, Any]) -> None:
@@ -421,6 +421,7 @@ def serve(fd: int, runner: Runner) -> None:
     """Answer `invoke` batches until the pool closes the socket."""
     from time import time
 
+    pid = os.getpid()
     while True:
         message = protocol.read_frame(fd)
         if message is None:
@@ -432,6 +433,10 @@ def serve(fd: int, runner: Runner) -> None:
             ctx = Context(function, item["attempt"], time() + timeout, item["invocation"])
             done = _invoke(runner, ctx, item["event"])
             _flush()
+            if os.getpid() != pid:
+                # A child the handler forked (os.fork) and let return: it must not
+                # answer for the item, nor read the next one off the worker's socket.
+                os._exit(0)
             _send(fd, done)
             if done.get("fatal"):
                 break  # the pool retires this worker; the rest of the batch never started

@@ -236,6 +236,30 @@ async def test_exceptions_whose_message_misbehaves_give_one_bounded_line(
     assert (await pool.invoke(ev(do="pid"), 1)).result["json"] == pid  # the worker stays
 
 
+async def test_a_forked_child_that_returns_does_not_answer_for_the_worker(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    pool = pools(make_spec(timeout=5))
+    forked = await pool.invoke(ev(do="fork_and_return"), 1)
+    assert forked.status == "ok" and forked.result["json"]["child"] is False
+    worker = forked.result["json"]["pid"]
+    # The child once went on serving: its `done` answered the next item, and it
+    # read items off the worker's socket in turn with its parent.
+    outcomes = await pool.invoke_many([(ev(do="pid"), 1) for _ in range(20)])
+    assert [o.result for o in outcomes] == [{"json": worker}] * 20
+
+
+async def test_a_handler_that_breaks_its_streams_keeps_its_worker(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    pool = pools()
+    broke = await pool.invoke(ev(do="break_streams"), 1)
+    # Flushing sys.stdout = None once crashed the worker after the handler returned.
+    assert broke.status == "ok", broke
+    again = await pool.invoke(ev(do="pid"), 1)
+    assert again.result == {"json": broke.result["json"]}
+
+
 async def test_os_exit_is_a_crash_and_the_pool_recovers(
     pools: Callable[..., WorkerPool], tmp_path: Path,
 ) -> None:

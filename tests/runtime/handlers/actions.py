@@ -139,6 +139,26 @@ def noisy(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     return "survived"
 
 
+def fork_and_return(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    """os.fork() with no os._exit in the child: both processes return from the handler."""
+    child = os.fork() == 0
+    return {"child": child, "pid": os.getpid()}
+
+
+class Unflushable:
+    def write(self, text: str) -> int:
+        raise RuntimeError("no writes here")
+
+    def flush(self) -> None:
+        raise RuntimeError("no flushing here")
+
+
+def break_streams(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    sys.stdout = None  # type: ignore[assignment]
+    sys.stderr = Unflushable()  # type: ignore[assignment]
+    return os.getpid()
+
+
 def say(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     """Print this invocation's id through print, straight to fd 1, and unfinished if asked."""
     print(f"said {ctx.invocation}")
@@ -287,7 +307,8 @@ ACTIONS = {
     "emit_not_json": emit_not_json, "exit": exit_, "interrupt": interrupt,
     "raise_base": raise_base, "raise_broken": raise_broken, "raise_huge": raise_huge,
     "raise_surrogate": raise_surrogate, "emit_checks": emit_checks,
-    "threads": threads, "say": say,
+    "threads": threads, "say": say, "fork_and_return": fork_and_return,
+    "break_streams": break_streams,
 }
 
 
