@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from runtime import strict_json
 from runtime.errors import UsageError
 from runtime.events import Event
 
@@ -119,7 +119,7 @@ def _time(value: Any, where: str) -> datetime:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return strict_json.loads(body)
     except ValueError as exc:
         raise UsageError(f"invalid JSON: {exc}") from None
 

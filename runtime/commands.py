@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from runtime import logs, plugins, views
+from runtime import logs, plugins, strict_json, views
 from runtime.errors import UsageError
 from runtime.events import Event, Outcome
 from runtime.manifest import load_project, load_settings
@@ -75,15 +75,9 @@ def _data(raw: str | None) -> Any:
             raise UsageError(f"--data: {name} is not UTF-8 text: {exc.reason} "
                              f"at byte {exc.start}") from None
     try:
-        return json.loads(raw, parse_constant=_not_json)
-    except (json.JSONDecodeError, UsageError) as exc:
+        return strict_json.loads(raw)
+    except ValueError as exc:
         raise UsageError(f"--data is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise UsageError("--data is not valid JSON: nested too deeply") from None
-
-
-def _not_json(constant: str) -> None:
-    raise UsageError(f"{constant} is not a JSON value")
 
 
 def _nonempty(what: str, value: str) -> None:

@@ -29,12 +29,12 @@ from runtime.errors import StoreError, UsageError
 from runtime.ingress import Ingress
 from runtime.metrics import Metrics
 from runtime.specs import Settings
-from runtime.views import dead_letter_json, invocation_json
+from runtime.views import MAX_LIMIT, dead_letter_json, invocation_json
 
 BODY_TIMEOUT = 30.0
 STORE_RETRY_AFTER = 5
 """Seconds a client is asked to wait (`Retry-After`) while the store is unavailable."""
-MAX_LIMIT = 1000
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger("fnrun.http")
 

@@ -19,12 +19,11 @@ rotated secret needs no reload; a missing variable answers 500 and logs why.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl
@@ -32,6 +31,7 @@ from urllib.parse import parse_qsl
 import yaml
 from starlette.types import Receive, Scope, Send
 
+from runtime import strict_json
 from runtime.events import Event, HttpInfo, new_event_id
 from runtime.ingress import Ingress
 from runtime.specs import Project, TriggerSpec
@@ -277,22 +277,20 @@ def _data(headers: Mapping[str, str], body: bytes) -> Any:
             return body
     try:
         text = body.decode().strip(_JSON_SPACE)
-        value, end = _scan(text, 0)
+        value, end = strict_json.scan_once(text, 0)
         if end == len(text):
             return value
-    except (ValueError, StopIteration):
+    except (ValueError, StopIteration, RecursionError):
         pass
     # The shortcut above skips json.loads' encoding detection and whitespace
     # regexes, most of its cost on a small body; anything it did not take (a
-    # BOM, UTF-16, an error) goes through json.loads for its exact result or error.
+    # BOM, UTF-16, an error) goes through `loads` for its exact result or error.
     try:
-        return json.loads(body)
+        return strict_json.loads(body)
     except ValueError as exc:
         raise BodyError(400, f"invalid JSON body: {exc}") from None
 
 
-# Set by JSONDecoder.__init__ (json/decoder.py) but missing from typeshed.
-_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _JSON_SPACE = " \t\n\r"
 
 

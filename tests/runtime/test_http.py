@@ -197,6 +197,31 @@ async def test_invalid_json_is_400_and_stores_nothing(h: Harness) -> None:
     assert await h.pending() == {}
 
 
+NOT_JSON = {
+    "NaN": (b'{"total": NaN}', "NaN is not a JSON value"),
+    "Infinity": (b'[1, -Infinity]', "-Infinity is not a JSON value"),
+    "deep": (b"[" * 2_000 + b"]" * 2_000, "nested too deeply"),  # under max_body (4 KiB)
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_JSON))
+async def test_what_only_python_calls_json_is_400_and_stores_nothing(
+    h: Harness, case: str
+) -> None:
+    # Python's json takes NaN and Infinity, and overflows its stack on deep
+    # nesting (a 500 and a traceback); neither may get in as an event.
+    body, message = NOT_JSON[case]
+    hook = await h.client.post("/hooks/orders", content=body,
+                               headers={"content-type": "application/json"})
+    event = b'{"specversion": "1.0", "id": "e1", "source": "t", "type": "t.x", "data": %s}'
+    api = await h.client.post("/_/events", content=event % body,
+                              headers={"content-type": "application/cloudevents+json"})
+    for r in (hook, api):
+        assert r.status_code == 400
+        assert message in r.json()["error"]
+    assert await h.pending() == {}
+
+
 async def test_unknown_path_404_wrong_method_405(h: Harness) -> None:
     r = await h.client.post("/hooks/nope", json={})
     assert r.status_code == 404 and r.json()["error"]
