@@ -292,20 +292,36 @@ def _load(path: str, attr: str) -> tuple[Callable[..., Any], bool]:
 
 
 def _takes_ctx(handler: Callable[..., Any]) -> bool:
-    """Whether to call handler(event, ctx) rather than handler(event)."""
+    """Whether to call handler(event, ctx) rather than handler(event).
+
+    Raises:
+        TypeError: neither call fits: no positional parameter, or more than
+            two, or a keyword-only one, without a default.
+    """
     code = getattr(handler, "__code__", None)
     if code is not None:
-        if code.co_flags & CO_VARARGS:
-            return True
         bound = 1 if getattr(handler, "__self__", None) is not None else 0
         positional: int = code.co_argcount - bound
+        required = positional - len(getattr(handler, "__defaults__", None) or ())
+        keywords = code.co_kwonlyargcount - len(getattr(handler, "__kwdefaults__", None) or {})
+        varargs = bool(code.co_flags & CO_VARARGS)
     else:
         import inspect
 
         params = inspect.signature(handler).parameters.values()
-        if any(p.kind is p.VAR_POSITIONAL for p in params):
-            return True
-        positional = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+        ordered = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        positional = len(ordered)
+        required = sum(p.default is p.empty for p in ordered)
+        keywords = sum(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params)
+        varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
+    if required > 2 or keywords:
+        # Else each invocation would fail with the call's TypeError, and burn its retries.
+        raise TypeError(
+            f"handler must accept (event) or (event, ctx), but it requires {required}"
+            f" positional and {keywords} keyword-only arguments"
+        )
+    if varargs:
+        return True
     if positional < 1:
         raise TypeError("handler must accept (event) or (event, ctx)")
     return positional >= 2

@@ -113,6 +113,8 @@ async def test_async_and_one_argument_handlers(pools: Callable[..., WorkerPool])
     assert [e.type for e in first.emits] == ["async.done"]
     one = await pools(make_spec("one_arg")).invoke(Event(type="a.b"), 1)
     assert (one.status, one.result) == ("ok", {"text": "only a.b"})
+    defaults = await pools(make_spec("with_defaults")).invoke(Event(type="a.b"), 1)
+    assert defaults.result == {"json": [True, "x", 1]}  # optional parameters stay optional
 
 
 async def test_emits_come_back_only_in_the_outcome(pools: Callable[..., WorkerPool]) -> None:
@@ -455,6 +457,12 @@ async def test_worker_is_recycled_after_max_uses(pools: Callable[..., WorkerPool
         ("HANDLE = 3\n", "HANDLE", "is a int, not a callable"),
         ("def handle():\n    return 1\n", "handle", "must accept (event) or (event, ctx)"),
         ("def handle(event):\n    yield 1\n", "handle", "handle is a generator function"),
+        ("def handle(event, ctx, extra):\n    return 1\n", "handle", "requires 3 positional"),
+        ("def handle(event, *, key):\n    return 1\n", "handle", "and 1 keyword-only arguments"),
+        (
+            "class H:\n    def __call__(self, event, ctx, more):\n        return 1\nhandle = H()\n",
+            "handle", "requires 3 positional",
+        ),
         ("async def handle(e, c):\n    yield 1\n", "handle", "handle is a generator function"),
     ],
 )

@@ -325,3 +325,7 @@ async def exit_async(event: Any, ctx: Any) -> Any:
 
 def one_arg(event: Any) -> Any:
     return f"only {event.type}"
+
+
+def with_defaults(event: Any, ctx: Any = None, extra: str = "x", *, key: int = 1) -> Any:
+    return [ctx is not None, extra, key]
