@@ -372,13 +372,15 @@ class Dispatcher:
     async def _patiently(self, write: Callable[..., Awaitable[None]], *args: Any) -> None:
         """`write(*args)`, tried again while the store is unavailable, for up to
         `SETTLE_PATIENCE` seconds, and not at all once stopping."""
-        deadline, failures = anyio.current_time() + SETTLE_PATIENCE, 0
+        failures, deadline = 0, math.inf  # no clock read while the store answers
         while True:
             try:
                 return await write(*args)
             except StoreUnavailable:
                 failures += 1
-                if self._stopping or anyio.current_time() + backoff(failures) > deadline:
+                now = anyio.current_time()
+                deadline = min(deadline, now + SETTLE_PATIENCE)
+                if self._stopping or now + backoff(failures) > deadline:
                     raise
             await anyio.sleep(backoff(failures))
 
