@@ -426,7 +426,8 @@ async def test_concurrency_bounds_simultaneous_invocations(
     pids: list[int] = []
 
     async def run() -> None:
-        outcome = await pool.invoke(ev(do="overlap", dir=str(tmp_path), seconds=0.6), 1)
+        # Long enough to overlap even when a loaded machine starts the second worker late.
+        outcome = await pool.invoke(ev(do="overlap", dir=str(tmp_path), seconds=1.5), 1)
         pids.append(outcome.result["json"])
 
     async with anyio.create_task_group() as tg:
@@ -533,7 +534,8 @@ async def test_retire_lets_the_busy_worker_finish_then_exit(
     outcomes = []
 
     async def run() -> None:
-        data = {"do": "write_pid_and_wait", "pidfile": str(pidfile), "seconds": 1.5}
+        # Busy for longer than the idle worker can take to exit, even on a loaded machine.
+        data = {"do": "write_pid_and_wait", "pidfile": str(pidfile), "seconds": 4}
         outcomes.append(await pool.invoke(Event(type="t", data=data), 1))
 
     async with anyio.create_task_group() as tg:
@@ -688,8 +690,11 @@ async def test_cancelling_a_batch_kills_its_worker(
 ) -> None:
     pool = pools()
     log = tmp_path / "log"
-    with anyio.move_on_after(0.5):
-        await pool.invoke_many(batch(log, 3, **{"1": {"seconds": 30}}))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.invoke_many, batch(log, 3, **{"1": {"seconds": 30}}))
+        # Cancelled while item 1 runs: however long its worker took to start.
+        await wait_for(lambda: len(recorded(log)) == 2, within=30)
+        tg.cancel_scope.cancel()
     pid = recorded(log)[0][1]
     await wait_for(lambda: not alive(pid))
     assert pool.live_workers == 0 and pool.running == 0
