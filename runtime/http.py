@@ -104,7 +104,7 @@ def create_app(
         Route("/_/metrics", guarded(api.metrics)),
         Route("/_/invocations", guarded(api.invocations)),
         Route("/_/dead-letters", guarded(api.dead_letters)),
-    ], exception_handlers={HTTPException: _http_error})
+    ], exception_handlers={HTTPException: _http_error, StoreError: _store_error})
     app.router.default = _not_found
     return _Front(app, webhooks or _not_found)
 
@@ -128,13 +128,8 @@ class _Front:
                 await self.webhooks(scope, receive, send)
             else:
                 await self.api(scope, receive, send)
-        except StoreError as exc:
-            # Every route reads or writes the store before it answers, so no
-            # response has started: the client hears 503 and tries again, as
-            # it would from a busy server; nothing was acknowledged to it.
-            log.warning("%s %s: %s", scope.get("method"), path, exc)
-            await JSONResponse({"error": "store unavailable, try again later"}, 503,
-                               {"retry-after": str(STORE_RETRY_AFTER)})(scope, receive, send)
+        except StoreError as exc:  # from a webhook: the API's go to `_store_error`
+            await _store_unavailable(scope, exc)(scope, receive, send)
 
 
 def _bearer(token: str, endpoint: Endpoint) -> Endpoint:
@@ -243,6 +238,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     # Sorted, as webhooks list theirs: Route keeps its methods in a set.
     allow = headers["Allow"] = ", ".join(sorted(headers["Allow"].split(", ")))
     return JSONResponse({"error": f"method not allowed (allow: {allow})"}, 405, headers)
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    """A `/_/` route's store error, answered as webhooks answer theirs (registered with
+    Starlette, whose catch-all would otherwise have answered a text 500 already)."""
+    assert isinstance(exc, StoreError)
+    return _store_unavailable(request.scope, exc)
+
+
+def _store_unavailable(scope: Scope, exc: StoreError) -> Response:
+    """503: every route reads or writes the store before it answers, so nothing was
+    acknowledged, and the client tries again as it would with a busy server."""
+    log.warning("%s %s: %s", scope.get("method"), scope.get("path"), exc)
+    return JSONResponse({"error": "store unavailable, try again later"}, 503,
+                        {"retry-after": str(STORE_RETRY_AFTER)})
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
