@@ -114,8 +114,9 @@ class _Front:
 
     Webhook paths are served exactly as declared, with no path rewriting.
     They skip Starlette's middleware and route matching, which cost more per
-    request than the webhook itself (measured under wrk); the webhook app
-    answers its own errors, and uvicorn answers 500 if it raises.
+    request than the webhook itself (measured under wrk). The webhook app
+    answers its own errors; a store error it raises becomes the API's 503,
+    anything else uvicorn's 500.
     """
 
     def __init__(self, api: ASGIApp, webhooks: ASGIApp) -> None:
@@ -123,13 +124,13 @@ class _Front:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        try:
-            if scope["type"] == "http" and not (path.startswith("/_/") or path == "/_"):
+        if scope["type"] == "http" and not (path.startswith("/_/") or path == "/_"):
+            try:
                 await self.webhooks(scope, receive, send)
-            else:
-                await self.api(scope, receive, send)
-        except StoreError as exc:  # from a webhook: the API's go to `_store_error`
-            await _store_unavailable(scope, exc)(scope, receive, send)
+            except StoreError as exc:  # the API's own go to `_store_error`
+                await _store_unavailable(scope, exc)(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
 
 
 def _bearer(token: str, endpoint: Endpoint) -> Endpoint:
