@@ -123,6 +123,8 @@ class Dispatcher:
         """The last claim found nothing more due: fresh work may be handed over."""
         self._reserved = 0
         self.broken = False
+        self.store_error: str | None = None
+        """Why claims fail while the store is unavailable (shown by /_/health), else None."""
 
     def stop(self) -> None:
         """Stop taking work: runners finish their current batch and return."""
@@ -193,22 +195,26 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         failures = 0
-        while not self._stopping:
-            try:
-                await self._claim()
-            except StoreError as exc:
-                # The store is down or another process holds its lock: the
-                # deliveries wait in it, and so does this loop, rather than
-                # take the supervisor down (the webhooks meanwhile answer 503).
-                if not failures:
-                    self.log.error("cannot claim deliveries, trying again until the store "
-                                   "answers: %s", exc)
-                failures += 1
-                await self._wait_idle(anyio.sleep, backoff(failures))
-                continue
-            if failures:
-                self.log.info("claiming deliveries again (%d attempts failed)", failures)
-                failures = 0
+        try:
+            while not self._stopping:
+                try:
+                    await self._claim()
+                except StoreError as exc:
+                    # The store is down or another process holds its lock: the
+                    # deliveries wait in it, and so does this loop, rather than
+                    # take the supervisor down (the webhooks meanwhile answer 503).
+                    if not failures:
+                        self.log.error("cannot claim deliveries, trying again until the store "
+                                       "answers: %s", exc)
+                    self.store_error = str(exc)
+                    failures += 1
+                    await self._wait_idle(anyio.sleep, backoff(failures))
+                    continue
+                if failures:
+                    self.log.info("claiming deliveries again (%d attempts failed)", failures)
+                    failures, self.store_error = 0, None
+        finally:
+            self.store_error = None
 
     async def _claim(self) -> None:
         """Top the buffer up once; wait for room, or for work when caught up."""
