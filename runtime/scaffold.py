@@ -129,8 +129,7 @@ def _value(mapping: Node | None, key: str | None) -> Node:
 
 
 def _make_folder(functions: Path) -> None:
-    if functions.exists() and not functions.is_dir():
-        raise UsageError(f"functions folder {functions} is a file, not a folder")
+    # A functions path that is a file was refused with the settings (settings_loader).
     try:
         functions.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
