@@ -51,6 +51,14 @@ def parse_size(value: object) -> int:
     return size
 
 
+def format_size(size: int) -> str:
+    """Bytes as users write them: `1 MiB`, `16 KiB`, `1500 bytes` (exact, never rounded)."""
+    for unit in ("GiB", "MiB", "KiB"):
+        if size >= _SIZE_UNITS[unit] and size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]} {unit}"
+    return f"{size} byte{'s' if size != 1 else ''}"
+
+
 def parse_since(raw: str | None, now: float) -> float:
     """`--since 1h` or `--since 2024-05-01T12:00` as epoch seconds; 0 = all retained."""
     if raw is None:

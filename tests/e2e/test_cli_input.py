@@ -1,0 +1,103 @@
+"""Bad input on the command line: one clear line on stderr, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Project, fnrun
+
+ECHO = """
+    functions:
+      echo: {handler: echo.py:handle, triggers: [{event: "ping.*"}]}
+"""
+ECHO_CODE = """
+    def handle(event, ctx):
+        record(event, ctx)
+        return {"echo": event.data}
+"""
+MEMORY_CAP = 1024**3
+"""Address space of a command under test that must not read a file to its end."""
+
+
+@pytest.fixture
+def echo(project: Project) -> Project:
+    project.add("echo", ECHO, ECHO_CODE)
+    return project
+
+
+def _capped() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+
+
+def fnrun_capped(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    """`fnrun ARGS` in a process that fails fast (MemoryError) if it reads without a bound."""
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", *args, "--project", str(project.root)],
+        capture_output=True, text=True, timeout=60, check=False, preexec_fn=_capped,
+    )
+
+
+def one_line(proc: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def pending(project: Project) -> int:
+    out = fnrun("ls", "--json", "--project", str(project.root)).stdout
+    return sum(f["pending"] for f in json.loads(out))
+
+
+@pytest.mark.parametrize("command", [["emit", "ping.x"], ["invoke", "echo"]])
+def test_data_from_an_endless_file_stops_at_the_event_body_limit(
+    echo: Project, command: list[str]
+) -> None:
+    proc = fnrun_capped(echo, *command, "--data", "@/dev/zero")
+    assert one_line(proc) == ("fnrun: --data @/dev/zero: larger than 1 MiB "
+                              "(http.max_body in fnrun.yaml)")
+    assert pending(echo) == 0 and echo.calls() == []
+
+
+def test_data_file_limit_follows_http_max_body(echo: Project) -> None:
+    echo.write("fnrun.yaml", "http: {max_body: 16KiB}\n")
+    exact = echo.root / "exact.json"
+    exact.write_text('"' + "x" * (16 * 1024 - 2) + '"')
+    over = echo.root / "over.json"
+    over.write_text('"' + "x" * (16 * 1024 - 1) + '"')
+    assert fnrun("emit", "ping.x", "--data", f"@{exact}", "--project", str(echo.root))
+    proc = fnrun("emit", "ping.x", "--data", f"@{over}", "--project", str(echo.root),
+                 check=False)
+    assert one_line(proc) == (f"fnrun: --data @{over}: larger than 16 KiB "
+                              "(http.max_body in fnrun.yaml)")
+    assert pending(echo) == 1
+
+
+def test_inline_data_over_http_max_body_is_refused_too(echo: Project) -> None:
+    echo.write("fnrun.yaml", "http: {max_body: 100}\n")
+    proc = fnrun("emit", "ping.x", "--data", json.dumps("y" * 100), "--project",
+                 str(echo.root), check=False)
+    assert one_line(proc) == "fnrun: --data: larger than 100 bytes (http.max_body in fnrun.yaml)"
+    assert pending(echo) == 0
+
+
+@pytest.mark.parametrize("command", [["emit", "ping.x"], ["invoke", "echo"]])
+def test_data_from_a_directory_or_an_unreadable_file_is_one_line(
+    echo: Project, command: list[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    proc = fnrun(*command, "--data", f"@{folder}", "--project", str(echo.root), check=False)
+    assert one_line(proc) == f"fnrun: --data: cannot read {folder}: Is a directory"
+    # Opens, then fails to read (even for root, which chmod 000 would not stop).
+    proc = fnrun(*command, "--data", "@/proc/self/mem", "--project", str(echo.root),
+                 check=False)
+    assert one_line(proc) == "fnrun: --data: cannot read /proc/self/mem: Input/output error"
+    assert pending(echo) == 0 and echo.calls() == []
