@@ -286,12 +286,9 @@ class Dispatcher:
         """Bad code must not burn attempts: stop, and let the deliveries wait (SPEC 5.5).
 
         The function stays down until a reload brings a version that loads.
+        Nothing is logged here: the pool has logged the load error, with the
+        function and the handler, once per failure and for every caller.
         """
-        if not self._stopping:
-            self.log.error(
-                "cannot load %s, its deliveries wait for a fixed version: %s",
-                self.spec.handler, self.pool.load_error,
-            )
         self.broken = True
         self.stop()
         with anyio.CancelScope(shield=True):
