@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd = sub.add_parser("ls", help="list functions, triggers and queues")
     _common(cmd)
+    cmd.add_argument("--host", help="where the running supervisor listens (default 127.0.0.1)")
+    cmd.add_argument("--port", type=int, help="where the running supervisor listens (default 8080)")
     _json_flag(cmd)
 
     cmd = sub.add_parser("validate", help="check every declaration and handler")

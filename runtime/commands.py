@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -208,53 +209,30 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from runtime.listing import describe_functions
+    from runtime import listing
 
     project = _project(args)
+    http, token = project.settings.http, os.environ.get("FNRUN_TOKEN") or None
+    live, note = listing.live_functions(http, token)
+    if note:
+        print(f"fnrun: {note}", file=sys.stderr)
 
     async def work(store: Store) -> int:
         now = datetime.now().timestamp()
-        listing = describe_functions(project, await store.counts(), now)
+        functions = listing.describe_functions(project, await store.counts(), now)
+        if live is not None:
+            functions = listing.with_live(functions, live)
         if args.json:
-            _print_json(listing)
+            _print_json(functions)
             return 0
-        rows = [
-            (
-                f["name"],
-                "; ".join(views.trigger_text(t) for t in f["triggers"]) or "-",
-                f["concurrency"], f["pending"], f["running"], f["dead"],
-            )
-            for f in listing
-        ]
-        views.print_table(rows, ("FUNCTION", "TRIGGERS", "CONC", "PENDING", "RUNNING", "DEAD"))
-        pending = _running_reload_error(project.settings)
+        views.print_functions(functions)
+        pending = listing.reload_error(http, token)
         if pending:
             print("\nthe running supervisor keeps its last good version; its reload failed:")
             print(pending)
         return 0
 
     return _with_store(project.settings, work)
-
-
-def _running_reload_error(settings: Settings) -> str | None:
-    """The pending reload error of a supervisor serving this project, if one answers.
-
-    Declaration mistakes show when `ls` loads the files itself; a handler
-    that does not import shows only in the running supervisor.
-    """
-    import urllib.error
-    import urllib.request
-
-    url = f"http://{settings.http.host}:{settings.http.port}/_/health"
-    try:
-        with urllib.request.urlopen(url, timeout=0.5) as answer:
-            health = json.loads(answer.read())
-    except urllib.error.HTTPError as answer:  # 503 while starting or stopping
-        health = json.loads(answer.read() or b"{}")
-    except (OSError, ValueError):
-        return None
-    error = health.get("reload_error") if isinstance(health, dict) else None
-    return error if isinstance(error, str) else None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -1,15 +1,35 @@
 """What `fnrun ls --json` and `GET /_/functions` show: each function, its
-triggers (next fire times, webhook URLs), limits and delivery counts."""
+triggers (next fire times, webhook URLs), limits, delivery counts and workers.
+
+The supervisor describes what it runs: `workers` is its live worker count of
+each function. `fnrun ls` describes what the project declares and, when a
+supervisor answers at the project's address, takes `workers` and the webhook
+URLs from that supervisor's `GET /_/functions` (`with_live`), so that both
+give the same keys with the same meanings; `workers` is null for a function
+no supervisor there runs.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runtime import plugins
-from runtime.specs import FunctionSpec, Project, TriggerSpec
+from runtime.specs import FunctionSpec, HttpSettings, Project, TriggerSpec
 from runtime.store.base import Counts
+
+LIVE_TIMEOUT = 2.0
+"""Seconds `fnrun ls` waits for a running supervisor's answer (it reads the store to give it)."""
+
+
+def base_url(http: HttpSettings) -> str:
+    """`http://HOST:PORT` of a supervisor serving with `http` (an IPv6 host in brackets)."""
+    host = f"[{http.host}]" if ":" in http.host else http.host
+    return f"http://{host}:{http.port}"
 
 
 def describe_trigger(spec: TriggerSpec, project: Project, now: float) -> dict[str, Any]:
@@ -23,8 +43,7 @@ def describe_trigger(spec: TriggerSpec, project: Project, now: float) -> dict[st
     if describe is not None:
         out.update(describe(spec, now))
     if spec.kind == "webhook":
-        http = project.settings.http
-        out["url"] = f"http://{http.host}:{http.port}{fields['path']}"
+        out["url"] = f"{base_url(project.settings.http)}{fields['path']}"
     return out
 
 
@@ -70,3 +89,79 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
+
+
+def ask_supervisor(http: HttpSettings, path: str, token: str | None) -> tuple[int, Any] | None:
+    """(status, JSON body) of GET `path` from the supervisor at `http`'s address;
+    None when nothing answers there with JSON (no supervisor, or not one)."""
+    request = urllib.request.Request(f"{base_url(http)}{path}")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=LIVE_TIMEOUT) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as answer:  # 401 without the token, 503 while starting
+        try:
+            return answer.code, json.loads(answer.read() or b"null")
+        except (OSError, ValueError):
+            return None
+    except (OSError, ValueError):
+        return None
+
+
+def live_functions(
+    http: HttpSettings, token: str | None
+) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """(GET /_/functions of the supervisor at `http`'s address, or None; a note on why
+    it would not tell, if it refused)."""
+    answer = ask_supervisor(http, "/_/functions", token)
+    if answer is None:
+        return None, None
+    status, body = answer
+    if status == 401:
+        state = "wrong" if token else "not set"
+        return None, (f"{base_url(http)} wants FNRUN_TOKEN ({state}) for /_/functions: "
+                      "workers shown as null")
+    if status != 200 or not isinstance(body, list):
+        return None, None
+    return [f for f in body if isinstance(f, dict)], None
+
+
+def reload_error(http: HttpSettings, token: str | None) -> str | None:
+    """The pending reload error of the supervisor at `http`'s address, if one answers.
+
+    Declaration mistakes show when `ls` loads the files itself; a handler
+    that does not import shows only in the running supervisor.
+    """
+    answer = ask_supervisor(http, "/_/health", token)  # 503 while starting or stopping
+    error = answer[1].get("reload_error") if answer and isinstance(answer[1], dict) else None
+    return error if isinstance(error, str) else None
+
+
+def with_live(
+    listing: Sequence[dict[str, Any]], live: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """`listing` (as declared) with the running supervisor's `workers` and webhook URLs.
+
+    A function counts as running there when the supervisor has one of that
+    name and handler; any other keeps `workers` null and its configured URLs.
+    """
+    running = {f.get("name"): f for f in live}
+    out = []
+    for function in listing:
+        served = running.get(function["name"])
+        if served is None or served.get("handler") != function["handler"]:
+            out.append(function)
+            continue
+        urls = {
+            t.get("path"): t.get("url") for t in served.get("triggers") or []
+            if isinstance(t, dict) and t.get("kind") == "webhook"
+        }
+        triggers = [
+            {**t, "url": urls.get(t["path"], t["url"])} if t["kind"] == "webhook" else t
+            for t in function["triggers"]
+        ]
+        workers = served.get("workers")
+        out.append({**function, "triggers": triggers,
+                    "workers": workers if isinstance(workers, int) else None})
+    return out

@@ -74,6 +74,16 @@ def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def print_functions(functions: Sequence[dict[str, Any]]) -> None:
+    """`fnrun ls`: a row per function of `describe_functions`."""
+    rows = [
+        (f["name"], "; ".join(trigger_text(t) for t in f["triggers"]) or "-",
+         f["concurrency"], f["pending"], f["running"], f["dead"])
+        for f in functions
+    ]
+    print_table(rows, ("FUNCTION", "TRIGGERS", "CONC", "PENDING", "RUNNING", "DEAD"))
+
+
 def trigger_text(trigger: dict[str, Any]) -> str:
     """One trigger of `fnrun ls`, as a person reads it."""
     kind = str(trigger["kind"])
