@@ -29,6 +29,7 @@ from runtime.errors import StoreError, UsageError
 from runtime.ingress import Ingress
 from runtime.metrics import Metrics
 from runtime.specs import Settings
+from runtime.store.base import StoreOutage
 from runtime.views import MAX_LIMIT, dead_letter_json, invocation_json
 
 BODY_TIMEOUT = 30.0
@@ -104,9 +105,9 @@ def create_app(
         Route("/_/metrics", guarded(api.metrics)),
         Route("/_/invocations", guarded(api.invocations)),
         Route("/_/dead-letters", guarded(api.dead_letters)),
-    ], exception_handlers={HTTPException: _http_error, StoreError: _store_error})
+    ], exception_handlers={HTTPException: _http_error, StoreError: api.store_error})
     app.router.default = _not_found
-    return _Front(app, webhooks or _not_found)
+    return _Front(app, webhooks or _not_found, view.ingress.store.outage)
 
 
 class _Front:
@@ -115,20 +116,20 @@ class _Front:
     Webhook paths are served exactly as declared, with no path rewriting.
     They skip Starlette's middleware and route matching, which cost more per
     request than the webhook itself (measured under wrk). The webhook app
-    answers its own errors; a store error it raises becomes the API's 503,
-    anything else uvicorn's 500.
+    answers its own errors; a store error it raises becomes the API's 503
+    (and `/_/health`'s store_error), anything else uvicorn's 500.
     """
 
-    def __init__(self, api: ASGIApp, webhooks: ASGIApp) -> None:
-        self.api, self.webhooks = api, webhooks
+    def __init__(self, api: ASGIApp, webhooks: ASGIApp, outage: StoreOutage) -> None:
+        self.api, self.webhooks, self.outage = api, webhooks, outage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] == "http" and not (path.startswith("/_/") or path == "/_"):
             try:
                 await self.webhooks(scope, receive, send)
-            except StoreError as exc:  # the API's own go to `_store_error`
-                await _store_unavailable(scope, exc)(scope, receive, send)
+            except StoreError as exc:  # the API's own go to `_Api.store_error`
+                await _store_unavailable(scope, exc, self.outage)(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 
@@ -194,6 +195,12 @@ class _Api:
         letters = await self.view.ingress.store.dead_letters(function, limit=limit)
         return JSONResponse([dead_letter_json(d) for d in letters])
 
+    async def store_error(self, request: Request, exc: Exception) -> Response:
+        """A `/_/` route's store error, answered as webhooks answer theirs (registered
+        with Starlette, whose catch-all would otherwise have answered a text 500 already)."""
+        assert isinstance(exc, StoreError)
+        return _store_unavailable(request.scope, exc, self.view.ingress.store.outage)
+
 
 def _filters(request: Request, default_limit: int) -> tuple[str | None, int]:
     """`?function=&limit=` of the listing routes, limit bounded to 1..MAX_LIMIT."""
@@ -241,16 +248,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": f"method not allowed (allow: {allow})"}, 405, headers)
 
 
-async def _store_error(request: Request, exc: Exception) -> Response:
-    """A `/_/` route's store error, answered as webhooks answer theirs (registered with
-    Starlette, whose catch-all would otherwise have answered a text 500 already)."""
-    assert isinstance(exc, StoreError)
-    return _store_unavailable(request.scope, exc)
-
-
-def _store_unavailable(scope: Scope, exc: StoreError) -> Response:
+def _store_unavailable(scope: Scope, exc: StoreError, outage: StoreOutage) -> Response:
     """503: every route reads or writes the store before it answers, so nothing was
-    acknowledged, and the client tries again as it would with a busy server."""
+    acknowledged, and the client tries again as it would with a busy server.
+
+    Recorded in `outage` for `/_/health`: with no dispatcher claiming, nothing
+    else would tell it (the store's next successful publish clears it).
+    """
+    outage.failed(exc)
     log.warning("%s %s: %s", scope.get("method"), scope.get("path"), exc)
     return JSONResponse({"error": "store unavailable, try again later"}, 503,
                         {"retry-after": str(STORE_RETRY_AFTER)})

@@ -145,13 +145,16 @@ class Supervisor:
         return describe_functions(self.project, counts, self.clock.now(), self._live_workers())
 
     def health_detail(self) -> dict[str, Any]:
+        # Claims that fail, or else what producers were last refused for (a
+        # node with no claims going on learns of an outage only from them).
         troubles = (r.dispatcher.store_error for r in self._functions.values())
+        claims = next((t for t in troubles if t is not None), None)
         return {
             "functions": len(self._functions),
             "draining": self._draining,
             "reload_error": self.reload_error,
             # Informative, not a 503: restarting a node cannot bring its store back.
-            "store_error": next((t for t in troubles if t is not None), None),
+            "store_error": claims or self.store.outage.error,
         }
 
     def _live_workers(self) -> Mapping[str, int]:

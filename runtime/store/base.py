@@ -36,6 +36,7 @@ from typing import Protocol
 
 import anyio
 
+from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
 
 Targets = Sequence[str]
@@ -112,6 +113,27 @@ class Counts:
     dead: int = 0
 
 
+class StoreOutage:
+    """The store error producers were last answered 503 for, until a publish succeeds.
+
+    What `/_/health` shows as `store_error` when no dispatcher is claiming (a
+    node without functions, or one idle between polls): the HTTP paths that
+    answer a store error record it (`failed`), and the store's own `publish`
+    clears it (`recovered`), whoever published. Read without a store call.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+
+    def failed(self, exc: StoreError) -> None:
+        self.error = str(exc)
+
+    def recovered(self) -> None:
+        self.error = None
+
+
 def _distinct(targets: Targets) -> Iterable[str]:
     """Each function once: an event has one delivery per target function."""
     return targets if len(targets) < 2 else dict.fromkeys(targets)
@@ -125,6 +147,7 @@ class Store(ABC):
         self.leases: dict[str, float] = {}
         self._wakeups: dict[str, anyio.Event] = {}
         self.consumers: dict[str, Consumer] = {}
+        self.outage = StoreOutage()
 
     def attach(self, function: str, consumer: Consumer) -> None:
         """Offer `function`'s fresh deliveries to `consumer` (see Hand-off above)."""
@@ -212,7 +235,8 @@ class Store(ABC):
 
         Returns, per item, True if the event was new. A repeated id stores
         nothing new (no second delivery), which is what makes webhook ids and
-        schedule ticks fire once.
+        schedule ticks fire once. A publish that succeeds calls
+        `outage.recovered()`.
         """
 
     # -- delivery ----------------------------------------------------------

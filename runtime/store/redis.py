@@ -167,6 +167,7 @@ class RedisStore(RedisOperations):
             flags = await self._call("publish", publish_args(part))
             new += [bool(f) for f in flags]
         self._wake(items)
+        self.outage.recovered()
         return new
 
     def _wake(self, items: Sequence[tuple[Event, Targets]]) -> None:

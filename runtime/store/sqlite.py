@@ -159,6 +159,7 @@ class SqliteStore(Store):
             if refused:
                 with anyio.CancelScope(shield=True):
                     await self.release(refused)
+        self.outage.recovered()
         return inserted.fresh
 
     async def claim(self, function: str, limit: int, now: float) -> list[Delivery]:
