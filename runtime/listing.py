@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -94,18 +92,25 @@ def _jsonable(value: Any) -> Any:
 def ask_supervisor(http: HttpSettings, path: str, token: str | None) -> tuple[int, Any] | None:
     """(status, JSON body) of GET `path` from the supervisor at `http`'s address;
     None when nothing answers there with JSON (no supervisor, or not one)."""
-    request = urllib.request.Request(f"{base_url(http)}{path}")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
+    import urllib.error  # only `fnrun ls` asks: the supervisor never loads a client
+    import urllib.request
+    from http.client import HTTPException
+
     try:
-        with urllib.request.urlopen(request, timeout=LIVE_TIMEOUT) as answer:
+        request = urllib.request.Request(f"{base_url(http)}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        # No proxy: one from HTTP_PROXY would be asked for our own 127.0.0.1.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=LIVE_TIMEOUT) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as answer:  # 401 without the token, 503 while starting
         try:
             return answer.code, json.loads(answer.read() or b"null")
-        except (OSError, ValueError):
+        except (OSError, ValueError, HTTPException):
             return None
-    except (OSError, ValueError):
+    # A host no URL can hold (`FNRUN_HOST="a b"`) has no supervisor either.
+    except (OSError, ValueError, HTTPException):
         return None
 
 

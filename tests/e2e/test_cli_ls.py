@@ -173,3 +173,22 @@ def test_a_supervisor_that_wants_a_token_is_named_and_workers_stay_null(
         assert proc.stderr == (f"fnrun: http://127.0.0.1:{fns.port} wants FNRUN_TOKEN ({state}) "
                                "for /_/functions: workers shown as null\n")
         assert {f["workers"] for f in json.loads(proc.stdout)} == {None}
+
+
+def test_a_proxy_in_the_environment_is_not_asked_for_the_supervisor(fns: Project) -> None:
+    """HTTP_PROXY is for the world; the supervisor is on our own address."""
+    fns.start()
+    proxy = "http://127.0.0.1:1"  # nothing listens: asking it would find no supervisor
+    env = {"http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": "", "NO_PROXY": ""}
+    cli = ls_json(fns, "--port", str(fns.port), env=env)
+    assert {f["name"]: f["workers"] for f in cli} == {"echo": 0, "hook": 0, "yearly": 0}
+
+
+@pytest.mark.parametrize("host", ["bad host", "[::1]"])
+def test_a_host_no_url_can_hold_means_no_supervisor_not_a_traceback(
+    fns: Project, host: str
+) -> None:
+    for args in (["ls"], ["ls", "--json"]):
+        proc = fnrun(*args, "--project", str(fns.root), env={**os.environ, "FNRUN_HOST": host})
+        assert proc.stderr == ""
+    assert {f["workers"] for f in ls_json(fns, "--host", host)} == {None}
