@@ -6,9 +6,17 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from runtime import __version__
 from runtime.errors import FnrunError, ManifestError, ManifestErrors, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, its errors one line like every other mistake (not a usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"fnrun: {message} (see {self.prog} --help)\n")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +30,7 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fnrun", description="Run Python functions on events.")
+    parser = _Parser(prog="fnrun", description="Run Python functions on events.")
     parser.add_argument("--version", action="version", version=f"fnrun {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -101,3 +101,30 @@ def test_data_from_a_directory_or_an_unreadable_file_is_one_line(
                  check=False)
     assert one_line(proc) == "fnrun: --data: cannot read /proc/self/mem: Input/output error"
     assert pending(echo) == 0 and echo.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "fnrun: the following arguments are required: COMMAND (see fnrun --help)"),
+        (["nope"], "fnrun: argument COMMAND: invalid choice: 'nope' (choose from "),
+        (["emit"], "fnrun: the following arguments are required: type (see fnrun emit --help)"),
+        (["history", "--limit", "abc"],
+         "fnrun: argument --limit: invalid int value: 'abc' (see fnrun history --help)"),
+        (["ls", "--port", "80.5"],
+         "fnrun: argument --port: invalid int value: '80.5' (see fnrun ls --help)"),
+        (["run", "--grace", "soon"], "fnrun: argument --grace: invalid float value: 'soon'"),
+        (["new", "x", "--event", "a", "--cron", "* * * * *"],
+         "fnrun: argument --cron: not allowed with argument --event (see fnrun new --help)"),
+        (["dead-letters", "frob"], "fnrun: argument action: invalid choice: 'frob'"),
+        (["replay"], "fnrun: the following arguments are required: --function "
+                     "(see fnrun replay --help)"),
+        (["ls", "--unknown"], "fnrun: unrecognized arguments: --unknown (see fnrun --help)"),
+        (["invoke", "echo", "--data"], "fnrun: argument --data: expected one argument"),
+    ],
+)
+def test_argument_errors_are_one_line_not_a_usage_dump(
+    echo: Project, args: list[str], message: str
+) -> None:
+    proc = fnrun(*args, cwd=echo.root, check=False)
+    assert one_line(proc).startswith(message)
