@@ -57,8 +57,30 @@ WAKE_POLL = 1.0
 HISTORY_MAX, HISTORY_MAX_PER_FUNCTION = 10_000, 1_000
 RETRIES = 40
 """Reconnect attempts per command (backoff capped at 1 s): rides out a Redis restart."""
+PUBLISH_RETRIES = 7
+"""Reconnect attempts per publish: about 4.5 s of backoff (0.1, 0.2, 0.4, 0.8, then 1 s
+each), so that a webhook or `POST /_/events` answers 503 while its sender still waits
+for the answer; with `RETRIES` it took over a minute. Claims and outcome writes keep
+`RETRIES`: no one waits on them, and they must ride out a restart."""
 SETTLE_CHUNK = 256
 """Most successes per `succeed_many` script call (and Lua `unpack` stays far below its limit)."""
+
+
+def connect(url: str, retry: Retry) -> Redis:
+    """A client (and its connection pool) whose commands reconnect as `retry` says."""
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_connect_timeout=2.0,
+        health_check_interval=5,
+    )
+
+
+def reconnects(retries: int) -> Retry:
+    """redis-py's retry policy: up to `retries` reconnects, backoff doubling from 0.1 s to 1 s."""
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=retries)
 
 
 def lease_margin(lease: float) -> float:
@@ -75,6 +97,8 @@ class RedisStore(RedisOperations):
         self.heartbeat_ttl = HEARTBEAT_TTL
         self._client: Redis | None = None
         self._runner: ScriptRunner | None = None
+        self._publisher: ScriptRunner | None = None
+        """Runs publishes on a client of their own, with `PUBLISH_RETRIES`."""
         self._beat: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._wake_listener: WakeListener | None = None
@@ -86,26 +110,24 @@ class RedisStore(RedisOperations):
 
     async def open(self) -> None:
         """Connect, load the scripts and start this node's heartbeat."""
-        client = Redis.from_url(
-            self.url,
-            decode_responses=True,
-            retry=Retry(NoBackoff(), retries=0),  # a wrong URL fails at once
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            socket_connect_timeout=2.0,
-            health_check_interval=5,
-        )
+        client = connect(self.url, Retry(NoBackoff(), retries=0))  # a wrong URL fails at once
+        # A retry policy belongs to a connection pool: publishes get a pool of their own.
+        publisher = connect(self.url, reconnects(PUBLISH_RETRIES))
         try:
             await client.ping()
             # From now on commands retry with backoff while Redis restarts; every
             # script is safe to run twice (publish is idempotent by id, settles by XACK).
-            client.set_retry(Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=RETRIES))
+            client.set_retry(reconnects(RETRIES))
             self._runner = ScriptRunner(client, SCRIPTS)
             await self._runner.load()
+            self._publisher = ScriptRunner(publisher, SCRIPTS)
+            await self._publisher.load()
             await self._heartbeat(client)
             self._wake_listener = WakeListener(self.url, self._wake_up)
             await self._wake_listener.start()
         except RedisError as exc:
             await client.aclose()
+            await publisher.aclose()
             if self._wake_listener is not None:
                 await self._wake_listener.stop()
                 self._wake_listener = None
@@ -130,6 +152,9 @@ class RedisStore(RedisOperations):
                 await self._client.delete(f"{P}node:{self.consumer}")
             await self._client.aclose()
             self._client = None
+        if self._publisher is not None:
+            await self._publisher.client.aclose()
+            self._publisher = None
 
     async def _heartbeat(self, client: Redis) -> None:
         await client.set(f"{P}node:{self.consumer}", "1", px=int(self.heartbeat_ttl * 1000))
@@ -156,15 +181,20 @@ class RedisStore(RedisOperations):
     @property
     def round_trips(self) -> int:
         """Script round trips so far (for the benchmark)."""
-        return 0 if self._runner is None else self._runner.round_trips
+        runners = (self._runner, self._publisher)
+        return sum(runner.round_trips for runner in runners if runner is not None)
 
     # -- ingress -----------------------------------------------------------
 
     async def publish(self, items: Sequence[tuple[Event, Targets]]) -> list[bool]:
+        # Its own runner (and client): a publish gives up after PUBLISH_RETRIES,
+        # while the claims and settles batched on the main one keep reconnecting.
+        if self._publisher is None or self._client is None:
+            raise StoreError("the Redis store is not open")
         new: list[bool] = []
         for start in range(0, len(items), CHUNK):
             part = items[start : start + CHUNK]
-            flags = await self._call("publish", publish_args(part))
+            flags = await self._publisher.call("publish", publish_args(part))
             new += [bool(f) for f in flags]
         self._wake(items)
         self.outage.recovered()

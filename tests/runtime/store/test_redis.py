@@ -113,6 +113,8 @@ async def test_a_dead_nodes_work_is_taken_over_once_its_heartbeat_expires() -> N
         assert a._beat is not None
         a._beat.cancel()
         await a.client.aclose()
+        assert a._publisher is not None  # publishes have a client of their own
+        await a._publisher.client.aclose()
         [taken] = await claim_within(b, "f", 10)  # default lease is 60 s: heartbeat wins
         assert (taken.id, taken.attempt) == (held.id, 2)
 
@@ -214,7 +216,8 @@ async def test_redis_gone_past_the_reconnects_is_store_unavailable(
     store = RedisStore(own_redis.url)
     await store.open()
     try:
-        # One reconnect instead of the forty (about 40 s) that ride out a restart.
+        # One reconnect instead of the forty (about 40 s) that ride out a restart;
+        # a publish has its own few seconds (test_redis_publish_budget.py).
         store.client.set_retry(Retry(NoBackoff(), retries=1))
         await store.publish([(Event(type="x", id="e1"), ["f"])])
         own_redis.kill()
