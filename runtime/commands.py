@@ -101,10 +101,27 @@ def _read_bounded(name: str, limit: int) -> bytes:
         raise UsageError(f"--data: cannot read {name}: {exc.strerror or exc}") from None
 
 
-def _nonempty(what: str, value: str) -> None:
-    """CloudEvents requires `id` and `type` to be non-empty strings (as POST /_/events does)."""
-    if not value.strip():
+def _check_type(what: str, value: str) -> None:
+    """An event type as `ctx.emit` takes one (SPEC 4): any other could never match a trigger."""
+    from runtime.worker import MAX_EVENT_TYPE, TYPE_CHARS  # the rule handlers' emits follow
+
+    if not value.strip():  # CloudEvents requires a non-empty type (as POST /_/events does)
         raise UsageError(f"{what} must not be empty")
+    if len(value) > MAX_EVENT_TYPE or not all(
+        segment and TYPE_CHARS.issuperset(segment) for segment in value.split(".")
+    ):
+        raise UsageError(f"{what} {value!r:.80} is not dot-separated segments of letters, "
+                         f"digits, '_' or '-' (at most {MAX_EVENT_TYPE} characters)")
+
+
+def _check_id(value: str) -> None:
+    """An event id as `ctx.emit` takes one: it is shown in tables and logs, one line each."""
+    from runtime.worker import MAX_EVENT_ID
+
+    if not value.strip():
+        raise UsageError("--id must not be empty")
+    if len(value) > MAX_EVENT_ID or not value.isprintable():
+        raise UsageError(f"--id {value!r:.80} is not 1 to {MAX_EVENT_ID} printable characters")
 
 
 def _with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]) -> int:
@@ -143,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_invoke(args: argparse.Namespace) -> int:
     from runtime.pool import WorkerPool
 
-    _nonempty("--type", args.type)
+    _check_type("--type", args.type)
     project = _project(args)
     spec = _function(project, args.name)
     data = _data(args.data, project.settings.http.max_body)
@@ -188,9 +205,9 @@ async def _cancel_on_signal(scope: anyio.CancelScope, received: list[int]) -> No
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
-    _nonempty("event type", args.type)
+    _check_type("event type", args.type)
     if args.id is not None:
-        _nonempty("--id", args.id)
+        _check_id(args.id)
     project = _project(args)
     kwargs: dict[str, Any] = {"id": args.id} if args.id is not None else {}
     data = _data(args.data, project.settings.http.max_body)
@@ -254,13 +271,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(records)
             return 0
-        rows = [
-            (r["started"], r["function"], r["event_id"], r["attempt"], r["outcome"],
-             f"{r['duration_ms']:.1f}ms", r["error"] or "")
-            for r in records
-        ]
-        header = ("STARTED", "FUNCTION", "EVENT", "ATTEMPT", "OUTCOME", "DURATION", "ERROR")
-        views.print_table(rows, header)
+        views.print_history(records)
         return 0
 
     return _with_store(settings, work)
@@ -287,12 +298,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json(letters)
             else:
-                rows = [
-                    (d["id"], d["function"], d["event"]["id"], d["attempts"],
-                     d["failed_at"], d["error"])
-                    for d in letters
-                ]
-                views.print_table(rows, ("ID", "FUNCTION", "EVENT", "ATTEMPTS", "FAILED", "ERROR"))
+                views.print_dead_letters(letters)
             return 0
         if args.action == "replay":
             count = await store.replay_dead(datetime.now().timestamp(), args.function, ids)

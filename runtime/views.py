@@ -84,6 +84,25 @@ def print_functions(functions: Sequence[dict[str, Any]]) -> None:
     print_table(rows, ("FUNCTION", "TRIGGERS", "CONC", "PENDING", "RUNNING", "DEAD"))
 
 
+def print_history(records: Sequence[dict[str, Any]]) -> None:
+    """`fnrun history`: a row per `invocation_json` record."""
+    rows = [
+        (r["started"], r["function"], r["event_id"], r["attempt"], r["outcome"],
+         f"{r['duration_ms']:.1f}ms", r["error"] or "")
+        for r in records
+    ]
+    print_table(rows, ("STARTED", "FUNCTION", "EVENT", "ATTEMPT", "OUTCOME", "DURATION", "ERROR"))
+
+
+def print_dead_letters(letters: Sequence[dict[str, Any]]) -> None:
+    """`fnrun dead-letters list`: a row per `dead_letter_json` record."""
+    rows = [
+        (d["id"], d["function"], d["event"]["id"], d["attempts"], d["failed_at"], d["error"])
+        for d in letters
+    ]
+    print_table(rows, ("ID", "FUNCTION", "EVENT", "ATTEMPTS", "FAILED", "ERROR"))
+
+
 def trigger_text(trigger: dict[str, Any]) -> str:
     """One trigger of `fnrun ls`, as a person reads it."""
     kind = str(trigger["kind"])

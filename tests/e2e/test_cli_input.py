@@ -128,3 +128,33 @@ def test_argument_errors_are_one_line_not_a_usage_dump(
 ) -> None:
     proc = fnrun(*args, cwd=echo.root, check=False)
     assert one_line(proc).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["emit", "ping.*"], "fnrun: event type 'ping.*' is not dot-separated segments of "
+                             "letters, digits, '_' or '-' (at most 255 characters)"),
+        (["emit", "order created"], "fnrun: event type 'order created' is not dot-separated"),
+        (["emit", "ping..x"], "fnrun: event type 'ping..x' is not dot-separated"),
+        (["emit", "ping.x\n"], "fnrun: event type 'ping.x\\n' is not dot-separated"),
+        (["emit", "p" * 256], "fnrun: event type 'ppp"),
+        (["invoke", "echo", "--type", "ping.**"], "fnrun: --type 'ping.**' is not dot-separated"),
+        (["emit", "ping.x", "--id", "a\nb"],
+         "fnrun: --id 'a\\nb' is not 1 to 255 printable characters"),
+        (["emit", "ping.x", "--id", "i" * 256], "fnrun: --id 'iii"),
+    ],
+)
+def test_event_types_and_ids_follow_what_ctx_emit_takes(
+    echo: Project, args: list[str], message: str
+) -> None:
+    """A type no trigger pattern can match would be stored and delivered to nobody."""
+    proc = fnrun(*args, "--project", str(echo.root), check=False)
+    assert one_line(proc).startswith(message)
+    assert pending(echo) == 0 and echo.calls() == []
+
+
+def test_the_longest_event_type_and_id_ctx_emit_takes_are_taken(echo: Project) -> None:
+    event_type, event_id = "ping." + "t" * 250, "i" * 255
+    out = fnrun("emit", event_type, "--id", event_id, "--project", str(echo.root)).stdout
+    assert out == f"{event_id}\n" and pending(echo) == 1
