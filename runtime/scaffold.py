@@ -40,7 +40,7 @@ def _trigger_yaml(event: str | None, cron: str | None, webhook: str | None) -> t
             f"      - webhook: {{path: {_quote(webhook)}, methods: [POST], mode: sync}}",
             f"answers POST {webhook}",
         )
-    pattern = event or "demo.hello"
+    pattern = "demo.hello" if event is None else event  # `--event ""` is a mistake, not the default
     return f"      - event: {_quote(pattern)}", f"handles {pattern} events"
 
 

@@ -158,3 +158,10 @@ def test_the_longest_event_type_and_id_ctx_emit_takes_are_taken(echo: Project) -
     event_type, event_id = "ping." + "t" * 250, "i" * 255
     out = fnrun("emit", event_type, "--id", event_id, "--project", str(echo.root)).stdout
     assert out == f"{event_id}\n" and pending(echo) == 1
+
+
+def test_new_with_an_empty_event_pattern_is_refused_not_defaulted(project: Project) -> None:
+    """`--event "$TOPIC"` with TOPIC unset: say so, rather than subscribe to demo.hello."""
+    proc = fnrun("new", "hello", "--event", "", "--project", str(project.root), check=False)
+    assert one_line(proc) == "fnrun: --event: event pattern must not be empty"
+    assert list(project.functions.iterdir()) == []
