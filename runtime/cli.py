@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -99,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `fnrun` console script and `python -m runtime`."""
     args = build_parser().parse_args(argv)
     from runtime import commands  # after parsing, so --help stays fast
+
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A path or message in a non-UTF-8 locale (or PYTHONIOENCODING=ascii) is shown
+        # escaped, as Python shows it on stderr, rather than ending in UnicodeEncodeError.
+        sys.stdout.reconfigure(errors="backslashreplace")
 
     try:
         _check_utf8(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -165,3 +166,42 @@ def test_new_with_an_empty_event_pattern_is_refused_not_defaulted(project: Proje
     proc = fnrun("new", "hello", "--event", "", "--project", str(project.root), check=False)
     assert one_line(proc) == "fnrun: --event: event pattern must not be empty"
     assert list(project.functions.iterdir()) == []
+
+
+@pytest.fixture
+def odd(tmp_path: Path) -> Project:
+    """A project whose path has a space and letters beyond ASCII."""
+    project = Project(tmp_path / "my prøject ü" / "中文")
+    project.add("echo", ECHO, ECHO_CODE)
+    return project
+
+
+def test_a_project_path_with_spaces_and_unicode_works_end_to_end(odd: Project) -> None:
+    root = str(odd.root)
+    assert fnrun("emit", "ping.x", "--id", "e1", "--project", root).stdout == "e1\n"
+    assert pending(odd) == 1
+    out = fnrun("invoke", "echo", "--data", '{"k": "ü"}', "--project", root).stdout
+    assert json.loads(out) == {"echo": {"k": "ü"}}
+    assert fnrun("validate", "--project", root).stdout == f"ok: 1 function in {odd.functions}\n"
+    assert (odd.root / ".fnrun" / "state.db").is_file()
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_output_a_terminal_cannot_encode_is_escaped_not_a_traceback(
+    odd: Project, encoding: str
+) -> None:
+    """A non-UTF-8 locale (or PYTHONIOENCODING): shown escaped, as Python does on stderr."""
+    def run(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "runtime", *args, "--project", str(odd.root)],
+            capture_output=True, timeout=60, check=False,
+            env={**os.environ, "PYTHONIOENCODING": encoding},
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.decode(encoding)
+
+    shown = str(odd.functions).encode(encoding, "backslashreplace").decode(encoding)
+    assert "\\u4e2d\\u6587" in shown
+    assert run("validate") == f"ok: 1 function in {shown}\n"
+    assert run("new", "hello").count("created ") == 2
+    assert (odd.functions / "hello.py").is_file()
