@@ -243,7 +243,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
             _print_json(functions)
             return 0
         views.print_functions(functions)
-        pending = listing.reload_error(http, token)
+        answered = live is not None or note is not None  # no second wait on a silent port
+        pending = listing.reload_error(http, token) if answered else None
         if pending:
             print("\nthe running supervisor keeps its last good version; its reload failed:")
             print(pending)
