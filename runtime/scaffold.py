@@ -12,6 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+import yaml
+
 from runtime import plugins
 from runtime.errors import ManifestError, UsageError
 from runtime.manifest import scan_project
@@ -44,6 +46,11 @@ def _trigger_yaml(event: str | None, cron: str | None, webhook: str | None) -> t
     return f"      - event: {_quote(pattern)}", f"handles {pattern} events"
 
 
+def _key(name: str) -> str:
+    """`name` as a YAML key: quoted where YAML would read it as another type (`true`, `null`)."""
+    return name if yaml.safe_load(name) == name else _quote(name)
+
+
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -62,7 +69,7 @@ def scaffold(
     data = "event.data" if cron is None else "None"
     files = {
         code: _CODE.format(name=name, what=what, data=data),
-        decl: f"functions:\n  {name}:\n    handler: {module}.py:handler\n"
+        decl: f"functions:\n  {_key(name)}:\n    handler: {module}.py:handler\n"
               f"    triggers:\n{trigger}\n",
     }
     flag = "--cron" if cron is not None else "--webhook" if webhook is not None else "--event"

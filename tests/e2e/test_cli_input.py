@@ -205,3 +205,15 @@ def test_output_a_terminal_cannot_encode_is_escaped_not_a_traceback(
     assert run("validate") == f"ok: 1 function in {shown}\n"
     assert run("new", "hello").count("created ") == 2
     assert (odd.functions / "hello.py").is_file()
+
+
+@pytest.mark.parametrize("name", ["true", "no", "off", "null"])
+def test_new_with_a_name_yaml_reads_as_a_bool_or_null_writes_a_string_key(
+    project: Project, name: str
+) -> None:
+    """`true:` unquoted is YAML's True: the scaffold failed its own validation."""
+    out = fnrun("new", name, "--project", str(project.root)).stdout
+    assert out.count("created ") == 2
+    assert fnrun("validate", "--project", str(project.root)).stdout.startswith("ok: 1 function")
+    out = fnrun("invoke", name, "--data", "[1]", "--project", str(project.root)).stdout
+    assert json.loads(out) == {"ok": True, "function": name, "data": [1]}
