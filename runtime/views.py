@@ -68,10 +68,19 @@ def plain_result(encoded: Any) -> Any:
 
 def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
     """Rows under a header, in columns padded to their widest cell."""
-    cells = [[str(c) for c in header]] + [["" if c is None else str(c) for c in r] for r in rows]
+    cells = [[_cell(c) for c in header]] + [[_cell(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    """One line of text: a control character (from an event id a client chose) is shown
+    escaped, so it can neither break the table nor reach the terminal."""
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def print_functions(functions: Sequence[dict[str, Any]]) -> None:

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.e2e.harness import Project, fnrun
+from tests.e2e.harness import Project, fnrun, wait_until
 
 ECHO = """
     functions:
@@ -217,3 +218,29 @@ def test_new_with_a_name_yaml_reads_as_a_bool_or_null_writes_a_string_key(
     assert fnrun("validate", "--project", str(project.root)).stdout.startswith("ok: 1 function")
     out = fnrun("invoke", name, "--data", "[1]", "--project", str(project.root)).stdout
     assert json.loads(out) == {"ok": True, "function": name, "data": [1]}
+
+
+def test_tables_show_control_characters_escaped_on_one_line(project: Project) -> None:
+    """POST /_/events takes any id; `history` and `dead-letters list` must stay one row each
+    and never pass an escape sequence on to the terminal."""
+    project.add("boom", """
+        functions:
+          boom: {handler: boom.py:handle, triggers: [{event: "t.*"}], retry: false}
+    """, """
+        def handle(event, ctx):
+            record(event, ctx)
+            raise ValueError("no")
+    """)
+    project.start()
+    event = {"specversion": "1.0", "id": "a\nb\x1b[31mc\u202e", "source": "t", "type": "t.x"}
+    answer = httpx.post(project.url("/_/events"), json=event,
+                        headers={"content-type": "application/cloudevents+json"})
+    assert answer.status_code == 202
+    wait_until(lambda: json.loads(fnrun("dead-letters", "list", "--json", "--project",
+                                        str(project.root)).stdout))
+    shown = "a\\nb\\x1b[31mc\\u202e"
+    for command in (["history"], ["dead-letters", "list"]):
+        out = fnrun(*command, "--project", str(project.root)).stdout
+        header, row = out.splitlines()
+        assert f"  {shown}  " in row and "\x1b" not in out
+        assert header.index("EVENT") == row.index(shown)
