@@ -215,8 +215,11 @@ def cmd_emit(args: argparse.Namespace) -> int:
     router = plugins.load(f"{plugins.TRIGGERS['event']}:Router")(project)
 
     async def work(store: Store) -> int:
-        await store.publish([(event, router.targets(event.type))])
+        [new] = await store.publish([(event, router.targets(event.type))])
         print(event.id)
+        if not new:  # a retry of the same emit is fine; a reused id by mistake is silent
+            print(f"fnrun: event {event.id!r} was already stored; nothing new was published",
+                  file=sys.stderr)
         return 0
 
     return _with_store(project.settings, work)

@@ -244,3 +244,14 @@ def test_tables_show_control_characters_escaped_on_one_line(project: Project) ->
         header, row = out.splitlines()
         assert f"  {shown}  " in row and "\x1b" not in out
         assert header.index("EVENT") == row.index(shown)
+
+
+def test_emit_with_an_id_already_stored_says_nothing_new_was_published(echo: Project) -> None:
+    """Ids are idempotent: a retry is fine (exit 0), but a reused id must not pass silently."""
+    root = str(echo.root)
+    first = fnrun("emit", "ping.a", "--id", "same", "--project", root)
+    assert (first.stdout, first.stderr) == ("same\n", "")
+    again = fnrun("emit", "ping.b", "--id", "same", "--data", "2", "--project", root)
+    assert again.stdout == "same\n"
+    assert again.stderr == "fnrun: event 'same' was already stored; nothing new was published\n"
+    assert pending(echo) == 1
