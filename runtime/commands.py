@@ -75,7 +75,7 @@ def _data(raw: str | None, limit: int) -> Any:
         body = _read_bounded(name, limit)
         _check_size(f"--data {raw}", len(body), limit)
         try:
-            raw = body.decode("utf-8")
+            raw = body.decode("utf-8-sig")  # a BOM, as POST /_/events takes one (RFC 8259 8.1)
         except UnicodeDecodeError as exc:
             raise UsageError(f"--data: {name} is not UTF-8 text: {exc.reason} "
                              f"at byte {exc.start}") from None

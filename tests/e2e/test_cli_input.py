@@ -255,3 +255,13 @@ def test_emit_with_an_id_already_stored_says_nothing_new_was_published(echo: Pro
     assert again.stdout == "same\n"
     assert again.stderr == "fnrun: event 'same' was already stored; nothing new was published\n"
     assert pending(echo) == 1
+
+
+def test_data_file_with_a_utf8_byte_order_mark_is_read_as_post_events_reads_it(
+    echo: Project,
+) -> None:
+    """Editors on Windows save one; RFC 8259 lets a parser ignore it, and the HTTP side does."""
+    data = echo.root / "bom.json"
+    data.write_bytes(b'\xef\xbb\xbf{"from": "notepad"}')
+    out = fnrun("invoke", "echo", "--data", f"@{data}", "--project", str(echo.root)).stdout
+    assert json.loads(out) == {"echo": {"from": "notepad"}}
