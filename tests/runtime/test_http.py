@@ -201,6 +201,10 @@ NOT_JSON = {
     "NaN": (b'{"total": NaN}', "NaN is not a JSON value"),
     "Infinity": (b'[1, -Infinity]', "-Infinity is not a JSON value"),
     "deep": (b"[" * 2_000 + b"]" * 2_000, "nested too deeply"),  # under max_body (4 KiB)
+    # Python reads these as inf: stored, handed to the handler, and its result
+    # then failed to serialize, so the event ended as a dead letter.
+    "overflow": (b'{"x": 1e999}', "1e999 is out of range"),
+    "negative overflow": (b"[-1e400]", "-1e400 is out of range"),
 }
 
 
@@ -220,6 +224,19 @@ async def test_what_only_python_calls_json_is_400_and_stores_nothing(
         assert r.status_code == 400
         assert message in r.json()["error"]
     assert await h.pending() == {}
+
+
+async def test_ordinary_and_extreme_finite_floats_are_taken(h: Harness) -> None:
+    body = b'{"a": 1.5, "b": -0.25, "c": 1.7976931348623157e308, "d": -1e308, "e": 1e-999}'
+    data = {"a": 1.5, "b": -0.25, "c": 1.7976931348623157e308, "d": -1e308, "e": 0.0}
+    hook = await h.client.post("/hooks/orders", content=body,
+                               headers={"content-type": "application/json"})
+    event = b'{"specversion": "1.0", "id": "e1", "source": "t", "type": "order.x", "data": %s}'
+    api = await h.client.post("/_/events", content=event % body,
+                              headers={"content-type": "application/cloudevents+json"})
+    assert (hook.status_code, api.status_code) == (202, 202)
+    assert [e.data for e in await h.events_of("orders")] == [data]
+    assert [e.data for e in await h.events_of("sink")] == [data]
 
 
 async def test_unknown_path_404_wrong_method_405(h: Harness) -> None:
