@@ -2,7 +2,10 @@
 
 https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-protocol-binding.md
 Pure: (content type, headers, body) in, events out, `UsageError` with a
-message fit for a 400 answer on anything malformed.
+message fit for a 400 answer on anything malformed. An event's type and id
+must be what a handler's `ctx.emit` takes (`check_type`, `check_id`), as for
+`fnrun emit`: a type no trigger pattern can match would be stored and
+delivered to nobody, and an id is shown one per line in tables and logs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from runtime import strict_json
 from runtime.errors import UsageError
 from runtime.events import Event
+from runtime.worker import MAX_EVENT_ID, MAX_EVENT_TYPE, TYPE_CHARS  # what ctx.emit takes
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -80,6 +84,30 @@ def binary(headers: Mapping[str, str], body: bytes) -> Event:
     return _event(attrs, data, "")
 
 
+def check_type(what: str, value: str) -> None:
+    """Refuse an event type `ctx.emit` would refuse (SPEC 4): it could never match a trigger.
+
+    Raises:
+        UsageError: `what`, then why, e.g. "type 'ping.*' is not dot-separated ...".
+    """
+    if len(value) > MAX_EVENT_TYPE or not all(
+        segment and TYPE_CHARS.issuperset(segment) for segment in value.split(".")
+    ):
+        raise UsageError(f"{what} {value!r:.80} is not dot-separated segments of letters, "
+                         f"digits, '_' or '-' (at most {MAX_EVENT_TYPE} characters)")
+
+
+def check_id(what: str, value: str) -> None:
+    """Refuse an event id `ctx.emit` would refuse: tables and logs show one per line.
+
+    Raises:
+        UsageError: `what`, then why, e.g. "id 'a\\nb' is not 1 to 255 printable characters".
+    """
+    # Unprintable covers lone surrogates too, which no store can encode.
+    if not value or len(value) > MAX_EVENT_ID or not value.isprintable():
+        raise UsageError(f"{what} {value!r:.80} is not 1 to {MAX_EVENT_ID} printable characters")
+
+
 def _event(attrs: Mapping[str, Any], data: Any, where: str) -> Event:
     if attrs.get("specversion") != "1.0":
         raise UsageError(f"{where}specversion must be \"1.0\", got {attrs.get('specversion')!r}")
@@ -87,6 +115,8 @@ def _event(attrs: Mapping[str, Any], data: Any, where: str) -> Event:
         value = attrs.get(name)
         if not isinstance(value, str) or not value:
             raise UsageError(f"{where}required attribute {name!r} is missing or empty")
+    check_id(f"{where}id", attrs["id"])
+    check_type(f"{where}type", attrs["type"])
     subject = attrs.get("subject")
     if subject is not None and not isinstance(subject, str):
         raise UsageError(f"{where}subject must be a string")

@@ -453,6 +453,55 @@ async def test_events_bad_input_is_400(
     assert await h.pending() == {}
 
 
+BAD_FORMS = {
+    # field, value: what ctx.emit and fnrun emit refuse (SPEC 4)
+    "type with a space": ("type", "order created"),
+    "type with a wildcard": ("type", "order.*"),
+    "type with a newline": ("type", "order.created\nx"),
+    "type with an empty segment": ("type", "order..created"),
+    "type past 255 characters": ("type", "order." + "t" * 250),
+    "id with a newline": ("id", "e1\ne2"),
+    "id with an escape": ("id", "e\x1b[2J"),
+    "id past 255 characters": ("id", "i" * 256),
+    "id of 1800 characters": ("id", "i" * 1800),  # two in a batch stay under max_body
+}
+
+
+async def stored(h: Harness) -> int:
+    """Every retained event, delivered to a function or not."""
+    return await h.view.store.replay("sink", 0.0, lambda _type: True, time.time())
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FORMS))
+async def test_events_take_the_types_and_ids_ctx_emit_takes(h: Harness, case: str) -> None:
+    field, value = BAD_FORMS[case]
+    event = {"specversion": "1.0", "id": "e1", "source": "s", "type": "order.x", field: value}
+    good = {**event, "id": "e0", "type": "order.x"}
+    structured = await h.client.post("/_/events", content=json.dumps(event),
+                                     headers={"content-type": "application/cloudevents+json"})
+    batch = await h.client.post("/_/events", content=json.dumps([good, event]),
+                                headers={"content-type": "application/cloudevents-batch+json"})
+    for r, where in ((structured, ""), (batch, "event 1: ")):
+        assert r.status_code == 400, r.text
+        assert r.json()["error"].startswith(f"{where}{field} {value!r:.20}")
+    if "\n" not in value and "\x1b" not in value:  # what a header can carry
+        headers = {f"ce-{k}": v for k, v in event.items()}
+        binary = await h.client.post("/_/events", content=b"{}", headers=headers)
+        assert binary.status_code == 400 and binary.json()["error"].startswith(field)
+    assert await h.pending() == {} and await stored(h) == 0
+
+
+async def test_events_take_the_longest_type_and_id_and_any_printable_id(h: Harness) -> None:
+    events = [
+        {"specversion": "1.0", "source": "s", "type": "order." + "t" * 249, "id": "i" * 255},
+        {"specversion": "1.0", "source": "s", "type": "order.Paid_v2-eu", "id": "n° 42 / ü"},
+    ]
+    r = await h.client.post("/_/events", content=json.dumps(events),
+                            headers={"content-type": "application/cloudevents-batch+json"})
+    assert (r.status_code, r.json()) == (202, {"ids": ["i" * 255, "n° 42 / ü"]})
+    assert sorted(e.id for e in await h.events_of("sink")) == ["i" * 255, "n° 42 / ü"]
+
+
 async def test_events_body_limit(h: Harness) -> None:
     big = {"specversion": "1.0", "id": "x", "source": "s", "type": "order.x", "data": "z" * 5000}
     r = await h.client.post("/_/events", content=json.dumps(big),
