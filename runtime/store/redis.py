@@ -62,25 +62,40 @@ PUBLISH_RETRIES = 7
 each), so that a webhook or `POST /_/events` answers 503 while its sender still waits
 for the answer; with `RETRIES` it took over a minute. Claims and outcome writes keep
 `RETRIES`: no one waits on them, and they must ride out a restart."""
+CONNECT_TIMEOUT = 2.0
+"""Seconds to open a connection (TCP); a host that drops packets fails within it."""
+COMMAND_TIMEOUT = 10.0
+"""Seconds to wait for a reply on the main client (claims, outcome writes, inspection),
+then reconnect and retry (`RETRIES`): a hung server (stopped, or the link half-open)
+would otherwise hold a call forever. No command there blocks (claims are Lua scripts;
+only `redis_wake` blocks, on its own connection), so any reply is far quicker."""
+PUBLISH_TIMEOUT = 5.0
+"""Seconds a publish waits for its reply. A timeout is not retried, unlike a refused or
+dropped connection: a hung server gives a 503 after this, not `PUBLISH_RETRIES` times it."""
 SETTLE_CHUNK = 256
 """Most successes per `succeed_many` script call (and Lua `unpack` stays far below its limit)."""
 
 
-def connect(url: str, retry: Retry) -> Redis:
-    """A client (and its connection pool) whose commands reconnect as `retry` says."""
+def connect(url: str, retry: Retry, timeout: float) -> Redis:
+    """A client (and its connection pool) whose commands wait `timeout` seconds for a
+    reply and reconnect as `retry` says (on the errors it lists)."""
     return Redis.from_url(
         url,
         decode_responses=True,
         retry=retry,
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        socket_connect_timeout=2.0,
+        socket_timeout=timeout,
+        socket_connect_timeout=CONNECT_TIMEOUT,
         health_check_interval=5,
     )
 
 
-def reconnects(retries: int) -> Retry:
-    """redis-py's retry policy: up to `retries` reconnects, backoff doubling from 0.1 s to 1 s."""
-    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=retries)
+def reconnects(retries: int, on_timeout: bool = True) -> Retry:
+    """redis-py's retry policy: up to `retries` reconnects, backoff doubling from 0.1 s to 1 s,
+    after a lost or refused connection and, if `on_timeout`, after a reply timed out."""
+    errors: tuple[type[RedisError], ...] = (RedisConnectionError,)  # a restart's LOADING too
+    if on_timeout:
+        errors += (RedisTimeoutError,)
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=retries, supported_errors=errors)
 
 
 def lease_margin(lease: float) -> float:
@@ -110,9 +125,11 @@ class RedisStore(RedisOperations):
 
     async def open(self) -> None:
         """Connect, load the scripts and start this node's heartbeat."""
-        client = connect(self.url, Retry(NoBackoff(), retries=0))  # a wrong URL fails at once
+        # A wrong URL fails at once.
+        client = connect(self.url, Retry(NoBackoff(), retries=0), COMMAND_TIMEOUT)
         # A retry policy belongs to a connection pool: publishes get a pool of their own.
-        publisher = connect(self.url, reconnects(PUBLISH_RETRIES))
+        publisher = connect(self.url, reconnects(PUBLISH_RETRIES, on_timeout=False),
+                            PUBLISH_TIMEOUT)
         try:
             await client.ping()
             # From now on commands retry with backoff while Redis restarts; every
