@@ -2,7 +2,9 @@
 
 Relative paths, including the file of a SQLite store URL, resolve against the
 project folder. SQLite URLs follow SQLAlchemy's convention: three slashes
-then a relative path, four slashes for an absolute one.
+then a relative path, four slashes for an absolute one. The path is
+%-decoded: a `%`, `?` or `#` in it is written %25, %3F or %23 (the SQLite
+store takes no `?parameters`, so a bare `?` or `#` is refused, not cut at).
 """
 
 from __future__ import annotations
@@ -17,13 +19,19 @@ from urllib.parse import urlsplit
 from runtime.errors import ManifestError, UsageError, Where
 from runtime.plugins import STORES
 from runtime.specs import DEFAULT_STORE, Defaults, HttpSettings, Retention, RetryPolicy, Settings
+from runtime.store.sqlite_schema import (
+    SQLITE_PREFIX,
+    path_of,
+    raw_path_of,
+    sqlite_url_problem,
+    url_of,
+)
 from runtime.yamlnodes import Node, Reader
 
 CONFIG_FILE = "fnrun.yaml"
 MAX_CONCURRENCY = 256
 MAX_ATTEMPTS = 1000
 MAX_CONFIG_BYTES = 1024 * 1024
-_SQLITE = "sqlite:///"
 
 
 def load_settings(
@@ -74,8 +82,8 @@ def load_settings(
     if functions_dir.exists() and not functions_dir.is_dir():
         raise UsageError(f"functions folder {functions_dir} is a file, not a folder")
     store_url = resolve_store_url(raw.get("store", DEFAULT_STORE), root)
-    if store_url.startswith(_SQLITE) and Path(store_url[len(_SQLITE):].partition("?")[0]).is_dir():
-        raise UsageError(f"the SQLite store {store_url[len(_SQLITE):]} is a folder, not a file")
+    if store_url.startswith(SQLITE_PREFIX) and (path := path_of(store_url)).is_dir():
+        raise UsageError(f"the SQLite store {path} is a folder, not a file")
     return Settings(
         project=root,
         functions=functions_dir,
@@ -88,15 +96,17 @@ def load_settings(
 
 
 def resolve_store_url(url: str, project: Path) -> str:
-    """Make a relative SQLite URL absolute against `project`; other URLs unchanged."""
-    if not url.startswith(_SQLITE):
+    """Make a relative SQLite URL absolute against `project`; other URLs unchanged.
+
+    The project's path is escaped into the URL (`url_of`), so a folder named
+    `what?y#z` keeps its store inside it.
+    """
+    if not url.startswith(SQLITE_PREFIX) or sqlite_url_problem(url):
         return url
-    rest = url[len(_SQLITE):]
-    path, sep, query = rest.partition("?")
-    if path.startswith("/") or path in ("", ":memory:"):
+    path = raw_path_of(url)
+    if path.startswith("/"):
         return url
-    absolute = (project / path).resolve()
-    return f"{_SQLITE}{absolute}{sep}{query}"
+    return url_of((project / path).resolve())
 
 
 def store_url_problem(url: str) -> str | None:
@@ -113,11 +123,7 @@ def store_url_problem(url: str) -> str | None:
         known = ", ".join(f"{s}://" for s in STORES)
         return f"unknown store URL {url!r} (known: {known})"
     if parts.scheme == "sqlite":
-        path = url[len(_SQLITE):].partition("?")[0] if url.startswith(_SQLITE) else ""
-        if path in ("", "/", ":memory:"):
-            return (f"bad SQLite store URL {url!r} (use sqlite:///relative/state.db "
-                    "or sqlite:////absolute/state.db)")
-        return None
+        return sqlite_url_problem(url)
     try:
         parts.port  # noqa: B018 - urlsplit checks the port only when asked
     except ValueError:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
@@ -41,13 +42,58 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expire
 """
 
 
+SQLITE_PREFIX = "sqlite:///"
+_ESCAPES = {"%": "%25", "?": "%3F", "#": "%23"}
+"""What a path must escape to stay a path in a URL (and `path_of` undoes): a folder
+named `what?y` was cut at the `?`, and its database written to `what`, outside it."""
+
+
+def url_of(path: Path) -> str:
+    """The SQLite store URL of an absolute `path`, whatever characters its names hold."""
+    text = str(path)
+    for char, escape in _ESCAPES.items():
+        text = text.replace(char, escape)
+    return f"{SQLITE_PREFIX}{text}"
+
+
+def sqlite_url_problem(url: str) -> str | None:
+    """What is wrong with a SQLite store URL; None if nothing.
+
+    The store takes no parameters, so a `?` or `#` is refused rather than
+    silently cutting the path there; in a path they are written %3F and %23.
+    """
+    usage = "use sqlite:///relative/state.db or sqlite:////absolute/state.db"
+    rest = url[len(SQLITE_PREFIX):] if url.startswith(SQLITE_PREFIX) else ""
+    cut = min((rest.index(c) for c in "?#" if c in rest), default=None)
+    if cut is not None:
+        return (f"SQLite store URL {url!r} has {rest[cut:]!r} after its path: the SQLite "
+                "store takes no parameters (write ? in a path as %3F, # as %23)")
+    try:
+        path = unquote(rest, errors="strict")
+    except UnicodeDecodeError:
+        return f"bad SQLite store URL {url!r}: a %-escape is not UTF-8"
+    if path in ("", "/", ":memory:"):
+        return f"bad SQLite store URL {url!r} ({usage})"
+    if "\0" in path:
+        return f"bad SQLite store URL {url!r}: the path holds a NUL character"
+    return None
+
+
+def raw_path_of(url: str) -> str:
+    """The path a SQLite store URL names, %-escapes decoded (relative or absolute).
+
+    Raises:
+        StoreError: the URL is not one `sqlite_url_problem` lets through.
+    """
+    problem = sqlite_url_problem(url)
+    if problem:
+        raise StoreError(problem)
+    return unquote(url[len(SQLITE_PREFIX):])
+
+
 def path_of(url: str) -> Path:
     """The database file of `sqlite:////abs/state.db` (or `sqlite:///rel.db`, cwd-relative)."""
-    prefix = "sqlite:///"
-    raw = url[len(prefix) :].partition("?")[0] if url.startswith(prefix) else ""
-    if not raw or raw == ":memory:":
-        raise StoreError(f"bad SQLite store URL {url!r} (expected sqlite:////abs/path/state.db)")
-    return Path(raw).absolute()
+    return Path(raw_path_of(url)).absolute()
 
 
 def clip(text: str | None, limit: int, keep_tail: bool = False) -> str | None:

@@ -9,6 +9,7 @@ import pytest
 from runtime.errors import ManifestError, UsageError
 from runtime.settings_loader import load_settings, resolve_store_url
 from runtime.specs import Defaults, HttpSettings, Retention, RetryPolicy
+from runtime.store.sqlite_schema import path_of
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -33,7 +34,7 @@ def test_defaults_without_a_config_file(tmp_path: Path) -> None:
 def test_every_key_of_the_file_is_read(tmp_path: Path) -> None:
     config(tmp_path, """
 functions: src/fns
-store: sqlite:///var/db.sqlite?mode=rwc
+store: sqlite:///var/db.sqlite
 http: {host: 0.0.0.0, port: 9000, max_body: 64KiB}
 defaults:
   timeout: 5m
@@ -43,7 +44,7 @@ retention: {events: 1d, history: 12h}
 """)
     settings = load_settings(tmp_path, environ={})
     assert settings.functions == tmp_path / "src/fns"
-    assert settings.store == f"sqlite:///{tmp_path}/var/db.sqlite?mode=rwc"
+    assert settings.store == f"sqlite:///{tmp_path}/var/db.sqlite"
     assert settings.http == HttpSettings("0.0.0.0", 9000, 64 * 1024)
     assert settings.defaults == Defaults(300.0, 8, RetryPolicy(10, 0.25, 3600.0))
     assert settings.retention == Retention(86400.0, 43200.0)
@@ -96,9 +97,28 @@ def test_empty_environment_variables_do_not_override(tmp_path: Path) -> None:
     ("sqlite:////srv/fnrun/state.db", "sqlite:////srv/fnrun/state.db"),
     ("sqlite:///:memory:", "sqlite:///:memory:"),
     ("redis://127.0.0.1:6379/3", "redis://127.0.0.1:6379/3"),
+    ("sqlite:///a%3Fb%23c%25d.db", "sqlite:///{root}/a%3Fb%23c%25d.db"),
 ])
 def test_store_url_resolution(tmp_path: Path, url: str, expected: str) -> None:
     assert resolve_store_url(url, tmp_path) == expected.format(root=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["what?y#z", "100%", "a%3Fb", "sp ace", "ünï"])
+def test_the_default_store_is_in_the_project_whatever_its_name(tmp_path: Path, name: str) -> None:
+    """A `?` or `#` in the project's path cut the URL there: the store left the project."""
+    root = tmp_path / name
+    root.mkdir()
+    settings = load_settings(root, environ={})
+    assert path_of(settings.store) == root / ".fnrun" / "state.db"
+
+
+@pytest.mark.parametrize(("url", "path"), [
+    ("sqlite:////srv/a%3Fb%23c.db", "/srv/a?b#c.db"),
+    ("sqlite:////srv/100%25.db", "/srv/100%.db"),
+    ("sqlite:////srv/ü.db", "/srv/ü.db"),
+])
+def test_an_explicit_sqlite_path_is_percent_decoded(url: str, path: str) -> None:
+    assert path_of(url) == Path(path)
 
 
 def test_absolute_functions_folder_is_kept(tmp_path: Path) -> None:
@@ -136,6 +156,9 @@ BAD_CONFIGS = {
     "redis db not a number": ("store: redis://h:6379/x\n", 1, 8, "bad Redis database 'x'"),
     "redis port": ("store: 'redis://h:port/0'\n", 1, 8, "bad port in store URL"),
     "sqlite memory": ("store: 'sqlite:///:memory:'\n", 1, 8, "bad SQLite store URL"),
+    "sqlite query": ("store: 'sqlite:///x.db?mode=ro'\n", 1, 8, "has '?mode=ro' after its path"),
+    "sqlite fragment": ("store: 'sqlite:///a#b.db'\n", 1, 8, "write ? in a path as %3F, # as"),
+    "sqlite NUL": ("store: 'sqlite:///a%00.db'\n", 1, 8, "holds a NUL character"),
     "http unknown key": ("http: {hots: x}\n", 1, 8, "unknown key 'hots' in http"),
     "http port text": ("http: {port: eighty}\n", 1, 14, "http.port must be an integer"),
     "http port big": ("http:\n  port: 65536\n", 2, 9, "http.port must be at most 65535"),
