@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from runtime.errors import ManifestError, UsageError, Where
 from runtime.plugins import STORES
@@ -112,8 +112,9 @@ def resolve_store_url(url: str, project: Path) -> str:
 def store_url_problem(url: str) -> str | None:
     """What is wrong with a store URL, before any adapter tries it; None if nothing.
 
-    redis-py reads `redis://host/abc` as database 0 and fails on a bad port
-    with a bare ValueError, so both are caught here.
+    redis-py reads `redis://host/abc` as database 0, a port of 0 as 6379, and
+    fails on a bad port or an unknown `?parameter` with a bare exception, so
+    these are caught here. fnrun documents no parameters: every one is refused.
     """
     try:
         parts = urlsplit(url)
@@ -125,12 +126,22 @@ def store_url_problem(url: str) -> str | None:
     if parts.scheme == "sqlite":
         return sqlite_url_problem(url)
     try:
-        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+        port = parts.port
     except ValueError:
         return f"bad port in store URL {url!r}"
+    if port == 0:
+        return f"bad port 0 in store URL {url!r} (use a port from 1 to 65535, or leave it out)"
+    if not parts.hostname:
+        return f"no host in store URL {url!r} (use redis://HOST:PORT/DB)"
     db = parts.path.strip("/")
     if db and not db.isdigit():
         return f"bad Redis database {db!r} in store URL {url!r} (use a number: redis://HOST:PORT/0)"
+    if parts.query or parts.fragment:
+        named = ", ".join(sorted({n for n, _ in parse_qsl(parts.query, keep_blank_values=True)}))
+        tail = url[min(i for i in (url.find("?"), url.find("#")) if i >= 0):]
+        what = f"unknown parameter {named}" if named else f"{tail!r}"
+        return (f"{what} in store URL {url!r}: fnrun takes redis://[USER:PASSWORD@]HOST:PORT/DB "
+                "and no parameters")
     return None
 
 

@@ -159,6 +159,8 @@ BAD_CONFIGS = {
     "sqlite query": ("store: 'sqlite:///x.db?mode=ro'\n", 1, 8, "has '?mode=ro' after its path"),
     "sqlite fragment": ("store: 'sqlite:///a#b.db'\n", 1, 8, "write ? in a path as %3F, # as"),
     "sqlite NUL": ("store: 'sqlite:///a%00.db'\n", 1, 8, "holds a NUL character"),
+    "redis parameter": ("store: 'redis://h:6379/8?foo=bar'\n", 1, 8, "unknown parameter foo"),
+    "redis port 0": ("store: 'redis://h:0/8'\n", 1, 8, "bad port 0 in store URL"),
     "http unknown key": ("http: {hots: x}\n", 1, 8, "unknown key 'hots' in http"),
     "http port text": ("http: {port: eighty}\n", 1, 14, "http.port must be an integer"),
     "http port big": ("http:\n  port: 65536\n", 2, 9, "http.port must be at most 65535"),
