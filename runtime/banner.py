@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from runtime.listing import base_url
 from runtime.registry import Diff
-from runtime.specs import Settings
+from runtime.specs import HttpSettings, Settings
 
 BOLD, DIM, GREEN, RED, YELLOW, RESET = (
     "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[33m", "\033[0m",
@@ -42,16 +43,24 @@ def trigger_line(trigger: Mapping[str, Any]) -> str:
 
 
 def render_banner(
-    listing: Sequence[Mapping[str, Any]], settings: Settings, *, colour: bool = False
+    listing: Sequence[Mapping[str, Any]],
+    settings: Settings,
+    *,
+    colour: bool = False,
+    served: HttpSettings | None = None,
 ) -> str:
-    """The start banner: where fnrun serves, each function and its triggers."""
-    http = settings.http
+    """The start banner: where fnrun serves, each function and its triggers.
+
+    Args:
+        served: where the supervisor listens, if known (the real port of `--port 0`).
+    """
     watched = str(settings.functions)
     if settings.config_file is not None:
         watched += f" and {settings.config_file.name}"
+    url = base_url(served or settings.http)
     lines = [
         _paint(f"fnrun dev  {settings.project}", BOLD, colour),
-        f"  http   http://{http.host}:{http.port}  (health: /_/health, events: POST /_/events)",
+        f"  http   {url}  (health: /_/health, events: POST /_/events)",
         f"  store  {settings.store}",
         "",
     ]

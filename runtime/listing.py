@@ -30,8 +30,13 @@ def base_url(http: HttpSettings) -> str:
     return f"http://{host}:{http.port}"
 
 
-def describe_trigger(spec: TriggerSpec, project: Project, now: float) -> dict[str, Any]:
-    """One trigger as JSON: its declaration plus what its module adds (next tick, URL)."""
+def describe_trigger(
+    spec: TriggerSpec, project: Project, now: float, http: HttpSettings | None = None
+) -> dict[str, Any]:
+    """One trigger as JSON: its declaration plus what its module adds (next tick, URL).
+
+    Webhook URLs are on `http` (where a supervisor listens), else on the project's settings.
+    """
     fields = {
         f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "where"
     }
@@ -41,18 +46,19 @@ def describe_trigger(spec: TriggerSpec, project: Project, now: float) -> dict[st
     if describe is not None:
         out.update(describe(spec, now))
     if spec.kind == "webhook":
-        out["url"] = f"{base_url(project.settings.http)}{fields['path']}"
+        out["url"] = f"{base_url(http or project.settings.http)}{fields['path']}"
     return out
 
 
 def describe_function(
-    spec: FunctionSpec, project: Project, counts: Counts, now: float, workers: int | None
+    spec: FunctionSpec, project: Project, counts: Counts, now: float, workers: int | None,
+    http: HttpSettings | None = None,
 ) -> dict[str, Any]:
     return {
         "name": spec.name,
         "handler": f"{spec.handler_file.relative_to(project.settings.functions)}"
         f":{spec.handler_attr}",
-        "triggers": [describe_trigger(t, project, now) for t in spec.triggers],
+        "triggers": [describe_trigger(t, project, now, http) for t in spec.triggers],
         "concurrency": spec.concurrency,
         "timeout": spec.timeout,
         "max_attempts": spec.retry.max_attempts,
@@ -68,12 +74,13 @@ def describe_functions(
     counts: Mapping[str, Counts],
     now: float,
     workers: Mapping[str, int] | None = None,
+    http: HttpSettings | None = None,
 ) -> list[dict[str, Any]]:
-    """Every function of `project`, sorted by name."""
+    """Every function of `project`, sorted by name; webhook URLs on `http` if given."""
     return [
         describe_function(
             spec, project, counts.get(name, Counts()), now,
-            None if workers is None else workers.get(name, 0),
+            None if workers is None else workers.get(name, 0), http,
         )
         for name, spec in sorted(project.functions.items())
     ]

@@ -30,7 +30,7 @@ from runtime.manifest import function_fingerprint, load_project, load_settings
 from runtime.pool import WorkerPool
 from runtime.registry import Diff, diff
 from runtime.settings_loader import CONFIG_FILE
-from runtime.specs import FunctionSpec, Project, Settings
+from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
 
 log = logging.getLogger("fnrun.reload")
 
@@ -56,6 +56,9 @@ class Target(Protocol):
 
     @property
     def draining(self) -> bool: ...
+
+    @property
+    def served(self) -> HttpSettings: ...
 
     def fingerprints(self) -> Mapping[str, str]: ...
 
@@ -127,7 +130,9 @@ class Reloader:
         if self.show_banner:
             listing = await self.supervisor.functions_json()
             colour = self.say is _to_stderr and sys.stderr.isatty()
-            self.say(banner.render_banner(listing, self.supervisor.settings, colour=colour))
+            self.say(banner.render_banner(
+                listing, self.supervisor.settings, colour=colour, served=self.supervisor.served
+            ))
         async with anyio.create_task_group() as tg:
             if self._changes is not None:
                 tg.start_soon(self._collect, self._changes)

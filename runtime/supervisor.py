@@ -12,8 +12,8 @@ import gc
 import logging
 import signal
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -25,13 +25,16 @@ from runtime.dispatcher import Dispatcher
 from runtime.events import Event, Outcome
 from runtime.ingress import Trigger
 from runtime.launcher import FORK_SERVER
-from runtime.listing import describe_functions
+from runtime.listing import base_url, describe_functions
 from runtime.manifest import function_fingerprint, load_project
 from runtime.metrics import Metrics
 from runtime.pool import WorkerPool
 from runtime.registry import Diff, diff
-from runtime.specs import FunctionSpec, Project, Settings
+from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
 from runtime.store.base import Targets
+
+if TYPE_CHECKING:
+    from runtime.server import Listening
 
 log = logging.getLogger("fnrun")
 
@@ -87,6 +90,8 @@ class Supervisor:
         self.calls = CallHistory(self.store, log)
         self.project: Project | None = None
         self.reload_error: str | None = None
+        self.http_server: Listening | None = None
+        """Where HTTP is served, once it is (the real port when 0 was asked for)."""
         self._functions: dict[str, Running] = {}
         self._triggers: dict[str, Trigger] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -138,11 +143,19 @@ class Supervisor:
     def draining(self) -> bool:
         return self._draining
 
+    @property
+    def served(self) -> HttpSettings:
+        """The HTTP settings with the port listened on: `--port 0` asks for any free one."""
+        http = self.settings.http
+        return http if self.http_server is None else replace(http, port=self.http_server.port)
+
     async def functions_json(self) -> list[dict[str, Any]]:
         if self.project is None:
             return []
         counts = await self.store.counts()
-        return describe_functions(self.project, counts, self.clock.now(), self._live_workers())
+        return describe_functions(
+            self.project, counts, self.clock.now(), self._live_workers(), self.served
+        )
 
     def health_detail(self) -> dict[str, Any]:
         # Claims that fail, or else what producers were last refused for (a
@@ -211,7 +224,8 @@ class Supervisor:
                     _, older, oldest = gc.get_threshold()
                     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
                 self._ready = True
-                log.info("ready: %d functions", len(project.functions))
+                log.info("ready: %d functions, serving %s", len(project.functions),
+                         base_url(self.served))
                 if self.reload:
                     from runtime.reloader import Reloader  # watchfiles loads only when reloading
 

@@ -363,3 +363,13 @@ def test_banner_lists_functions_triggers_urls_and_next_ticks(tmp_path: Path) -> 
     assert trigger_line({"kind": "schedule", "cron": "0 0 30 2 *", "next": None}).endswith(
         "never fires again"
     )
+
+
+@pytest.mark.parametrize(("host", "url"), [
+    ("127.0.0.1", "http://127.0.0.1:43210"),
+    ("::1", "http://[::1]:43210"),  # was http://::1:0, no port a browser could open
+])
+def test_banner_shows_where_the_supervisor_listens(tmp_path: Path, host: str, url: str) -> None:
+    settings = _settings(tmp_path, http=HttpSettings(host=host, port=0))
+    text = render_banner([], settings, served=HttpSettings(host=host, port=43210))
+    assert f"  http   {url}  (health: /_/health" in text
