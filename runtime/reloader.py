@@ -284,7 +284,8 @@ class Reloader:
             if error is None:
                 pools[name] = pool
                 return
-            log.error("%s: new code does not load: %s", name, error)
+            # Not logged here: the pool has said it (function, handler, error) in one
+            # line; the reload line and /_/health's reload_error say what was kept.
             failed[name] = error
             await pool.aclose(grace=0)
 
