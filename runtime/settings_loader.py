@@ -9,7 +9,10 @@ store takes no `?parameters`, so a bare `?` or `#` is refused, not cut at).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -143,6 +146,41 @@ def store_url_problem(url: str) -> str | None:
         return (f"{what} in store URL {url!r}: fnrun takes redis://[USER:PASSWORD@]HOST:PORT/DB "
                 "and no parameters")
     return None
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def serving_problem(host: str, environ: Mapping[str, str] = os.environ) -> str | None:
+    """What forbids serving HTTP on `host` with `environ`'s FNRUN_TOKEN; None if nothing.
+
+    `fnrun run` asks before the token rule (`http.check_bind`), whose "set
+    FNRUN_TOKEN" misled for a host that could never be bound. Only `run`
+    asks: for `ls`, a bad host just means no supervisor there. Blocking: a
+    host name is looked up.
+    """
+    if not _is_host(host):
+        hint = "; an IPv6 address goes without brackets" if host.startswith("[") else ""
+        return (f"cannot serve on host {host!r}: not an IP address or a host name "
+                f"(--host, FNRUN_HOST or http.host in fnrun.yaml{hint})")
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError as exc:
+        return f"cannot serve on host {host!r}: {exc.strerror or exc}"
+    token = environ.get("FNRUN_TOKEN", "")
+    if token and not token.strip():  # empty means unset, as everywhere; blank is a mistake
+        return "FNRUN_TOKEN is blank (only whitespace): set a real token, or unset it"
+    return None
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    return len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
 def _env_port(value: str | None) -> int | None:

@@ -22,6 +22,7 @@ from runtime import plugins
 from runtime.calls import CallHistory
 from runtime.clock import Clock, SystemClock
 from runtime.dispatcher import Dispatcher
+from runtime.errors import UsageError
 from runtime.events import Event, Outcome
 from runtime.ingress import Trigger
 from runtime.launcher import FORK_SERVER
@@ -30,6 +31,7 @@ from runtime.manifest import function_fingerprint, load_project
 from runtime.metrics import Metrics
 from runtime.pool import WorkerPool
 from runtime.registry import Diff, diff
+from runtime.settings_loader import serving_problem
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
 from runtime.store.base import Targets
 
@@ -189,6 +191,11 @@ class Supervisor:
         """Load, bind, serve, and drain on stop."""
         from runtime import http  # the HTTP stack loads only where it serves
 
+        # One clear line for a host that cannot be bound (or a blank token), where the
+        # token rule below would say "set FNRUN_TOKEN"; a thread, as a name is looked up.
+        problem = await anyio.to_thread.run_sync(serving_problem, self.settings.http.host)
+        if problem:
+            raise UsageError(problem)
         http.check_bind(self.settings)  # refuse an unsafe address before touching anything
         project = load_project(self.settings)
         FORK_SERVER.start()  # so that even the first workers fork from the template
