@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from runtime import __version__
@@ -16,21 +17,39 @@ from runtime.errors import FnrunError, ManifestError, ManifestErrors, UsageError
 class _Parser(argparse.ArgumentParser):
     """argparse, its errors one line like every other mistake (not a usage dump)."""
 
+    commands: tuple[str, ...] = ()
+    """The command names (the top-level parser's), to say where options go."""
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"fnrun: {message} (see {self.prog} --help)\n")
 
 
+def _given(hint: str = "") -> Callable[[str], str]:
+    """An argument type refusing "": `--functions ""` made the project root the
+    functions folder, `--project ""` the current one, `--host ""` every interface."""
+
+    def check(value: str) -> str:
+        if not value:
+            raise argparse.ArgumentTypeError(f"must not be empty{hint}")
+        return value
+
+    return check
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project", default=".", help="project folder (default: .)")
-    parser.add_argument("--functions", help="functions folder (default: from fnrun.yaml)")
-    parser.add_argument("--store", help="store URL: sqlite:///PATH or redis://HOST:PORT/DB")
+    parser.add_argument("--project", default=".", type=_given(" (use . for the current folder)"),
+                        help="project folder (default: .)")
+    parser.add_argument("--functions", type=_given(),
+                        help="functions folder (default: from fnrun.yaml)")
+    parser.add_argument("--store", type=_given(),
+                        help="store URL: sqlite:///PATH or redis://HOST:PORT/DB")
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(prog="fnrun", description="Run Python functions on events.")
     parser.add_argument("--version", action="version", version=f"fnrun {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -38,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("run", "run the supervisor"), ("dev", "run with hot reload")):
         cmd = sub.add_parser(name, help=text)
         _common(cmd)
-        cmd.add_argument("--host", help="HTTP address (default 127.0.0.1)")
+        cmd.add_argument("--host", type=_given(), help="HTTP address (default 127.0.0.1)")
         cmd.add_argument("--port", type=int, help="HTTP port (default 8080)")
         cmd.add_argument("--grace", type=float, default=30.0, help="seconds to drain on stop")
         if name == "run":
@@ -59,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd = sub.add_parser("ls", help="list functions, triggers and queues")
     _common(cmd)
-    cmd.add_argument("--host", help="where the running supervisor listens (default 127.0.0.1)")
+    cmd.add_argument("--host", type=_given(),
+                     help="where the running supervisor listens (default 127.0.0.1)")
     cmd.add_argument("--port", type=int, help="where the running supervisor listens (default 8080)")
     _json_flag(cmd)
 
@@ -75,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = sub.add_parser("dead-letters", help="inspect, replay or drop dead letters")
     _common(cmd)
     cmd.add_argument("action", choices=["list", "replay", "drop"])
-    cmd.add_argument("ids", nargs="*", metavar="ID")
+    cmd.add_argument("ids", nargs="*", metavar="ID", type=_given())
     cmd.add_argument("--all", action="store_true", help="every dead letter (with the filter)")
     cmd.add_argument("--function")
     _json_flag(cmd)
@@ -93,12 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--event", metavar="TYPE")
     kind.add_argument("--cron", metavar="EXPR")
     kind.add_argument("--webhook", metavar="PATH")
+    parser.commands = tuple(sub.choices)
     return parser
+
+
+def _options_first(parser: _Parser, argv: Sequence[str]) -> None:
+    """Options before the command (`fnrun --project X ls`) are named as such; argparse
+    took X for the command and said "invalid choice: 'X'"."""
+    if not argv or not argv[0].startswith("-") or argv[0] in ("-h", "--help", "--version"):
+        return
+    at = next((i for i, arg in enumerate(argv) if arg in parser.commands), None)
+    order = ([argv[at], *argv[:at], *argv[at + 1:]] if at is not None
+             else ["COMMAND", *argv])
+    parser.error(f"options go after the command: fnrun {shlex.join(order)}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `fnrun` console script and `python -m runtime`."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    _options_first(parser, argv)
+    args = parser.parse_args(argv)
     from runtime import commands  # after parsing, so --help stays fast
 
     if isinstance(sys.stdout, io.TextIOWrapper):
