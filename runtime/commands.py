@@ -20,13 +20,14 @@ from typing import Any
 
 import anyio
 
-from runtime import logs, plugins, strict_json, views
+from runtime import logs, plugins, views
+from runtime.cli import read_data
 from runtime.errors import UsageError
 from runtime.events import Event, Outcome
 from runtime.manifest import load_project, load_settings
 from runtime.specs import FunctionSpec, Project, Settings
 from runtime.store.base import Store
-from runtime.units import format_size, parse_since
+from runtime.units import parse_since
 from runtime.views import MAX_LIMIT, dead_letter_json, invocation_json, iso
 
 Command = Callable[[argparse.Namespace], int]
@@ -58,47 +59,6 @@ def _function(project: Project, name: str) -> FunctionSpec:
         known = ", ".join(sorted(project.functions)) or "none"
         raise UsageError(f"no such function {name!r} (known: {known})")
     return project.functions[name]
-
-
-def _data(raw: str | None, limit: int) -> Any:
-    """`--data JSON` or `--data @FILE` (UTF-8): strict JSON, so no NaN or Infinity.
-
-    At most `limit` bytes (`http.max_body`, what `POST /_/events` takes), read
-    no further than that, so `--data @/dev/zero` stops at once.
-    """
-    if raw is None:
-        return None
-    if raw.startswith("@"):
-        name = raw[1:]
-        if not name:
-            raise UsageError("--data @FILE needs a file name after @")
-        body = _read_bounded(name, limit)
-        _check_size(f"--data {raw}", len(body), limit)
-        try:
-            raw = body.decode("utf-8-sig")  # a BOM, as POST /_/events takes one (RFC 8259 8.1)
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"--data: {name} is not UTF-8 text: {exc.reason} "
-                             f"at byte {exc.start}") from None
-    else:
-        _check_size("--data", len(raw.encode("utf-8")), limit)
-    try:
-        return strict_json.loads(raw)
-    except ValueError as exc:
-        raise UsageError(f"--data is not valid JSON: {exc}") from None
-
-
-def _check_size(what: str, size: int, limit: int) -> None:
-    if size > limit:
-        raise UsageError(f"{what}: larger than {format_size(limit)} (http.max_body in fnrun.yaml)")
-
-
-def _read_bounded(name: str, limit: int) -> bytes:
-    """At most `limit + 1` bytes of the file `name`: one more than allowed tells it is over."""
-    try:
-        with open(name, "rb") as file:
-            return file.read(limit + 1)
-    except OSError as exc:
-        raise UsageError(f"--data: cannot read {name}: {exc.strerror or exc}") from None
 
 
 def _check_type(what: str, value: str) -> None:
@@ -163,7 +123,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     _check_type("--type", args.type)
     project = _project(args)
     spec = _function(project, args.name)
-    data = _data(args.data, project.settings.http.max_body)
+    data = read_data(args.data, project.settings.http.max_body)
     event = Event(type=args.type, data=data, source="fnrun/invoke")
     logs.configure()
 
@@ -210,7 +170,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
         _check_id(args.id)
     project = _project(args)
     kwargs: dict[str, Any] = {"id": args.id} if args.id is not None else {}
-    data = _data(args.data, project.settings.http.max_body)
+    data = read_data(args.data, project.settings.http.max_body)
     event = Event(type=args.type, data=data, subject=args.subject, source="fnrun/cli", **kwargs)
     router = plugins.load(f"{plugins.TRIGGERS['event']}:Router")(project)
 
