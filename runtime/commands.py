@@ -92,6 +92,24 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]) -> 
     return anyio.run(main)
 
 
+def _existing_store(
+    args: argparse.Namespace, settings: Settings, work: Callable[[Store | None], Awaitable[int]]
+) -> int:
+    """`work` on a store that already exists: a command that reads creates none.
+
+    The project's own store not made yet (nothing stored, nothing to show)
+    gives `work` None; one that --store or FNRUN_STORE names and is not
+    there is one line: a typo made folders and an empty database.
+    """
+    missing = plugins.missing_file(settings.store)
+    if missing is None:
+        return _with_store(settings, work)
+    if args.store is None and not os.environ.get("FNRUN_STORE"):
+        return anyio.run(work, None)
+    given = "--store" if args.store is not None else "FNRUN_STORE"
+    raise UsageError(f"{given}: no store at {missing} (fnrun emit or fnrun run creates it)")
+
+
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
@@ -197,9 +215,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if note:
         print(f"fnrun: {note}", file=sys.stderr)
 
-    async def work(store: Store) -> int:
+    async def work(store: Store | None) -> int:
         now = datetime.now().timestamp()
-        functions = listing.describe_functions(project, await store.counts(), now)
+        counts = await store.counts() if store else {}
+        functions = listing.describe_functions(project, counts, now)
         if live is not None:
             functions = listing.with_live(functions, live)
         if args.json:
@@ -213,7 +232,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(pending)
         return 0
 
-    return _with_store(project.settings, work)
+    return _existing_store(args, project.settings, work)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -228,8 +247,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be from 1 to {MAX_LIMIT}, got {args.limit}")
 
-    async def work(store: Store) -> int:
-        records = [invocation_json(r) for r in await store.history(args.function, args.limit)]
+    async def work(store: Store | None) -> int:
+        found = await store.history(args.function, args.limit) if store else []
+        records = [invocation_json(r) for r in found]
         if not records:
             _check_function_name(settings, args.function)
         if args.json:
@@ -238,7 +258,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         views.print_history(records)
         return 0
 
-    return _with_store(settings, work)
+    return _existing_store(args, settings, work)
 
 
 # -- dead letters, replay --------------------------------------------------------
@@ -252,11 +272,12 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     if ids and args.all:
         raise UsageError("give IDs or --all, not both")
 
-    async def work(store: Store) -> int:
+    async def work(store: Store | None) -> int:
         if ids:
             await _check_dead_letter_ids(store, args.function, ids)
         if args.action == "list":
-            letters = [dead_letter_json(d) for d in await store.dead_letters(args.function, ids)]
+            found = await store.dead_letters(args.function, ids) if store else []
+            letters = [dead_letter_json(d) for d in found]
             if not letters:
                 _check_function_name(settings, args.function)
             if args.json:
@@ -264,7 +285,9 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
             else:
                 views.print_dead_letters(letters)
             return 0
-        if args.action == "replay":
+        if store is None:
+            count = 0
+        elif args.action == "replay":
             count = await store.replay_dead(datetime.now().timestamp(), args.function, ids)
         else:
             count = await store.drop_dead(args.function, ids)
@@ -274,12 +297,15 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         print(json.dumps({verb: count}) if args.json else f"{verb} {count} dead letter(s)")
         return 0
 
-    return _with_store(settings, work)
+    return _existing_store(args, settings, work)
 
 
-async def _check_dead_letter_ids(store: Store, function: str | None, ids: list[str]) -> None:
+async def _check_dead_letter_ids(
+    store: Store | None, function: str | None, ids: list[str]
+) -> None:
     """Every ID given names a dead letter (of `function`), else nothing is done."""
-    found = {d.id for d in await store.dead_letters(function, ids, limit=len(ids))}
+    letters = await store.dead_letters(function, ids, limit=len(ids)) if store else []
+    found = {d.id for d in letters}
     missing = [i for i in dict.fromkeys(ids) if i not in found]
     if missing:
         of = f" of function {function!r}" if function else ""
@@ -326,12 +352,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     def matches(event_type: str) -> bool:
         return any(event_module.matches(p, event_type) for p in patterns)
 
-    async def work(store: Store) -> int:
-        count = await store.replay(args.function, since, matches, now)
+    async def work(store: Store | None) -> int:
+        count = await store.replay(args.function, since, matches, now) if store else 0
         print(f"replaying {count} event(s) to {args.function} (since {iso(since)})")
         return 0
 
-    return _with_store(project.settings, work)
+    return _existing_store(args, project.settings, work)
 
 
 # -- new -------------------------------------------------------------------------

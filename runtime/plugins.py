@@ -9,6 +9,7 @@ file plus one line here.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -49,3 +50,14 @@ def store_for(url: str) -> Store:
         raise StoreError(f"unknown store URL {url!r} (known: {known})")
     cls = load(STORES[scheme])
     return cls(url)  # type: ignore[no-any-return]
+
+
+def missing_file(url: str) -> Path | None:
+    """The file the store at `url` keeps its data in (a store's `path`), if it has
+    one and that does not exist yet; else None.
+
+    Commands that only read look first: opening a SQLite store creates its file
+    and folders, and `fnrun ls --store` with a typo in the path made both.
+    """
+    path = getattr(store_for(url), "path", None)
+    return path if isinstance(path, Path) and not path.exists() else None

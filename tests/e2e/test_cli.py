@@ -374,6 +374,8 @@ def test_a_bad_store_url_in_the_environment_is_named(echo: Project) -> None:
     proc = fnrun("ls", "--project", str(echo.root), check=False, env=env)
     assert proc.returncode == 2
     assert proc.stderr.startswith("fnrun: FNRUN_STORE: bad Redis database 'zero'"), proc.stderr
+    # --store wins over it (emit creates the store; ls only reads one that exists)
+    run_env(echo, env, "emit", "ping.x", "--store", "sqlite:///other.db")
     assert run_env(echo, env, "ls", "--store", "sqlite:///other.db").startswith("FUNCTION")
 
 
