@@ -40,7 +40,7 @@ from runtime.store.sqlite_commit import (
     connect,
     store_error,
 )
-from runtime.store.sqlite_rows import Inserted, rows_of
+from runtime.store.sqlite_rows import Inserted, delete_ids, insert_all, rows_of
 from runtime.store.sqlite_schema import (
     DEAD_FILTER,
     HISTORY_INSERT,
@@ -58,6 +58,17 @@ from runtime.store.sqlite_schema import (
 from runtime.store.sqlite_watch import ExternalCommits
 
 T = TypeVar("T")
+HISTORY_HEAD = HISTORY_INSERT.partition(" VALUES")[0]
+
+
+def add_history(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    insert_all(conn, HISTORY_HEAD, rows)
+
+
+def finish_plain(conn: sqlite3.Connection, ids: Sequence[tuple[Any]]) -> None:
+    """Successes without emits end their deliveries (unless dead-lettered meanwhile)."""
+    delete_ids(conn, "DELETE FROM deliveries WHERE state != 'dead' AND id IN", ids)
+
 
 __all__ = ["MAX_ERROR", "MAX_RESULT", "MAX_TRACEBACK", "SqliteStore", "path_of"]
 
@@ -213,10 +224,17 @@ class SqliteStore(Store):
         history = [history_row(d.event.id, d.function, d.attempt, o) for d, o, _ in items]
         plain = [(d.id,) for d, _, emits in items if not emits]
         emitting = [(d, list(e), rows_of(list(e))) for d, _, e in items if e]
+        if not emitting:  # nothing to wake: merged with other settlers' writes
+            if self._writer is None:
+                raise StoreError(f"store {self.path} is not open")
+            await self._writer.write_rows(
+                ((add_history, history), (finish_plain, plain)), linger=True
+            )
+            return
 
         def work(conn: sqlite3.Connection) -> set[str]:
-            conn.executemany(HISTORY_INSERT, history)
-            conn.executemany("DELETE FROM deliveries WHERE id = ? AND state != 'dead'", plain)
+            add_history(conn, history)
+            finish_plain(conn, plain)
             woken: set[str] = set()
             for delivery, emits, rows in emitting:
                 woken |= finish(conn, delivery, emits, rows)

@@ -1,10 +1,18 @@
 """Group commit for the SQLite store: many writers, one connection, one fsync per batch.
 
-Callers queue an operation; one of them (the leader) runs everything queued
-in ONE transaction on a worker thread, commits, fsyncs the WAL, then wakes
-the others with their own result or error. Publishes in a batch are merged
-into a few multi-row statements, because with one event per call the
-per-statement cost, not the fsync, is what bounds durable ingress.
+Callers queue an operation on the event loop. A writer thread runs everything
+queued in ONE transaction, commits, and hands the batch to a sync thread,
+which fsyncs the WAL and wakes the batch's callers with their own result or
+error. Publishes in a batch are merged into a few multi-row statements,
+because with one event per call the per-statement cost, not the fsync, is
+what bounds durable ingress.
+
+The writer takes the next batch as soon as it has committed the last one,
+while the sync thread works: no event-loop turn sits between two commits,
+and one fsync covers every commit made before it began. (Led from the event
+loop, each commit waited for the loop to notice the previous one and for a
+pool thread to pick it up: 5-10% of the async webhook's rate, measured in
+alternated runs.)
 
 The connection runs with synchronous=NORMAL and the fsync is ours: one
 `fdatasync` of the WAL file after the COMMIT, which is what synchronous=FULL
@@ -19,15 +27,19 @@ A handler may thus start on an event that a power loss then undoes; its
 producer was never acknowledged and sends it again, so this is one more
 at-least-once repeat, never a loss. A batch of only non-durable operations
 (claims, releases, recovery and sync calls' history, which acknowledge
-nothing to anyone) skips the fsync: a WAL is replayed in order, so the next
-durable commit's fsync covers it too, and a power loss can at worst undo a
-claim, which then runs again.
+nothing to anyone) needs no fsync of its own: a WAL is replayed in order, so
+the next durable commit's fsync covers it too, and a power loss can at worst
+undo a claim, which then runs again. Every batch is still answered in commit
+order, after any durable batch before it is synced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -44,11 +56,17 @@ from runtime.store.sqlite_rows import Inserted, Row, insert_events
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
+RowsWriter = Callable[[sqlite3.Connection, Sequence[Any]], None]
+"""Writes a list of rows at once; called once per batch with every caller's rows."""
+Writes = Sequence[tuple[RowsWriter, Sequence[Any]]]
 
 MAX_BATCH = 1000
 """Most operations per transaction: bounds one commit's latency."""
-SYNC_WAITERS = 3
-"""Batches that may wait for an fsync while the next one commits."""
+LINGER = 0.005
+"""Seconds a lingering write (`write_rows(linger=True)`) may wait for a batch
+that commits anyway. Outcome writes linger: under load, a transaction of only
+outcomes waited ~1.3 ms per statement for the busy event loop to let go of the
+interpreter lock, and a publish queued behind it waited as long."""
 BUSY_TIMEOUT_MS = 10_000
 UNAVAILABLE = frozenset({
     sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
@@ -92,34 +110,44 @@ class Op:
     """Whether its commit must reach the disk before it returns (see `GroupCommit`)."""
     visible: Callable[[Any], None] | None = None
     """Called with the result on the event loop once the commit is visible, before the fsync."""
+    writes: Writes | None = None
+    """For `write_rows`: its rows, to merge with other callers' for the same writer."""
+    linger: bool = False
+    """Whether it may wait up to `LINGER` for other operations to commit with."""
     result: Any = None
     error: BaseException | None = None
 
 
 class Batch:
-    """Operations committed in one transaction; the task that queued the first one leads it."""
+    """Operations committed in one transaction."""
 
-    __slots__ = ("ops", "committed", "watched", "done", "after")
+    __slots__ = ("ops", "due", "taken", "done", "number", "durable")
 
-    def __init__(self, after: Batch | None) -> None:
+    def __init__(self, due: float) -> None:
         self.ops: list[Op] = []
-        self.committed = anyio.Event()
-        """Set once its transaction is over (the connection is free), before any fsync."""
-        self.watched = False
-        """Whether the next batch waits on `committed` (else it is set only with `done`)."""
+        self.due = due
+        """When the writer takes it at the latest (time.monotonic); 0 for at once."""
+        self.taken = False
+        """Set (under the queue's lock) once the writer took it: nothing joins it after."""
         self.done = anyio.Event()
-        """Set once the batch is durable (or failed): one wake-up for all its callers."""
-        self.after = after
-        """The batch before it, which must commit first."""
+        """Set on the event loop once the batch is durable (or failed): one wake-up
+        for all its callers."""
+        self.number = 0
+        """Its transaction's number, counted from 1 (see `GroupCommit._sync`)."""
+        self.durable = False
+
+
+STOP = Batch(due=0.0)
+"""Queued by `close`: the threads finish what is before it, then end."""
 
 
 class GroupCommit:
     """Runs queued write operations, many per transaction, on one connection.
 
-    Commits are pipelined with fsyncs: a batch commits as soon as the one
-    before it has committed, while that one's fsync is still running (two
-    threads: one writing, one syncing). A batch is done only after the one
-    before it, so acknowledgements keep commit order.
+    Two threads of its own, so that blocking calls elsewhere that fill
+    anyio's default pool of 40 threads never stall durable writes: a writer
+    (transactions, in queue order) and a syncer (fsyncs, then wake-ups, in
+    the same order), so a batch commits while the one before it syncs.
     """
 
     def __init__(self, conn: sqlite3.Connection, wal: Path, checkpointer: Checkpointer) -> None:
@@ -128,24 +156,29 @@ class GroupCommit:
         self._checkpointer = checkpointer
         self._rows_checkpointed = conn.total_changes
         self._wal_fd: int | None = None
-        self._wal_lock = threading.Lock()
-        self._sync_lock = threading.Lock()
         self._commits = 0
-        """Transactions committed so far; the one running numbers them (see `_sync`)."""
+        """Transactions committed so far; the writer numbers them."""
         self._synced = 0
         """The last transaction that an fsync is known to cover."""
+        self._lock = threading.Lock()
+        self._queued = threading.Condition(self._lock)
+        self._queue: collections.deque[Batch] = collections.deque()
         self._open: Batch | None = None
-        """The batch new operations join; it closes when its leader starts committing."""
-        self._last: Batch | None = None
-        self._threads: anyio.CapacityLimiter | None = None
+        """The batch new operations join, until the writer takes it."""
+        self._committed: queue.SimpleQueue[Batch] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
 
     def close(self) -> None:
-        """Close the WAL descriptor; call once the last batch is done."""
-        with self._wal_lock:
-            if self._wal_fd is not None:
-                os.close(self._wal_fd)
-                self._wal_fd = None
+        """End the threads and close the WAL descriptor; call once the last batch is done."""
+        with self._lock:
+            self._queue.append(STOP)
+            self._queued.notify()
+        for thread in self._threads:
+            thread.join()
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
 
     async def submit(self, work: Work[T], *, durable: bool = True) -> T:
         """Run `work(conn)` inside the next committed transaction; return its result."""
@@ -164,117 +197,154 @@ class GroupCommit:
                 visible=visible)
         return await self._submit(op)  # type: ignore[no-any-return]
 
+    async def write_rows(
+        self, writes: Writes, *, durable: bool = True, linger: bool = False
+    ) -> None:
+        """Run each `(writer, rows)` in the next commit, merged with other callers'.
+
+        A batch calls each distinct writer once, with the rows of all its
+        callers: under load a commit carried a dozen settlers' writes of a
+        few outcomes each. So the writes of different callers must not
+        depend on each other's order. With `linger`, the commit may wait up
+        to `LINGER` for other operations.
+        """
+        def work(conn: sqlite3.Connection) -> None:
+            for writer, rows in writes:
+                writer(conn, rows)
+
+        await self._submit(Op(work, durable=durable, writes=writes, linger=linger))
+
     async def _submit(self, op: Op) -> Any:
-        batch = self._open
-        leads = batch is None or len(batch.ops) >= MAX_BATCH
-        if leads:
-            batch = self._open = self._last = Batch(after=self._last)
-        assert batch is not None
-        batch.ops.append(op)
+        if self._loop is None:
+            self._start()
+        due = time.monotonic() + LINGER if op.linger else 0.0
+        with self._lock:
+            batch = self._open
+            if batch is None or batch.taken or len(batch.ops) >= MAX_BATCH:
+                batch = self._open = Batch(due)
+                self._queue.append(batch)
+                self._queued.notify()
+            elif due < batch.due:
+                batch.due = due
+                self._queued.notify()
+            batch.ops.append(op)
         # Once queued, the write happens: its caller sees it through even if
-        # cancelled, so that every batch is led and a claim's marked rows
-        # always reach the claimer. A shield per batch, not per operation:
-        # anyio's cancel scopes were a tenth of a publish's CPU.
-        if leads:
+        # cancelled, so that a claim's marked rows always reach the claimer.
+        try:
+            await batch.done.wait()
+        except anyio.get_cancelled_exc_class():
+            # As a shield would: finish, return the result, and let anyio
+            # deliver the cancellation again at the caller's next checkpoint.
             with anyio.CancelScope(shield=True):
-                await self._lead(batch)
-        else:
-            try:
                 await batch.done.wait()
-            except anyio.get_cancelled_exc_class():
-                # As a shield would: finish, return the result, and let anyio
-                # deliver the cancellation again at the caller's next checkpoint.
-                with anyio.CancelScope(shield=True):
-                    await batch.done.wait()
         if op.error is not None:
             raise op.error
         return op.result
 
-    async def _lead(self, batch: Batch) -> None:
-        after = batch.after
-        batch.after = None
+    def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._threads = [
+            threading.Thread(target=self._write_loop, name="fnrun-sqlite-write", daemon=True),
+            threading.Thread(target=self._sync_loop, name="fnrun-sqlite-sync", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _write_loop(self) -> None:
+        """The writer thread: each batch queued, in one transaction, then to the syncer."""
+        while True:
+            with self._lock:
+                while True:
+                    if not self._queue:
+                        self._queued.wait()
+                        continue
+                    batch = self._queue[0]
+                    wait = batch.due and batch.due - time.monotonic()
+                    if wait <= 0 or len(self._queue) > 1 or len(batch.ops) >= MAX_BATCH:
+                        break
+                    self._queued.wait(wait)
+                batch = self._queue.popleft()
+                batch.taken = True
+            if batch is not STOP:
+                self._commit(batch)
+            self._committed.put(batch)
+            if batch is STOP:
+                return
+
+    def _sync_loop(self) -> None:
+        """The sync thread: one fsync for every batch committed since the last, then
+        their callers' wake-up, in commit order."""
+        while True:
+            batches = [self._committed.get()]
+            while not self._committed.empty():
+                batches.append(self._committed.get_nowait())
+            stop = batches[-1] is STOP
+            if stop:
+                batches.pop()
+            durable = [batch for batch in batches if batch.durable]
+            if durable:
+                try:
+                    self._sync(durable[-1].number)
+                except Exception as exc:  # OSError, or a bug: this thread must go on
+                    error = store_error("WAL fsync", exc) if isinstance(exc, OSError) else exc
+                    for op in (op for batch in durable for op in batch.ops):
+                        op.result, op.error = None, error
+            if batches:
+                self._on_loop(_done, batches)
+            if stop:
+                return
+
+    def _on_loop(self, callback: Callable[[Any], None], arg: Any) -> None:
+        assert self._loop is not None
         try:
-            if after is not None:
-                # Operations queued meanwhile join this batch. A batch that
-                # publishes (a producer waits on it; it may hand deliveries
-                # over) commits as soon as the one before it has, while that
-                # one syncs; others (claims, outcomes) also wait out its
-                # fsync, which groups more of them per commit.
-                after.watched = True  # if the thread misses it, `done` sets it later
-                await after.committed.wait()
-                if not any(op.rows is not None for op in batch.ops):
-                    await after.done.wait()
-            if self._open is batch:
-                self._open = None
-            # Own thread tokens: blocking calls elsewhere that fill anyio's
-            # default pool of 40 threads must never stall durable writes. More
-            # than one: this batch commits while those before it wait on a sync.
-            self._threads = self._threads or anyio.CapacityLimiter(SYNC_WAITERS + 1)
-            self._loop = self._loop or asyncio.get_running_loop()
-            await anyio.to_thread.run_sync(self._commit, batch, limiter=self._threads)
-            if after is not None:
-                await after.done.wait()
-        finally:
-            batch.committed.set()
-            batch.done.set()
+            self._loop.call_soon_threadsafe(callback, arg)
+        except RuntimeError:  # the loop is closed: no caller is left to wake
+            pass
 
     def _commit(self, batch: Batch) -> None:
-        """On a thread: the transaction, then (for a durable batch) the fsync."""
+        """On the writer thread: the batch's transaction; never raises."""
         ops, conn = batch.ops, self._conn
-        if self._checkpointer.due:
-            self._checkpointer.catch_up(conn)
         try:
+            if self._checkpointer.due:
+                self._checkpointer.catch_up(conn)
             # Savepoints double the cost of a write, so try the batch without
             # them first; only a batch with a failing op runs again, isolated.
             if not self._run(ops, isolate=False):
                 self._run(ops, isolate=True)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # sqlite3.Error, or a bug: this thread must go on
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            error = store_error("write", exc) if isinstance(exc, sqlite3.Error) else exc
             for op in ops:  # an error each: each caller raises its own
-                op.result, op.error = None, store_error("write", exc)
+                op.result, op.error = None, error
             return
         finally:
             self._commits += 1
-            number = self._commits
+            batch.number = self._commits
+            batch.durable = any(op.durable for op in ops)
             if conn.total_changes - self._rows_checkpointed >= ROWS_PER_CHECKPOINT:
                 self._rows_checkpointed = conn.total_changes
                 self._checkpointer.poke()
-            # From here on this thread leaves the connection to the next batch.
-            assert self._loop is not None
             shown = [(op, op.result) for op in ops if op.visible is not None and op.error is None]
-            if shown or batch.watched:  # each wake-up of the loop costs
-                self._loop.call_soon_threadsafe(_committed, batch, shown)
-        if any(op.durable for op in ops):
-            try:
-                self._sync(number)
-            except OSError as exc:
-                for op in ops:
-                    op.result, op.error = None, store_error("WAL fsync", exc)
+            if shown:  # each wake-up of the loop costs
+                self._on_loop(_visible, shown)
 
     def _sync(self, number: int) -> None:
         """Return once an fsync that began after transaction `number` committed is done.
 
-        One fsync at a time, and it covers every transaction committed before
-        it began: batches that committed while one ran share the next one.
+        It covers every transaction committed before it began.
         """
-        with self._sync_lock:
-            if self._synced >= number:
-                return
-            covered = self._commits
-            os.fdatasync(self._wal_file())
-            self._synced = covered
-
-    def _wal_file(self) -> int:
-        """A descriptor of the WAL file, opened after the first commit created it.
-
-        It stays the same file while this connection is open: SQLite deletes
-        a WAL only when the last connection to the database closes.
-        """
-        with self._wal_lock:
-            if self._wal_fd is None:
-                self._wal_fd = os.open(self._wal, os.O_RDONLY | os.O_CLOEXEC)
-            return self._wal_fd
+        if self._synced >= number:
+            return
+        covered = self._commits
+        if self._wal_fd is None:
+            # Opened after the first commit created the WAL. It stays the same
+            # file while this connection is open: SQLite deletes a WAL only
+            # when the last connection to the database closes.
+            self._wal_fd = os.open(self._wal, os.O_RDONLY | os.O_CLOEXEC)
+        os.fdatasync(self._wal_fd)
+        self._synced = covered
 
     def _run(self, batch: list[Op], isolate: bool) -> bool:
         """One transaction over `batch`; False (rolled back) if an op failed un-isolated."""
@@ -282,7 +352,7 @@ class GroupCommit:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if not isolate:
-                batch = self._merge_publishes(batch)
+                batch = self._merge(batch)
             for op in batch:
                 self._run_one(op, isolate)
         except Exception:
@@ -294,8 +364,9 @@ class GroupCommit:
         conn.execute("COMMIT")
         return True
 
-    def _merge_publishes(self, batch: list[Op]) -> list[Op]:
-        """Run every publish of the batch as one insert; return the other ops."""
+    def _merge(self, batch: list[Op]) -> list[Op]:
+        """Run every publish of the batch as one insert, and each `write_rows`
+        writer once for all callers; return the other ops."""
         publishes = [op for op in batch if op.rows is not None]
         rows = [row for op in publishes for row in op.rows or ()]
         grants: dict[str, int] = {}
@@ -315,7 +386,15 @@ class GroupCommit:
                 pending_hand = next(handed, None)
             op.result, op.error = Inserted(inserted.fresh[start:end], mine), None
             start = end
-        return [op for op in batch if op.rows is None]
+        merged: dict[RowsWriter, list[Any]] = {}
+        for op in batch:
+            if op.writes is not None:
+                for writer, own in op.writes:
+                    merged.setdefault(writer, []).extend(own)
+                op.result, op.error = None, None
+        for writer, all_rows in merged.items():
+            writer(self._conn, all_rows)
+        return [op for op in batch if op.rows is None and op.writes is None]
 
     def _run_one(self, op: Op, isolate: bool) -> None:
         if not isolate:
@@ -331,9 +410,14 @@ class GroupCommit:
         self._conn.execute("RELEASE op")
 
 
-def _committed(batch: Batch, shown: list[tuple[Op, Any]]) -> None:
-    """On the event loop: the next batch may commit; hand-offs may start."""
-    batch.committed.set()
+def _visible(shown: list[tuple[Op, Any]]) -> None:
+    """On the event loop: a commit is visible, so its hand-offs may start."""
     for op, result in shown:
         assert op.visible is not None
         op.visible(result)
+
+
+def _done(batches: list[Batch]) -> None:
+    """On the event loop: wake the callers of batches that are durable (or failed)."""
+    for batch in batches:
+        batch.done.set()

@@ -8,16 +8,47 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from runtime.errors import StoreError
 from runtime.events import Event
 from runtime.store.base import Targets
 from runtime.store.envelope import envelope_json
 
+STATEMENT_ROWS = (256, 64, 16, 4, 1)
+"""Rows per multi-row statement, largest first: a write of n rows takes a few
+statements of these sizes, and SQLite's statement cache holds one of each."""
+
 Row = tuple[str, str, float, str, Targets]
 """An event ready to store: id, type, time, JSON envelope, targets."""
+
+
+def insert_all(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]]) -> None:
+    """`head` ("INSERT INTO t (a, b)") for every row, a few multi-row statements in all.
+
+    `executemany` steps once per row, and each step gives up the interpreter
+    lock and takes it back, which on the writer thread means waiting for a
+    busy event loop to let go of it every row.
+    """
+    _each_chunk(conn, rows, lambda n, width: f"{head} VALUES "
+                + ", ".join(["(" + ", ".join("?" * width) + ")"] * n))
+
+
+def delete_ids(conn: sqlite3.Connection, sql: str, ids: Sequence[tuple[Any]]) -> None:
+    """`sql` (a DELETE ending in "id IN") for every `(id,)`, a few statements in all."""
+    _each_chunk(conn, ids, lambda n, _: f"{sql} ({', '.join('?' * n)})")
+
+
+def _each_chunk(
+    conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], text: Callable[[int, int], str]
+) -> None:
+    start = 0
+    for size in STATEMENT_ROWS:
+        while len(rows) - start >= size:
+            chunk = rows[start:start + size]
+            conn.execute(text(size, len(chunk[0])), [value for row in chunk for value in row])
+            start += size
 
 
 def rows_of(items: Sequence[tuple[Event, Targets]]) -> list[Row]:
@@ -61,24 +92,18 @@ def insert_events(
         for fn in dict.fromkeys(targets):
             if left.get(fn, 0) > 0:
                 left[fn] -= 1
-                claimed.append((event_id, fn, now, now))
+                claimed.append((event_id, fn, now, now, "running", 1))
                 claimed_at.append((index, fn))
             else:
-                pending.append((event_id, fn, now, now))
-    conn.executemany(
-        "INSERT INTO events (id, type, time, body, stored_at) VALUES (?, ?, ?, ?, ?)", events
-    )
+                pending.append((event_id, fn, now, now, "pending"))
+    insert_all(conn, "INSERT INTO events (id, type, time, body, stored_at)", events)
     handed = _insert_claimed(conn, claimed, claimed_at)
-    conn.executemany(
-        "INSERT INTO deliveries (event_id, function, state, due, updated)"
-        " VALUES (?, ?, 'pending', ?, ?)",
-        pending,
-    )
+    insert_all(conn, "INSERT INTO deliveries (event_id, function, due, updated, state)", pending)
     return Inserted(fresh, handed)
 
 
 def _insert_claimed(
-    conn: sqlite3.Connection, claimed: list[tuple[str, str, float, float]],
+    conn: sqlite3.Connection, claimed: list[tuple[str, str, float, float, str, int]],
     claimed_at: list[tuple[int, str]],
 ) -> list[tuple[int, str, int]]:
     if not claimed:
@@ -86,11 +111,8 @@ def _insert_claimed(
     # AUTOINCREMENT ids only grow, and this transaction holds the file's write
     # lock: the new rows are exactly those above the current maximum, in order.
     (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()
-    conn.executemany(
-        "INSERT INTO deliveries (event_id, function, state, attempts, due, updated)"
-        " VALUES (?, ?, 'running', 1, ?, ?)",
-        claimed,
-    )
+    insert_all(conn, "INSERT INTO deliveries (event_id, function, due, updated, state, attempts)",
+               claimed)
     ids = [row[0] for row in conn.execute(
         "SELECT id FROM deliveries WHERE id > ? ORDER BY id", (top,))]
     if len(ids) != len(claimed):

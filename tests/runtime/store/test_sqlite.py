@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sqlite3
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -19,7 +21,14 @@ import pytest
 
 from runtime.errors import StoreError
 from runtime.events import Event, Outcome
-from runtime.store import sqlite, sqlite_checkpoint, sqlite_commit, sqlite_upkeep, sqlite_watch
+from runtime.store import (
+    sqlite,
+    sqlite_checkpoint,
+    sqlite_commit,
+    sqlite_rows,
+    sqlite_upkeep,
+    sqlite_watch,
+)
 from runtime.store.base import Counts, Delivery
 from runtime.store.sqlite import SqliteStore
 
@@ -193,6 +202,113 @@ async def test_concurrent_writes_share_commits(
     assert sum(batches) == 200
     assert len(batches) < 100, batches  # group commit: far fewer transactions than writes
     assert (await store.counts())["a"].pending == 200
+
+
+async def test_row_writes_of_many_callers_run_once_per_writer_per_commit(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[int]] = []
+    transactions: list[int] = []
+    commit = sqlite_commit.GroupCommit._commit
+
+    def counting(self: sqlite_commit.GroupCommit, batch: sqlite_commit.Batch) -> None:
+        transactions.append(len(batch.ops))
+        commit(self, batch)
+
+    def write(conn: sqlite3.Connection, rows: Sequence[Any]) -> None:
+        calls.append([row[0] for row in rows])
+        conn.executemany("INSERT INTO scratch VALUES (?)", rows)
+
+    await store._write(lambda conn: conn.execute("CREATE TABLE scratch (n INTEGER)"))
+    monkeypatch.setattr(sqlite_commit.GroupCommit, "_commit", counting)
+    writer = store._writer
+    assert writer is not None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.publish, [(Event(type="x"), ["a"])])  # the batch the rest joins
+        for i in range(20):
+            tg.start_soon(writer.write_rows, [(write, [(2 * i,), (2 * i + 1,)])])
+    # One call of the writer per transaction, with every caller's rows in it.
+    assert len(calls) == len(transactions) < 20, (calls, transactions)
+    assert sorted(n for call in calls for n in call) == list(range(40))
+    rows = await store._read("SELECT n FROM scratch ORDER BY n")
+    assert [n for (n,) in rows] == list(range(40))
+
+
+async def test_a_merged_row_write_that_fails_fails_only_its_caller(store: SqliteStore) -> None:
+    def write(conn: sqlite3.Connection, rows: Sequence[Any]) -> None:
+        conn.executemany("INSERT INTO scratch VALUES (?)", rows)  # n is NOT NULL
+
+    await store._write(lambda conn: conn.execute("CREATE TABLE scratch (n INTEGER NOT NULL)"))
+    writer = store._writer
+    assert writer is not None
+    errors: list[Exception] = []
+
+    async def put(value: int | None) -> None:
+        try:
+            await writer.write_rows([(write, [(value,)])])
+        except StoreError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for value in (1, None, 2, 3):
+            tg.start_soon(put, value)
+    assert len(errors) == 1 and "NOT NULL" in str(errors[0])
+    assert [n for (n,) in await store._read("SELECT n FROM scratch ORDER BY n")] == [1, 2, 3]
+
+
+async def test_a_lingering_write_joins_a_publish_or_commits_alone(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transactions: list[list[bool]] = []
+    commit = sqlite_commit.GroupCommit._commit
+
+    def counting(self: sqlite_commit.GroupCommit, batch: sqlite_commit.Batch) -> None:
+        transactions.append([op.linger for op in batch.ops])
+        commit(self, batch)
+
+    def write(conn: sqlite3.Connection, rows: Sequence[Any]) -> None:
+        conn.executemany("INSERT INTO scratch VALUES (?)", rows)
+
+    await store._write(lambda conn: conn.execute("CREATE TABLE scratch (n INTEGER)"))
+    monkeypatch.setattr(sqlite_commit.GroupCommit, "_commit", counting)
+    monkeypatch.setattr(sqlite_commit, "LINGER", 5.0)  # long enough to tell the two apart
+    writer = store._writer
+    assert writer is not None
+    with anyio.fail_after(4):  # the publish takes the lingering write along
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(writer.write_rows, [(write, [(1,)])], linger=True))
+            await anyio.wait_all_tasks_blocked()
+            await store.publish([(Event(type="x"), ["a"])])
+    assert transactions == [[True, False]]
+    monkeypatch.setattr(sqlite_commit, "LINGER", 0.05)
+    with anyio.fail_after(4):  # alone, it commits once LINGER is over
+        await writer.write_rows([(write, [(2,)])], linger=True)
+    assert transactions[1:] == [[True]]
+    assert [n for (n,) in await store._read("SELECT n FROM scratch ORDER BY n")] == [1, 2]
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 21, 64, 341])
+async def test_many_rows_go_in_a_few_multi_row_statements(store: SqliteStore, count: int) -> None:
+    statements: list[str] = []
+
+    def insert(conn: sqlite3.Connection) -> None:
+        conn.set_trace_callback(statements.append)
+        try:
+            rows = [(i, -i) for i in range(count)]
+            sqlite_rows.insert_all(conn, "INSERT INTO scratch (a, b)", rows)
+            sqlite_rows.delete_ids(conn, "DELETE FROM scratch WHERE a IN",
+                                   [(i,) for i in range(0, count, 2)])
+        finally:
+            conn.set_trace_callback(None)
+
+    await store._write(lambda conn: conn.execute("CREATE TABLE scratch (a INTEGER, b INTEGER)"))
+    await store._write(insert)
+    rows = await store._read("SELECT a, b FROM scratch ORDER BY a")
+    assert rows == [(i, -i) for i in range(1, count, 2)]
+    # Statements of the sizes in STATEMENT_ROWS: a few per write, never one per row.
+    most = count // 256 + 3 * 4  # at most 3 of each smaller size
+    assert len(statements) <= 2 * most
+    assert count < 4 or len(statements) < count
 
 
 async def test_a_failing_operation_does_not_fail_its_batch(store: SqliteStore) -> None:
@@ -483,7 +599,7 @@ async def test_a_handed_delivery_starts_before_the_fsync_and_publish_returns_aft
     assert [d.event.id for d in room.taken] == ["e1"]
 
 
-async def test_publishes_commit_while_the_write_before_them_syncs_and_outcomes_wait(
+async def test_writes_commit_while_the_write_before_them_syncs_and_answer_after_it(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     room = Room(1)
@@ -508,26 +624,28 @@ async def test_publishes_commit_while_the_write_before_them_syncs_and_outcomes_w
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(write, "earlier", lambda: store.publish([(Event(type="x"), ["b"])]))
-            await anyio.wait_all_tasks_blocked()  # its fsync is held
+            while (await store.counts()).get("b") != Counts(pending=1):
+                await anyio.sleep(0.001)  # committed; its fsync is held
             handed = [(Event(type="x", id="e1"), ["a"])]
             tg.start_soon(write, "handed", lambda: store.publish(handed))
             while not room.taken:  # committed and handed over behind the held fsync
                 await anyio.sleep(0.001)
-            # A publish with no hand-off commits behind the held fsync too...
+            # A publish with no hand-off commits behind the held fsync too,
             tg.start_soon(write, "plain", lambda: store.publish([(Event(type="x"), ["c"])]))
             while (await store.counts()).get("c") != Counts(pending=1):
                 await anyio.sleep(0.001)
-            # ...while an outcome write waits for the fsync before it commits.
+            # and so does an outcome write...
             tg.start_soon(write, "outcome", lambda: store.record([("d", Event(type="x"),
                                                                   outcome())]))
-            await anyio.sleep(0.1)
-            assert await store.history("d", 10) == []
+            while [r.function for r in await store.history("d", 10)] != ["d"]:
+                await anyio.sleep(0.001)
+            # ...but none of them is acknowledged before the disk has it.
+            await anyio.sleep(0.05)
             assert finished == {}
             disk.set()
     # Acknowledged in commit order, each after an fsync that began after its commit.
     assert finished["earlier"] <= finished["handed"] <= finished["plain"] <= finished["outcome"]
     assert len(synced) >= 2 and finished["handed"] >= synced[1]
-    assert [r.function for r in await store.history("d", 10)] == ["d"]
 
 
 async def test_a_failed_fsync_fails_the_publish(
