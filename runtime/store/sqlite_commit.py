@@ -137,10 +137,6 @@ class Batch:
         self.durable = False
 
 
-STOP = Batch(due=0.0)
-"""Queued by `close`: the threads finish what is before it, then end."""
-
-
 class GroupCommit:
     """Runs queued write operations, many per transaction, on one connection.
 
@@ -168,11 +164,14 @@ class GroupCommit:
         self._committed: queue.SimpleQueue[Batch] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
+        self._stop: Batch | None = None
+        """Queued by `close`: the threads finish what is before it, then end."""
 
     def close(self) -> None:
         """End the threads and close the WAL descriptor; call once the last batch is done."""
         with self._lock:
-            self._queue.append(STOP)
+            self._stop = Batch(due=0.0)
+            self._queue.append(self._stop)
             self._queued.notify()
         for thread in self._threads:
             thread.join()
@@ -259,16 +258,17 @@ class GroupCommit:
                         self._queued.wait()
                         continue
                     batch = self._queue[0]
-                    wait = batch.due and batch.due - time.monotonic()
+                    wait = batch.due - time.monotonic() if batch.due else 0.0
                     if wait <= 0 or len(self._queue) > 1 or len(batch.ops) >= MAX_BATCH:
                         break
                     self._queued.wait(wait)
                 batch = self._queue.popleft()
                 batch.taken = True
-            if batch is not STOP:
+            stop = batch is self._stop
+            if not stop:
                 self._commit(batch)
             self._committed.put(batch)
-            if batch is STOP:
+            if stop:
                 return
 
     def _sync_loop(self) -> None:
@@ -278,7 +278,7 @@ class GroupCommit:
             batches = [self._committed.get()]
             while not self._committed.empty():
                 batches.append(self._committed.get_nowait())
-            stop = batches[-1] is STOP
+            stop = batches[-1] is self._stop
             if stop:
                 batches.pop()
             durable = [batch for batch in batches if batch.durable]

@@ -43,11 +43,18 @@ def delete_ids(conn: sqlite3.Connection, sql: str, ids: Sequence[tuple[Any]]) ->
 def _each_chunk(
     conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], text: Callable[[int, int], str]
 ) -> None:
+    if not rows:
+        return
+    width = len(rows[0])
+    # SQLite before 3.32 allows 999 parameters per statement, later ones 32,766.
+    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
     start = 0
     for size in STATEMENT_ROWS:
+        if size > most:
+            continue
         while len(rows) - start >= size:
             chunk = rows[start:start + size]
-            conn.execute(text(size, len(chunk[0])), [value for row in chunk for value in row])
+            conn.execute(text(size, width), [value for row in chunk for value in row])
             start += size
 
 

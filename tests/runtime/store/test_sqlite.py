@@ -288,25 +288,29 @@ async def test_a_lingering_write_joins_a_publish_or_commits_alone(
 
 
 @pytest.mark.parametrize("count", [0, 1, 3, 4, 21, 64, 341])
-async def test_many_rows_go_in_a_few_multi_row_statements(store: SqliteStore, count: int) -> None:
+@pytest.mark.parametrize("variables", [999, 32766])  # before and since SQLite 3.32
+async def test_many_rows_go_in_a_few_multi_row_statements(
+    store: SqliteStore, count: int, variables: int
+) -> None:
     statements: list[str] = []
 
     def insert(conn: sqlite3.Connection) -> None:
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables)
         conn.set_trace_callback(statements.append)
         try:
-            rows = [(i, -i) for i in range(count)]
-            sqlite_rows.insert_all(conn, "INSERT INTO scratch (a, b)", rows)
+            rows = [(i, -i, i, -i) for i in range(count)]  # 4 x 256 is over 999
+            sqlite_rows.insert_all(conn, "INSERT INTO scratch (a, b, c, d)", rows)
             sqlite_rows.delete_ids(conn, "DELETE FROM scratch WHERE a IN",
                                    [(i,) for i in range(0, count, 2)])
         finally:
             conn.set_trace_callback(None)
 
-    await store._write(lambda conn: conn.execute("CREATE TABLE scratch (a INTEGER, b INTEGER)"))
+    await store._write(lambda conn: conn.execute("CREATE TABLE scratch (a, b, c, d)"))
     await store._write(insert)
-    rows = await store._read("SELECT a, b FROM scratch ORDER BY a")
-    assert rows == [(i, -i) for i in range(1, count, 2)]
+    rows = await store._read("SELECT a, b, c, d FROM scratch ORDER BY a")
+    assert rows == [(i, -i, i, -i) for i in range(1, count, 2)]
     # Statements of the sizes in STATEMENT_ROWS: a few per write, never one per row.
-    most = count // 256 + 3 * 4  # at most 3 of each smaller size
+    most = count // 64 + 3 * 3  # at most 3 of each size below the largest one used
     assert len(statements) <= 2 * most
     assert count < 4 or len(statements) < count
 
