@@ -62,26 +62,21 @@ def _function(project: Project, name: str) -> FunctionSpec:
 
 
 def _check_type(what: str, value: str) -> None:
-    """An event type as `ctx.emit` takes one (SPEC 4): any other could never match a trigger."""
-    from runtime.worker import MAX_EVENT_TYPE, TYPE_CHARS  # the rule handlers' emits follow
+    """An event type as `ctx.emit` and `POST /_/events` take one (SPEC 4)."""
+    from runtime.cloudevents import check_type  # imports the worker's rule: only when needed
 
-    if not value.strip():  # CloudEvents requires a non-empty type (as POST /_/events does)
+    if not value.strip():  # CloudEvents requires a non-empty type
         raise UsageError(f"{what} must not be empty")
-    if len(value) > MAX_EVENT_TYPE or not all(
-        segment and TYPE_CHARS.issuperset(segment) for segment in value.split(".")
-    ):
-        raise UsageError(f"{what} {value!r:.80} is not dot-separated segments of letters, "
-                         f"digits, '_' or '-' (at most {MAX_EVENT_TYPE} characters)")
+    check_type(what, value)
 
 
 def _check_id(value: str) -> None:
-    """An event id as `ctx.emit` takes one: it is shown in tables and logs, one line each."""
-    from runtime.worker import MAX_EVENT_ID
+    """An event id as `ctx.emit` and `POST /_/events` take one, and not blank."""
+    from runtime.cloudevents import check_id
 
     if not value.strip():
         raise UsageError("--id must not be empty")
-    if len(value) > MAX_EVENT_ID or not value.isprintable():
-        raise UsageError(f"--id {value!r:.80} is not 1 to {MAX_EVENT_ID} printable characters")
+    check_id("--id", value)
 
 
 def _with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]) -> int:
