@@ -137,3 +137,15 @@ def percentile(values: Sequence[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(1, int(round(pct / 100 * len(ordered) + 0.4999)))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+P99_SAMPLES = 1000
+"""Fewer samples than this cannot place a p99 (it would be one of the top few values)."""
+
+
+def high_ms(values: Sequence[float], prefix: str = "") -> dict[str, float]:
+    """The tail of `values` (ms): `{prefix}p99 ms` from 1,000 samples or more, else the
+    maximum, named `{prefix}max ms`, so a table never calls the worst of 20 a p99."""
+    if len(values) >= P99_SAMPLES:
+        return {f"{prefix}p99 ms": percentile(values, 99)}
+    return {f"{prefix}max ms": max(values)}

@@ -13,7 +13,7 @@ import httpx
 
 from bench import fnrun_app
 from bench.harness import Case, Context, Scenario, Target
-from bench.procs import percentile, wait_until
+from bench.procs import high_ms, percentile, wait_until
 
 DECLARATIONS = """\
 functions:
@@ -58,8 +58,7 @@ def save_to_serve(ctx: Context) -> dict[str, float]:
             delays.append((time.monotonic() - saved) * 1000)
     finally:
         supervisor.stop()
-    return {"save->serve p50 ms": percentile(delays, 50),
-            "save->serve p99 ms": percentile(delays, 99)}
+    return {"save->serve p50 ms": percentile(delays, 50), **high_ms(delays, "save->serve ")}
 
 
 SCENARIO = Scenario(
@@ -68,11 +67,14 @@ SCENARIO = Scenario(
     cases=[Case("fnrun --reload", save_to_serve)],
     targets={
         ("fnrun --reload", "save->serve p50 ms"): Target("<= 200 ms", lambda v: v <= 200),
-        ("fnrun --reload", "save->serve p99 ms"): Target("<= 1,000 ms", lambda v: v <= 1000),
+        ("fnrun --reload", "save->serve max ms"): Target("<= 1,000 ms (a p99 target, held "
+                                                         "by the max)", lambda v: v <= 1000),
     },
     notes=(
         "20 saves (5 with --quick) of the handler file, rewritten in place; each is timed "
-        "until a sync webhook answers with the new version. No peer: the issue cites SAM at "
+        "until a sync webhook answers with the new version: p50 and the maximum (20 "
+        "samples cannot place a p99; the issue's p99 target is checked against the "
+        "maximum). No peer: the issue cites SAM at "
         "10 s or more per save and Azure/Celery without hot reload."
     ),
 )

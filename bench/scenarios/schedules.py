@@ -12,7 +12,7 @@ import time
 
 from bench import fnrun_app, pacing
 from bench.harness import Case, Context, Scenario, Target
-from bench.procs import cpu_seconds, descendants, percentile
+from bench.procs import cpu_seconds, descendants, high_ms, percentile
 
 TICKS = """\
 functions:
@@ -55,7 +55,7 @@ def tick_latency(ctx: Context) -> dict[str, float]:
     finally:
         supervisor.stop()
     delays = [(float(b) - float(a)) * 1000 for a, b in (r.split() for r in records)]
-    return {"tick p50 ms": percentile(delays, 50), "tick p99 ms": percentile(delays, 99)}
+    return {"tick p50 ms": percentile(delays, 50), **high_ms(delays, "tick ")}
 
 
 def _many_schedules() -> str:
@@ -100,11 +100,14 @@ SCENARIO = Scenario(
     cases=[Case("fnrun tick", tick_latency), Case("fnrun 1,000 schedules", idle_cpu)],
     targets={
         ("fnrun tick", "tick p50 ms"): Target("<= 20 ms", lambda v: v <= 20),
-        ("fnrun tick", "tick p99 ms"): Target("<= 100 ms", lambda v: v <= 100),
+        ("fnrun tick", "tick max ms"): Target("<= 100 ms (a p99 target, held by the max)",
+                                              lambda v: v <= 100),
         ("fnrun 1,000 schedules", "idle CPU % of a core"): Target("<= 2%", lambda v: v <= 2),
     },
     notes=(
-        "Tick latency over ~20 ticks of `* * * * * *` after dropping the first (cold worker). "
+        "Tick latency over 20 ticks of `* * * * * *` after dropping the first (cold worker): "
+        "p50 and the maximum (20 samples cannot place a p99; the issue's p99 target is "
+        "checked against the maximum). "
         "Idle CPU over 30 s (10 s with --quick), starting 3 s after /_/health answers 200, "
         "supervisor plus its children; the 1,000 yearly schedules never fire in the window. "
         "No peer here: the issue sets absolute targets."
