@@ -1,7 +1,8 @@
 """Scenario 4: webhook HTTP at 32 connections, measured with wrk.
 
 fnrun sync (the no-op's return value is the response) and async (202 after
-the durable commit) against functions-framework on its default server and a
+the durable commit) against functions-framework on its default server (one
+gunicorn worker) and on two (fnrun runs a supervisor and two workers), and a
 bare ASGI app on uvicorn, the ceiling.
 """
 
@@ -14,7 +15,7 @@ import httpx
 
 from bench import fnrun_app, wrk
 from bench.harness import Case, Context, NotAvailable, Scenario, Target
-from bench.procs import REPO, Service, free_port, wait_until
+from bench.procs import REPO, Service, cpu_seconds, free_port, wait_until
 
 DECLARATIONS = """\
 functions:
@@ -48,26 +49,41 @@ def _measure(ctx: Context, url: str) -> dict[str, float]:
     return wrk.load(url, measured, scratch)
 
 
+def fnrun_webhook(ctx: Context, mode: str, tree: Path | None = None,
+                  seconds: tuple[float, float] | None = None) -> dict[str, float]:
+    """wrk against `fnrun run` (of `tree`, this checkout by default): req/s, p99, and the
+    supervisor's own CPU per request over the measured run (from /proc, children excluded).
+
+    `seconds` is (warm-up, measured), the scenario's by default.
+    """
+    project = fnrun_app.write_project(ctx.scratch("webhook"), DECLARATIONS,
+                                      {"hooks.py": HANDLER})
+    supervisor = fnrun_app.Supervisor(ctx, project, fnrun_app.sqlite_url(project),
+                                      name=f"fnrun-webhook-{mode}", tree=tree)
+    warm, measured = seconds or _seconds(ctx)
+    try:
+        supervisor.wait_ready()
+        probe = supervisor.http.post(f"/hooks/{mode}", json={"bench": True})
+        if probe.status_code not in (200, 202):
+            raise NotAvailable(f"POST /hooks/{mode} answered {probe.status_code}")
+        url, scratch = f"{supervisor.base}/hooks/{mode}", ctx.scratch("wrk")
+        wrk.load(url, warm, scratch)
+        before = cpu_seconds(supervisor.pid)
+        numbers = wrk.load(url, measured, scratch)
+        used = cpu_seconds(supervisor.pid) - before
+        numbers["cpu us/req"] = used / (numbers["req/s"] * round(measured)) * 1e6
+        return numbers
+    finally:
+        supervisor.stop()
+
+
 def fnrun_hook(mode: str) -> Case:
-    def measure(ctx: Context) -> dict[str, float]:
-        project = fnrun_app.write_project(ctx.scratch("webhook"), DECLARATIONS,
-                                          {"hooks.py": HANDLER})
-        supervisor = fnrun_app.Supervisor(ctx, project, fnrun_app.sqlite_url(project),
-                                          name=f"fnrun-webhook-{mode}")
-        try:
-            supervisor.wait_ready()
-            probe = supervisor.http.post(f"/hooks/{mode}", json={"bench": True})
-            if probe.status_code not in (200, 202):
-                raise NotAvailable(f"POST /hooks/{mode} answered {probe.status_code}")
-            return _measure(ctx, f"{supervisor.base}/hooks/{mode}")
-        finally:
-            supervisor.stop()
-
-    return Case(f"fnrun {mode}", measure)
+    return Case(f"fnrun {mode}", lambda ctx: fnrun_webhook(ctx, mode))
 
 
-def _serve(ctx: Context, argv: list[str], name: str, port: int) -> dict[str, float]:
-    service = Service(argv, ctx.logs / f"{name}.log")
+def _serve(ctx: Context, argv: list[str], name: str, port: int,
+           env: dict[str, str] | None = None) -> dict[str, float]:
+    service = Service(argv, ctx.logs / f"{name}.log", env)
     url = f"http://127.0.0.1:{port}/"
 
     def up() -> bool:
@@ -85,12 +101,18 @@ def _serve(ctx: Context, argv: list[str], name: str, port: int) -> dict[str, flo
         service.stop()
 
 
-def functions_framework(ctx: Context) -> dict[str, float]:
-    port = free_port()
-    argv = [str(BIN / "functions-framework"), "--target", "noop",
-            "--source", str(REPO / "bench" / "peers" / "ff_main.py"), "--port", str(port),
-            "--host", "127.0.0.1"]
-    return _serve(ctx, argv, "functions-framework", port)
+def functions_framework(workers: int) -> Case:
+    """functions-framework on its gunicorn server with `workers` processes (WORKERS)."""
+    def measure(ctx: Context) -> dict[str, float]:
+        port = free_port()
+        argv = [str(BIN / "functions-framework"), "--target", "noop",
+                "--source", str(REPO / "bench" / "peers" / "ff_main.py"), "--port", str(port),
+                "--host", "127.0.0.1"]
+        return _serve(ctx, argv, f"functions-framework-{workers}", port,
+                      {"WORKERS": str(workers)})
+
+    name = "functions-framework" if workers == 1 else f"functions-framework {workers} workers"
+    return Case(name, measure)
 
 
 def bare_uvicorn(ctx: Context) -> dict[str, float]:
@@ -106,7 +128,8 @@ SCENARIO = Scenario(
     cases=[
         fnrun_hook("sync"),
         fnrun_hook("async"),
-        Case("functions-framework", functions_framework),
+        functions_framework(1),
+        functions_framework(2),
         Case("uvicorn bare ASGI (ceiling)", bare_uvicorn),
     ],
     targets={
@@ -118,7 +141,9 @@ SCENARIO = Scenario(
         "wrk -t2 -c32 --latency, POST of a small JSON body, after a warm-up run; wrk shares "
         "the 2 cores with the server. fnrun functions have concurrency 2; the async webhook "
         "answers 202 after the durable SQLite commit while its deliveries drain alongside. "
-        "functions-framework runs its default server (gunicorn), uvicorn one process without "
-        "access log."
+        "functions-framework runs its default server (gunicorn, 1 worker process of 8 "
+        "threads) and, like for like with fnrun's supervisor and 2 workers, with 2 gunicorn "
+        "workers (WORKERS=2); uvicorn one process without access log. fnrun's rows add the "
+        "supervisor's own CPU per request (children excluded)."
     ),
 )
