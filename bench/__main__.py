@@ -1,6 +1,6 @@
 """`python -m bench [--quick] [--runs N] [--only NAME ...]`: run scenarios, write the table.
 
-Use `bench/run`, which first prepares bench/.env (peers + fnrun) and checks Redis.
+Use `bench/run`, which first prepares bench/.env (peers + fnrun) and wrk.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis
+
 from bench import redisdb
 from bench.harness import Context, Result, Scenario, run_cases
 from bench.procs import REPO
 from bench.report import write
 
-SCENARIOS = ["drain", "latency", "coldstart", "webhook", "schedules", "reload", "redis_scale"]
+SCENARIOS = ["drain", "latency", "coldstart", "webhook", "schedules", "reload", "redis_scale",
+             "redis_durable"]
 RESULTS = REPO / "bench" / "results"
 
 
@@ -32,30 +35,53 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="only cases whose system starts with one of these")
     parser.add_argument("--keep", action="store_true",
                         help="fill cases not run now from the previous bench/results/latest.json")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/12",
-                        help="Redis database for peers and fnrun's Redis store; it is flushed")
-    return parser.parse_args(argv)
+    parser.add_argument("--drain-events", type=int, default=10_000, metavar="N",
+                        help="backlog of the drain scenarios (default 10,000; --quick: 2,000)")
+    parser.add_argument("--redis", metavar="URL",
+                        help="a Redis database of your own, flushed, for the cases whose Redis "
+                             "keeps nothing (default: a private redis-server per run)")
+    args = parser.parse_args(argv)
+    if args.drain_events < 100:
+        parser.error("--drain-events: at least 100")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    if args.redis.rstrip("/").endswith(("/0", ":6379")):
-        raise SystemExit("bench: refusing to flush Redis database 0; pass another with --redis")
-    redisdb.client(args.redis).ping()
+    if args.redis:
+        check_redis(args.redis)
     runs = 1 if args.quick else args.runs
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="fnrun-bench-"))
-    ctx = Context(quick=args.quick, redis_url=args.redis, logs=logs, tmp=tmp)
+    tmp.chmod(0o755)  # workers may run as another user: they must reach their projects
+    servers = redisdb.Servers(tmp, logs, args.redis)
+    ctx = Context(quick=args.quick, logs=logs, tmp=tmp, servers=servers,
+                  drain_events=args.drain_events)
     try:
         kept = previous(RESULTS / "latest.json") if args.keep else {}
         names = SCENARIOS if args.keep else args.only or SCENARIOS
         done = run_all(ctx, names, args, runs, kept)
     finally:
+        servers.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     print()
     print(write(done, runs, args.quick, RESULTS))
     print(f"written: {Path(RESULTS / 'latest.md').relative_to(REPO)} and latest.json")
+
+
+def check_redis(url: str) -> None:
+    """Refuse a --redis that is database 0 or keeps data: its figures say it keeps nothing."""
+    if url.rstrip("/").endswith(("/0", ":6379")):
+        raise SystemExit("bench: refusing to flush Redis database 0; pass another with --redis")
+    try:
+        redisdb.client(url).ping()
+    except redis.RedisError as exc:
+        raise SystemExit(f"bench: --redis {url}: {exc}") from exc
+    kept = redisdb.describe(url)
+    if kept != redisdb.LABELS[redisdb.NOTHING]:
+        raise SystemExit(f"bench: --redis {url}: {kept}; the figures it gives say 'Redis keeps "
+                         'nothing\': start it with --save "" --appendonly no')
 
 
 def previous(path: Path) -> dict[tuple[str, str], Result]:

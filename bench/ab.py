@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     with tempfile.TemporaryDirectory(prefix="fnrun-ab-") as tmp:
         root = Path(tmp)
-        ctx = Context(quick=False, redis_url="", logs=root / "logs", tmp=root)
+        ctx = Context(quick=False, logs=root / "logs", tmp=root)
         trees = {"A": root / "A", "B": root / "B"}
         for label, rev in (("A", args.a), ("B", args.b)):
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q",

@@ -7,17 +7,19 @@ so a part of fnrun that has not landed yet shows as `NotAvailable`.
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import subprocess
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 
 from bench.harness import Context, NotAvailable
-from bench.procs import Service, Timeout, free_port, wait_until
+from bench.procs import REPO, Service, Timeout, free_port, wait_until
 
 
 def require(module: str, what: str) -> None:
@@ -45,22 +47,20 @@ def sqlite_url(project: Path) -> str:
     return f"sqlite:///{(project / '.fnrun' / 'state.db').resolve()}"
 
 
-def preload(store_url: str, event_type: str, targets: Sequence[str], total: int) -> None:
-    """Durably publish `total` events with their deliveries, through the store API."""
-    require("runtime.store." + store_url.split(":", 1)[0].replace("rediss", "redis"),
-            "the store adapter")
-    from runtime.events import Event
-    from runtime.plugins import store_for
-
-    async def load() -> None:
-        store = store_for(store_url)
-        async with store:
-            for start in range(0, total, 1000):
-                batch = [(Event(type=event_type, source="bench"), list(targets))
-                         for _ in range(start, min(total, start + 1000))]
-                await store.publish(batch)
-
-    anyio.run(load)
+def preload(store_url: str, event_type: str, targets: Sequence[str], total: int,
+            tree: Path | None = None) -> float:
+    """Durably publish `total` events with their deliveries through the store API of
+    the fnrun in `tree` (this checkout by default); return the wall time of the first
+    publish (epoch seconds)."""
+    argv = [sys.executable, str(REPO / "bench" / "preload.py"), store_url, event_type,
+            ",".join(targets), str(total)]
+    env = {**os.environ, "PYTHONPATH": str(tree or REPO)}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600,
+                          check=False)
+    began = re.search(r"^began (\S+)$", done.stdout, re.MULTILINE)
+    if done.returncode != 0 or began is None:
+        raise RuntimeError(f"preload failed ({done.returncode}): {done.stderr.strip()[-300:]}")
+    return float(began.group(1))
 
 
 class Supervisor:

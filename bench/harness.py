@@ -16,8 +16,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.procs import REPO
+
+if TYPE_CHECKING:
+    from bench.redisdb import Servers
 
 FNRUN = "fnrun"
 
@@ -31,14 +35,29 @@ class Context:
     """What a case needs to know about this run."""
 
     quick: bool
-    redis_url: str
     logs: Path
     tmp: Path
     """Parent of every scratch folder; the runner deletes it at the end."""
+    servers: Servers | None = None
+    """The Redis servers by persistence mode; None where a run uses no Redis (A/B)."""
+    drain_events: int = 10_000
+    """The backlog of the drain scenarios (--drain-events); --quick takes at most 2,000."""
 
     def scratch(self, name: str) -> Path:
-        """A fresh temporary folder for one measurement."""
-        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.tmp))
+        """A fresh temporary folder for one measurement, open to every user.
+
+        Workers may run as another user than the benchmark (fnrun drops root to an
+        unprivileged user): they must reach the project and write their records.
+        """
+        folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.tmp))
+        folder.chmod(0o777)
+        return folder
+
+    def redis(self, mode: str) -> str:
+        """The URL of the Redis server that keeps `mode` (see redisdb)."""
+        if self.servers is None:
+            raise NotAvailable("this run has no Redis")
+        return self.servers.url(mode)
 
     def pick(self, full: float, quick: float) -> float:
         """A size or duration: `full` normally, `quick` under --quick."""
@@ -57,6 +76,8 @@ class Target:
 class Case:
     system: str
     measure: Callable[[Context], dict[str, float]]
+    group: str = ""
+    """fnrun's ratios compare it only with peers of its group (the same Redis, say)."""
 
     @property
     def is_fnrun(self) -> bool:

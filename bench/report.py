@@ -38,7 +38,7 @@ def _ratios(row: Result, metric: str, peers: list[Result]) -> str:
 
 def _rows(scenario: Scenario, results: list[Result]) -> list[str]:
     is_fnrun = {case.system: case.is_fnrun for case in scenario.cases}
-    peers = [r for r in results if not is_fnrun[r.system] and r.values]
+    group = {case.system: case.group for case in scenario.cases}
     lines = []
     for row in results:
         if row.na and not row.values:
@@ -48,6 +48,8 @@ def _rows(scenario: Scenario, results: list[Result]) -> list[str]:
             median = row.median(metric)
             assert median is not None
             spread = f"{_fmt(min(runs))}-{_fmt(max(runs))} (n={len(runs)})"
+            peers = [r for r in results if not is_fnrun[r.system] and r.values
+                     and group[r.system] == group[row.system]]
             ratio = _ratios(row, metric, peers) if is_fnrun[row.system] else ""
             target = scenario.targets.get((row.system, metric))
             goal = f"{target.text} {'met' if target.met(median) else 'NOT met'}" if target else ""

@@ -8,6 +8,8 @@ import time
 
 from celery import Celery
 
+from bench.peers import stamps
+
 app = Celery("bench", broker=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/12"))
 app.conf.update(
     task_acks_late=True,
@@ -20,7 +22,8 @@ app.conf.update(
 
 @app.task  # type: ignore[untyped-decorator]  # celery ships no type hints
 def noop() -> None:
-    """Does nothing: the drain scenario measures the queue, not the work."""
+    """Does nothing but stamp its run: the drain scenario measures the queue, not the work."""
+    stamps.record(time.time())
 
 
 @app.task  # type: ignore[untyped-decorator]  # celery ships no type hints
