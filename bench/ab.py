@@ -1,13 +1,19 @@
-"""`bench/run ab REV_A REV_B`: the webhook path of two revisions, alternated round by round.
+"""`bench/run ab REV_A REV_B`: two revisions alternated round by round, on four paths.
 
 A change worth a few percent is lost in this kind of host's run-to-run spread
 (about +-25% for the async webhook), so the bench's medians of back-to-back
-runs cannot show it. Here each round runs A, then B, on the same project
-(`scenarios/webhook.py`'s), so both see the same host; it prints each run's
-req/s, p99 and the supervisor's own CPU per request (from /proc, its children
-excluded), then the medians and how many rounds B won. Both revisions are
-checked out as detached git worktrees under a temporary folder and removed
-at the end; `fnrun run` loads each from its worktree (PYTHONPATH).
+runs cannot show it. Here every round measures A and B back to back on each
+scenario, both seeing the same host, and the side that goes first alternates
+(A then B in odd rounds, B then A in even ones), so neither side always
+inherits the other's leftovers (a warm page cache, a WAL being checkpointed,
+a host slowing down). Scenarios: the async and the sync webhook (wrk: req/s,
+p99, the supervisor's own CPU per request), drain (a SQLite backlog, events/s
+from the handlers' stamps) and latency (POST /_/events -> handler start at
+200 events/s). It prints every run, then per scenario and metric the medians,
+the median of the per-round B/A ratios and how many rounds B won. Both
+revisions are checked out as detached git worktrees under a temporary folder
+and removed at the end; `fnrun run` and the drain's preload load fnrun from
+each worktree (PYTHONPATH), the benchmark's code is this checkout's.
 """
 
 from __future__ import annotations
@@ -16,12 +22,27 @@ import argparse
 import statistics
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from bench import fnrun_app, wrk
 from bench.harness import Context
-from bench.procs import REPO, cpu_seconds
-from bench.scenarios.webhook import DECLARATIONS, HANDLER
+from bench.procs import REPO
+from bench.scenarios import drain, latency, webhook
+
+Measure = Callable[[Context, Path, argparse.Namespace], dict[str, float]]
+SCENARIOS: dict[str, Measure] = {
+    "webhook-async": lambda ctx, tree, args: webhook.fnrun_webhook(
+        ctx, "async", tree, (args.warm, args.seconds)),
+    "webhook-sync": lambda ctx, tree, args: webhook.fnrun_webhook(
+        ctx, "sync", tree, (args.warm, args.seconds)),
+    "drain": lambda ctx, tree, args: drain.fnrun_drain(ctx, tree),
+    "latency": lambda ctx, tree, args: latency.fnrun_latency(ctx, tree, args.seconds),
+}
+HIGHER_IS_BETTER = {"req/s": True, "events/s": True}
+"""Every other metric (ms, us per request) is better lower."""
+Runs = dict[str, dict[str, list[dict[str, float] | None]]]
+"""scenario -> side ("A", "B") -> one {metric: value} per round, None where it failed."""
+LOGS = REPO / "bench" / "results" / "logs"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,66 +50,88 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("a", metavar="REV_A", help="the baseline (a commit, tag or branch)")
     parser.add_argument("b", metavar="REV_B", help="the candidate")
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds (default 3)")
-    parser.add_argument("--mode", choices=("async", "sync"), default="async")
-    parser.add_argument("--seconds", type=float, default=10, help="measured wrk run (default 10)")
-    return parser.parse_args(argv)
+    parser.add_argument("--scenario", nargs="+", choices=list(SCENARIOS), metavar="NAME",
+                        help=f"scenarios to run (default all: {', '.join(SCENARIOS)})")
+    parser.add_argument("--seconds", type=float, default=10,
+                        help="measured wrk run, and the latency run's sending time "
+                             "(default 10; latency reports a p99 from 5 s up)")
+    parser.add_argument("--warm", type=float, default=2, help="wrk warm-up (default 2)")
+    parser.add_argument("--drain-events", type=int, default=30_000, metavar="N",
+                        help="drain backlog (default 30,000: about 1 s at 30,000/s)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.seconds < 1 or args.drain_events < 100:
+        parser.error("--rounds >= 1, --seconds >= 1 and --drain-events >= 100")
+    return args
 
 
-def measure(ctx: Context, tree: Path, mode: str, seconds: float) -> dict[str, float]:
-    """One `fnrun run` of `tree`: wrk for 2 s to warm up, then `seconds` measured."""
-    project = fnrun_app.write_project(ctx.scratch("ab"), DECLARATIONS, {"hooks.py": HANDLER})
-    supervisor = fnrun_app.Supervisor(ctx, project, fnrun_app.sqlite_url(project),
-                                      name=f"ab-{tree.name}", tree=tree)
-    try:
-        supervisor.wait_ready()
-        url = f"{supervisor.base}/hooks/{mode}"
-        wrk.load(url, 2, ctx.tmp)
-        before = cpu_seconds(supervisor.pid)
-        numbers = wrk.load(url, seconds, ctx.tmp)
-        used = cpu_seconds(supervisor.pid) - before
-        numbers["cpu us/req"] = used / (numbers["req/s"] * seconds) * 1e6
-        return numbers
-    finally:
-        supervisor.stop()
+def order(index: int) -> tuple[str, str]:
+    """Which side runs first in round `index` (0-based): A,B then B,A, and so on."""
+    return ("A", "B") if index % 2 == 0 else ("B", "A")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    names = args.scenario or list(SCENARIOS)
     with tempfile.TemporaryDirectory(prefix="fnrun-ab-") as tmp:
         root = Path(tmp)
-        ctx = Context(quick=False, logs=root / "logs", tmp=root)
+        root.chmod(0o755)  # workers may run as another user: they must reach their projects
+        ctx = Context(quick=False, logs=LOGS, tmp=root, drain_events=args.drain_events)
         trees = {"A": root / "A", "B": root / "B"}
         for label, rev in (("A", args.a), ("B", args.b)):
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q",
                             str(trees[label]), rev], check=True)
-        runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+        runs: Runs = {name: {"A": [], "B": []} for name in names}
         try:
             for index in range(args.rounds):
-                for label, tree in trees.items():
-                    numbers = measure(ctx, tree, args.mode, args.seconds)
-                    runs[label].append(numbers)
-                    shown = ", ".join(f"{m}={v:,.4g}" for m, v in numbers.items())
-                    print(f"  round {index + 1}/{args.rounds} {label}: {shown}", flush=True)
+                for name in names:
+                    for label in order(index):
+                        runs[name][label].append(measure(ctx, name, trees[label], args,
+                                                         f"{index + 1}/{args.rounds}", label))
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
                                 str(tree)], check=False)
-        report(args, runs)
+    print(f"\n{args.rounds} rounds, A = {args.a}, B = {args.b}; B/A per round is the median "
+          "of each round's B/A (A and B of a round ran back to back):")
+    for name in names:
+        report(name, runs[name])
 
 
-def report(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]]) -> None:
-    print(f"{args.mode} webhook, {args.rounds} rounds, medians (A = {args.a}, B = {args.b}):")
-    for metric, higher_is_better in (("req/s", True), ("p99 ms", False), ("cpu us/req", False)):
-        a = [run[metric] for run in runs["A"]]
-        b = [run[metric] for run in runs["B"]]
-        wins = sum((y > x) == higher_is_better for x, y in zip(a, b, strict=True))
-        ratio = statistics.median(b) / statistics.median(a)
+def measure(ctx: Context, name: str, tree: Path, args: argparse.Namespace, round_: str,
+            label: str) -> dict[str, float] | None:
+    """One run, printed; None if it failed (that round then counts for neither side)."""
+    try:
+        numbers = SCENARIOS[name](ctx, tree, args)
+    except Exception as exc:  # one broken run must not lose the other rounds
+        print(f"  round {round_} {name} {label}: failed: {type(exc).__name__}: {exc}",
+              flush=True)
+        return None
+    shown = ", ".join(f"{m}={v:,.4g}" for m, v in numbers.items())
+    print(f"  round {round_} {name} {label}: {shown}", flush=True)
+    return numbers
+
+
+def report(name: str, runs: dict[str, list[dict[str, float] | None]]) -> None:
+    """One line per metric: medians, the median per-round B/A, rounds B won; only the
+    rounds where both sides ran count."""
+    pairs = [(x, y) for x, y in zip(runs["A"], runs["B"], strict=True) if x and y]
+    if not pairs:
+        print(f"  {name}: no round where both sides ran")
+        return
+    for metric in pairs[0][0]:
+        a = [x[metric] for x, _ in pairs]
+        b = [y[metric] for _, y in pairs]
+        higher = HIGHER_IS_BETTER.get(metric, False)
+        wins = sum((y > x) if higher else (y < x) for x, y in zip(a, b, strict=True))
         # A and B of one round ran back to back: their ratio is what a host
         # drifting over minutes (often +-40% here) disturbs least.
         paired = statistics.median(y / x for x, y in zip(a, b, strict=True))
-        print(f"  {metric}: A {statistics.median(a):,.4g}, B {statistics.median(b):,.4g}"
-              f" (B/A {ratio:.2f}, per round {paired:.2f}; B better in {wins} of {len(a)}"
-              " rounds)")
+        better = "higher" if higher else "lower"
+        print(f"  {name} {metric} ({better} is better): A {statistics.median(a):,.4g}, "
+              f"B {statistics.median(b):,.4g}; B/A per round {paired:.3f}; "
+              f"B better in {wins} of {len(a)} rounds")
+    if len(pairs) < len(runs["A"]):
+        print(f"  {name}: {len(runs['A']) - len(pairs)} rounds failed and are left out")
 
 
 if __name__ == "__main__":
