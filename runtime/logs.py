@@ -16,11 +16,9 @@ _COLOURS = {
 }
 _DIM, _RESET = "\033[2m", "\033[0m"
 _NAME_COLOURS = ("\033[36m", "\033[35m", "\033[34m", "\033[32m", "\033[96m", "\033[95m")
-# What the pool logs for each line a handler writes: "[function invocation] text";
-# text from ctx.log starts with the handler's level name.
+# What the pool logs for each line a handler writes: "[function invocation] text",
+# at the line's level (ctx.log's own, WARNING for stderr, INFO for stdout).
 _HANDLER_LINE = re.compile(r"\[(?P<fn>[^\s\]]+) (?P<inv>[^\s\]]+)\] (?P<text>.*)", re.S)
-_LEVELS = logging.getLevelNamesMapping()
-_LEVEL_WORD = re.compile(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 
 
 class HumanFormatter(logging.Formatter):
@@ -36,14 +34,15 @@ class HumanFormatter(logging.Formatter):
         line = _HANDLER_LINE.fullmatch(text)
         if line is not None:
             name, invocation, text = line["fn"], line["inv"][:8], line["text"]
-            word = _LEVEL_WORD.match(text)
-            level = _LEVELS.get(word[1], level) if word else level
+        else:  # fnrun's own: "reload skipped" under the name "reload" read "reload reload"
+            text = text.removeprefix(f"{name} ")
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         when = self.formatTime(record, self.datefmt)
         if not self.colour:
             tag = f" {invocation}" if invocation else ""
-            return f"{when} {name:>14}{tag} {text}"
+            word = f"{record.levelname} " if level >= logging.WARNING else ""
+            return f"{when} {name:>14}{tag} {word}{text}"
         hue = _NAME_COLOURS[zlib.crc32(name.encode()) % len(_NAME_COLOURS)]
         level_colour = _COLOURS.get(level, "")
         tag = f" {_DIM}{invocation}{_RESET}" if invocation else ""

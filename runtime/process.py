@@ -182,6 +182,20 @@ def abandon(handle: WorkerHandle) -> None:
     threading.Thread(target=reap, daemon=True).start()
 
 
+_LEVELS = logging.getLevelNamesMapping()
+
+
+def _level(raw: bytes) -> tuple[int, bytes]:
+    """The level a worker marked a line with (`protocol.LEVEL_MARK`: ctx.log's, or
+    WARNING for stderr) and the line without its mark; plain stdout is INFO. A mark
+    inside the line follows stdout written without a newline."""
+    at = raw.find(protocol.LEVEL_MARK)
+    if at < 0:
+        return logging.INFO, raw
+    name, _, text = raw[at + len(protocol.LEVEL_MARK) :].partition(b" ")
+    return _LEVELS.get(name.decode("ascii", "replace"), logging.INFO), raw[:at] + text
+
+
 class WorkerProcess:
     """One live worker: its process, protocol channel and output drain."""
 
@@ -235,9 +249,10 @@ class WorkerProcess:
             if at:  # a line the last invocation left unfinished
                 self._log_line(invocation, raw[:at])
             return raw[at + len(protocol.OUTPUT_MARK) :].decode("ascii", "replace")
+        level, raw = _level(raw)
         for part in range(0, max(len(raw), 1), MAX_LINE):
             line = raw[part : part + MAX_LINE].rstrip(b"\r").decode("utf-8", "replace")
-            self.log.info("[%s %s] %s", self.function, invocation, line)
+            self.log.log(level, "[%s %s] %s", self.function, invocation, line)
         return invocation
 
     def kill(self) -> None:

@@ -48,6 +48,11 @@ OUTPUT_MARK = b"\x00\x1bfnrun-invocation "
 the item's invocation id: the pool's drain tags the lines after it with that
 id (`runtime.process`). Output is tagged by where it is in the stream, not by
 when the drain reads it, which in a batch can be many items later."""
+LEVEL_MARK = b"\x00\x1bfnrun-level "
+"""Starts an output line that is not plain stdout, then its level name and a
+space: `ctx.log` lines carry their level, lines written to `sys.stderr` carry
+WARNING. The drain logs each at that level (`runtime.process`), so a `fnrun
+run` line shows its level once and stderr stands out from stdout."""
 SUMMARY_CHARS = 2048
 """How much of a result the invocation history keeps."""
 RESULT_SHAPES = "JSON, str, bytes or (status, body[, headers])"

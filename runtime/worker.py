@@ -215,13 +215,51 @@ def _logger(function: str) -> Logger:
         import logging
 
         logger = logging.getLogger(f"fnrun.fn.{function}")
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        # To the real stderr, not the marking one (`_StderrMarker`): a line has one level.
+        handler = logging.StreamHandler(getattr(sys.stderr, "stream", sys.stderr))
+        handler.setFormatter(_level_formatter(logging))
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
         logger.propagate = False
         _loggers[function] = logger
     return logger
+
+
+def _level_formatter(logging: Any) -> Any:
+    """A formatter marking each line of a `ctx.log` record (a traceback's too) with
+    its level for the drain (`protocol.LEVEL_MARK`); `logging` is imported lazily."""
+
+    class LevelFormatter(logging.Formatter):  # type: ignore[misc]
+        def format(self, record: Any) -> str:
+            mark = f"{_LEVEL_MARK}{record.levelname} "
+            return "\n".join(mark + line for line in super().format(record).split("\n"))
+
+    return LevelFormatter()
+
+
+class _StderrMarker:
+    """`sys.stderr` of a worker: each line it writes is marked WARNING for the drain,
+    so stderr stands out from stdout, which shares the pipe (`protocol.LEVEL_MARK`)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._at_start = True
+
+    def write(self, text: str) -> int:
+        if text:
+            lines = text.split("\n")
+            head = f"{_STDERR}{lines[0]}" if self._at_start and lines[0] else lines[0]
+            rest = [f"{_STDERR}{line}" if line else line for line in lines[1:]]
+            self.stream.write("\n".join([head, *rest]))
+            self._at_start = text.endswith("\n")
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+_LEVEL_MARK = protocol.LEVEL_MARK.decode("ascii")
+_STDERR = f"{_LEVEL_MARK}WARNING "
 
 
 def _watch_lifeline(fd: int) -> None:
@@ -484,6 +522,7 @@ def main(argv: list[str]) -> None:
     _start_lifeline(int(options["lifeline"]))
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr = _StderrMarker(sys.stderr)
     try:
         if int(options.get("memory_mb") or 0):
             _limit_memory(int(options["memory_mb"]))

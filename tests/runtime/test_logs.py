@@ -16,10 +16,28 @@ def record(name: str, msg: str, *args: object, level: int = logging.INFO) -> log
 
 def test_a_handler_line_shows_function_invocation_and_text_plainly() -> None:
     line = HumanFormatter(colour=False).format(
-        record("fnrun.fn.charge", "[%s %s] %s", "charge", "87159ea3ecbc", "INFO charging 42")
+        record("fnrun.fn.charge", "[%s %s] %s", "charge", "87159ea3ecbc", "charging 42")
     )
-    assert line.endswith("charge 87159ea3 INFO charging 42")
+    assert line.endswith("charge 87159ea3 charging 42")
     assert "\033[" not in line
+
+
+def test_without_colour_warnings_and_errors_name_their_level() -> None:
+    """stderr lines arrive as WARNING (the worker marks them): they must stand out."""
+    line = HumanFormatter(colour=False).format(
+        record("fnrun.fn.charge", "[%s %s] %s", "charge", "abc", "oops", level=logging.WARNING)
+    )
+    assert line.endswith("charge abc WARNING oops")
+
+
+def test_a_supervisor_line_does_not_repeat_its_name() -> None:
+    """`fnrun dev` printed `reload reload skipped: 1 error`."""
+    line = HumanFormatter(colour=False).format(
+        record("fnrun.reload", "reload skipped: 1 error; still serving the last good version",
+               level=logging.ERROR)
+    )
+    assert line.split(None, 1)[1] == ("reload ERROR skipped: 1 error; "
+                                      "still serving the last good version")
 
 
 def test_supervisor_lines_have_no_invocation_column() -> None:
@@ -27,12 +45,12 @@ def test_supervisor_lines_have_no_invocation_column() -> None:
     assert line.endswith("reload added x in 3 ms")
 
 
-@pytest.mark.parametrize(("text", "colour"), [
-    ("ERROR card declined", "\033[31m"), ("WARNING slow", "\033[33m"),
+@pytest.mark.parametrize(("text", "level", "colour"), [
+    ("card declined", logging.ERROR, "\033[31m"), ("slow", logging.WARNING, "\033[33m"),
 ])
-def test_handler_levels_are_coloured_on_a_terminal(text: str, colour: str) -> None:
+def test_handler_levels_are_coloured_on_a_terminal(text: str, level: int, colour: str) -> None:
     line = HumanFormatter(colour=True).format(
-        record("fnrun.fn.charge", "[%s %s] %s", "charge", "abc", text)
+        record("fnrun.fn.charge", "[%s %s] %s", "charge", "abc", text, level=level)
     )
     assert f"{colour}{text}\033[0m" in line
 
