@@ -177,3 +177,15 @@ def with_live(
         out.append({**function, "triggers": triggers,
                     "workers": workers if isinstance(workers, int) else None})
     return out
+
+
+def webhook_lines(project: Project, http: HttpSettings) -> list[str]:
+    """`webhook GET,POST http://127.0.0.1:8080/hello -> hello-webhook (sync)`, one per
+    declared webhook: what `fnrun run` serves, said when it starts."""
+    lines = []
+    for name, spec in sorted(project.functions.items()):
+        for trigger in spec.triggers_of("webhook"):
+            fields = describe_trigger(trigger, project, 0.0, http)
+            methods = ",".join(fields.get("methods") or [])
+            lines.append(f"webhook {methods} {fields['url']} -> {name} ({fields.get('mode')})")
+    return lines

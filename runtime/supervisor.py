@@ -26,7 +26,7 @@ from runtime.errors import UsageError
 from runtime.events import Event, Outcome
 from runtime.ingress import Trigger
 from runtime.launcher import FORK_SERVER
-from runtime.listing import base_url, describe_functions
+from runtime.listing import base_url, describe_functions, webhook_lines
 from runtime.manifest import function_fingerprint, load_project
 from runtime.metrics import Metrics
 from runtime.pool import WorkerPool
@@ -233,6 +233,9 @@ class Supervisor:
                 self._ready = True
                 log.info("ready: %d functions, serving %s", len(project.functions),
                          base_url(self.served))
+                if not self.reload:  # `fnrun dev`'s banner lists them
+                    for line in webhook_lines(project, self.served):
+                        log.info("%s", line)
                 if self.reload:
                     from runtime.reloader import Reloader  # watchfiles loads only when reloading
 
@@ -362,7 +365,8 @@ class Supervisor:
                     for running in self._functions.values():
                         running.scope.cancel()
                 else:
-                    log.info("%s received", signal.Signals(signum).name)
+                    again = " (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""
+                    log.info("%s received%s", signal.Signals(signum).name, again)
                     self._stop.set()
 
     async def _retention_loop(self) -> None:
