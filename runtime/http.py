@@ -170,7 +170,9 @@ class _Api:
         except UsageError as exc:
             return JSONResponse({"error": str(exc)}, 400)
         await self.view.ingress.publish(events)
-        return JSONResponse({"ids": [event.id for event in events]}, 202)
+        # How many functions each event reached: 0 flags a type nobody subscribes to (a typo).
+        matched = [len(self.view.ingress.targets(event.type)) for event in events]
+        return JSONResponse({"ids": [event.id for event in events], "matched": matched}, 202)
 
     async def functions(self, request: Request) -> Response:
         return JSONResponse(await self.view.functions_json())

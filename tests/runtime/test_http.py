@@ -411,22 +411,32 @@ async def test_events_structured_binary_and_batch(h: Harness) -> None:
            "data": {"n": 1}, "time": "2024-05-01T10:00:00Z", "tenant": "acme"}
     r = await h.client.post("/_/events", content=json.dumps(one),
                             headers={"content-type": "application/cloudevents+json"})
-    assert (r.status_code, r.json()) == (202, {"ids": ["e1"]})
+    assert (r.status_code, r.json()) == (202, {"ids": ["e1"], "matched": [1]})
     r = await h.client.post("/_/events", content=b"raw", headers={
         "ce-specversion": "1.0", "ce-id": "e2", "ce-source": "test", "ce-type": "order.paid",
         "content-type": "application/octet-stream"})
-    assert (r.status_code, r.json()) == (202, {"ids": ["e2"]})
+    assert (r.status_code, r.json()) == (202, {"ids": ["e2"], "matched": [1]})
     batch: list[dict[str, Any]] = [
         {**one, "id": "e3"}, {**one, "id": "e4", "data_base64": "AAE=", "data": None},
     ]
     del batch[1]["data"]
     r = await h.client.post("/_/events", content=json.dumps(batch),
                             headers={"content-type": "application/cloudevents-batch+json"})
-    assert (r.status_code, r.json()) == (202, {"ids": ["e3", "e4"]})
+    assert (r.status_code, r.json()) == (202, {"ids": ["e3", "e4"], "matched": [1, 1]})
     events = {e.id: e for e in await h.events_of("sink")}
     assert set(events) == {"e1", "e2", "e3", "e4"}
     assert events["e1"].data == {"n": 1} and events["e1"].extensions["tenant"] == "acme"
     assert events["e2"].data == b"raw" and events["e4"].data == b"\x00\x01"
+
+
+async def test_events_answer_how_many_functions_each_reached(h: Harness) -> None:
+    """An event type no function subscribes to (a typo) is stored, and shows as 0."""
+    batch = [{"specversion": "1.0", "source": "t", "id": i, "type": t}
+             for i, t in (("a", "order.created"), ("b", "order.creatd.x"), ("c", "ordr.created"))]
+    r = await h.client.post("/_/events", content=json.dumps(batch),
+                            headers={"content-type": "application/cloudevents-batch+json"})
+    assert (r.status_code, r.json()) == (202, {"ids": ["a", "b", "c"], "matched": [1, 1, 0]})
+    assert await stored(h) == 3
 
 
 @pytest.mark.parametrize(
@@ -498,7 +508,8 @@ async def test_events_take_the_longest_type_and_id_and_any_printable_id(h: Harne
     ]
     r = await h.client.post("/_/events", content=json.dumps(events),
                             headers={"content-type": "application/cloudevents-batch+json"})
-    assert (r.status_code, r.json()) == (202, {"ids": ["i" * 255, "n° 42 / ü"]})
+    assert (r.status_code, r.json()) == (202, {"ids": ["i" * 255, "n° 42 / ü"],
+                                           "matched": [1, 1]})
     assert sorted(e.id for e in await h.events_of("sink")) == ["i" * 255, "n° 42 / ü"]
 
 
