@@ -1,5 +1,5 @@
-"""The `fnrun` command: argument parsing (and reading `--data`), and the only place errors
-become exit codes."""
+"""The `fnrun` command: parsing (the grammar is `runtime.options`), reading `--data`,
+and the only place errors become exit codes."""
 
 from __future__ import annotations
 
@@ -8,117 +8,14 @@ import io
 import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import Any
 
-from runtime import __version__
 from runtime.errors import FnrunError, ManifestError, ManifestErrors, UsageError
+from runtime.options import Parser, build_parser
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, its errors one line like every other mistake (not a usage dump)."""
-
-    commands: tuple[str, ...] = ()
-    """The command names (the top-level parser's), to say where options go."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"fnrun: {message} (see {self.prog} --help)\n")
-
-
-def _given(hint: str = "") -> Callable[[str], str]:
-    """An argument type refusing "": `--functions ""` made the project root the
-    functions folder, `--project ""` the current one, `--host ""` every interface."""
-
-    def check(value: str) -> str:
-        if not value:
-            raise argparse.ArgumentTypeError(f"must not be empty{hint}")
-        return value
-
-    return check
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project", default=".", type=_given(" (use . for the current folder)"),
-                        help="project folder (default: .)")
-    parser.add_argument("--functions", type=_given(),
-                        help="functions folder (default: from fnrun.yaml)")
-    parser.add_argument("--store", type=_given(),
-                        help="store URL: sqlite:///PATH or redis://HOST:PORT/DB")
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON")
-
-
-def build_parser() -> _Parser:
-    parser = _Parser(prog="fnrun", description="Run Python functions on events.")
-    parser.add_argument("--version", action="version", version=f"fnrun {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    for name, text in (("run", "run the supervisor"), ("dev", "run with hot reload")):
-        cmd = sub.add_parser(name, help=text)
-        _common(cmd)
-        cmd.add_argument("--host", type=_given(), help="HTTP address (default 127.0.0.1)")
-        cmd.add_argument("--port", type=int, help="HTTP port (default 8080)")
-        cmd.add_argument("--grace", type=float, default=30.0, help="seconds to drain on stop")
-        if name == "run":
-            cmd.add_argument("--reload", action="store_true", help="reload on file changes")
-
-    cmd = sub.add_parser("invoke", help="run one function once, without a supervisor")
-    _common(cmd)
-    cmd.add_argument("name")
-    cmd.add_argument("--data", help="event data: JSON, or @FILE")
-    cmd.add_argument("--type", default="fnrun.invoke", help="event type")
-
-    cmd = sub.add_parser("emit", help="publish one event durably")
-    _common(cmd)
-    cmd.add_argument("type")
-    cmd.add_argument("--data", help="event data: JSON, or @FILE")
-    cmd.add_argument("--subject")
-    cmd.add_argument("--id", help="event id (default: a new one)")
-
-    cmd = sub.add_parser("ls", help="list functions, triggers and queues")
-    _common(cmd)
-    cmd.add_argument("--host", type=_given(),
-                     help="where the running supervisor listens (default 127.0.0.1)")
-    cmd.add_argument("--port", type=int, help="where the running supervisor listens (default 8080)")
-    _json_flag(cmd)
-
-    cmd = sub.add_parser("validate", help="check every declaration and handler")
-    _common(cmd)
-
-    cmd = sub.add_parser("history", help="recent invocations")
-    _common(cmd)
-    cmd.add_argument("--function")
-    cmd.add_argument("--limit", type=int, default=50)
-    _json_flag(cmd)
-
-    cmd = sub.add_parser("dead-letters", help="inspect, replay or drop dead letters")
-    _common(cmd)
-    cmd.add_argument("action", choices=["list", "replay", "drop"])
-    cmd.add_argument("ids", nargs="*", metavar="ID", type=_given())
-    cmd.add_argument("--all", action="store_true", help="every dead letter (with the filter)")
-    cmd.add_argument("--function")
-    _json_flag(cmd)
-
-    cmd = sub.add_parser("replay", help="deliver retained events to a function again")
-    _common(cmd)
-    cmd.add_argument("--function", required=True)
-    cmd.add_argument("--since", help="a duration (1h) or an ISO time (default: all retained)")
-    cmd.add_argument("--type", help="only event types matching this pattern")
-
-    cmd = sub.add_parser("new", help="scaffold a function")
-    _common(cmd)
-    cmd.add_argument("name")
-    kind = cmd.add_mutually_exclusive_group()
-    kind.add_argument("--event", metavar="TYPE")
-    kind.add_argument("--cron", metavar="EXPR")
-    kind.add_argument("--webhook", metavar="PATH")
-    parser.commands = tuple(sub.choices)
-    return parser
-
-
-def _options_first(parser: _Parser, argv: Sequence[str]) -> None:
+def _options_first(parser: Parser, argv: Sequence[str]) -> None:
     """Options before the command (`fnrun --project X ls`) are named as such; argparse
     took X for the command and said "invalid choice: 'X'"."""
     if not argv or not argv[0].startswith("-") or argv[0] in ("-h", "--help", "--version"):

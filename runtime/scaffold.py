@@ -21,6 +21,8 @@ from runtime.specs import Settings
 from runtime.yamlnodes import Node, Reader
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+DEFAULT_EVENT = "demo.hello"
+"""What `fnrun new NAME` handles when no trigger is given (and says so)."""
 
 _CODE = '''"""{name}: {what}."""
 
@@ -42,7 +44,8 @@ def _trigger_yaml(event: str | None, cron: str | None, webhook: str | None) -> t
             f"      - webhook: {{path: {_quote(webhook)}, methods: [POST], mode: sync}}",
             f"answers POST {webhook}",
         )
-    pattern = "demo.hello" if event is None else event  # `--event ""` is a mistake, not the default
+    # `--event ""` is a mistake, not the default
+    pattern = DEFAULT_EVENT if event is None else event
     return f"      - event: {_quote(pattern)}", f"handles {pattern} events"
 
 
@@ -159,3 +162,113 @@ def _create(path: Path, text: str) -> None:
     except OSError as exc:
         path.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# -- fnrun init ------------------------------------------------------------------
+
+_STARTER: dict[str, str] = {
+    "fnrun.yaml": """\
+# fnrun project settings; every key is optional and these are the defaults.
+functions: functions
+store: sqlite:///.fnrun/state.db
+http: {host: 127.0.0.1, port: 8080, max_body: 1MiB}
+defaults: {timeout: 60s, concurrency: 1, retry: {max_attempts: 3}}
+retention: {events: 7d, history: 7d}
+""",
+    "functions/greet.yaml": """\
+functions:
+  greet:
+    handler: greet.py:greet
+    triggers:
+      - event: greet.requested
+""",
+    "functions/greet.py": '''\
+"""An event function: `fnrun emit greet.requested --data '{"name": "Ada"}'`."""
+
+
+def greet(event, ctx):
+    name = event.data.get("name", "world") if isinstance(event.data, dict) else "world"
+    ctx.log.info("hello, %s! (attempt %d)", name, ctx.attempt)
+    return {"greeting": f"hello, {name}!"}
+''',
+    "functions/hello_http.yaml": """\
+functions:
+  hello-http:
+    handler: hello_http.py:hello
+    triggers:
+      # Sync: the return value is the HTTP response.
+      - webhook: {path: /hello, methods: [GET, POST], mode: sync}
+""",
+    "functions/hello_http.py": '''\
+"""A webhook: `curl 'localhost:8080/hello?name=Ada'`, or
+`fnrun invoke hello-http --query name=Ada` without a server."""
+
+
+def hello(event, ctx):
+    body = event.data if isinstance(event.data, dict) else {}
+    name = body.get("name") or event.http.query.get("name") or "world"
+    return {"greeting": f"hello, {name}!", "method": event.http.method}
+''',
+    "functions/tick.yaml": """\
+functions:
+  tick:
+    handler: tick.py:tick
+    triggers:
+      - schedule: "*/5 * * * *"
+""",
+    "functions/tick.py": '''\
+"""A schedule: runs every 5 minutes; each tick's event id is derived from its time,
+so a tick never fires twice."""
+
+
+def tick(event, ctx):
+    ctx.log.info("tick at %s", event.time.isoformat())
+''',
+}
+_IGNORED = ".fnrun/"
+
+
+def init_project(folder: Path) -> list[Path]:
+    """Write a starter project into `folder`: fnrun.yaml, a function per trigger kind,
+    and `.fnrun/` (the store) in .gitignore. Refuses a folder that already holds a
+    project; an existing .gitignore gets the line added, not replaced."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} exists and is not a folder")
+    taken = [name for name in ("fnrun.yaml", "functions") if (folder / name).exists()]
+    if taken:
+        raise UsageError(f"{folder} already has {' and '.join(taken)}; not overwritten "
+                         "(fnrun new NAME adds a function to it)")
+    written: list[Path] = []
+    try:
+        for relative, text in _STARTER.items():
+            path = folder / relative
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+            _create(path, text)
+            written.append(path)
+        ignore = _ignore(folder / ".gitignore")
+        if ignore is not None:
+            written.append(ignore)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _ignore(gitignore: Path) -> Path | None:
+    """Add `.fnrun/` to `gitignore` (creating it); the path if it was written."""
+    try:
+        before = gitignore.read_text(encoding="utf-8") if gitignore.exists() else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {gitignore}: {exc}") from None
+    if before is None:
+        _create(gitignore, f"{_IGNORED}\n__pycache__/\n")
+        return gitignore
+    if _IGNORED in before.splitlines() or ".fnrun" in before.splitlines():
+        return None
+    with gitignore.open("a", encoding="utf-8") as out:
+        out.write(("" if before.endswith("\n") or not before else "\n") + f"{_IGNORED}\n")
+    return None

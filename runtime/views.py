@@ -7,6 +7,7 @@ One renderer per record kind, so `fnrun history --json` and
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,8 @@ from runtime.store.base import DeadLetter, HistoryRecord
 
 MAX_LIMIT = 1000
 """Most records one listing returns: `--limit` of `fnrun history`, `?limit=` of the API."""
+MIN_ELIDED = 12
+"""Narrowest a table's elided column gets, however narrow the terminal."""
 
 
 def iso(ts: float | None) -> str | None:
@@ -66,12 +69,41 @@ def plain_result(encoded: Any) -> Any:
     return encoded
 
 
-def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
-    """Rows under a header, in columns padded to their widest cell."""
+def output_width() -> int | None:
+    """Columns a table may use: the terminal's (or $COLUMNS); None when piped (no limit)."""
+    import os
+    import shutil
+
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def print_table(
+    rows: Sequence[Sequence[Any]],
+    header: Sequence[str],
+    width: int | None = None,
+    elide: int | None = None,
+) -> None:
+    """Rows under a header, in columns padded to their widest cell.
+
+    Args:
+        width: most characters a line may take; column `elide` is cut to fit.
+    """
     cells = [[_cell(c) for c in header]] + [[_cell(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    if width is not None and elide is not None:
+        others = sum(widths) - widths[elide] + 2 * (len(header) - 1)
+        room = max(width - others, len(header[elide]), MIN_ELIDED)
+        widths[elide] = min(widths[elide], room)
+        for row in cells:
+            row[elide] = _elided(row[elide], room)
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _elided(text: str, room: int) -> str:
+    return text if len(text) <= room else text[: room - 1] + "…"
 
 
 def _cell(value: Any) -> str:
@@ -93,14 +125,29 @@ def print_functions(functions: Sequence[dict[str, Any]]) -> None:
     print_table(rows, ("FUNCTION", "TRIGGERS", "CONC", "PENDING", "RUNNING", "DEAD"))
 
 
-def print_history(records: Sequence[dict[str, Any]]) -> None:
-    """`fnrun history`: a row per `invocation_json` record."""
+def print_history(records: Sequence[HistoryRecord], *, utc: bool, width: int | None) -> None:
+    """`fnrun history`: a row per attempt, oldest first (the latest is nearest the
+    prompt); local times to the second, or exact UTC with `utc`; the error cut to `width`."""
+    now = datetime.now()
     rows = [
-        (r["started"], r["function"], r["event_id"], r["attempt"], r["outcome"],
-         f"{r['duration_ms']:.1f}ms", r["error"] or "")
-        for r in records
+        (iso(r.started) if utc else local_time(r.started, now), r.function, r.event_id,
+         r.attempt, r.status, f"{r.duration * 1000:.1f}ms", (r.error or "").partition("\n")[0])
+        for r in sorted(records, key=lambda r: r.started)
     ]
-    print_table(rows, ("STARTED", "FUNCTION", "EVENT", "ATTEMPT", "OUTCOME", "DURATION", "ERROR"))
+    header = ("STARTED (UTC)" if utc else "STARTED", "FUNCTION", "EVENT", "ATTEMPT", "OUTCOME",
+              "DURATION", "ERROR")
+    print_table(rows, header, width, elide=len(header) - 1)
+
+
+def local_time(ts: float, now: datetime) -> str:
+    """Epoch seconds as a person reads them here: `14:03:07` today, `Dec 06 14:03:07`
+    this year, `2025-12-06 14:03` before."""
+    moment = datetime.fromtimestamp(ts)
+    if moment.date() == now.date():
+        return moment.strftime("%H:%M:%S")
+    if moment.year == now.year:
+        return moment.strftime("%b %d %H:%M:%S")
+    return moment.strftime("%Y-%m-%d %H:%M")
 
 
 def print_dead_letters(letters: Sequence[dict[str, Any]]) -> None:

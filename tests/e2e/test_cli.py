@@ -452,9 +452,9 @@ def test_replay_without_type_delivers_only_what_the_function_subscribes_to(
 ) -> None:
     run(echo, "emit", "ping.a", "--id", "for-echo")
     run(echo, "emit", "pong", "--id", "for-listener")
-    out = run(echo, "replay", "--function", "listener")
+    out = run(echo, "replay", "--function", "listener", "--all")
     assert out.startswith("replaying 1 event(s) to listener")
-    assert run(echo, "replay", "--function", "listener", "--type", "ping.*").startswith(
+    assert run(echo, "replay", "--function", "listener", "--type", "ping.*", "--all").startswith(
         "replaying 1 event(s) to listener"
     )
     counts = {f["name"]: f["pending"] for f in json.loads(run(echo, "ls", "--json"))}

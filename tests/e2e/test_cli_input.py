@@ -112,7 +112,7 @@ def test_data_from_a_directory_or_an_unreadable_file_is_one_line(
     [
         ([], "fnrun: the following arguments are required: COMMAND (see fnrun --help)"),
         (["nope"], "fnrun: argument COMMAND: invalid choice: 'nope' (choose from "),
-        (["emit"], "fnrun: the following arguments are required: type (see fnrun emit --help)"),
+        (["emit"], "fnrun: the following arguments are required: TYPE (see fnrun emit --help)"),
         (["history", "--limit", "abc"],
          "fnrun: argument --limit: invalid int value: 'abc' (see fnrun history --help)"),
         (["ls", "--port", "80.5"],
