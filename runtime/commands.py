@@ -22,10 +22,11 @@ import anyio
 from runtime import arguments, logs, plugins, views
 from runtime.arguments import print_json
 from runtime.cli import read_data
-from runtime.errors import UsageError
+from runtime.errors import ManifestErrors, UsageError
 from runtime.events import Event
 from runtime.inspection import cmd_dead_letters, cmd_history, cmd_replay
 from runtime.invocation import cmd_invoke
+from runtime.manifest import scan_project
 from runtime.specs import Project
 from runtime.store.base import Store
 
@@ -124,7 +125,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    project = arguments.project(args)
+    scan = scan_project(arguments.settings(args))
+    if scan.errors:
+        raise ManifestErrors(scan.errors)
+    for warning in scan.warnings:  # exit stays 0: see manifest.unset_secrets
+        print(warning, file=sys.stderr)
+    project = scan.project
     count = len(project.functions)
     print(f"ok: {count} function{'s' if count != 1 else ''} in {project.settings.functions}")
     return 0

@@ -23,13 +23,23 @@ class Where:
     column: int
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
+        # A newline or escape in a file name must not break the one-line report.
+        name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(self.file))
+        return f"{name}:{self.line}:{self.column}"
 
 
 class ManifestError(FnrunError):
     """A declaration (YAML or handler) is invalid; reported as FILE:LINE:COL: message."""
 
+    MAX_MESSAGE = 400
+    """Longest message kept: one quoting a megabyte key stays one readable line."""
+
     def __init__(self, where: Where | None, message: str) -> None:
+        if "\n" in message or "\r" in message:
+            message = " ".join(message.split())
+        if len(message) > self.MAX_MESSAGE:  # the middle goes: the end says what is wrong
+            cut = len(message) - self.MAX_MESSAGE
+            message = f"{message[:250]}...[{cut} characters]...{message[-150:]}"
         super().__init__(message)
         self.where = where
         self.message = message

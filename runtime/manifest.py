@@ -9,12 +9,12 @@ and its source must bind the callable at top level (read with `ast`).
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,13 +23,20 @@ import yaml
 
 from runtime import plugins
 from runtime.errors import ManifestError, ManifestErrors, Where
+from runtime.projectfiles import (
+    MAX_SOURCE_BYTES,
+    kind_of,
+    read_regular,
+    resolve,
+    top_level_names,
+)
 from runtime.settings_loader import CONFIG_FILE, concurrency, load_settings, retry_policy, timeout
 from runtime.specs import FunctionSpec, Project, Settings, TriggerSpec
-from runtime.yamlnodes import Node, Reader
+from runtime.yamlnodes import Node, Reader, decode, suggest
 
 __all__ = [
     "Scan", "function_fingerprint", "load_project", "load_settings", "scan_project",
-    "top_level_names",
+    "top_level_names", "unset_secrets",
 ]
 
 NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
@@ -40,7 +47,7 @@ FUNCTION_KEYS = (
 MIN_MEMORY_MB = 16
 MAX_MEMORY_MB = 1024 * 1024
 MAX_FILE_BYTES = 1024 * 1024
-MAX_SOURCE_BYTES = 16 * 1024 * 1024
+"""Largest functions YAML file read (1 MiB); fnrun.yaml has the same bound."""
 SKIP_DIRS = frozenset({"__pycache__", "node_modules"})
 T = TypeVar("T")
 
@@ -51,6 +58,8 @@ class Scan:
 
     project: Project
     errors: list[ManifestError] = field(default_factory=list)
+    warnings: list[ManifestError] = field(default_factory=list)
+    """Not wrong here, maybe wrong where fnrun runs: an unset `secret_env`."""
 
 
 def load_project(settings: Settings) -> Project:
@@ -75,9 +84,11 @@ def scan_project(settings: Settings) -> Scan:
         return Scan(Project(settings, found), errors)
     first: dict[str, Where] = {}
     sources = _Sources()
-    config = (settings.project / CONFIG_FILE).resolve()
+    config = os.path.realpath(settings.project / CONFIG_FILE)
     for file in yaml_files(root):
-        if file.resolve() == config:  # `functions: .` puts fnrun.yaml in the scan
+        # `functions: .` puts fnrun.yaml in the scan. realpath, not resolve: a
+        # link loop must reach the loader, which says so, not raise here.
+        if os.path.realpath(file) == config:
             continue
         loader = _FileLoader(file, settings, sources, errors)
         for name_node, spec in loader.load():
@@ -92,7 +103,28 @@ def scan_project(settings: Settings) -> Scan:
             if spec is not None:
                 found[name] = spec
     errors.extend(conflicts(found.values()))
-    return Scan(Project(settings, found), sort_errors(errors))
+    return Scan(Project(settings, found), sort_errors(errors), unset_secrets(found.values()))
+
+
+def unset_secrets(
+    specs: Iterable[FunctionSpec], environ: Mapping[str, str] = os.environ
+) -> list[ManifestError]:
+    """A warning for each trigger whose `secret_env` names a variable not set in `environ`.
+
+    Only a warning: the variable may well be set where the project runs, but
+    where it is not, every signed request answers 500.
+    """
+    out = []
+    for spec in specs:
+        for trigger in spec.triggers:
+            name = getattr(trigger, "secret_env", None)
+            if name and name not in environ:
+                what = " ".join(filter(None, (trigger.kind, getattr(trigger, "path", None))))
+                out.append(ManifestError(trigger.where, (
+                    f"warning: {what}: secret_env {name} is not set here, so its requests would "
+                    "answer 500 (not an error: it may be set where fnrun runs)"
+                )))
+    return sort_errors(out)
 
 
 def yaml_files(root: Path) -> Iterator[Path]:
@@ -158,47 +190,6 @@ class _Sources:
         return found
 
 
-def top_level_names(file: Path) -> set[str] | None:
-    """Names a module binds at top level, read with `ast` (user code is never run)."""
-    try:
-        if file.stat().st_size > MAX_SOURCE_BYTES:
-            raise ManifestError(Where(file, 1, 1), f"larger than {MAX_SOURCE_BYTES} bytes")
-        tree = ast.parse(file.read_bytes(), filename=str(file))
-    except OSError as exc:
-        raise ManifestError(Where(file, 1, 1), f"cannot read: {exc.strerror or exc}") from None
-    except SyntaxError as exc:
-        where = Where(file, exc.lineno or 1, exc.offset or 1)
-        raise ManifestError(where, f"syntax error: {exc.msg}") from None
-    except ValueError as exc:  # null bytes, bad encoding cookie
-        raise ManifestError(Where(file, 1, 1), f"cannot parse: {exc}") from None
-    names: set[str] = set()
-    for node in _statements(tree.body):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.Import | ast.ImportFrom):
-            for alias in node.names:
-                if alias.name == "*":
-                    return None
-                names.add(alias.asname or alias.name.partition(".")[0])
-        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
-    return names
-
-
-def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    # Module-level `if`/`try`/`with` blocks bind module names too
-    # (`try: from fast import parse` / `except ImportError: def parse...`).
-    for node in body:
-        yield node
-        if isinstance(node, ast.If | ast.With | ast.Try | ast.TryStar):
-            yield from _statements(node.body)
-            yield from _statements(getattr(node, "orelse", []))
-            yield from _statements(getattr(node, "finalbody", []))
-            for handler in getattr(node, "handlers", []):
-                yield from _statements(handler.body)
-
-
 class _FileLoader:
     """Validates the functions of one YAML file, appending every error to `errors`."""
 
@@ -233,15 +224,7 @@ class _FileLoader:
         return out
 
     def _entries(self) -> list[tuple[Node, Node]]:
-        start = Where(self.file, 1, 1)
-        try:
-            if self.file.stat().st_size > MAX_FILE_BYTES:
-                raise ManifestError(start, f"larger than {MAX_FILE_BYTES} bytes")
-            text = self.file.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ManifestError(start, f"not UTF-8 text: {exc}") from None
-        except OSError as exc:
-            raise ManifestError(start, f"cannot read: {exc.strerror or exc}") from None
+        text = decode(self.file, read_regular(self.file, MAX_FILE_BYTES))
         self.reader = Reader(self.file, text)
         root = self.reader.compose()
         if root is None:
@@ -303,18 +286,34 @@ class _FileLoader:
         if not file_part.endswith(".py"):
             raise self.reader.error(node, f"handler file {file_part!r} must be a .py file")
         lexical = Path(os.path.normpath(self.file.parent / file_part))
-        resolved = lexical.resolve()
+        try:
+            resolved = resolve(lexical)
+        except ManifestError as exc:
+            raise self.reader.error(node, f"handler file {file_part!r} {exc.message}") from None
         if not resolved.is_relative_to(self.root):
             how = "links to" if lexical.is_relative_to(self.settings.functions) else "is"
             raise self.reader.error(
                 node, f"handler file {file_part!r} {how} outside the functions folder {self.root}"
             )
-        if not resolved.is_file():
-            raise self.reader.error(node, f"handler file {file_part!r} does not exist")
+        self.check_regular(node, file_part, resolved)
         names = self.sources.names(resolved)
         if names is not None and attr not in names:
             raise self.reader.error(node, f"handler file {file_part!r} has no top-level {attr!r}")
         return resolved, attr
+
+    def check_regular(self, node: Node, file_part: str, path: Path) -> None:
+        """The handler file exists and is a regular file (a FIFO's read would block)."""
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise self.reader.error(node, f"handler file {file_part!r} does not exist") from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise self.reader.error(node, f"handler file {file_part!r}: {reason}") from None
+        if not stat.S_ISREG(mode):
+            raise self.reader.error(
+                node, f"handler file {file_part!r} is {kind_of(mode)}, not a regular file"
+            )
 
     def triggers(self, node: Node) -> tuple[TriggerSpec, ...]:
         items = self.attempt(self.reader.sequence, node, "triggers") or []
@@ -329,7 +328,8 @@ class _FileLoader:
         key, value = item.value[0]
         kind = self.reader.string(key, "trigger kind")
         if kind not in plugins.TRIGGERS:
-            raise self.reader.error(key, f"unknown trigger kind {kind!r} (known: {known})")
+            hint = suggest(kind, plugins.TRIGGERS)
+            raise self.reader.error(key, f"unknown trigger kind {kind!r} ({hint}known: {known})")
         try:
             module = plugins.load(plugins.TRIGGERS[kind])
         except ImportError as exc:
@@ -377,9 +377,9 @@ def function_fingerprint(spec: FunctionSpec) -> str:
     files = {spec.handler_file, *folder.glob("*.py")} if folder.is_dir() else {spec.handler_file}
     for file in sorted(files):
         digest.update(str(file).encode() + b"\0")
-        try:
-            digest.update(file.read_bytes())
-        except OSError:
+        try:  # bounded, regular files only: a FIFO named x.py must not hang a reload
+            digest.update(read_regular(file, MAX_SOURCE_BYTES))
+        except ManifestError:
             digest.update(b"<missing>")
     return digest.hexdigest()
 

@@ -218,13 +218,15 @@ class Reloader:
         return result
 
     async def _reload(self) -> Result:
+        # Every file is read in a worker thread: however slow the disk (or an
+        # NFS mount), the event loop keeps serving /_/health and webhooks.
         try:
-            file_settings = load_settings(self.settings.project)
+            file_settings = await anyio.to_thread.run_sync(load_settings, self.settings.project)
         except (ManifestError, UsageError) as exc:
             return self._broken([str(exc)])
         settings, restart = rules.live_settings(self.supervisor.settings, self._file, file_settings)
         try:
-            project = load_project(settings)
+            project = await anyio.to_thread.run_sync(load_project, settings)
         except ManifestErrors as exc:
             return self._broken([str(e) for e in exc.errors])
         for line in restart:
@@ -234,13 +236,17 @@ class Reloader:
         # Fingerprints are taken before any new code is loaded, never after: a
         # save that lands while this reload warms workers then still differs
         # from what runs, and the next reload picks it up instead of losing it.
-        fingerprints = {n: function_fingerprint(s) for n, s in project.functions.items()}
+        fingerprints = await anyio.to_thread.run_sync(_fingerprints, project)
         plan = diff(running, fingerprints)
-        unsure = [
-            name for name in plan.added + plan.changed
-            if old is None or name not in old.functions
-            or not rules.same_code(old.functions[name], project.functions[name], running[name])
-        ]
+
+        def is_unsure(name: str) -> bool:  # same_code reads the files: in the thread too
+            return (old is None or name not in old.functions
+                    or not rules.same_code(old.functions[name], project.functions[name],
+                                           running[name]))
+
+        unsure = await anyio.to_thread.run_sync(
+            lambda: [name for name in plan.added + plan.changed if is_unsure(name)]
+        )
         pools, failed = await self._warm_new(project, unsure)
         project, keep = _keep_old(project, old, failed)
         reasons = rules.reasons(old, project, plan.changed)
@@ -293,6 +299,10 @@ class Reloader:
             for name in names:
                 tg.start_soon(warm, name)
         return pools, failed
+
+
+def _fingerprints(project: Project) -> dict[str, str]:
+    return {name: function_fingerprint(spec) for name, spec in project.functions.items()}
 
 
 async def _warm(pool: WorkerPool) -> str | None:

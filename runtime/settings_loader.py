@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from runtime.errors import ManifestError, UsageError, Where
+from runtime.errors import ManifestError, UsageError
 from runtime.plugins import STORES
+from runtime.projectfiles import read_regular, resolve
 from runtime.specs import DEFAULT_STORE, Defaults, HttpSettings, Retention, RetryPolicy, Settings
 from runtime.store.sqlite_schema import (
     SQLITE_PREFIX,
@@ -29,7 +30,7 @@ from runtime.store.sqlite_schema import (
     sqlite_url_problem,
     url_of,
 )
-from runtime.yamlnodes import Node, Reader
+from runtime.yamlnodes import Node, Reader, decode
 
 CONFIG_FILE = "fnrun.yaml"
 MAX_CONCURRENCY = 256
@@ -58,7 +59,9 @@ def load_settings(
         raise UsageError(f"project folder {root} {what}")
     root = root.resolve()
     config = root / CONFIG_FILE
-    raw: dict[str, Any] = read_config(config) if config.is_file() else {}
+    # lexists, not is_file: a FIFO or a link loop named fnrun.yaml is refused by
+    # read_config in one line, not skipped as if there were no file.
+    raw: dict[str, Any] = read_config(config) if os.path.lexists(config) else {}
     env_store = environ.get("FNRUN_STORE") or None
     overrides = {
         "functions": environ.get("FNRUN_FUNCTIONS") or None,
@@ -81,7 +84,7 @@ def load_settings(
         http = replace(http, host=raw["host"])
     if "port" in raw:
         http = replace(http, port=_check_port(raw["port"], "--port"))
-    functions_dir = (root / raw.get("functions", "functions")).resolve()
+    functions_dir = _functions_folder(root / raw.get("functions", "functions"))
     if functions_dir.exists() and not functions_dir.is_dir():
         raise UsageError(f"functions folder {functions_dir} is a file, not a folder")
     store_url = resolve_store_url(raw.get("store", DEFAULT_STORE), root)
@@ -96,6 +99,13 @@ def load_settings(
         retention=raw.get("retention", Retention()),
         config_file=config if config.is_file() else None,
     )
+
+
+def _functions_folder(path: Path) -> Path:
+    try:
+        return resolve(path)
+    except ManifestError as exc:  # a link loop: said without a position, as a missing folder
+        raise ManifestError(None, f"functions folder {path} {exc.message}") from None
 
 
 def resolve_store_url(url: str, project: Path) -> str:
@@ -201,16 +211,7 @@ def _check_port(port: int, what: str) -> int:
 
 def read_config(file: Path) -> dict[str, Any]:
     """The keys set in fnrun.yaml, validated, as typed values."""
-    start = Where(file, 1, 1)
-    try:
-        if file.stat().st_size > MAX_CONFIG_BYTES:
-            raise ManifestError(start, f"larger than {MAX_CONFIG_BYTES} bytes")
-        text = file.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ManifestError(start, f"not UTF-8 text: {exc}") from None
-    except OSError as exc:
-        raise ManifestError(start, f"cannot read: {exc.strerror or exc}") from None
-    reader = Reader(file, text)
+    reader = Reader(file, decode(file, read_regular(file, MAX_CONFIG_BYTES)))
     root = reader.compose()
     if root is None:
         return {}

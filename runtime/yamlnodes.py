@@ -7,20 +7,33 @@ are refused outright (no billion-laughs), duplicate keys are errors.
 
 from __future__ import annotations
 
+import difflib
+import math
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.reader import ReaderError
 
+from runtime import yamlmessages
 from runtime.errors import ManifestError, Where
 from runtime.units import parse_duration, parse_size
 
 Node = yaml.Node
 
 
+MAX_DEPTH = 64
+"""Deepest nesting of lists and mappings read (PyYAML's composer recurses per level)."""
+MAX_DIGITS = 30
+"""Longest integer read: far past any count, short of int()'s 4,300-digit refusal."""
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """Safe loader that refuses aliases (and so merge keys built on them)."""
+    """Safe loader that refuses aliases (and so merge keys built on them) and
+    nesting past MAX_DEPTH (50,000 `[` ended in RecursionError)."""
+
+    _depth = 0
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -28,7 +41,38 @@ class _StrictLoader(yaml.SafeLoader):
             raise yaml.MarkedYAMLError(
                 problem="YAML aliases are not allowed", problem_mark=event.start_mark
             )
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.MarkedYAMLError(
+                problem=f"nested more than {MAX_DEPTH} levels deep",
+                problem_mark=event.start_mark,
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def decode(file: Path, data: bytes) -> str:
+    """The UTF-8 text of `data` read from `file`; a bad byte is an error at its place."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ManifestError(
+            Where(file, line, column),
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} here ({exc.reason}); save it as UTF-8",
+        ) from None
+
+
+def suggest(word: str, choices: Collection[str]) -> str:
+    """`did you mean 'X'? ` for the choice closest to a mistyped `word`, or ""."""
+    if len(word) > 100:  # difflib is quadratic; no one mistypes at that length
+        return ""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 class Reader:
@@ -43,17 +87,23 @@ class Reader:
     def compose(self) -> Node | None:
         """The document's root node (None for an empty file)."""
         text = self._text if self._text is not None else self.file.read_text(encoding="utf-8")
-        loader = _StrictLoader(text)
+        loader = None
         try:
+            loader = _StrictLoader(text)  # which checks every character first
             root = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = Where(self.file, mark.line + 1, mark.column + 1) if mark else None
-            raise ManifestError(where, (exc.problem or str(exc)).strip()) from None
+            raise ManifestError(where, yamlmessages.in_words(exc)) from None
+        except ReaderError as exc:
+            raise ManifestError(
+                _position(self.file, text, exc.position), yamlmessages.bad_character(exc)
+            ) from None
         except yaml.YAMLError as exc:
-            raise ManifestError(Where(self.file, 1, 1), str(exc)) from None
+            raise ManifestError(Where(self.file, 1, 1), yamlmessages.one_line(exc)) from None
         finally:
-            loader.dispose()
+            if loader is not None:
+                loader.dispose()
         if root is not None:
             self._check_duplicate_keys(root)
         return root
@@ -63,6 +113,11 @@ class Reader:
             if isinstance(node, yaml.MappingNode):
                 seen: set[Any] = set()
                 for key, _ in node.value:
+                    if not isinstance(key, yaml.ScalarNode):
+                        # `? [a, b]` makes a list a key: unhashable, and never meant.
+                        raise ManifestError(
+                            self.where(key), "a key must be a plain string, not a list or mapping"
+                        )
                     if key.value in seen:
                         raise ManifestError(self.where(key), f"duplicate key {key.value!r}")
                     seen.add(key.value)
@@ -93,7 +148,10 @@ class Reader:
                 raise self.error(key, f"{what}: keys must be strings")
             if allowed is not None and key.value not in allowed:
                 known = ", ".join(sorted(allowed))
-                raise self.error(key, f"unknown key {key.value!r} in {what} (known: {known})")
+                hint = suggest(key.value, allowed)
+                raise self.error(
+                    key, f"unknown key {key.value!r} in {what} ({hint}known: {known})"
+                )
             out[key.value] = value
         for name in required:
             if name not in out:
@@ -110,8 +168,14 @@ class Reader:
         loader = _StrictLoader("")
         try:
             return loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            raise self.error(node, yamlmessages.in_words(exc)) from None
         except yaml.YAMLError as exc:
-            raise self.error(node, str(exc)) from None
+            raise self.error(node, yamlmessages.one_line(exc)) from None
+        except (ValueError, OverflowError) as exc:  # 2001-13-45, an int past 4,300 digits
+            reason = ("a number of more than 4,300 digits" if "integer string" in str(exc)
+                      else str(exc))
+            raise self.error(node, f"cannot read this value: {reason}") from None
         finally:
             loader.dispose()
 
@@ -121,6 +185,8 @@ class Reader:
         return str(node.value)
 
     def integer(self, node: Node, what: str, minimum: int | None = None) -> int:
+        if isinstance(node, yaml.ScalarNode) and len(node.value) > MAX_DIGITS:
+            raise self.error(node, f"{what} is too long a number ({len(node.value)} characters)")
         value = self.value(node) if isinstance(node, yaml.ScalarNode) else None
         if not isinstance(value, int) or isinstance(value, bool):
             raise self.error(node, f"{what} must be an integer")
@@ -138,9 +204,12 @@ class Reader:
         if not isinstance(node, yaml.ScalarNode):
             raise self.error(node, f"{what} must be a duration like 30s")
         try:
-            return parse_duration(self.value(node))
-        except ValueError as exc:
+            seconds = parse_duration(self.value(node))
+        except (ValueError, OverflowError) as exc:  # OverflowError: an int past a float
             raise self.error(node, f"{what}: {exc}") from None
+        if not math.isfinite(seconds):
+            raise self.error(node, f"{what} must be a finite duration like 30s")
+        return seconds
 
     def size(self, node: Node, what: str) -> int:
         if not isinstance(node, yaml.ScalarNode):
@@ -161,6 +230,11 @@ class Reader:
                 raise self.error(value, f"{what}.{key} must be a scalar")
             out[key] = str(value.value)
         return out
+
+
+def _position(file: Path, text: str, index: int) -> Where:
+    line = text.count("\n", 0, index) + 1
+    return Where(file, line, index - (text.rfind("\n", 0, index) + 1) + 1)
 
 
 def _walk(node: Node) -> Iterator[Node]:

@@ -46,6 +46,45 @@ class ScheduleSpec(TriggerSpec):
     data: Any = None
 
 
+_FIELDS = (
+    ("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
+    ("day of week", 0, 7), ("second", 0, 59),
+)
+_NAMES = {
+    "month": ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+    "day of week": ("sun", "mon", "tue", "wed", "thu", "fri", "sat"),
+}
+
+
+def field_problem(expr: str) -> str | None:
+    """The first field of a 5 or 6 field cron `expr` that is out of range, in words.
+
+    `61 * * * *` is "minute 61 is out of range 0-59", where croniter only
+    says the expression is invalid. None when no field is plainly wrong
+    (croniter's own check still decides: L, W and # are its to judge).
+    """
+    for text, (name, low, high) in zip(expr.split(), _FIELDS, strict=False):
+        for part in text.split(","):
+            problem = _part_problem(part, name, low, high)
+            if problem:
+                return problem
+    return None
+
+
+def _part_problem(part: str, name: str, low: int, high: int) -> str | None:
+    span, slash, step = part.partition("/")
+    if slash and not (step.isdigit() and int(step) >= 1):
+        return f"{name} step {step!r} must be a whole number of at least 1"
+    for value in span.split("-") if span not in ("*", "?") else ():
+        number = value.isascii() and value.isdigit()
+        if number and (len(value) > 4 or not low <= int(value) <= high):
+            return f"{name} {value} is out of range {low}-{high}"
+        names = _NAMES.get(name, ())
+        if value.isalpha() and len(value) == 3 and value.lower() not in names and names:
+            return f"{name} {value!r} is not a name ({names[0]}-{names[-1]})"
+    return None
+
+
 @lru_cache(maxsize=1024)
 def zone(name: str) -> ZoneInfo:
     """The zone called `name`; raises ZoneInfoNotFoundError or ValueError if unknown."""

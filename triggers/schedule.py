@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfoNotFoundError
+from zoneinfo import ZoneInfoNotFoundError, available_timezones
 
 import yaml
 from croniter import croniter
@@ -27,13 +27,14 @@ from runtime.errors import StoreError
 from runtime.events import Event
 from runtime.ingress import Ingress
 from runtime.specs import Project
-from runtime.yamlnodes import Node, Reader
+from runtime.yamlnodes import Node, Reader, suggest
 from triggers.cron import (
     CATCH_UP_POLICIES,
     CatchUp,
     ScheduleSpec,
     describe,
     due_ticks,
+    field_problem,
     is_past_due,
     next_tick,
     zone,
@@ -79,22 +80,28 @@ def parse(reader: Reader, node: Node) -> ScheduleSpec:
     return spec
 
 
+_SHORTHANDS = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly")
 _REFERENCE = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 
 
 def _cron(reader: Reader, node: Node) -> str:
     expr = reader.string(node, "schedule cron").strip()
     fields = expr.split()
+    usage = ("use 5 fields 'min hour day month weekday', a 6th for seconds, "
+             "or @hourly/@daily/@weekly/@monthly/@yearly")
     if expr.startswith("@"):
         ok = len(fields) == 1 and croniter.is_valid(expr)
+    elif len(fields) not in (5, 6):
+        raise reader.error(node, f"bad cron expression {expr!r}: it has {len(fields)} "
+                                 f"field{'s' if len(fields) != 1 else ''}; {usage}")
     else:
-        ok = len(fields) in (5, 6) and croniter.is_valid(expr)
+        problem = field_problem(expr)
+        if problem:
+            raise reader.error(node, f"bad cron expression {expr!r}: {problem}")
+        ok = croniter.is_valid(expr)
     if not ok:
-        raise reader.error(
-            node,
-            f"bad cron expression {expr!r} (use 5 fields 'min hour day month weekday', "
-            "a 6th for seconds, or @hourly/@daily/@weekly/@monthly/@yearly)",
-        )
+        hint = suggest(expr, _SHORTHANDS) if expr.startswith("@") else ""
+        raise reader.error(node, f"bad cron expression {expr!r} ({hint}{usage})")
     if next_tick(ScheduleSpec(where=reader.where(node), cron=expr), _REFERENCE) is None:
         raise reader.error(node, f"cron expression {expr!r} never fires")
     return expr
@@ -105,8 +112,9 @@ def _timezone(reader: Reader, node: Node) -> str:
     try:
         zone(name)
     except (ZoneInfoNotFoundError, ValueError):
+        hint = suggest(name, available_timezones()) if len(name) < 64 else ""
         raise reader.error(
-            node, f"unknown timezone {name!r} (use an IANA name such as Europe/Berlin)"
+            node, f"unknown timezone {name!r} ({hint}use an IANA name such as Europe/Berlin)"
         ) from None
     return name
 

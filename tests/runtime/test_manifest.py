@@ -203,7 +203,7 @@ def test_files_that_are_not_text_or_too_big_are_reported(tmp_path: Path) -> None
     (root / "functions/huge.yaml").write_text("#" * (1024 * 1024 + 1))
     found = errors_of(root)
     assert [f[:3] for f in found] == [
-        ("huge.yaml", 1, 1), ("latin.yml", 1, 1), ("nul.py", 1, 1),
+        ("huge.yaml", 1, 1), ("latin.yml", 1, 6), ("nul.py", 1, 1),  # 6: the bad byte
     ]
     assert "larger than" in found[0][3]
     assert "not UTF-8 text" in found[1][3]

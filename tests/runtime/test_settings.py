@@ -197,4 +197,4 @@ def test_config_that_is_not_text_is_one_error(tmp_path: Path) -> None:
     (tmp_path / "fnrun.yaml").write_bytes(b"store: \xff\xfe\n")
     with pytest.raises(ManifestError) as caught:
         load_settings(tmp_path, environ={})
-    assert str(caught.value).startswith(f"{tmp_path}/fnrun.yaml:1:1: not UTF-8 text")
+    assert str(caught.value).startswith(f"{tmp_path}/fnrun.yaml:1:8: not UTF-8 text")  # the byte
