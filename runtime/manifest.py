@@ -118,7 +118,7 @@ def unset_secrets(
     for spec in specs:
         for trigger in spec.triggers:
             name = getattr(trigger, "secret_env", None)
-            if name and name not in environ:
+            if name and not environ.get(name):  # empty is unset, as requests read it
                 what = " ".join(filter(None, (trigger.kind, getattr(trigger, "path", None))))
                 out.append(ManifestError(trigger.where, (
                     f"warning: {what}: secret_env {name} is not set here, so its requests would "
@@ -351,6 +351,8 @@ class _FileLoader:
                 raise self.reader.error(key, f"env: {key.value!r} is not a variable name")
             if not isinstance(value, yaml.ScalarNode):
                 raise self.reader.error(value, f"env.{key.value} must be a string")
+            if "\0" in value.value:  # a worker's exec would fail on it, after validate said ok
+                raise self.reader.error(value, f"env.{key.value} must not hold a NUL character")
             out[key.value] = str(value.value)
         return out
 

@@ -113,7 +113,8 @@ def top_level_names(file: Path) -> set[str] | None:
     try:
         tree = ast.parse(source, filename=str(file))
     except SyntaxError as exc:
-        where = Where(file, exc.lineno or 1, exc.offset or 1)
+        # An unknown encoding cookie comes with offset -1: clamp to the line's start.
+        where = Where(file, max(exc.lineno or 1, 1), max(exc.offset or 1, 1))
         raise ManifestError(where, f"syntax error: {exc.msg}") from None
     except ValueError as exc:  # null bytes, bad encoding cookie
         raise ManifestError(Where(file, 1, 1), f"cannot parse: {exc}") from None

@@ -20,12 +20,7 @@ def in_words(exc: yaml.MarkedYAMLError) -> str:
     context = (exc.context or "").strip()
     mark, at = exc.context_mark, exc.problem_mark
     if problem.startswith("expected <block end>, but found") and mark and at:
-        if at.column == mark.column:
-            return (f"this line does not fit the block above it (from line {mark.line + 1}): "
-                    "a list and keys cannot share one indentation")
-        return (f"bad indentation: this line is indented more than the key above it expects "
-                f"(column {at.column + 1}; the keys of this block, from line {mark.line + 1}, "
-                f"are at column {mark.column + 1})")
+        return _out_of_block(problem.rpartition("found ")[2].strip("'"), context, mark, at)
     if problem.startswith("found character '\\t'"):
         return "a tab character: YAML indents with spaces only, never tabs"
     if problem == "mapping values are not allowed here":
@@ -36,6 +31,27 @@ def in_words(exc: yaml.MarkedYAMLError) -> str:
     if context and mark and at and (mark.line, mark.column) != (at.line, at.column):
         return one_line(f"{problem} ({context} at line {mark.line + 1})")
     return one_line(problem or context or str(exc))
+
+
+_FOUND = {
+    "<block mapping start>": "a key", "?": "a key", "<block sequence start>": "a list item",
+    "-": "a list item", ":": "a ':' with no key before it", "<scalar>": "a value",
+    "]": "a ']' with no '[' before it", "}": "a '}' with no '{' before it",
+}
+
+
+def _out_of_block(found: str, context: str, mark: yaml.Mark, at: yaml.Mark) -> str:
+    """`expected <block end>, but found X`: a line that fits no block above it."""
+    words = _FOUND.get(found, found)
+    start = f"line {mark.line + 1}"
+    if found in ("<block mapping start>", "<block sequence start>") and at.column > mark.column:
+        return (f"bad indentation: this line is indented more than the key above it expects "
+                f"(column {at.column + 1}; the keys of this block, from {start}, "
+                f"are at column {mark.column + 1})")
+    in_list = "mapping" not in context  # PyYAML: "while parsing a block collection"
+    mixed = words == ("a key" if in_list else "a list item")
+    why = "; a list and keys cannot share one indentation" if mixed else ""
+    return f"did not expect {words} here (in the block that starts at {start}{why})"
 
 
 def bad_character(exc: ReaderError) -> str:

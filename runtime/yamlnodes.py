@@ -53,6 +53,15 @@ class _StrictLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803 - PyYAML's
+        # The scanner looks back over every open `[` for each token: 50,000 of
+        # them on one line took seconds before the composer saw the depth.
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.MarkedYAMLError(
+                problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=self.get_mark()
+            )
+        super().fetch_flow_collection_start(TokenClass)
+
 
 def decode(file: Path, data: bytes) -> str:
     """The UTF-8 text of `data` read from `file`; a bad byte is an error at its place."""
@@ -205,7 +214,9 @@ class Reader:
             raise self.error(node, f"{what} must be a duration like 30s")
         try:
             seconds = parse_duration(self.value(node))
-        except (ValueError, OverflowError) as exc:  # OverflowError: an int past a float
+        except OverflowError:  # an integer past a float's range (0xfff...)
+            raise self.error(node, f"{what} is too large") from None
+        except ValueError as exc:
             raise self.error(node, f"{what}: {exc}") from None
         if not math.isfinite(seconds):
             raise self.error(node, f"{what} must be a finite duration like 30s")

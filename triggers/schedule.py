@@ -111,7 +111,7 @@ def _timezone(reader: Reader, node: Node) -> str:
     name = reader.string(node, "schedule timezone")
     try:
         zone(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
         hint = suggest(name, available_timezones()) if len(name) < 64 else ""
         raise reader.error(
             node, f"unknown timezone {name!r} ({hint}use an IANA name such as Europe/Berlin)"

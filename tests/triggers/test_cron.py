@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import Where
-from triggers.cron import GRACE, MAX_CATCH_UP, ScheduleSpec, describe, due_ticks, next_tick
+from triggers.cron import (
+    GRACE,
+    MAX_CATCH_UP,
+    ScheduleSpec,
+    describe,
+    due_ticks,
+    field_problem,
+    next_tick,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -182,3 +190,33 @@ def test_describe_shows_next_fire_in_zone_and_utc() -> None:
 
 def test_describe_never() -> None:
     assert describe(spec("0 0 30 2 *"), T0) == {"next": None, "next_utc": None}
+
+
+FIELD_PROBLEMS = {
+    "61 * * * *": "minute 61 is out of range 0-59",
+    "0 24 * * *": "hour 24 is out of range 0-23",
+    "0 0 0 * *": "day of month 0 is out of range 1-31",
+    "0 0 32 * *": "day of month 32 is out of range 1-31",
+    "0 0 1 0 *": "month 0 is out of range 1-12",
+    "0 0 * * 8": "day of week 8 is out of range 0-7",
+    "0 0 * * * 60": "second 60 is out of range 0-59",
+    "5-75 * * * *": "minute 75 is out of range 0-59",
+    "1,2,99 * * * *": "minute 99 is out of range 0-59",
+    "0 0,30 * * *": "hour 30 is out of range 0-23",
+    "*/0 * * * *": "minute step '0' must be a whole number of at least 1",
+    "* */x * * *": "hour step 'x' must be a whole number of at least 1",
+    "0 0 1 foo *": "month 'foo' is not a name (jan-dec)",
+    "0 0 * * fun": "day of week 'fun' is not a name (sun-sat)",
+    "99999999999999999999 * * * *": "minute 99999999999999999999 is out of range 0-59",
+    # Nothing plainly out of range: croniter's own check decides.
+    "59 23 31 12 7": None,
+    "0 0 * jan-mar mon-fri": None,
+    "*/15 9-17 * * 1-5": None,
+    "0 0 L * *": None,
+    "0 0 * * 5#2": None,
+}
+
+
+@pytest.mark.parametrize(("cron", "problem"), FIELD_PROBLEMS.items())
+def test_a_field_out_of_range_is_named_with_its_range(cron: str, problem: str | None) -> None:
+    assert field_problem(cron) == problem
