@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import socket
+import stat
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -54,8 +55,15 @@ def load_settings(
         ManifestError: fnrun.yaml is invalid (at FILE:LINE:COL).
     """
     root = Path(project).expanduser()
-    if not root.is_dir():
-        what = "is not a folder" if root.exists() else "does not exist"
+    try:
+        mode: int | None = os.stat(root).st_mode
+    except FileNotFoundError:
+        mode = None
+    except (OSError, ValueError) as exc:  # a name too long, a link loop
+        reason = getattr(exc, "strerror", None) or exc
+        raise UsageError(f"project folder {root}: {reason}") from None
+    if mode is None or not stat.S_ISDIR(mode):
+        what = "does not exist" if mode is None else "is not a folder"
         raise UsageError(f"project folder {root} {what}")
     root = root.resolve()
     config = root / CONFIG_FILE
@@ -85,8 +93,6 @@ def load_settings(
     if "port" in raw:
         http = replace(http, port=_check_port(raw["port"], "--port"))
     functions_dir = _functions_folder(root / raw.get("functions", "functions"))
-    if functions_dir.exists() and not functions_dir.is_dir():
-        raise UsageError(f"functions folder {functions_dir} is a file, not a folder")
     store_url = resolve_store_url(raw.get("store", DEFAULT_STORE), root)
     if store_url.startswith(SQLITE_PREFIX) and (path := path_of(store_url)).is_dir():
         raise UsageError(f"the SQLite store {path} is a folder, not a file")
@@ -102,10 +108,19 @@ def load_settings(
 
 
 def _functions_folder(path: Path) -> Path:
+    """The functions folder, resolved; one that does not exist is the scan's to report."""
     try:
-        return resolve(path)
+        folder = resolve(path)
+        mode = os.stat(folder).st_mode
     except ManifestError as exc:  # a link loop: said without a position, as a missing folder
         raise ManifestError(None, f"functions folder {path} {exc.message}") from None
+    except FileNotFoundError:
+        return folder
+    except OSError as exc:  # a name too long
+        raise ManifestError(None, f"functions folder {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(mode):
+        raise UsageError(f"functions folder {folder} is a file, not a folder")
+    return folder
 
 
 def resolve_store_url(url: str, project: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,36 @@ def test_config_that_is_not_text_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as caught:
         load_settings(tmp_path, environ={})
     assert str(caught.value).startswith(f"{tmp_path}/fnrun.yaml:1:8: not UTF-8 text")  # the byte
+
+
+def test_a_functions_folder_the_system_refuses_is_one_error(tmp_path: Path) -> None:
+    (tmp_path / "fnrun.yaml").write_text("functions: " + "a" * 5000 + "\n")
+    with pytest.raises(ManifestError) as caught:
+        load_settings(tmp_path, environ={})
+    assert caught.value.where is None
+    assert str(caught.value).startswith(f"functions folder {tmp_path}/aaa")
+    assert str(caught.value).endswith(": File name too long")
+    (tmp_path / "fnrun.yaml").write_text("functions: loop\n")
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(ManifestError, match="loop is a symbolic link loop$"):
+        load_settings(tmp_path, environ={})
+
+
+@pytest.mark.parametrize("make", ["fifo", "device", "loop"])
+def test_a_config_that_is_not_a_regular_file_is_refused_unopened(tmp_path: Path, make: str) -> None:
+    config = tmp_path / "fnrun.yaml"
+    if make == "fifo":
+        os.mkfifo(config)  # opening it for reading would wait for a writer forever
+    else:
+        config.symlink_to("/dev/zero" if make == "device" else "fnrun.yaml")
+    with pytest.raises(ManifestError) as caught:
+        load_settings(tmp_path, environ={})
+    says = {"fifo": "is a FIFO (named pipe), not a regular file",
+            "device": "is a character device, not a regular file",
+            "loop": "cannot read: Too many levels of symbolic links"}[make]
+    assert str(caught.value) == f"{config}:1:1: {says}"
+
+
+def test_a_project_folder_the_system_refuses_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="File name too long"):
+        load_settings(tmp_path / ("a" * 5000), environ={})
