@@ -25,15 +25,20 @@ Node = yaml.Node
 
 MAX_DEPTH = 64
 """Deepest nesting of lists and mappings read (PyYAML's composer recurses per level)."""
+MAX_NODES = 10_000
+"""Most values (scalars, lists, mappings) in one file: PyYAML reads ~10-20k a second,
+so a megabyte of `- a` lines took seconds; 10,000 is ample for declarations."""
 MAX_DIGITS = 30
 """Longest integer read: far past any count, short of int()'s 4,300-digit refusal."""
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """Safe loader that refuses aliases (and so merge keys built on them) and
-    nesting past MAX_DEPTH (50,000 `[` ended in RecursionError)."""
+    """Safe loader that refuses aliases (and so merge keys built on them),
+    nesting past MAX_DEPTH (50,000 `[` ended in RecursionError) and more
+    than MAX_NODES values."""
 
     _depth = 0
+    _nodes = 0
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -46,6 +51,12 @@ class _StrictLoader(yaml.SafeLoader):
             raise yaml.MarkedYAMLError(
                 problem=f"nested more than {MAX_DEPTH} levels deep",
                 problem_mark=event.start_mark,
+            )
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.MarkedYAMLError(
+                problem=f"more than {MAX_NODES} values in one file", problem_mark=event.start_mark
             )
         self._depth += 1
         try:

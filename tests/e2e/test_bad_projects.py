@@ -176,6 +176,10 @@ YAML_SYNTAX = {
     "long simple key": yaml_case("functions:\n  " + "k" * 2000 + "\n: 1\n", "':' with no key"),
     "unclosed block scalar indicator": yaml_case("functions: |x\n  a\n", "block scalar"),
     "huge file": yaml_case("#" * (1024 * 1024 + 1), "larger than 1048576 bytes"),
+    "many values": yaml_case(GOOD + "    secrets: [" + ",".join(["A"] * 200_000) + "]\n",
+                             "more than 10000 values"),
+    "many keys": yaml_case(GOOD + "    env:\n" + "".join(f"      A{i}: x\n" for i in range(60_000)),
+                           "more than 10000 values"),
     "empty key value": yaml_case("functions:\n  : 1\n", "':' with no key"),
 }
 
@@ -449,6 +453,8 @@ CONFIG = {
     "config retention typo": config_case("retention:\n  event: 1d\n", "did you mean 'events'"),
     "config two documents": config_case("store: a\n---\nstore: b\n", "second YAML document"),
     "config bell": config_case("store: x\x07\n", "U+0007"),
+    "config many values": config_case("store: [" + ",".join(["a"] * 100_000) + "]\n",
+                                      "more than 10000 values"),
 }
 
 CORPUS: dict[str, Case] = {
