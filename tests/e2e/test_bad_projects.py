@@ -17,13 +17,17 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
+import anyio
 import httpx
 import pytest
+from watchfiles import Change
 
 from runtime.cli import main
 from tests.e2e.harness import Project, wait_until
@@ -518,6 +522,23 @@ def test_the_corpus_is_large_enough() -> None:
     assert len(CORPUS) >= 150, len(CORPUS)
 
 
+def test_the_base_project_is_valid_and_its_marker_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The controls: without a case's mistake the project validates (so each error
+    is the case's), and importing its handler does write the marker (so the
+    corpus's "no user code ran" check can fail)."""
+    root = build(tmp_path / "p", Case({}, "functions/f.yaml", ""))
+    with pytest.raises(SystemExit) as exited:
+        main(["validate", "--project", str(root)])
+    out = capsys.readouterr()
+    assert (exited.value.code, out.err) == (0, "")
+    assert out.out.startswith("ok: 1 function")
+    assert not (root / MARKER).exists()
+    subprocess.run([sys.executable, str(root / "functions/h.py")], check=True, timeout=30)
+    assert (root / MARKER).exists()
+
+
 @pytest.mark.parametrize("name", sorted(CORPUS))
 def test_bad_project_is_one_line(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -627,3 +648,42 @@ def test_an_unset_secret_env_warns_at_validate_and_at_start(project: Project) ->
     proc = project.start()
     wait_until(lambda: "FNRUN_TEST_UNSET is not set" in project.output(), timeout=10)
     assert proc.poll() is None
+
+
+@pytest.mark.anyio
+async def test_the_reload_scan_runs_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan that waits (a slow or hung filesystem: the one thing not driven for
+    real here) must leave the event loop serving. The scan below returns only
+    once a task on the loop has run; on the loop itself it would never return."""
+    from runtime import reloader
+    from runtime.errors import ManifestError, ManifestErrors
+    from runtime.settings_loader import load_settings
+
+    (tmp_path / "functions").mkdir()
+    settings = load_settings(tmp_path)
+    loop_ran = threading.Event()
+
+    def waiting_scan(_: object) -> None:
+        assert loop_ran.wait(10), "the event loop was blocked while the scan ran"
+        raise ManifestErrors([ManifestError(None, "scanned in a thread")])
+
+    monkeypatch.setattr(reloader, "load_project", waiting_scan)
+    target = SimpleNamespace(settings=settings, project=None, reload_error=None, draining=False)
+    reload = reloader.Reloader(target, settings, changes=_no_changes(), show_banner=False)  # type: ignore[arg-type]
+
+    async def on_the_loop() -> None:
+        await anyio.sleep(0.05)
+        loop_ran.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(on_the_loop)
+        result = await reload.reload()
+    assert result.errors == ("scanned in a thread",)
+    assert target.reload_error == "scanned in a thread"
+
+
+async def _no_changes() -> AsyncIterator[set[tuple[Change, str]]]:
+    return
+    yield  # an async generator that yields nothing
