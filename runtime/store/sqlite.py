@@ -40,6 +40,7 @@ from runtime.store.sqlite_commit import (
     connect,
     store_error,
 )
+from runtime.store.sqlite_lock import SupervisorLock
 from runtime.store.sqlite_rows import Inserted, delete_ids, insert_all, rows_of
 from runtime.store.sqlite_schema import (
     DEAD_FILTER,
@@ -85,6 +86,7 @@ class SqliteStore(Store):
         self._read_lock = anyio.Lock()
         self._read_thread: anyio.CapacityLimiter | None = None
         self._external = ExternalCommits(self, self._data_version)
+        self._owner = SupervisorLock(self.path)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -112,6 +114,7 @@ class SqliteStore(Store):
             await self._writer.submit(lambda conn: None)  # waits out queued writes
             self._writer.close()
             self._writer = None
+        self._owner.release()
         if self._checkpointer is not None:
             await anyio.to_thread.run_sync(self._checkpointer.close)
             self._checkpointer = None
@@ -281,8 +284,14 @@ class SqliteStore(Store):
         self._notify_all({d.function for d in deliveries})
 
     async def recover(self) -> int:
-        # One SQLite file has one supervisor, so every running row is an orphan
-        # of a dead one; its attempt was counted by claim and stays counted.
+        """Become the file's one supervisor, then make every running delivery pending.
+
+        Raises:
+            StoreError: another supervisor runs on this file (see `sqlite_lock`).
+        """
+        # Held for the store's life: with it, every running row is an orphan
+        # of a dead supervisor; its attempt was counted by claim and stays counted.
+        await anyio.to_thread.run_sync(self._owner.acquire)
         rows: list[tuple[str]] = await self._write(
             lambda conn: conn.execute(
                 "UPDATE deliveries SET state = 'pending', due = ?1, updated = ?1"
