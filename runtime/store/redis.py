@@ -40,6 +40,7 @@ from runtime.errors import StoreError
 from runtime.events import Event, Outcome
 from runtime.store.base import Delivery, Success, Targets
 from runtime.store.envelope import StoredEvent
+from runtime.store.failing import FailureLog
 from runtime.store.redis_batch import Arg, ScriptRunner, redis_errors
 from runtime.store.redis_operations import RedisOperations
 from runtime.store.redis_records import CHUNK, P, publish_args, record_json
@@ -115,6 +116,8 @@ class RedisStore(RedisOperations):
         self._publisher: ScriptRunner | None = None
         """Runs publishes on a client of their own, with `PUBLISH_RETRIES`."""
         self._beat: asyncio.Task[None] | None = None
+        self._beat_client: Redis | None = None
+        self.beat_trouble: FailureLog | None = None
         self._listener: asyncio.Task[None] | None = None
         self._wake_listener: WakeListener | None = None
         self._woken: set[str] = set()  # woken while no one waited: the next wait returns
@@ -150,8 +153,12 @@ class RedisStore(RedisOperations):
                 self._wake_listener = None
             raise StoreError(f"cannot open Redis store {self.url}: {exc}") from exc
         self._client = client
+        # Its own client, without reconnect retries: a beat that waited out the
+        # main client's 40 reconnects would report a failure only after other
+        # nodes had taken this one for dead; the next beat is the retry.
+        self._beat_client = connect(self.url, Retry(NoBackoff(), retries=0), HEARTBEAT_TTL / 4)
         loop = asyncio.get_running_loop()
-        self._beat = loop.create_task(self._beat_forever(client))
+        self._beat = loop.create_task(self._beat_forever(self._beat_client))
         self._listener = loop.create_task(self._wake_listener.run())
 
     async def close(self) -> None:
@@ -164,6 +171,9 @@ class RedisStore(RedisOperations):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._beat = self._listener = self._wake_listener = None
+        if self._beat_client is not None:
+            await self._beat_client.aclose()
+            self._beat_client = None
         if self._client is not None:
             with contextlib.suppress(RedisError):
                 await self._client.delete(f"{P}node:{self.consumer}")
@@ -177,10 +187,17 @@ class RedisStore(RedisOperations):
         await client.set(f"{P}node:{self.consumer}", "1", px=int(self.heartbeat_ttl * 1000))
 
     async def _beat_forever(self, client: Redis) -> None:
+        trouble = self.beat_trouble = FailureLog(
+            "the Redis heartbeat", "other nodes take this node's running deliveries over "
+            f"once its last heartbeat is {self.heartbeat_ttl:g} s old")
         while True:
             await asyncio.sleep(self.heartbeat_ttl / 4)
-            with contextlib.suppress(RedisError):
+            try:
                 await self._heartbeat(client)
+            except Exception as exc:  # RedisError, or a bug: the beat must go on, and say so
+                trouble.failed(exc)
+            else:
+                trouble.worked()
 
     @property
     def client(self) -> Any:

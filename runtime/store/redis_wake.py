@@ -8,7 +8,8 @@ starts at once, and an idle node costs one command per `BLOCK_MS` instead
 of a claim per function every poll. A stream rather than pub/sub because a
 stream lives in the store's database (pub/sub channels are server-wide) and
 a listener that reconnects can read what it missed from its last id.
-Polling stays, rarer, as the safety net.
+Polling stays, rarer, as the safety net. A lost connection is logged once,
+and its recovery once (`failing.FailureLog`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
+
+from runtime.store.failing import FailureLog
 
 WAKE_KEY = "fnrun:wake"
 BLOCK_MS = 5000
@@ -35,6 +38,9 @@ class WakeListener:
         self.reads = 0
         self._stopped = False
         self._last_id: str | None = None
+        self.trouble = FailureLog(
+            "the Redis wake-up listener",
+            "work published by other processes starts only at the next poll")
         self._client: Any = Redis.from_url(
             url,
             decode_responses=True,
@@ -51,13 +57,14 @@ class WakeListener:
         while not self._stopped:
             try:
                 await self._listen()
-            except Exception:
+            except Exception as exc:
                 # A closed connection shows as RedisError, OSError or worse
                 # (redis-py writing to a transport `stop` closed): all end
                 # here. Entries may have been missed (or lost with Redis):
                 # wake everyone once, as a poll would, then read again.
                 if self._stopped:
                     return
+                self.trouble.failed(exc)
                 await asyncio.sleep(RECONNECT)
                 self._last_id = None
                 self.wake(())
@@ -79,6 +86,7 @@ class WakeListener:
     async def _listen(self) -> None:
         client = self._client
         last_id = self._last_id or await self._tail()
+        self.trouble.worked()  # connected and answered
         while not self._stopped:
             reply = await client.xread({WAKE_KEY: last_id}, count=1000, block=BLOCK_MS)
             self.reads += 1
