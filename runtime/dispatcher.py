@@ -45,6 +45,7 @@ from runtime.pool import WorkerPool
 from runtime.retry import next_delay
 from runtime.specs import FunctionSpec
 from runtime.store.base import Delivery, Store, Targets
+from runtime.store.polling import idle_poll
 
 Route = Callable[[Sequence[Event]], list[tuple[Event, Targets]]]
 """Fan-out of emitted events: each event with the functions it goes to."""
@@ -107,7 +108,8 @@ class Dispatcher:
         self.metrics = metrics
         self.route = route
         self.log = log
-        self.poll = poll
+        self.poll = idle_poll(poll)
+        """Longest idle wait without a wake-up; `FNRUN_IDLE_POLL` overrides it (tests)."""
         self._buffer: deque[Delivery] = deque()
         self._buffer_changed = anyio.Event()
         self._watchers = 0

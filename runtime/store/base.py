@@ -146,6 +146,9 @@ class Store(ABC):
         self.url = url
         self.leases: dict[str, float] = {}
         self._wakeups: dict[str, anyio.Event] = {}
+        """Per function, the event its waiting dispatcher waits on (only while it waits)."""
+        self._woken: set[str] = set()
+        """Functions notified while no one waited: their next wait returns at once."""
         self.consumers: dict[str, Consumer] = {}
         self.outage = StoreOutage()
 
@@ -356,10 +359,46 @@ class Store(ABC):
     # -- wake-ups ----------------------------------------------------------
 
     def notify(self, function: str) -> None:
-        """Wake whoever waits for work of `function` in this process."""
+        """Wake whoever waits for work of `function` in this process, or, if no one
+        waits, make the next wait return at once.
+
+        A dispatcher that found nothing to claim is not yet waiting: between
+        its claim (or `next_due`) and its wait, a publish can commit and call
+        this. Dropped, that wake-up left the new work to the idle poll
+        (issue 17 point 11); kept, it costs at most one claim that finds nothing.
+        """
         event = self._wakeups.pop(function, None)
         if event is not None:
             event.set()
+        else:
+            self._woken.add(function)
+
+    def wake_all(self) -> None:
+        """Wake every dispatcher of this process, waiting or not: work arrived that
+        no `notify` named (another process committed, a listener lost entries)."""
+        for function in {*self.consumers, *self._wakeups}:
+            self.notify(function)
+
+    def take_wakeup(self, function: str) -> bool:
+        """Consume a wake-up of `function` that came while no one waited."""
+        if function in self._woken:
+            self._woken.discard(function)
+            return True
+        return False
+
+    async def wait_for_notify(self, function: str, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait up to `timeout` for a `notify` of `function`; whether one came."""
+        if self.take_wakeup(function):
+            return True
+        event = self._wakeups.setdefault(function, anyio.Event())
+        try:
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            # Gone once the wait ends, so that `notify` can tell whether anyone waits.
+            if self._wakeups.get(function) is event:
+                del self._wakeups[function]
+        return event.is_set()
 
     async def wait_for_work(self, function: str, timeout: float) -> None:  # noqa: ASYNC109
         """Return when `function` may have new work here, or after `timeout`.
@@ -367,6 +406,4 @@ class Store(ABC):
         Adapters whose other producers live in other processes or nodes
         bound `timeout` (polling) or override this with a blocking read.
         """
-        event = self._wakeups.setdefault(function, anyio.Event())
-        with anyio.move_on_after(timeout):
-            await event.wait()
+        await self.wait_for_notify(function, timeout)

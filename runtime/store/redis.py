@@ -28,7 +28,6 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import anyio
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -41,6 +40,7 @@ from runtime.events import Event, Outcome
 from runtime.store.base import Delivery, Success, Targets
 from runtime.store.envelope import StoredEvent
 from runtime.store.failing import FailureLog
+from runtime.store.polling import idle_poll
 from runtime.store.redis_batch import Arg, ScriptRunner, redis_errors
 from runtime.store.redis_operations import RedisOperations
 from runtime.store.redis_records import CHUNK, P, publish_args, record_json
@@ -120,7 +120,7 @@ class RedisStore(RedisOperations):
         self.beat_trouble: FailureLog | None = None
         self._listener: asyncio.Task[None] | None = None
         self._wake_listener: WakeListener | None = None
-        self._woken: set[str] = set()  # woken while no one waited: the next wait returns
+        self._wake_poll = idle_poll(WAKE_POLL)
         self._entries: dict[str, str] = {}  # delivery id -> stream entry it was claimed as
         self._reaped: dict[str, float] = {}
 
@@ -350,31 +350,17 @@ class RedisStore(RedisOperations):
         self._entries.clear()
         return moved
 
-    def notify(self, function: str) -> None:
-        # A wake-up that comes while the function's dispatcher is busy (its
-        # claim was already on the way) is kept for its next wait: work
-        # published by another node must not wait for the poll.
-        if function not in self._wakeups:
-            self._woken.add(function)
-        super().notify(function)
-
     def _wake_up(self, functions: Iterable[str]) -> None:
-        for function in functions or list(self._wakeups):
+        """The wake listener's callback: the functions named, or () for all of them."""
+        if not functions:
+            # Entries may be lost: every dispatcher, also those busy claiming,
+            # whose claim may have run before the work its entry announced.
+            self.wake_all()
+        for function in functions:
             self.notify(function)
 
     async def wait_for_work(self, function: str, timeout: float) -> None:  # noqa: ASYNC109
-        if function in self._woken:
-            self._woken.discard(function)
-            return
-        # As Store.wait_for_work, but a wait that times out takes its event
-        # away, so `notify` can tell whether anyone still waits.
-        event = self._wakeups.setdefault(function, anyio.Event())
-        try:
-            with anyio.move_on_after(min(timeout, WAKE_POLL)):
-                await event.wait()
-        finally:
-            if self._wakeups.get(function) is event:
-                del self._wakeups[function]
+        await self.wait_for_notify(function, min(timeout, self._wake_poll))
 
     # -- schedules ---------------------------------------------------------
 

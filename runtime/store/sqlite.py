@@ -98,6 +98,8 @@ class SqliteStore(Store):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._write_conn = connect(self.path)
             self._write_conn.executescript(SCHEMA)
+            # Other processes' commits from now on wake the dispatchers (sqlite_watch).
+            self._external.seen = self._write_conn.execute("PRAGMA data_version").fetchone()[0]
             self._read_conn = connect(self.path)
         except (OSError, sqlite3.Error, StoreError) as exc:
             if self._write_conn is not None:

@@ -2,9 +2,17 @@
 
 `fnrun emit` (or any other process) commits without a way to notify the
 running supervisor. One waiter at a time, the watcher, looks every
-`EXTERNAL_POLL` whether another connection committed, and wakes every waiter
-if so; the others just wait. With 1,000 idle functions that is 5 queries a
-second, not 5,000.
+`EXTERNAL_POLL` whether another connection committed, and wakes every
+dispatcher if so; the others just wait. With 1,000 idle functions that is 5
+queries a second, not 5,000.
+
+"Committed" means: since the last time every dispatcher was woken for such
+a commit (`seen`), not since this watch began. A commit that landed between
+a dispatcher's claim and the first look of a new watch was otherwise taken
+as the starting point, and the work it stored waited for the idle poll
+(issue 17 point 11). So is a dispatcher that was busy claiming while the
+commit was noticed: it is woken too (`Store.wake_all`), its claim may have
+run before the commit.
 """
 
 from __future__ import annotations
@@ -26,37 +34,40 @@ class ExternalCommits:
         self._store = store
         self._data_version = data_version
         """A number that changes when another connection commits (PRAGMA data_version)."""
+        self.seen: int | None = None
+        """The data version every dispatcher was last woken for (or the store opened at)."""
         self._watching = False
 
     async def wait(self, function: str, timeout: float) -> None:  # noqa: ASYNC109
-        wakeups = self._store._wakeups  # the store's own waiters, woken by its notify()
-        wakeup = wakeups.setdefault(function, anyio.Event())
-        with anyio.move_on_after(timeout):
-            if self._watching:
-                await wakeup.wait()
-                return
-            self._watching = True
-            try:
-                await self._watch(wakeup)
-            finally:
-                self._watching = False
-                self._hand_over_watch(function)
+        store = self._store
+        if self._watching:
+            await store.wait_for_notify(function, timeout)
+            return
+        if store.take_wakeup(function):
+            return
+        self._watching = True
+        try:
+            with anyio.move_on_after(timeout):
+                await self._watch(function)
+        finally:
+            self._watching = False
+            self._hand_over_watch(function)
 
-    async def _watch(self, wakeup: anyio.Event) -> None:
-        seen = await self._data_version()
-        while True:
-            with anyio.move_on_after(EXTERNAL_POLL):
-                await wakeup.wait()
-            if wakeup.is_set():
-                return
-            if await self._data_version() != seen:
-                for function in list(self._store._wakeups):
-                    self._store.notify(function)
+    async def _watch(self, function: str) -> None:
+        store = self._store
+        while not await store.wait_for_notify(function, EXTERNAL_POLL):
+            version = await self._data_version()
+            if self.seen is None:
+                self.seen = version
+            elif version != self.seen:
+                self.seen = version
+                store.wake_all()
+                store.take_wakeup(function)  # this one returns now anyway
                 return
 
     def _hand_over_watch(self, leaving: str) -> None:
         """Wake one other waiter so that it becomes the watcher."""
-        for function in self._store._wakeups:
+        for function in self._store._wakeups:  # those waiting now
             if function != leaving:
                 self._store.notify(function)
                 return

@@ -23,8 +23,8 @@ def lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
             if r.name == "fnrun.store" and text in r.getMessage()]
 
 
-async def until(condition: Callable[[], object], timeout: float = 20) -> None:
-    with anyio.fail_after(timeout):
+async def until(condition: Callable[[], object]) -> None:
+    with anyio.fail_after(20):
         while not condition():
             await anyio.sleep(0.05)
 
