@@ -43,6 +43,7 @@ from runtime.store.sqlite_commit import (
 from runtime.store.sqlite_lock import SupervisorLock
 from runtime.store.sqlite_rows import Inserted, delete_ids, insert_all, rows_of
 from runtime.store.sqlite_schema import (
+    CLAIM,
     DEAD_FILTER,
     HISTORY_INSERT,
     MAX_ERROR,
@@ -180,12 +181,7 @@ class SqliteStore(Store):
 
     async def claim(self, function: str, limit: int, now: float) -> list[Delivery]:
         def work(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            claimed = conn.execute(
-                "UPDATE deliveries SET state = 'running', attempts = attempts + 1, updated = ?"
-                " WHERE id IN (SELECT id FROM deliveries WHERE function = ? AND state = 'pending'"
-                " AND due <= ? ORDER BY due, id LIMIT ?) RETURNING id, due, attempts, event_id",
-                (time.time(), function, now, limit),
-            ).fetchall()
+            claimed = conn.execute(CLAIM, (time.time(), function, now, limit)).fetchall()
             # Bodies by primary key in one statement: a subquery inside
             # RETURNING is planned as a full scan of events (SQLite 3.40).
             ids = json.dumps([row[3] for row in claimed])
@@ -197,8 +193,10 @@ class SqliteStore(Store):
             )
             return [(*row[:3], bodies[row[3]]) for row in claimed]
 
-        # Not durable: a claim acknowledges nothing (see sqlite_commit).
-        rows = sorted(await self._write(work, durable=False), key=lambda row: (row[1], row[0]))
+        # Not durable: a claim acknowledges nothing (see sqlite_commit). Retries
+        # (counted attempts past 1) first, as CLAIM chose them, then by due time.
+        rows = sorted(await self._write(work, durable=False),
+                      key=lambda row: (row[2] == 1, row[1], row[0]))
         return [
             Delivery(str(row_id), function, StoredEvent.of(json.loads(body)), attempts)
             for row_id, _, attempts, body in rows

@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts INTEGER NOT NULL DEFAULT 0, due REAL NOT NULL, updated REAL NOT NULL,
     error TEXT, traceback TEXT);
 CREATE INDEX IF NOT EXISTS deliveries_claim ON deliveries (function, state, due);
+CREATE INDEX IF NOT EXISTS deliveries_retry ON deliveries (function, due)
+    WHERE state = 'pending' AND attempts > 0;
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, function TEXT NOT NULL,
     attempt INTEGER NOT NULL, status TEXT NOT NULL, started REAL NOT NULL,
@@ -40,6 +42,30 @@ CREATE INDEX IF NOT EXISTS history_function ON history (function, id);
 CREATE TABLE IF NOT EXISTS schedules (key TEXT PRIMARY KEY, last_tick REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
 """
+
+CLAIM = (
+    "UPDATE deliveries SET state = 'running', attempts = attempts + 1, updated = ?1"
+    " WHERE id IN ("
+    "SELECT id FROM (SELECT id FROM deliveries INDEXED BY deliveries_retry"
+    " WHERE function = ?2 AND state = 'pending' AND attempts > 0 AND due <= ?3"
+    " ORDER BY due, id LIMIT ?4)"
+    " UNION ALL "
+    "SELECT id FROM (SELECT id FROM deliveries"
+    " WHERE function = ?2 AND state = 'pending' AND attempts = 0 AND due <= ?3"
+    " ORDER BY due, id LIMIT ?4)"
+    " LIMIT ?4) RETURNING id, due, attempts, event_id"
+)
+"""Take up to ?4 due pending deliveries of function ?2 at time ?3: those already
+tried (retries, and attempts a crash cut short) first, then fresh ones, each
+oldest due first.
+
+In plain due order a retry, due at its backoff's end, waited behind every
+fresh delivery published before that moment: under overload, the whole
+backlog (17.9 s at 125% load, issue 17 point 12). The partial index
+`deliveries_retry` holds only pending deliveries already tried, so the first
+half costs one index probe when there are none; INDEXED BY because without
+statistics the planner picked the (function, state, due) index and scanned
+the backlog for them."""
 
 
 SQLITE_PREFIX = "sqlite:///"

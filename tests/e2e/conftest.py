@@ -41,3 +41,13 @@ def project_on_each_store(
     if client is not None:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """None for the project's own SQLite store, else a private Redis's URL (`own_redis`):
+    for tests that need their Redis to themselves, as timing tests do."""
+    if request.param == "sqlite":
+        return None
+    own_redis = request.getfixturevalue("own_redis")
+    return str(own_redis.url)

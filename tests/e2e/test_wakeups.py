@@ -21,13 +21,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.harness import Project, RedisServer, wait_until
+from tests.e2e.harness import Project, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -44,17 +42,6 @@ EMITS = 8
 """`fnrun emit` calls, one event each, from another process."""
 TYPES = {"burst.a": ["a"], "burst.b": ["b"], "burst.all": ["a", "b"]}
 """Event types and the functions each reaches."""
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
-    """None for the project's own SQLite store, else a private Redis's URL."""
-    if request.param == "sqlite":
-        yield None
-        return
-    own_redis = request.getfixturevalue("own_redis")
-    assert isinstance(own_redis, RedisServer)
-    yield own_redis.url
 
 
 def _project(project: Project, store_url: str | None) -> None:
@@ -79,14 +66,15 @@ def _http_producer(project: Project, seed: int, sent: list[tuple[str, str]]) -> 
             kind = rng.choice(list(TYPES))
             size = rng.choice(SIZES)
             now = time.time()
+            ids = [str(uuid.uuid4()) for _ in range(size)]
             batch = [{"specversion": "1.0", "source": "tests", "type": kind,
-                      "id": str(uuid.uuid4()), "data": {"sent": now}} for _ in range(size)]
+                      "id": event_id, "data": {"sent": now}} for event_id in ids]
             response = client.post(
                 project.url("/_/events"), content=json.dumps(batch),
                 headers={"content-type": "application/cloudevents-batch+json"},
             )
             assert response.status_code == 202, response.text
-            sent += [(e["id"], kind) for e in batch]
+            sent += [(event_id, kind) for event_id in ids]
             time.sleep(rng.choice(PAUSES))
 
 
