@@ -38,6 +38,7 @@ import anyio
 
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
+from runtime.store.wakeups import WakeUps
 
 Targets = Sequence[str]
 """Names of the functions that get a delivery of one event."""
@@ -139,16 +140,13 @@ def _distinct(targets: Targets) -> Iterable[str]:
     return targets if len(targets) < 2 else dict.fromkeys(targets)
 
 
-class Store(ABC):
+class Store(WakeUps, ABC):
     """Durable state of one project (or of a cluster, for shared stores)."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.url = url
         self.leases: dict[str, float] = {}
-        self._wakeups: dict[str, anyio.Event] = {}
-        """Per function, the event its waiting dispatcher waits on (only while it waits)."""
-        self._woken: set[str] = set()
-        """Functions notified while no one waited: their next wait returns at once."""
         self.consumers: dict[str, Consumer] = {}
         self.outage = StoreOutage()
 
@@ -356,49 +354,13 @@ class Store(ABC):
     async def recall(self, key: str) -> JSON | None:
         """The value `remember` stored under `key`, if it has not expired."""
 
-    # -- wake-ups ----------------------------------------------------------
-
-    def notify(self, function: str) -> None:
-        """Wake whoever waits for work of `function` in this process, or, if no one
-        waits, make the next wait return at once.
-
-        A dispatcher that found nothing to claim is not yet waiting: between
-        its claim (or `next_due`) and its wait, a publish can commit and call
-        this. Dropped, that wake-up left the new work to the idle poll
-        (issue 17 point 11); kept, it costs at most one claim that finds nothing.
-        """
-        event = self._wakeups.pop(function, None)
-        if event is not None:
-            event.set()
-        else:
-            self._woken.add(function)
+    # -- wake-ups (the rest is `WakeUps`) ----------------------------------
 
     def wake_all(self) -> None:
         """Wake every dispatcher of this process, waiting or not: work arrived that
         no `notify` named (another process committed, a listener lost entries)."""
         for function in {*self.consumers, *self._wakeups}:
             self.notify(function)
-
-    def take_wakeup(self, function: str) -> bool:
-        """Consume a wake-up of `function` that came while no one waited."""
-        if function in self._woken:
-            self._woken.discard(function)
-            return True
-        return False
-
-    async def wait_for_notify(self, function: str, timeout: float) -> bool:  # noqa: ASYNC109
-        """Wait up to `timeout` for a `notify` of `function`; whether one came."""
-        if self.take_wakeup(function):
-            return True
-        event = self._wakeups.setdefault(function, anyio.Event())
-        try:
-            with anyio.move_on_after(timeout):
-                await event.wait()
-        finally:
-            # Gone once the wait ends, so that `notify` can tell whether anyone waits.
-            if self._wakeups.get(function) is event:
-                del self._wakeups[function]
-        return event.is_set()
 
     async def wait_for_work(self, function: str, timeout: float) -> None:  # noqa: ASYNC109
         """Return when `function` may have new work here, or after `timeout`.
