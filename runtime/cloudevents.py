@@ -30,6 +30,10 @@ _CORE = {"specversion", "id", "source", "type", "subject", "time", "datacontentt
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
 
 
+class MediaTypeError(UsageError):
+    """A `POST /_/events` request in none of the CloudEvents modes (answer 415)."""
+
+
 def parse(headers: Mapping[str, str], body: bytes) -> list[Event]:
     """The events of one `POST /_/events` request.
 
@@ -51,7 +55,7 @@ def parse(headers: Mapping[str, str], body: bytes) -> list[Event]:
         return [structured(_json(body))]
     if "ce-specversion" in headers:
         return [binary(headers, body)]
-    raise UsageError(
+    raise MediaTypeError(
         f"send {STRUCTURED}, {BATCH}, or binary mode (ce-specversion, ce-id, ce-source, "
         "ce-type headers)"
     )

@@ -1,17 +1,16 @@
 """The supervisor's HTTP app: fnrun's `/_/` API in front of the webhook routes.
 
-`create_app` builds it; `runtime.server.serve` runs it. Bound anywhere but
-loopback, `/_/` routes other than health need `Authorization: Bearer
-$FNRUN_TOKEN` (SPEC section 8).
+`create_app` builds it; `runtime.server.serve` runs it. Every `/_/` request
+passes `runtime.door.Door` first: the Host check, no token in the URL, and
+`Authorization: Bearer $FNRUN_TOKEN` once that is set (SPEC section 8).
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime import cloudevents
+from runtime.door import Door
 from runtime.errors import StoreError, UsageError
 from runtime.ingress import Ingress
 from runtime.metrics import Metrics
@@ -36,7 +36,6 @@ BODY_TIMEOUT = 30.0
 STORE_RETRY_AFTER = 5
 """Seconds a client is asked to wait (`Retry-After`) while the store is unavailable."""
 
-Endpoint = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger("fnrun.http")
 
 
@@ -92,22 +91,19 @@ def create_app(
 ) -> ASGIApp:
     """fnrun's `/_/` API; every other path goes to `webhooks` (or a 404)."""
     env = os.environ if environ is None else environ
-    token = None if is_loopback(view.settings.http.host) else env.get("FNRUN_TOKEN", "")
+    http = view.settings.http
     api = _Api(view)
-
-    def guarded(endpoint: Endpoint) -> Endpoint:
-        return endpoint if token is None else _bearer(token, endpoint)
-
     app = Starlette(routes=[
         Route("/_/health", api.health),
-        Route("/_/events", guarded(api.events), methods=["POST"]),
-        Route("/_/functions", guarded(api.functions)),
-        Route("/_/metrics", guarded(api.metrics)),
-        Route("/_/invocations", guarded(api.invocations)),
-        Route("/_/dead-letters", guarded(api.dead_letters)),
+        Route("/_/events", api.events, methods=["POST"]),
+        Route("/_/functions", api.functions),
+        Route("/_/metrics", api.metrics),
+        Route("/_/invocations", api.invocations),
+        Route("/_/dead-letters", api.dead_letters),
     ], exception_handlers={HTTPException: _http_error, StoreError: api.store_error})
     app.router.default = _not_found
-    return _Front(app, webhooks or _not_found, view.ingress.store.outage)
+    door = Door(app, http.host, http.allowed_hosts, env.get("FNRUN_TOKEN") or None)
+    return _Front(door, webhooks or _not_found, view.ingress.store.outage)
 
 
 class _Front:
@@ -120,8 +116,15 @@ class _Front:
     (and `/_/health`'s store_error), anything else uvicorn's 500.
     """
 
-    def __init__(self, api: ASGIApp, webhooks: ASGIApp, outage: StoreOutage) -> None:
+    def __init__(self, api: Door, webhooks: ASGIApp, outage: StoreOutage) -> None:
         self.api, self.webhooks, self.outage = api, webhooks, outage
+
+    @property
+    def api_routes(self) -> list[tuple[str, frozenset[str]]]:
+        """(path, methods) of every `/_/` route, for tests that must cover them all."""
+        assert isinstance(self.api.app, Starlette)
+        return [(r.path, frozenset(r.methods or ())) for r in self.api.app.routes
+                if isinstance(r, Route)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -132,19 +135,6 @@ class _Front:
                 await _store_unavailable(scope, exc, self.outage)(scope, receive, send)
         else:
             await self.api(scope, receive, send)
-
-
-def _bearer(token: str, endpoint: Endpoint) -> Endpoint:
-    expected = f"Bearer {token}".encode()
-
-    async def checked(request: Request) -> Response:
-        given = request.headers.get("authorization", "").encode("latin-1")
-        if not hmac.compare_digest(given, expected):
-            return JSONResponse({"error": "missing or wrong bearer token"}, 401,
-                                {"www-authenticate": "Bearer"})
-        return await endpoint(request)
-
-    return checked
 
 
 @dataclass
@@ -167,6 +157,8 @@ class _Api:
             events = cloudevents.parse(request.headers, body)
         except _Refused as exc:
             return JSONResponse({"error": exc.message}, exc.status, {"connection": "close"})
+        except cloudevents.MediaTypeError as exc:
+            return JSONResponse({"error": str(exc)}, 415)
         except UsageError as exc:
             return JSONResponse({"error": str(exc)}, 400)
         await self.view.ingress.publish(events)

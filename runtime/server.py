@@ -1,25 +1,29 @@
 """fnrun's HTTP server: uvicorn inside the caller's anyio task group.
 
 `serve` runs an ASGI app without signal handlers of its own (the
-supervisor owns signals), with a header read timeout that uvicorn lacks and
-each small response sent in one write (see `_HeaderTimeoutProtocol` and
-`_HeadWithBody`).
+supervisor owns signals), with a header read timeout that uvicorn lacks.
+Two protocol paths (`protocol_class`): the fast one
+(`runtime.fast_protocol`, httptools, each small reply in one write) reaches
+into uvicorn's internals, so it is used only on a uvicorn version it was
+checked against (`CHECKED_UVICORN`; pyproject.toml pins the same range);
+the plain one (`runtime.plain_protocol`, h11) serves everywhere else,
+including where httptools is not installed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 import anyio
 import anyio.abc
 import uvicorn
 from starlette.types import ASGIApp
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from runtime.errors import UsageError
 from runtime.specs import HttpSettings
@@ -29,6 +33,12 @@ HEADER_TIMEOUT = 10.0
 KEEP_ALIVE = 5.0
 """Seconds an idle keep-alive connection stays open (uvicorn's default)."""
 SHUTDOWN_GRACE = 5
+CHECKED_UVICORN = frozenset({"0.55"})
+"""uvicorn release series (major.minor) whose httptools protocol internals
+`runtime.fast_protocol` was read against; keep in step with pyproject.toml."""
+ProtocolPath = Literal["auto", "fast", "plain"]
+
+log = logging.getLogger("fnrun.http")
 
 
 @dataclass(frozen=True)
@@ -57,112 +67,37 @@ def bind_socket(host: str, port: int) -> socket.socket:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-class _HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, its waits bounded by one lazily re-armed timer.
+def uvicorn_series(version: str = uvicorn.__version__) -> str:
+    """The release series of a uvicorn version, e.g. 0.55 of 0.55.1: internals change
+    between series, not within one."""
+    return ".".join(version.split(".")[:2])
 
-    uvicorn only times out idle keep-alive connections, and its keep-alive
-    timer stops at the first byte, so a client trickling headers one byte at
-    a time would hold a connection forever (slowloris): here a request's
-    headers must be complete `header_timeout` after its first byte (or after
-    the connection opened). The keep-alive wait after each response is the
-    same deadline (`keep_alive`), where uvicorn arms and cancels a
-    loop timer per request (measured: a visible share of a no-op webhook).
+
+def protocol_class(path: ProtocolPath = "auto") -> type[asyncio.Protocol]:
+    """The protocol to serve with: `fast` or `plain`, or `auto`: fast where it can be.
+
+    `auto` takes the plain path, with one log line saying why, when httptools
+    is not installed or uvicorn is not a version the fast path was checked
+    against. Asking for `fast` where it cannot be is a `UsageError`.
     """
-
-    header_timeout = HEADER_TIMEOUT
-    keep_alive = KEEP_ALIVE
-    _header_timer: asyncio.TimerHandle | None = None
-    _header_timer_at = 0.0
-    _header_deadline: float | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm(self.header_timeout)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._arm(self.header_timeout)
-
-    def on_headers_complete(self) -> None:
-        self._header_deadline = None
-        super().on_headers_complete()
-        cycle = self.cycle
-        if (cycle is not None and cycle.transport is self.transport
-                and self.scope["method"] != "HEAD"):
-            cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
-
-    def on_response_complete(self) -> None:
-        if self.pipeline or self.transport.is_closing():
-            super().on_response_complete()  # starts the next pipelined request, arms no timer
-            return
-        # uvicorn's own steps, minus its per-request keep-alive timer.
-        self.server_state.total_requests += 1
-        self._unset_keepalive_if_required()
-        self.flow.resume_reading()
-        self._arm(self.keep_alive)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._header_deadline = None
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-        super().connection_lost(exc)
-
-    def _arm(self, seconds: float) -> None:
-        # One lazily re-armed timer per connection, not a timer per request:
-        # arming is a store to `_header_deadline`; the timer moves itself later
-        # when it fires early, and is replaced only for an earlier deadline.
-        deadline = self._header_deadline = self.loop.time() + seconds
-        if self._header_timer is None or deadline < self._header_timer_at:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-            self._header_timer, self._header_timer_at = (
-                self.loop.call_at(deadline, self._expire), deadline)
-
-    def _expire(self) -> None:
-        self._header_timer = None
-        deadline = self._header_deadline
-        if deadline is None or self.transport.is_closing():
-            return  # headers arrived: the next `_arm` starts a timer again
-        if self.loop.time() < deadline:
-            self._header_timer = self.loop.call_at(deadline, self._expire)
-            self._header_timer_at = deadline
+    why = None
+    if path != "plain":
+        if uvicorn_series() not in CHECKED_UVICORN:
+            why = (f"uvicorn {uvicorn.__version__} is not a version the fast path was checked "
+                   f"against ({', '.join(sorted(CHECKED_UVICORN))})")
         else:
-            self.transport.close()
+            try:
+                from runtime.fast_protocol import FastProtocol
+            except ImportError as exc:
+                why = f"httptools is not installed ({exc})"
+            else:
+                return FastProtocol
+        if path == "fast":
+            raise UsageError(f"cannot serve on the fast HTTP path: {why}")
+        log.warning("serving HTTP on the plain (h11) path: %s", why)
+    from runtime.plain_protocol import PlainProtocol
 
-
-class _HeadWithBody:
-    """A response's transport that holds the status line and headers back until
-    the first body write, so that a small response leaves in one `send`.
-
-    uvicorn writes them as two, which is two TCP segments for the client to
-    take in and a syscall more. Every ASGI body message writes (HEAD
-    responses, which write none, are left alone); `close` flushes.
-    """
-
-    __slots__ = ("_transport", "_head", "_started")
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-        self._head: bytes | None = None
-        self._started = False
-
-    def write(self, data: bytes) -> None:
-        if self._head is not None:
-            data, self._head = self._head + data, None
-        elif not self._started and not data.startswith(b"HTTP/1.1 100 "):
-            # The first write that is not an interim 100 Continue: the headers.
-            self._started, self._head = True, data
-            return
-        self._transport.write(data)
-
-    def close(self) -> None:
-        if self._head is not None:
-            self._transport.write(self._head)
-            self._head = None
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+    return PlainProtocol
 
 
 class _Server(uvicorn.Server):
@@ -191,6 +126,7 @@ async def serve(
     sock: socket.socket | None = None,
     header_timeout: float = HEADER_TIMEOUT,
     keep_alive: float = KEEP_ALIVE,
+    path: ProtocolPath = "auto",
     started: Callable[[Listening], None] | None = None,
     task_status: anyio.abc.TaskStatus[Listening] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -200,13 +136,14 @@ async def serve(
     the `Listening` address once connections are accepted.
 
     Raises:
-        UsageError: the address cannot be bound.
+        UsageError: the address cannot be bound, or `path` is "fast" where it cannot be.
     """
-    sock = sock or bind_socket(settings.host, settings.port)
-    protocol = type("Protocol", (_HeaderTimeoutProtocol,),
+    protocol = type("Protocol", (protocol_class(path),),
                     {"header_timeout": header_timeout, "keep_alive": keep_alive})
+    sock = sock or bind_socket(settings.host, settings.port)
     config = uvicorn.Config(
         app, http=protocol, lifespan="off", access_log=False, log_config=None,
+        timeout_keep_alive=round(keep_alive) or 1,  # the plain path's; the fast one's is its own
         timeout_graceful_shutdown=SHUTDOWN_GRACE, server_header=False,
         # Nothing reads the client address or scheme, so X-Forwarded-* rewriting is waste.
         proxy_headers=False,

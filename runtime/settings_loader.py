@@ -256,7 +256,7 @@ def store_url(reader: Reader, node: Node) -> str:
 
 
 def http_settings(reader: Reader, node: Node) -> HttpSettings:
-    fields = reader.mapping(node, "http", allowed=("host", "port", "max_body"))
+    fields = reader.mapping(node, "http", allowed=("host", "port", "max_body", "allowed_hosts"))
     http = HttpSettings()
     if "host" in fields:
         http = replace(http, host=reader.string(fields["host"], "http.host"))
@@ -267,7 +267,35 @@ def http_settings(reader: Reader, node: Node) -> HttpSettings:
         http = replace(http, port=port)
     if "max_body" in fields:
         http = replace(http, max_body=reader.size(fields["max_body"], "http.max_body"))
+    if "allowed_hosts" in fields:
+        http = replace(http, allowed_hosts=allowed_hosts(reader, fields["allowed_hosts"]))
     return http
+
+
+_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?")
+
+
+def allowed_hosts(reader: Reader, node: Node) -> tuple[str, ...]:
+    """`http.allowed_hosts`: names the `/_/` routes answer as Host (SPEC 8), lower-cased.
+
+    Each is a bare host name or IP address (an IPv6 one with or without
+    brackets); a port, scheme, path or wildcard would never equal a Host
+    name, so it is refused rather than silently never matching.
+    """
+    out = []
+    for item in reader.sequence(node, "http.allowed_hosts"):
+        name = reader.string(item, "http.allowed_hosts item").strip().lower()
+        bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+        try:
+            out.append(str(ipaddress.ip_address(bare)))
+            continue
+        except ValueError:
+            pass
+        if len(name) > 253 or not _HOST_NAME.fullmatch(name):
+            raise reader.error(item, f"http.allowed_hosts: {name!r:.80} is not a host name or "
+                               "IP address (no port, scheme, path or wildcard)")
+        out.append(name.rstrip("."))
+    return tuple(out)
 
 
 def defaults(reader: Reader, node: Node) -> Defaults:

@@ -31,6 +31,8 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body: int = MiB
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (besides the address served and loopback) that `/_/` routes answer."""
 
 
 @dataclass(frozen=True)

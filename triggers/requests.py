@@ -16,6 +16,8 @@ from triggers.signatures import SignatureError, verify_github, verify_standard
 log = logging.getLogger("fnrun.webhook")
 
 _CLOSE = {"connection": "close"}
+MAX_DELIVERY_ID = 255
+"""Longest `webhook-id` or `X-GitHub-Delivery` taken (GitHub's are 36-character UUIDs)."""
 
 
 class BodyError(Exception):
@@ -123,11 +125,17 @@ async def read_body(
 def authenticate(
     signature: str, secret_env: str | None, headers: Mapping[str, str], body: bytes, now: float
 ) -> str | None:
-    """Verify the request's signature; return its verified `webhook-id`, if any.
+    """Verify the request's signature; return its delivery id, which dedupes repeats.
+
+    That is the signed `webhook-id` of Standard Webhooks, or GitHub's
+    `X-GitHub-Delivery` (GitHub signs the body only, so a captured request
+    would otherwise replay forever; GitHub always sends the header, and sends
+    the same one again when it redelivers).
 
     Raises:
-        BodyError: 401 bad signature; 500 when the secret is missing or malformed
-            (a deployment mistake, logged, never blamed on the client).
+        BodyError: 401 bad signature; 400 no usable delivery id; 500 when the
+            secret is missing or malformed (a deployment mistake, logged, never
+            blamed on the client).
     """
     if signature == "none" or secret_env is None:
         return None
@@ -138,10 +146,15 @@ def authenticate(
     try:
         if signature == "github":
             verify_github(secret, headers, body)
-            return None
-        return verify_standard(secret, headers, body, now)
+            delivery = headers.get("x-github-delivery")
+        else:
+            delivery = verify_standard(secret, headers, body, now)
     except SignatureError as exc:
         raise BodyError(401, f"invalid signature: {exc}") from None
     except ValueError as exc:
         log.error("webhook secret in %s: %s", secret_env, exc)
         raise BodyError(500, "webhook secret is misconfigured") from None
+    if not delivery or len(delivery) > MAX_DELIVERY_ID or not delivery.isprintable():
+        name = "X-GitHub-Delivery" if signature == "github" else "webhook-id"
+        raise BodyError(400, f"{name} must be 1 to {MAX_DELIVERY_ID} printable characters")
+    return delivery

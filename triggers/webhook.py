@@ -8,10 +8,13 @@ body not received within `body_timeout`, 401 bad signature (nothing stored),
 
 - async: the event (type `fnrun.webhook`, subject = the path) is stored
   durably for the route's function only, then answered `202 {"id": ...}`.
-  Its id is derived from `webhook-id` or `Idempotency-Key` when present, so
-  a repeated delivery is deduplicated by the store's idempotent publish.
+  Its id is derived from the signed delivery id (`webhook-id`, or GitHub's
+  `X-GitHub-Delivery`) or else `Idempotency-Key` when present, so a repeated
+  delivery is deduplicated by the store's idempotent publish.
 - sync: the function runs at once through `ingress.invoke`; its encoded
-  return value becomes the response (see `triggers.replies`).
+  return value becomes the response (see `triggers.replies`). Under a
+  delivery id or `Idempotency-Key`, a repeat is answered from the store
+  without running the function again.
 
 Secrets are read from the environment (`secret_env`) at request time, so a
 rotated secret needs no reload; a missing variable answers 500 and logs why.
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl
 
+import anyio
 import yaml
 from starlette.types import Receive, Scope, Send
 
@@ -158,6 +162,8 @@ class Trigger:
         self.body_timeout = BODY_TIMEOUT
         self._table = _Table()
         self._deadlines = Deadlines()
+        self._running: dict[str, anyio.Lock] = {}
+        """Sync calls in flight under a delivery id or Idempotency-Key, by store key."""
 
     def bind(self, project: Project) -> None:
         """Swap in the routes of `project` (called at start and after each reload)."""
@@ -204,9 +210,9 @@ class Trigger:
         headers = _headers(scope)
         try:
             body = await read_body(receive, headers, limit, self.body_timeout, self._deadlines)
-            webhook_id = None
+            delivery = None
             if spec.signature != "none":
-                webhook_id = authenticate(
+                delivery = authenticate(
                     spec.signature, spec.secret_env, headers, body, self.ingress.clock.now()
                 )
             data = _data(headers, body)
@@ -217,30 +223,41 @@ class Trigger:
             return json_reply(400, {"error": "bad Idempotency-Key"})
         event = Event(
             type=EVENT_TYPE, source="fnrun/webhook", subject=spec.path, data=data,
-            id=_event_id(spec.path, webhook_id, idem),
+            id=_event_id(spec.path, delivery, idem),
             http=HttpInfo(scope["method"], spec.path, _query(scope), headers),
         )
         if spec.mode == "async":
             await self.ingress.store.publish([(event, [function])])
             return json_reply(202, {"id": event.id})
+        if delivery is not None:
+            return await self._invoke_once(function, event, f"delivery:{spec.path}:{delivery}",
+                                           retention)
         if idem is None:
             return replies.reply(function, event.id, await self.ingress.invoke(function, event))
-        return await self._invoke_once(function, event, idem, retention)
+        return await self._invoke_once(function, event, f"idem:{spec.path}:{idem}", retention)
 
     async def _invoke_once(
-        self, function: str, event: Event, idem: str, retention: float
+        self, function: str, event: Event, key: str, retention: float
     ) -> Reply:
-        """A sync call under an Idempotency-Key: a repeat answers from the store.
+        """A sync call under a delivery id or Idempotency-Key: a repeat answers from the store.
 
-        Two identical requests racing both run; `remember` keeps the first answer.
+        Repeats racing on this node wait for the first (one lock per key in
+        flight); on separate nodes of a cluster both may run, and `remember`
+        keeps the first answer.
         """
-        key = f"idem:{event.subject}:{idem}"
-        earlier = await self.ingress.store.recall(key)
-        if earlier is not None:
-            return replies.response(function, event.id, earlier)
-        outcome = await self.ingress.invoke(function, event)
-        answer = replies.answer(function, event.id, outcome)
-        earlier = await self.ingress.store.remember(key, answer, ttl=retention)
+        lock = self._running.setdefault(key, anyio.Lock())
+        try:
+            async with lock:
+                earlier = await self.ingress.store.recall(key)
+                if earlier is not None:
+                    return replies.response(function, event.id, earlier)
+                outcome = await self.ingress.invoke(function, event)
+                answer = replies.answer(function, event.id, outcome)
+                earlier = await self.ingress.store.remember(key, answer, ttl=retention)
+        finally:
+            # The last one out forgets the key (a released lock with waiters stays locked).
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._running.pop(key, None)
         return replies.response(function, event.id, answer if earlier is None else earlier)
 
 
@@ -277,6 +294,7 @@ def _data(headers: Mapping[str, str], body: bytes) -> Any:
             return body
     try:
         text = body.decode().strip(_JSON_SPACE)
+        strict_json.check_depth(text)
         value, end = strict_json.scan_once(text, 0)
         if end == len(text):
             return value
@@ -294,10 +312,10 @@ def _data(headers: Mapping[str, str], body: bytes) -> Any:
 _JSON_SPACE = " \t\n\r"
 
 
-def _event_id(path: str, webhook_id: str | None, idem: str | None) -> str:
-    """Stable for a repeated delivery (same `webhook-id` or key on one path), else fresh."""
-    if webhook_id:
-        return str(uuid.uuid5(_NAMESPACE, f"{path}\nwebhook-id\n{webhook_id}"))
+def _event_id(path: str, delivery: str | None, idem: str | None) -> str:
+    """Stable for a repeated delivery (same delivery id or key on one path), else fresh."""
+    if delivery:
+        return str(uuid.uuid5(_NAMESPACE, f"{path}\nwebhook-id\n{delivery}"))
     if idem:
         return str(uuid.uuid5(_NAMESPACE, f"{path}\nidempotency-key\n{idem}"))
     return new_event_id()

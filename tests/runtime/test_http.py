@@ -26,7 +26,7 @@ from runtime.errors import UsageError, Where
 from runtime.events import Event, Outcome
 from runtime.http import check_bind, create_app
 from runtime.metrics import Metrics
-from runtime.server import Listening, serve
+from runtime.server import Listening, ProtocolPath, serve
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
 from runtime.store.base import Store
 from runtime.store.sqlite import SqliteStore
@@ -82,6 +82,8 @@ class Harness:
     client: httpx.AsyncClient
     listening: Listening
     trigger: Trigger
+    app: Any
+    path: ProtocolPath
 
     async def pending(self) -> dict[str, int]:
         counts = await self.view.store.counts()
@@ -107,30 +109,36 @@ FUNCTIONS = [
 
 
 async def start(tmp_path: Path, host: str = "127.0.0.1",
-                environ: dict[str, str] | None = None) -> AsyncIterator[Harness]:
+                environ: dict[str, str] | None = None, path: ProtocolPath = "fast",
+                allowed_hosts: tuple[str, ...] = ()) -> AsyncIterator[Harness]:
     settings = Settings(project=tmp_path, functions=tmp_path / "functions",
                         store=f"sqlite:///{tmp_path}/state.db",
-                        http=HttpSettings(host=host, port=0, max_body=4096))
+                        http=HttpSettings(host=host, port=0, max_body=4096,
+                                          allowed_hosts=allowed_hosts))
     async with SqliteStore(settings.store) as store:
         view = View(settings, store)
         trigger = Trigger(view)
         trigger.body_timeout = 0.5
         trigger.bind(Project(settings, {f.name: f for f in FUNCTIONS}))
-        app = create_app(view, trigger.asgi, environ=environ)
+        app = create_app(view, trigger.asgi, environ=environ or {})
         loopback = HttpSettings(port=0)  # tests listen on loopback whatever `host` says
         async with anyio.create_task_group() as tg:
-            listening = await tg.start(partial(serve, header_timeout=0.5), app, loopback)
+            listening = await tg.start(partial(serve, header_timeout=0.5, path=path), app,
+                                       loopback)
             async with httpx.AsyncClient(base_url=listening.url, timeout=10) as client:
-                yield Harness(view, client, listening, trigger)
+                yield Harness(view, client, listening, trigger, app, path)
             tg.cancel_scope.cancel()
 
 
-@pytest.fixture
-async def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+@pytest.fixture(params=["fast", "plain"])
+async def h(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[Harness]:
+    """The app served on each protocol path: httptools (fast) and h11 (plain)."""
     monkeypatch.setenv("FNRUN_TEST_WH_SECRET", SECRET)
     monkeypatch.setenv("FNRUN_TEST_GH_SECRET", GH_SECRET)
     monkeypatch.delenv("FNRUN_TEST_NEVER_SET", raising=False)
-    async for harness in start(tmp_path):
+    async for harness in start(tmp_path, path=request.param):
         yield harness
 
 
@@ -201,6 +209,8 @@ NOT_JSON = {
     "NaN": (b'{"total": NaN}', "NaN is not a JSON value"),
     "Infinity": (b'[1, -Infinity]', "-Infinity is not a JSON value"),
     "deep": (b"[" * 2_000 + b"]" * 2_000, "nested too deeply"),  # under max_body (4 KiB)
+    # Python takes about 980 levels; past 64 is refused (issue 17, point 12).
+    "65 levels": (b'{"a":' * 65 + b"1" + b"}" * 65, "nested too deeply (more than 64 levels)"),
     # Python reads these as inf: stored, handed to the handler, and its result
     # then failed to serialize, so the event ended as a dead letter.
     "overflow": (b'{"x": 1e999}', "1e999 is out of range"),
@@ -224,6 +234,21 @@ async def test_what_only_python_calls_json_is_400_and_stores_nothing(
         assert r.status_code == 400
         assert message in r.json()["error"]
     assert await h.pending() == {}
+
+
+async def test_nesting_up_to_64_levels_is_taken(h: Harness) -> None:
+    deepest = b"[" * 64 + b"]" * 64  # the webhook body's 64 levels
+    hook = await h.client.post("/hooks/orders", content=deepest,
+                               headers={"content-type": "application/json"})
+    # The event's own object is a level: its data may nest 63 more.
+    event = b'{"specversion": "1.0", "id": "e1", "source": "t", "type": "order.x", "data": %s}'
+    api = await h.client.post("/_/events", content=event % deepest[1:-1],
+                              headers={"content-type": "application/cloudevents+json"})
+    assert (hook.status_code, api.status_code) == (202, 202)
+    (stored_hook,) = await h.events_of("orders")
+    (stored_api,) = await h.events_of("sink")
+    assert json.dumps(stored_hook.data) == "[" * 63 + "[]" + "]" * 63
+    assert json.dumps(stored_api.data) == "[" * 62 + "[]" + "]" * 62
 
 
 async def test_ordinary_and_extreme_finite_floats_are_taken(h: Harness) -> None:
@@ -384,15 +409,55 @@ async def test_bad_signature_is_401_and_stores_nothing(h: Harness, case: str) ->
     assert await h.pending() == {}
 
 
+def github_headers(body: bytes, delivery: str | None, secret: bytes = GH_SECRET.encode()
+                   ) -> dict[str, str]:
+    headers = {"X-Hub-Signature-256": "sha256=" + hmac.new(secret, body, hashlib.sha256)
+               .hexdigest(), "content-type": "application/json"}
+    if delivery is not None:
+        headers["X-GitHub-Delivery"] = delivery
+    return headers
+
+
 async def test_github_signature(h: Harness) -> None:
     body = b'{"action": "opened"}'
-    good = "sha256=" + hmac.new(GH_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    bad = "sha256=" + hmac.new(b"nope", body, hashlib.sha256).hexdigest()
-    r = await h.client.post("/hooks/gh", content=body, headers={"X-Hub-Signature-256": bad})
+    bad = github_headers(body, "d-1", secret=b"nope")
+    r = await h.client.post("/hooks/gh", content=body, headers=bad)
     assert r.status_code == 401
-    r = await h.client.post("/hooks/gh", content=body, headers={"X-Hub-Signature-256": good})
+    r = await h.client.post("/hooks/gh", content=body, headers=github_headers(body, "d-1"))
     assert r.status_code == 202
     assert await h.pending() == {"gh": 1}
+
+
+async def test_github_delivery_sent_five_times_is_stored_once(h: Harness) -> None:
+    # GitHub signs the body only: without the delivery id, a captured request
+    # replayed forever, each time as a new event (issue 17, point 4).
+    body = b'{"action": "opened", "number": 7}'
+    answers = [await h.client.post("/hooks/gh", content=body,
+                                   headers=github_headers(body, "72d3162e-cc78-11e3-81ab"))
+               for _ in range(5)]
+    assert [r.status_code for r in answers] == [202] * 5
+    assert len({r.json()["id"] for r in answers}) == 1
+    other = await h.client.post("/hooks/gh", content=body,
+                                headers=github_headers(body, "72d3162e-cc78-11e3-81ac"))
+    assert other.status_code == 202 and other.json() != answers[0].json()
+    assert await h.pending() == {"gh": 2}
+    assert sorted(e.id for e in await h.events_of("gh")) == sorted(
+        {answers[0].json()["id"], other.json()["id"]})
+
+
+@pytest.mark.parametrize("delivery", [None, "", "x" * 256, "a\tb"])
+async def test_github_request_without_a_usable_delivery_id_is_400(
+    h: Harness, delivery: str | None
+) -> None:
+    body = b'{"action": "opened"}'
+    headers = github_headers(body, None)
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    if delivery is not None:
+        raw.append((b"x-github-delivery", delivery.encode()))
+    r = await h.client.post("/hooks/gh", content=body, headers=raw)
+    assert r.status_code == 400
+    assert r.json() == {"error": "X-GitHub-Delivery must be 1 to 255 printable characters"}
+    assert await h.pending() == {}
 
 
 async def test_missing_secret_variable_is_a_500_not_a_401(h: Harness) -> None:
@@ -446,7 +511,6 @@ async def test_events_answer_how_many_functions_each_reached(h: Harness) -> None
          "specversion"),
         ({"specversion": "1.0", "source": "s", "type": "t"}, "cloudevents+json", "'id'"),
         ({"specversion": "1.0", "id": "x", "source": "s"}, "cloudevents+json", "'type'"),
-        ({"specversion": "1.0", "id": "x", "source": "s", "type": "t"}, "json", "binary mode"),
         ({"specversion": "1.0", "id": "x", "source": "s", "type": "t"}, "cloudevents-batch+json",
          "JSON array"),
         ({"specversion": "1.0", "id": "x", "source": "s", "type": "t", "time": "yesterday"},
@@ -461,6 +525,17 @@ async def test_events_bad_input_is_400(
     assert r.status_code == 400
     assert message in r.json()["error"]
     assert await h.pending() == {}
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json", "text/plain",
+                                          "application/cloudevents"])
+async def test_events_in_no_cloudevents_mode_are_415(h: Harness, content_type: str | None) -> None:
+    body = {"specversion": "1.0", "id": "x", "source": "s", "type": "order.x"}
+    headers = {} if content_type is None else {"content-type": content_type}
+    r = await h.client.post("/_/events", content=json.dumps(body), headers=headers)
+    assert r.status_code == 415
+    assert "binary mode" in r.json()["error"]
+    assert await h.pending() == {} and await stored(h) == 0
 
 
 BAD_FORMS = {
@@ -594,6 +669,90 @@ async def test_public_bind_requires_bearer_token_except_health(tmp_path: Path) -
         assert r.status_code == 401
         # webhooks carry their own auth (signatures), never the operator token
         assert (await h.client.post("/hooks/orders", json={})).status_code == 202
+
+
+async def test_token_set_is_required_on_loopback_too(tmp_path: Path) -> None:
+    # It was required off loopback only: any local process or rebound page got in.
+    async for h in start(tmp_path, environ={"FNRUN_TOKEN": "t0k3n"}):
+        for path, methods in h.app.api_routes:
+            method = "POST" if "POST" in methods else "GET"
+            r = await h.client.request(method, path)
+            if path == "/_/health":
+                assert r.status_code == 200
+            else:
+                assert r.status_code == 401, path
+                assert r.json() == {"error": "missing or wrong bearer token"}
+        right = await h.client.get("/_/invocations", headers={"Authorization": "Bearer t0k3n"})
+        assert right.status_code == 200
+        assert (await h.client.post("/hooks/orders", json={})).status_code == 202
+        assert await h.pending() == {"orders": 1}
+
+
+@pytest.mark.parametrize("query", ["token=t0k3n", "access_token=anything", "TOKEN=", "t=t0k3n",
+                                   "function=sink&x=t0k3n"])
+async def test_a_token_in_the_query_string_is_400(tmp_path: Path, query: str) -> None:
+    async for h in start(tmp_path, environ={"FNRUN_TOKEN": "t0k3n"}):
+        for auth in ({}, {"Authorization": "Bearer t0k3n"}):
+            r = await h.client.get(f"/_/invocations?{query}", headers=auth)
+            assert r.status_code == 400
+            assert "Authorization header" in r.json()["error"]
+        other = await h.client.get("/_/invocations?function=t0k", headers={
+            "Authorization": "Bearer t0k3n"})
+        assert other.status_code == 200
+
+
+API_BODY = json.dumps({"specversion": "1.0", "id": "rebound", "source": "s", "type": "order.x"})
+
+
+async def test_a_foreign_host_reaches_no_api_route(h: Harness) -> None:
+    """DNS rebinding: a page whose name now resolves to 127.0.0.1 sends its own
+    name as Host. Every route the app has is tried, so a new one cannot escape."""
+    routes = h.app.api_routes
+    assert {path for path, _ in routes} >= {"/_/health", "/_/events", "/_/functions",
+                                            "/_/metrics", "/_/invocations", "/_/dead-letters"}
+    tried = 0
+    for path, methods in [*routes, ("/_/nope", {"GET"}), ("/_", {"POST"})]:
+        for method in sorted(methods):
+            for host in ("evil.example", "evil.example:8080", "localhost.evil.example",
+                         "127.0.0.1.nip.io"):
+                r = await h.client.request(method, path, content=API_BODY, headers={
+                    "host": host, "content-type": "application/cloudevents+json"})
+                assert r.status_code == 421, (method, path, host)
+                if method != "HEAD":
+                    assert "http.allowed_hosts" in r.json()["error"]
+                tried += 1
+    assert tried >= 4 * 8
+    assert await stored(h) == 0 and await h.pending() == {}
+    # Webhooks are not the API: they answer whatever the Host, with their own auth.
+    r = await h.client.post("/hooks/orders", json={}, headers={"host": "evil.example"})
+    assert r.status_code == 202
+
+
+async def test_loopback_names_and_allowed_hosts_reach_the_api(tmp_path: Path) -> None:
+    async for h in start(tmp_path, allowed_hosts=("fnrun.internal", "10.1.2.3", "fd00::1")):
+        for host in ("127.0.0.1", "127.0.0.1:8080", "localhost", "LOCALHOST:1", "[::1]",
+                     "[::1]:8080", "127.0.0.2", "fnrun.internal", "FNRUN.internal.:443",
+                     "10.1.2.3:80", "[fd00::1]:80"):
+            r = await h.client.post("/_/events", content=API_BODY, headers={
+                "host": host, "content-type": "application/cloudevents+json"})
+            assert r.status_code == 202, host
+        for host in ("fnrun.internal.evil.example", "10.1.2.4", "[fd00::2]", "[::1", ""):
+            r = await h.client.get("/_/health", headers={"host": host})
+            assert r.status_code == 421, host
+    async for h in start(tmp_path / "public", host="0.0.0.0",
+                         environ={"FNRUN_TOKEN": "t0k3n"}):
+        # The address served is a name clients may use; other names are not.
+        assert (await h.client.get("/_/health", headers={"host": "0.0.0.0:1"})).status_code == 200
+        assert (await h.client.get("/_/health", headers={"host": "10.1.2.3"})).status_code == 421
+
+
+@pytest.mark.parametrize("hosts", [[], [b"127.0.0.1", b"evil.example"],
+                                   [b"127.0.0.1", b"127.0.0.1"]])
+async def test_no_host_or_two_hosts_are_refused(h: Harness, hosts: list[bytes]) -> None:
+    head = b"GET /_/health HTTP/1.1\r\n" + b"".join(b"host: %s\r\n" % v for v in hosts)
+    reply, _ = await raw_exchange(h, [head + b"connection: close\r\n\r\n"], pause=0)
+    # h11 refuses these itself (RFC 9112 3.2), with a text 400; httptools leaves them to us.
+    assert reply.startswith(b"HTTP/1.1 421" if h.path == "fast" else b"HTTP/1.1 400")
 
 
 async def test_idle_keep_alive_connection_is_closed_after_keep_alive(tmp_path: Path) -> None:

@@ -43,3 +43,25 @@ def test_finite_numbers_are_taken_as_python_reads_them(case: str) -> None:
     assert strict_json.loads(text) == value
     assert strict_json.loads(text.encode("utf-16")) == value
     assert strict_json.scan_once(text, 0) == (value, len(text))
+
+
+DEPTHS = {
+    "64 arrays": ("[" * 64 + "]" * 64, True),
+    "65 arrays": ("[" * 65 + "]" * 65, False),
+    "65 objects": ('{"a":' * 65 + "1" + "}" * 65, False),
+    "64 mixed": ('[{"a":' * 32 + "null" + "}]" * 32, True),
+    "brackets in a string do not count": ('["' + "[{" * 100 + '"]', True),
+    "nor after an escaped quote": ('["\\"' + "[" * 100 + '"]', True),
+    "many shallow arrays": ("[" + ",".join(["[[1]]"] * 500) + "]", True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEPTHS))
+def test_loads_refuses_more_than_64_levels(case: str) -> None:
+    text, taken = DEPTHS[case]
+    for given in (text, text.encode(), text.encode("utf-16")):
+        if taken:
+            assert strict_json.loads(given) == strict_json.DECODER.decode(text)
+        else:
+            with pytest.raises(ValueError, match=r"^nested too deeply \(more than 64 levels\)$"):
+                strict_json.loads(given)
