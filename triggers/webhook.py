@@ -4,7 +4,8 @@ A route answers, in this order: 404 unknown path, 405 wrong method, 503
 while the runtime is not accepting (starting or draining), 413 body over
 `max_body` (counted while reading, so chunked bodies are bounded too), 408
 body not received within `body_timeout`, 401 bad signature (nothing stored),
-400 invalid JSON under a JSON content type. Then:
+400 a signed request without a usable delivery id, 400 invalid JSON under a
+JSON content type (more than 64 levels deep included). Then:
 
 - async: the event (type `fnrun.webhook`, subject = the path) is stored
   durably for the route's function only, then answered `202 {"id": ...}`.
