@@ -33,9 +33,10 @@ HEADER_TIMEOUT = 10.0
 KEEP_ALIVE = 5.0
 """Seconds an idle keep-alive connection stays open (uvicorn's default)."""
 SHUTDOWN_GRACE = 5
-CHECKED_UVICORN = frozenset({"0.55"})
+CHECKED_UVICORN = frozenset({"0.53", "0.54", "0.55"})
 """uvicorn release series (major.minor) whose httptools protocol internals
-`runtime.fast_protocol` was read against; keep in step with pyproject.toml."""
+`runtime.fast_protocol` was read against, and tests/runtime/test_http.py
+passed on; keep in step with pyproject.toml's pin."""
 ProtocolPath = Literal["auto", "fast", "plain"]
 
 log = logging.getLogger("fnrun.http")
