@@ -82,6 +82,9 @@ class Door:
         refusal = self._refusal(scope)
         if refusal is None:
             await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            # Closing before accepting refuses the handshake (uvicorn answers 403).
+            await send({"type": "websocket.close", "code": 1008, "reason": ""})
         else:
             await refusal(scope, receive, send)
 

@@ -746,6 +746,17 @@ async def test_loopback_names_and_allowed_hosts_reach_the_api(tmp_path: Path) ->
         assert (await h.client.get("/_/health", headers={"host": "10.1.2.3"})).status_code == 421
 
 
+async def test_a_websocket_handshake_from_a_foreign_host_is_refused(h: Harness) -> None:
+    # No /_/ route takes a WebSocket today (a loopback Host gets the JSON 404);
+    # the Door refuses the handshake itself, so a route added later is covered.
+    upgrade = (b"GET /_/health HTTP/1.1\r\nhost: %s\r\nupgrade: websocket\r\n"
+               b"connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"sec-websocket-version: 13\r\n\r\n")
+    local, _ = await raw_exchange(h, [upgrade % b"127.0.0.1"], pause=0)
+    foreign, _ = await raw_exchange(h, [upgrade % b"evil.example"], pause=0)
+    assert local.startswith(b"HTTP/1.1 404") and foreign.startswith(b"HTTP/1.1 403")
+
+
 @pytest.mark.parametrize("hosts", [[], [b"127.0.0.1", b"evil.example"],
                                    [b"127.0.0.1", b"127.0.0.1"]])
 async def test_no_host_or_two_hosts_are_refused(h: Harness, hosts: list[bytes]) -> None:
