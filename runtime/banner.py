@@ -48,11 +48,14 @@ def render_banner(
     *,
     colour: bool = False,
     served: HttpSettings | None = None,
+    errors: Sequence[str] = (),
 ) -> str:
-    """The start banner: where fnrun serves, each function and its triggers.
+    """The start banner: where fnrun serves, each function and its triggers, and what
+    did not load.
 
     Args:
         served: where the supervisor listens, if known (the real port of `--port 0`).
+        errors: declaration errors (FILE:LINE:COL lines): their files' functions are out.
     """
     watched = str(settings.functions)
     if settings.config_file is not None:
@@ -73,8 +76,18 @@ def render_banner(
         if not triggers:
             lines.append("      (no triggers: run it with `fnrun invoke`)")
         lines.extend(f"      {trigger_line(t)}" for t in triggers)
+        if function.get("load_error"):
+            problem = f"does not load: {function['load_error']}"
+            lines.append(f"      {_paint(problem, RED, colour)}")
     if len(listing) > MAX_LISTED:
         lines.append(f"  ... and {len(listing) - MAX_LISTED} more (see `fnrun ls`)")
+    if errors:
+        lines += ["", _paint(f"  {len(errors)} error{'' if len(errors) == 1 else 's'}"
+                             " (the functions of these files are not loaded):", RED, colour)]
+        lines.extend(f"  {line}" for line in errors)
+    broken = sum(1 for f in listing if f.get("load_error"))
+    if errors or broken:
+        lines += ["", "  save a fix and it is picked up; deliveries wait in the store meanwhile"]
     lines += ["", f"  watching {watched}: save a file to reload"]
     return "\n".join(lines)
 
@@ -84,14 +97,18 @@ def reload_line(
     reasons: Mapping[str, str],
     millis: float,
     *,
-    failed: Sequence[str] = (),
+    kept: Sequence[str] = (),
+    down: Sequence[str] = (),
+    errors: int = 0,
     fixed: bool = False,
 ) -> str:
     """One line per reload, e.g. `reloaded charge-card (code), added send-mail in 38 ms`.
 
     Args:
         reasons: why each changed function reloaded ("code", "config").
-        failed: functions whose new version did not load and keep their old one.
+        kept: functions whose new version did not load and keep their old one.
+        down: functions whose new version did not load and that have none running.
+        errors: declaration errors: their files were left as they were.
         fixed: the previous reload had errors and this one has none.
     """
     parts = ["errors fixed"] if fixed else []
@@ -103,8 +120,12 @@ def reload_line(
         parts.append("added " + ", ".join(change.added))
     if change.removed:
         parts.append("removed " + ", ".join(change.removed))
-    if failed:
-        parts.append("kept the old version of " + ", ".join(failed))
-    if not (change or failed):
+    if kept:
+        parts.append("kept the old version of " + ", ".join(kept))
+    if down:
+        parts.append("cannot load " + ", ".join(down))
+    if errors:
+        parts.append(f"left the files with {errors} error{'' if errors == 1 else 's'} as they were")
+    if not (change or kept or down or errors):
         parts.append("no function changed")
     return f"{', '.join(parts)} in {millis:.0f} ms"

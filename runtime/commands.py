@@ -37,6 +37,23 @@ def run_command(args: argparse.Namespace) -> int:
     return COMMANDS[args.command](args)
 
 
+def _loadable(args: argparse.Namespace) -> Project:
+    """The functions of the valid files; the others' errors on stderr, as warnings.
+
+    For commands that touch no handler (emit, ls): one broken file must not
+    stop them. Without a functions folder there is nothing to do: that stays
+    an error.
+    """
+    from runtime.manifest import scan_files
+
+    scan = scan_files(arguments.settings(args))
+    if scan.unusable:
+        raise ManifestErrors(scan.errors)
+    for error in scan.errors:
+        print(f"{error} (skipped: its file's functions are left out)", file=sys.stderr)
+    return scan.project
+
+
 # -- run -----------------------------------------------------------------------
 
 
@@ -62,7 +79,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
     arguments.check_type("event type", args.type)
     if args.id is not None:
         arguments.check_id(args.id)
-    project = arguments.project(args)
+    project = _loadable(args)
     kwargs: dict[str, Any] = {"id": args.id} if args.id is not None else {}
     data = read_data(args.data, project.settings.http.max_body)
     event = Event(type=args.type, data=data, subject=args.subject, source="fnrun/cli", **kwargs)
@@ -98,7 +115,7 @@ def unmatched(project: Project, event_type: str) -> str:
 def cmd_ls(args: argparse.Namespace) -> int:
     from runtime import listing
 
-    project = arguments.project(args)
+    project = _loadable(args)
     http, token = project.settings.http, os.environ.get("FNRUN_TOKEN") or None
     live, note = listing.live_functions(http, token)
     if note:
@@ -114,11 +131,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print_json(functions)
             return 0
         views.print_functions(functions)
-        answered = live is not None or note is not None  # no second wait on a silent port
-        pending = listing.reload_error(http, token) if answered else None
-        if pending:
-            print("\nthe running supervisor keeps its last good version; its reload failed:")
-            print(pending)
+        broken = [f for f in functions if f.get("load_error")]
+        if broken:  # only a supervisor knows: it loads handlers in workers
+            print("\ndoes not load in the running supervisor:")
+            for function in broken:
+                print(f"  {function['name']}: {function['load_error']}")
         return 0
 
     return arguments.existing_store(args, project.settings, work)
@@ -132,7 +149,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(warning, file=sys.stderr)
     project = scan.project
     count = len(project.functions)
-    print(f"ok: {count} function{'s' if count != 1 else ''} in {project.settings.functions}")
+    where = f"{count} function{'s' if count != 1 else ''} in {project.settings.functions}"
+    if not args.load:
+        print(f"ok: {where}")
+        return 0
+    from runtime.warmup import probe
+
+    failed = anyio.run(probe, list(project.functions.values()))
+    by_line: dict[str, list[str]] = {}
+    for name, line in sorted(failed.items()):
+        by_line.setdefault(line, []).append(name)
+    for line, names in sorted(by_line.items()):
+        print(f"{line} (function{'s' if len(names) > 1 else ''} {', '.join(names)})",
+              file=sys.stderr)
+    if failed:
+        return 1
+    print(f"ok: {where}, every handler loads")
     return 0
 
 

@@ -66,6 +66,7 @@ def describe_function(
         "running": counts.running,
         "dead": counts.dead,
         "workers": workers,
+        "load_error": None,
     }
 
 
@@ -174,8 +175,10 @@ def with_live(
             for t in function["triggers"]
         ]
         workers = served.get("workers")
+        error = served.get("load_error")
         out.append({**function, "triggers": triggers,
-                    "workers": workers if isinstance(workers, int) else None})
+                    "workers": workers if isinstance(workers, int) else None,
+                    "load_error": error if isinstance(error, str) else None})
     return out
 
 

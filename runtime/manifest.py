@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import yaml
 
 from runtime import plugins
+from runtime.code_files import code_files
 from runtime.errors import ManifestError, ManifestErrors, Where
 from runtime.projectfiles import (
     MAX_SOURCE_BYTES,
@@ -35,8 +36,8 @@ from runtime.specs import FunctionSpec, Project, Settings, TriggerSpec
 from runtime.yamlnodes import Node, Reader, decode, suggest
 
 __all__ = [
-    "Scan", "function_fingerprint", "load_project", "load_settings", "scan_project",
-    "top_level_names", "unset_secrets",
+    "FileScan", "Scan", "function_fingerprint", "load_project", "load_settings",
+    "scan_files", "scan_project", "top_level_names", "unset_secrets",
 ]
 
 NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
@@ -127,6 +128,69 @@ def unset_secrets(
     return sort_errors(out)
 
 
+@dataclass
+class FileScan:
+    """What can load from a project that has errors (`fnrun dev`, hot reload, emit, ls).
+
+    Declarations are checked as `scan_project` checks them, except the
+    handlers' source, which a worker checks by loading it. A YAML file with
+    any error contributes none of its functions, so hot reload keeps their
+    last good versions: a half-edited file never applies half its changes.
+    """
+
+    project: Project
+    """The functions of the files without errors."""
+    errors: list[ManifestError] = field(default_factory=list)
+    bad_files: set[Path] = field(default_factory=set)
+    """YAML files with an error (and, for a duplicate name or a conflict, the later file)."""
+
+    @property
+    def unusable(self) -> bool:
+        """An error no file owns (no functions folder): nothing of this scan is usable."""
+        return any(e.where is None for e in self.errors)
+
+
+def scan_files(settings: Settings) -> FileScan:
+    """Load the functions of every YAML file without errors, and report the other files."""
+    root = settings.functions
+    if not root.is_dir():
+        missing = ManifestError(None, f"functions folder {root} does not exist")
+        return FileScan(Project(settings, {}), [missing])
+    found: dict[str, FunctionSpec] = {}
+    first: dict[str, Where] = {}
+    scan = FileScan(Project(settings, found))
+    config = os.path.realpath(settings.project / CONFIG_FILE)
+    for file in yaml_files(root):
+        if os.path.realpath(file) == config:  # as in scan_project
+            continue
+        errors: list[ManifestError] = []
+        loader = _FileLoader(file, settings, None, errors)
+        specs: dict[str, FunctionSpec] = {}
+        for name_node, spec in loader.load():
+            where = loader.reader.where(name_node)
+            if name_node.value in first or name_node.value in specs:
+                at = first.get(name_node.value) or specs[name_node.value].where
+                errors.append(ManifestError(
+                    where, f"duplicate function name {name_node.value!r} (first declared at {at})"
+                ))
+            elif spec is not None:
+                specs[spec.name] = spec
+        if errors:
+            scan.errors += errors
+            scan.bad_files.add(file)
+            continue
+        first.update({name: spec.where for name, spec in specs.items()})
+        found.update(specs)
+    for error in conflicts(found.values()):
+        scan.errors.append(error)
+        if error.where is not None:
+            scan.bad_files.add(error.where.file)
+    for name in [n for n, s in found.items() if s.where.file in scan.bad_files]:
+        del found[name]
+    scan.errors = sort_errors(scan.errors)
+    return scan
+
+
 def yaml_files(root: Path) -> Iterator[Path]:
     """YAML files under `root`, recursively, in a stable order; hidden folders skipped."""
     for folder, dirs, files in os.walk(root):
@@ -194,8 +258,15 @@ class _FileLoader:
     """Validates the functions of one YAML file, appending every error to `errors`."""
 
     def __init__(
-        self, file: Path, settings: Settings, sources: _Sources, errors: list[ManifestError]
+        self,
+        file: Path,
+        settings: Settings,
+        sources: _Sources | None,
+        errors: list[ManifestError],
     ) -> None:
+        """Args:
+            sources: parses handler files to check them; None leaves that to a worker.
+        """
         self.file = file
         self.settings = settings
         self.root = settings.functions.resolve()
@@ -296,7 +367,7 @@ class _FileLoader:
                 node, f"handler file {file_part!r} {how} outside the functions folder {self.root}"
             )
         self.check_regular(node, file_part, resolved)
-        names = self.sources.names(resolved)
+        names = self.sources.names(resolved) if self.sources is not None else None
         if names is not None and attr not in names:
             raise self.reader.error(node, f"handler file {file_part!r} has no top-level {attr!r}")
         return resolved, attr
@@ -371,13 +442,12 @@ def function_fingerprint(spec: FunctionSpec) -> str:
 
     Positions (`where`) are left out, so editing another function in the same
     YAML does not look like a change to this one. Code is the handler file
-    and the .py files beside it.
+    and the modules it imports from its folder (`runtime.code_files`), so
+    saving another function's handler is not a change to this one either.
     """
     digest = hashlib.sha256()
     digest.update(json.dumps(_canonical(spec), sort_keys=True, default=str).encode())
-    folder = spec.handler_file.parent
-    files = {spec.handler_file, *folder.glob("*.py")} if folder.is_dir() else {spec.handler_file}
-    for file in sorted(files):
+    for file in code_files(spec.handler_file):
         digest.update(str(file).encode() + b"\0")
         try:  # bounded, regular files only: a FIFO named x.py must not hang a reload
             digest.update(read_regular(file, MAX_SOURCE_BYTES))

@@ -162,10 +162,13 @@ def _inspecting(sub: Any) -> None:
                      help="where the running supervisor listens (default: 8080)")
     _json_flag(cmd)
 
-    _command(sub, "validate", "check every declaration and handler",
-             "Check every YAML declaration and handler reference without running any "
-             "code: exit 0, or FILE:LINE:COL: message lines and exit 1.",
-             "fnrun validate\nfnrun validate --project samples/shop")
+    cmd = _command(sub, "validate", "check every declaration and handler",
+                   "Check every YAML declaration and handler reference without running any "
+                   "code (--load: also import each handler in an isolated worker, as fnrun "
+                   "run does at start): exit 0, or FILE:LINE:COL: message lines and exit 1.",
+                   "fnrun validate\nfnrun validate --load\nfnrun validate --project samples/shop")
+    cmd.add_argument("--load", action="store_true",
+                     help="also load each handler in an isolated worker (runs its import code)")
 
     cmd = _command(
         sub, "history", "recent invocations",

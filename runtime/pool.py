@@ -40,6 +40,7 @@ from runtime.process import (
     worker_env,
 )
 from runtime.specs import FunctionSpec
+from runtime.warmup import locate
 
 __all__ = ["LOAD_TIMEOUT", "WorkerPool", "child_command", "describe_exit", "lifeline",
            "worker_env"]
@@ -101,6 +102,11 @@ class WorkerPool:
         if self._load_error is None or time.monotonic() > self._load_error[2]:
             return None
         return self._load_error[0]
+
+    @property
+    def load_failure(self) -> tuple[str, str | None] | None:
+        """(error, traceback) of the handler's last load failure, however old; else None."""
+        return None if self._load_error is None else self._load_error[:2]
 
     async def invoke(self, event: Event, attempt: int) -> Outcome:
         """Run one attempt in a worker; handler problems come back as the Outcome.
@@ -323,7 +329,9 @@ class WorkerPool:
         return start_worker(self.spec, self._env, proto_fd)
 
     def _fail_load(self, error: str, traceback: str | None) -> None:
-        self.log.error("function %s: cannot load %s: %s", self.spec.name, self.spec.handler, error)
+        # One line, at the failing line of the handler's code where the traceback shows it.
+        self.log.error("function %s: cannot load %s: %s", self.spec.name, self.spec.handler,
+                       locate(self.spec, error, traceback))
         self._load_error = (error, traceback, time.monotonic() + LOAD_ERROR_TTL)
 
     def _release(self, worker: WorkerProcess, *, fatal: bool) -> None:

@@ -1,8 +1,9 @@
 """What a change on disk means to hot reload (used by `runtime.reloader`).
 
 Which file events matter (`SourceFilter`), which fnrun.yaml settings follow
-live and which need a restart (`live_settings`), and why a changed
-function reloads: its declaration or only its code (`reasons`,
+live and which need a restart (`live_settings`), which functions to serve,
+try or leave as they are (`with_last_good`, `plan`, `settle`), and why a
+changed function reloads: its declaration or only its code (`reasons`,
 `same_code`).
 """
 
@@ -11,16 +12,18 @@ from __future__ import annotations
 import dataclasses
 import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from watchfiles import Change
 
 from runtime.errors import ManifestError, UsageError, Where
-from runtime.manifest import function_fingerprint, load_settings
+from runtime.manifest import FileScan, function_fingerprint, load_settings
 from runtime.settings_loader import CONFIG_FILE
 from runtime.specs import FunctionSpec, Project, Settings
+from runtime.warmup import LoadFailure
 
 IGNORED_DIRS = frozenset({"__pycache__", "node_modules", ".fnrun", ".git", ".venv"})
 TEMP_FILE = re.compile(
@@ -122,3 +125,100 @@ def file_settings(settings: Settings) -> Settings:
         return load_settings(settings.project)
     except (ManifestError, UsageError):
         return settings
+
+
+def with_last_good(scan: FileScan, old: Project | None) -> Project:
+    """The functions to bind: the scan's, plus the running version of each function
+    declared in a file that now has errors (one never loaded stays out)."""
+    functions = dict(scan.project.functions)
+    for name, spec in (old.functions.items() if old is not None else ()):
+        if name not in functions and spec.where.file in scan.bad_files:
+            functions[name] = spec
+    return Project(scan.project.settings, functions)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a reload does with each function, before any new code is tried."""
+
+    serve: Mapping[str, str]
+    """Function -> fingerprint to serve, decided without a trial."""
+    trial: tuple[str, ...]
+    """New versions to try in a worker first."""
+    fingerprints: Mapping[str, str]
+    """Of each new version, taken before any is tried."""
+    running: Mapping[str, str]
+    """Fingerprints running now."""
+    failures: Mapping[str, LoadFailure]
+    """Carried over: the same code still does not load."""
+
+
+def plan(
+    project: Project,
+    old: Project | None,
+    running: Mapping[str, str],
+    failures: Mapping[str, LoadFailure],
+    last_good: Collection[str],
+) -> Plan:
+    """Which functions keep running, which to try, which stay failed.
+
+    Args:
+        project: the functions to bind (`with_last_good`).
+        running: fingerprints of the versions running now.
+        failures: functions whose newest code did not load.
+        last_good: functions whose file has errors: left as they are.
+    """
+    serve: dict[str, str] = {}
+    carried: dict[str, LoadFailure] = {}
+    fingerprints: dict[str, str] = {}
+    trial = []
+    for name, spec in project.functions.items():
+        failure = failures.get(name)
+        if name in last_good:  # its file has errors: as it was
+            if name in running:
+                serve[name] = running[name]
+            if failure is not None:
+                carried[name] = failure
+            continue
+        fingerprint = fingerprints[name] = function_fingerprint(spec)
+        if running.get(name) == fingerprint:  # unchanged, or a failing edit undone
+            serve[name] = fingerprint
+        elif failure is not None and failure.fingerprint == fingerprint:
+            # Tried already: not again (nor its error logged again) until a file changes.
+            carried[name] = failure
+            if name in running:
+                serve[name] = running[name]
+        elif old is not None and name in old.functions and name in running and same_code(
+            old.functions[name], spec, running[name]
+        ):
+            serve[name] = fingerprint
+        else:
+            trial.append(name)
+    return Plan(serve, tuple(sorted(trial)), fingerprints, dict(running), carried)
+
+
+def settle(
+    project: Project, old: Project | None, plan: Plan, failed: Mapping[str, str]
+) -> tuple[Project, dict[str, str], dict[str, LoadFailure], tuple[str, ...]]:
+    """After the trials: (project to bind, fingerprints to serve, load failures, kept).
+
+    A tried version that loads is served; one that does not keeps the running
+    version (`kept`), or is bound but not served.
+
+    Args:
+        failed: function -> load error of its tried version.
+    """
+    functions = dict(project.functions)
+    serve = dict(plan.serve)
+    failures = dict(plan.failures)
+    kept = []
+    for name in plan.trial:
+        if name not in failed:
+            serve[name] = plan.fingerprints[name]
+            continue
+        failures[name] = LoadFailure(plan.fingerprints[name], failed[name])
+        if name in plan.running and old is not None and name in old.functions:
+            serve[name] = plan.running[name]
+            functions[name] = old.functions[name]
+            kept.append(name)
+    return Project(project.settings, functions), serve, failures, tuple(kept)

@@ -3,10 +3,14 @@
 A burst of saves becomes one reload: watchfiles groups changes (`step` ms of
 quiet, at most `debounce` ms), and changes that arrive while a reload runs
 are coalesced into the next one. Each reload re-reads fnrun.yaml and the
-whole functions folder. A project with errors is not applied: the last good
-version keeps serving and the errors show in /_/health. A changed or added
-function whose new code does not import keeps its old version (or stays
-out) until it is fixed; its deliveries wait in the store (SPEC 5.5).
+whole functions folder, and applies what is valid: a YAML file with errors
+keeps its functions at their last good version (or out, if they never
+loaded) and the errors show in /_/health. Only functions whose declaration
+or code files changed (`runtime.code_files`) are restarted. A changed or
+added function whose new code does not load keeps its old version (or is
+not served) until it is fixed; its deliveries wait in the store (SPEC 5.5).
+A bad fnrun.yaml, a missing functions folder or a webhook claimed twice
+skips the whole reload.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,12 +29,13 @@ from watchfiles import Change
 from runtime import banner
 from runtime import reload_rules as rules
 from runtime.clock import Clock, SystemClock
-from runtime.errors import ManifestError, ManifestErrors, UsageError
-from runtime.manifest import function_fingerprint, load_project, load_settings
+from runtime.errors import ManifestError, UsageError
+from runtime.manifest import conflicts, load_settings, scan_files
 from runtime.pool import WorkerPool
-from runtime.registry import Diff, diff
+from runtime.registry import Diff
 from runtime.settings_loader import CONFIG_FILE
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
+from runtime.warmup import LoadFailure, warm_all
 
 log = logging.getLogger("fnrun.reload")
 
@@ -42,9 +47,6 @@ DEBOUNCE_MS = 1600
 """Longest a burst of changes is grouped before a reload starts anyway."""
 STEP_MS = 30
 """Quiet time that ends a burst (ms): a save starts its reload ~30-80 ms later."""
-WARM_AT_ONCE = 4
-"""New versions whose first worker is started at the same time."""
-
 
 
 class Target(Protocol):
@@ -52,10 +54,14 @@ class Target(Protocol):
 
     settings: Settings
     project: Project | None
-    reload_error: str | None
+    declaration_errors: tuple[str, ...]
+    load_failures: dict[str, LoadFailure]
 
     @property
     def draining(self) -> bool: ...
+
+    @property
+    def reload_error(self) -> str | None: ...
 
     @property
     def served(self) -> HttpSettings: ...
@@ -67,9 +73,9 @@ class Target(Protocol):
     async def apply(
         self,
         project: Project,
-        keep: Collection[str] = (),
+        fingerprints: Mapping[str, str],
         pools: Mapping[str, WorkerPool] | None = None,
-        fingerprints: Mapping[str, str] | None = None,
+        failures: Mapping[str, LoadFailure] | None = None,
     ) -> Diff: ...
 
     async def functions_json(self) -> list[dict[str, Any]]: ...
@@ -81,9 +87,13 @@ class Result:
 
     change: Diff = Diff()
     errors: tuple[str, ...] = ()
-    """Declaration errors: nothing was applied."""
+    """Declaration errors: their files' functions were left as they were."""
+    skipped: bool = False
+    """Nothing was applied (a bad fnrun.yaml, no functions folder, a conflict)."""
     failed: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    """Function -> load error of its new code (old version kept, or not added)."""
+    """Function -> load error of its new code (old version kept, or not served)."""
+    kept: tuple[str, ...] = ()
+    """Functions of `failed` that keep serving their old version."""
     restart: tuple[str, ...] = ()
     """fnrun.yaml changes that need a restart."""
     reasons: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -131,7 +141,8 @@ class Reloader:
             listing = await self.supervisor.functions_json()
             colour = self.say is _to_stderr and sys.stderr.isatty()
             self.say(banner.render_banner(
-                listing, self.supervisor.settings, colour=colour, served=self.supervisor.served
+                listing, self.supervisor.settings, colour=colour, served=self.supervisor.served,
+                errors=self.supervisor.declaration_errors,
             ))
         async with anyio.create_task_group() as tg:
             if self._changes is not None:
@@ -202,18 +213,20 @@ class Reloader:
             result = await self._reload()
         except Exception as exc:  # a reload must never take the running version down
             log.exception("reload failed; still serving the last good version")
-            result = Result(errors=(f"reload failed: {exc!r}",))
-            self.supervisor.reload_error = result.errors[0]
+            result = Result(errors=(f"reload failed: {exc!r}",), skipped=True)
+            self.supervisor.declaration_errors = result.errors
         result = dataclasses.replace(result, millis=(self.clock.monotonic() - started) * 1000)
         self.reloads += 1
         self.last = result
         functions = self.supervisor.settings.functions
         if self._watched != (functions if functions.is_dir() else None):
             self._rewatch.set()
-        if not result.errors:
+        if not result.skipped:
             log.info(banner.reload_line(
-                result.change, result.reasons, result.millis, failed=sorted(result.failed),
-                fixed=was_broken and not result.failed,
+                result.change, result.reasons, result.millis,
+                kept=result.kept, down=sorted(set(result.failed) - set(result.kept)),
+                errors=len(result.errors),
+                fixed=was_broken and self.supervisor.reload_error is None,
             ))
         return result
 
@@ -225,41 +238,37 @@ class Reloader:
         except (ManifestError, UsageError) as exc:
             return self._broken([str(exc)])
         settings, restart = rules.live_settings(self.supervisor.settings, self._file, file_settings)
-        try:
-            project = await anyio.to_thread.run_sync(load_project, settings)
-        except ManifestErrors as exc:
-            return self._broken([str(e) for e in exc.errors])
+        scan = await anyio.to_thread.run_sync(scan_files, settings)
+        old = self.supervisor.project
+        project = rules.with_last_good(scan, old)
+        clashes = conflicts(project.functions.values())
+        if scan.unusable or clashes:
+            return self._broken([str(e) for e in scan.errors + clashes])
         for line in restart:
             log.warning(line)
-        old = self.supervisor.project
-        running = self.supervisor.fingerprints()
+        for error in scan.errors:
+            log.error("%s", error)
         # Fingerprints are taken before any new code is loaded, never after: a
         # save that lands while this reload warms workers then still differs
         # from what runs, and the next reload picks it up instead of losing it.
-        fingerprints = await anyio.to_thread.run_sync(_fingerprints, project)
-        plan = diff(running, fingerprints)
-
-        def is_unsure(name: str) -> bool:  # same_code reads the files: in the thread too
-            return (old is None or name not in old.functions
-                    or not rules.same_code(old.functions[name], project.functions[name],
-                                           running[name]))
-
-        unsure = await anyio.to_thread.run_sync(
-            lambda: [name for name in plan.added + plan.changed if is_unsure(name)]
+        running, failures = self.supervisor.fingerprints(), dict(self.supervisor.load_failures)
+        last_good = set(project.functions) - set(scan.project.functions)
+        # plan fingerprints the files and same_code reads them: in the thread too.
+        plan = await anyio.to_thread.run_sync(
+            lambda: rules.plan(project, old, running, failures, last_good)
         )
-        pools, failed = await self._warm_new(project, unsure)
-        project, keep = _keep_old(project, old, failed)
-        reasons = rules.reasons(old, project, plan.changed)
+        pools, failed = await warm_all(
+            [project.functions[n] for n in plan.trial], self.supervisor.new_pool, self.check
+        )
+        project, serve, failures, kept = rules.settle(project, old, plan, failed)
         self.supervisor.settings = self.settings = settings
-        change = await self.supervisor.apply(
-            project, keep=keep, pools=pools, fingerprints=fingerprints
-        )
+        self.supervisor.declaration_errors = tuple(str(e) for e in scan.errors)
+        change = await self.supervisor.apply(project, serve, pools=pools, failures=failures)
         self._file = file_settings
-        if failed:
-            self.supervisor.reload_error = "\n".join(
-                f"{name}: {error}" for name, error in sorted(failed.items())
-            )
-        return Result(change=change, failed=failed, restart=tuple(restart), reasons=reasons)
+        return Result(
+            change=change, errors=tuple(str(e) for e in scan.errors), failed=failed,
+            kept=kept, restart=tuple(restart), reasons=rules.reasons(old, project, change.changed),
+        )
 
     def _broken(self, errors: Sequence[str]) -> Result:
         for line in errors:
@@ -269,59 +278,12 @@ class Reloader:
             "reload skipped: %d error%s; still serving the last good version",
             count, "" if count == 1 else "s",
         )
-        self.supervisor.reload_error = "\n".join(errors)
-        return Result(errors=tuple(errors))
-
-    async def _warm_new(
-        self, project: Project, names: Sequence[str]
-    ) -> tuple[dict[str, WorkerPool], dict[str, str]]:
-        """Warm a pool for each new version: ({name: ready pool}, {name: load error}).
-
-        The warmed pools then serve, so a reload costs one worker start, not two.
-        """
-        pools: dict[str, WorkerPool] = {}
-        failed: dict[str, str] = {}
-        limiter = anyio.CapacityLimiter(WARM_AT_ONCE)
-
-        async def warm(name: str) -> None:
-            pool = self.supervisor.new_pool(project.functions[name])
-            async with limiter:
-                error = await self.check(pool)
-            if error is None:
-                pools[name] = pool
-                return
-            # Not logged here: the pool has said it (function, handler, error) in one
-            # line; the reload line and /_/health's reload_error say what was kept.
-            failed[name] = error
-            await pool.aclose(grace=0)
-
-        async with anyio.create_task_group() as tg:
-            for name in names:
-                tg.start_soon(warm, name)
-        return pools, failed
-
-
-def _fingerprints(project: Project) -> dict[str, str]:
-    return {name: function_fingerprint(spec) for name, spec in project.functions.items()}
+        self.supervisor.declaration_errors = tuple(errors)
+        return Result(errors=tuple(errors), skipped=True)
 
 
 async def _warm(pool: WorkerPool) -> str | None:
     return await pool.warm()
-
-
-def _keep_old(
-    project: Project, old: Project | None, failed: Mapping[str, str]
-) -> tuple[Project, list[str]]:
-    """The project to apply: failed functions at their old version, or left out if new."""
-    functions = dict(project.functions)
-    keep = []
-    for name in failed:
-        if old is not None and name in old.functions:
-            functions[name] = old.functions[name]
-            keep.append(name)
-        else:
-            del functions[name]
-    return Project(project.settings, functions), keep
 
 
 def _to_stderr(text: str) -> None:

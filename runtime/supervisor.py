@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -27,13 +27,14 @@ from runtime.events import Event, Outcome
 from runtime.ingress import Trigger
 from runtime.launcher import FORK_SERVER
 from runtime.listing import base_url, describe_functions, webhook_lines
-from runtime.manifest import function_fingerprint, load_project
+from runtime.manifest import function_fingerprint, load_project, scan_files
 from runtime.metrics import Metrics
 from runtime.pool import WorkerPool
 from runtime.registry import Diff, diff
 from runtime.settings_loader import serving_problem
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
 from runtime.store.base import Targets
+from runtime.warmup import LoadFailure, warm_all
 
 if TYPE_CHECKING:
     from runtime.server import Listening
@@ -91,7 +92,12 @@ class Supervisor:
         self.store = plugins.store_for(settings.store)
         self.calls = CallHistory(self.store, log)
         self.project: Project | None = None
-        self.reload_error: str | None = None
+        """Every function declared and bound (events for it are stored), served or not."""
+        self.declaration_errors: tuple[str, ...] = ()
+        """FILE:LINE:COL lines of the files left out (or kept at their last good version)."""
+        self.load_failures: dict[str, LoadFailure] = {}
+        """Functions of `project` whose newest code does not load: each serves its last
+        good version, or nothing (its deliveries wait in the store, SPEC 5.5)."""
         self.http_server: Listening | None = None
         """Where HTTP is served, once it is (the real port when 0 was asked for)."""
         self._functions: dict[str, Running] = {}
@@ -155,9 +161,22 @@ class Supervisor:
         if self.project is None:
             return []
         counts = await self.store.counts()
-        return describe_functions(
+        listing = describe_functions(
             self.project, counts, self.clock.now(), self._live_workers(), self.served
         )
+        for function in listing:
+            failure = self.load_failures.get(function["name"])
+            function["load_error"] = failure.line if failure else None
+        return listing
+
+    @property
+    def reload_error(self) -> str | None:
+        """What keeps the project from running as it is on disk: one line per problem."""
+        lines = list(self.declaration_errors)
+        for name, failure in sorted(self.load_failures.items()):
+            state = "keeps its last good version" if name in self._functions else "is not running"
+            lines.append(f"{failure.line} (function {name} {state})")
+        return "\n".join(lines) or None
 
     def health_detail(self) -> dict[str, Any]:
         # Claims that fail, or else what producers were last refused for (a
@@ -168,6 +187,7 @@ class Supervisor:
             "functions": len(self._functions),
             "draining": self._draining,
             "reload_error": self.reload_error,
+            "load_errors": {name: f.line for name, f in sorted(self.load_failures.items())},
             # Informative, not a 503: restarting a node cannot bring its store back.
             "store_error": claims or self.store.outage.error,
         }
@@ -197,13 +217,43 @@ class Supervisor:
         if problem:
             raise UsageError(problem)
         http.check_bind(self.settings)  # refuse an unsafe address before touching anything
-        project = load_project(self.settings)
+        project = self._declared()
         FORK_SERVER.start()  # so that even the first workers fork from the template
         try:
             await self._serve(project, task_status)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(FORK_SERVER.stop)  # the pools are closed
+
+    def _declared(self) -> Project:
+        """The project to start: all of it, or (reloading) what loads, the errors reported.
+
+        Without reload a project with errors is refused, as `fnrun validate`
+        refuses it: nothing would pick up the fix. With reload, the valid
+        files' functions start and the fix is picked up on save.
+        """
+        if not self.reload:
+            return load_project(self.settings)
+        scan = scan_files(self.settings)
+        self.declaration_errors = tuple(str(e) for e in scan.errors)
+        for line in self.declaration_errors:
+            log.error("%s", line)
+        return scan.project
+
+    async def _load(self, project: Project) -> dict[str, WorkerPool]:
+        """Start each distinct handler once in a worker: the warm pools of those that load.
+
+        Those that do not are recorded in `load_failures` and not started.
+        """
+        fingerprints = {n: function_fingerprint(s) for n, s in project.functions.items()}
+        pools, failed = await warm_all(
+            list(project.functions.values()), self.new_pool, lambda pool: pool.warm()
+        )
+        self.load_failures = {n: LoadFailure(fingerprints[n], line) for n, line in failed.items()}
+        if failed:
+            log.warning("%d function%s cannot load: %s (see /_/health)", len(failed),
+                        "" if len(failed) == 1 else "s", ", ".join(sorted(failed)))
+        return pools
 
     async def _serve(self, project: Project, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with self.store:
@@ -215,11 +265,13 @@ class Supervisor:
                 self._tg = tg
                 if self.handle_signals:
                     tg.start_soon(self._watch_signals)
+                pools = await self._load(project)
                 self._bind_triggers(project)
                 for trigger in self._triggers.values():
                     tg.start_soon(trigger.run)
-                for spec in project.functions.values():
-                    self._start_function(spec)
+                for name, spec in project.functions.items():
+                    if name not in self.load_failures:
+                        self._start_function(spec, pool=pools.get(name))
                 await self._start_http(tg)
                 tg.start_soon(self._retention_loop)
                 tg.start_soon(self.calls.run)
@@ -252,41 +304,41 @@ class Supervisor:
     async def apply(
         self,
         project: Project,
-        keep: Collection[str] = (),
+        fingerprints: Mapping[str, str],
         pools: Mapping[str, WorkerPool] | None = None,
-        fingerprints: Mapping[str, str] | None = None,
+        failures: Mapping[str, LoadFailure] | None = None,
     ) -> Diff:
         """Switch to a new version of the project (hot reload), function by function.
 
-        Only added and changed functions get new workers; a changed or removed
-        function's old dispatcher stops taking work and its running invocations
-        finish under the old version (each invocation runs under one version).
-        Deliveries live in the store, so nothing pending is lost: a removed
-        function's deliveries wait for it to come back (SPEC 5.5). Functions in
-        `keep` stay at the version running now (their new code did not load).
-        `pools` are already-warmed pools (`new_pool` + `warm`) for new versions,
-        so their first invocation does not wait for a worker to start.
-        `fingerprints` are the new versions' fingerprints if the caller took
-        them before loading any code (see the reloader); else they are taken now.
+        `project` is every function to bind (events for it are stored);
+        `fingerprints` are those of the versions to serve: a function absent
+        there is not served (its code does not load), one whose fingerprint
+        is the running one keeps running untouched. Only added and changed
+        functions get new workers; a changed or removed function's old
+        dispatcher stops taking work and its running invocations finish under
+        the old version (each invocation runs under one version). Deliveries
+        live in the store, so nothing pending is lost: a function not served
+        keeps its deliveries until it comes back (SPEC 5.5). `pools` are
+        already-warmed pools (`new_pool` + `warm`) for new versions, so their
+        first invocation does not wait for a worker to start. `failures` are
+        the functions of `project` whose newest code does not load.
         """
         assert self._tg is not None, "apply() needs a running supervisor"
-        taken = fingerprints or {}
-        new = {
-            name: taken[name] if name in taken else function_fingerprint(spec)
-            for name, spec in project.functions.items()
-        }
-        new.update({n: self._functions[n].fingerprint for n in keep if n in self._functions})
-        change = diff({n: r.fingerprint for n, r in self._functions.items()}, new)
+        change = diff({n: r.fingerprint for n, r in self._functions.items()}, fingerprints)
         self.store.configure({n: s.timeout for n, s in project.functions.items()})
         self._bind_triggers(project)
         for name in change.removed + change.changed:
             self._tg.start_soon(self._stop_function, self._functions.pop(name), self.grace)
         warmed = dict(pools or {})
         for name in change.added + change.changed:
-            self._start_function(project.functions[name], new[name], warmed.pop(name, None))
+            self._start_function(
+                project.functions[name], fingerprints[name], warmed.pop(name, None)
+            )
         for unused in warmed.values():
             self._tg.start_soon(unused.aclose, 0.0)
-        self.reload_error = None
+        self.load_failures = {
+            n: f for n, f in (failures or {}).items() if n in project.functions
+        }
         return change
 
     def _bind_triggers(self, project: Project) -> None:

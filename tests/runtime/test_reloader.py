@@ -178,9 +178,9 @@ async def test_a_syntax_error_keeps_the_old_version(rig: Rig) -> None:
     assert await rig.version("echo") == 1
     rig.write("functions/echo.py", "def handle(event:\n")
     result = await rig.save("functions/echo.py")
-    assert len(result.errors) == 1
-    assert result.errors[0].startswith(f"{rig.functions / 'echo.py'}:1:")
-    assert "syntax error" in result.errors[0]
+    assert result.kept == ("echo",) and not result.errors
+    # Found by loading the file in a worker, at the line and column of the caret.
+    assert result.failed["echo"].startswith(f"{rig.functions / 'echo.py'}:1:11: SyntaxError")
     assert await rig.version("echo") == 1
 
 
@@ -201,14 +201,78 @@ async def test_an_import_error_keeps_the_old_version_serving(rig: Rig) -> None:
     assert await rig.version("echo") == 3
 
 
-async def test_a_new_function_that_cannot_import_is_not_added(rig: Rig) -> None:
+async def test_a_new_function_that_cannot_import_is_not_served_and_its_events_wait(
+    rig: Rig,
+) -> None:
     rig.write("functions/bad.yaml", declare("bad", "t.bad"))
     rig.write("functions/bad.py", "raise RuntimeError('boom at import')\ndef handle(e): pass\n")
     result = await rig.save("functions/bad.py", "functions/bad.yaml")
-    # echo shares the folder (its helpers might be bad.py), so it reloads too.
-    assert result.change == Diff(changed=("echo",))
-    assert "boom at import" in result.failed["bad"]
-    assert rig.supervisor.targets("t.bad") == []
+    # echo does not import bad.py: it does not reload.
+    assert result.change == Diff() and result.kept == ()
+    assert result.failed["bad"] == f"{rig.functions / 'bad.py'}:1:1: RuntimeError: boom at import"
+    assert rig.supervisor.fingerprints().keys() == {"echo"}
+    # Declared, so bound: its events are stored and wait for a version that loads.
+    assert rig.supervisor.targets("t.bad") == ["bad"]
+    [event] = [Event(type="t.bad", source="tests")]
+    assert await rig.supervisor.publish([event])
+    listing = {f["name"]: f for f in await rig.supervisor.functions_json()}
+    assert listing["bad"]["load_error"] == result.failed["bad"]
+    assert listing["echo"]["load_error"] is None
+    assert rig.supervisor.health_detail()["load_errors"] == {"bad": result.failed["bad"]}
+    # A save of another file does not try it again (nor log its error again).
+    rig.checked.clear()
+    rig.function("echo", 2)
+    result = await rig.save("functions/echo.py")
+    assert result.change == Diff(changed=("echo",)) and rig.checked == ["echo"]
+    assert "bad" in rig.supervisor.health_detail()["load_errors"]
+    rig.function("bad", 1, topic="t.bad")
+    result = await rig.save("functions/bad.py")
+    assert result.change == Diff(added=("bad",)) and not result.failed
+    await until(lambda: event.id in rig.handled())
+    assert rig.supervisor.health_detail()["load_errors"] == {}
+
+
+async def test_a_bad_yaml_file_does_not_block_other_functions(rig: Rig) -> None:
+    rig.function("other", 1, topic="t.other", folder="o/")
+    await rig.save("functions/o/other.yaml")
+    rig.write("functions/echo.yaml", declare("echo", "t.go", "    timeout: [1\n"))
+    rig.function("fresh", 1, topic="t.fresh", folder="f/")
+    rig.function("other", 2, topic="t.other", folder="o/")
+    result = await rig.save("functions/echo.yaml", "functions/f/fresh.yaml", "functions/o/other.py")
+    # The valid files apply; the bad one keeps echo at its last good version.
+    assert result.change == Diff(added=("fresh",), changed=("other",))
+    assert len(result.errors) == 1 and result.errors[0].startswith(f"{rig.functions}/echo.yaml:")
+    assert await rig.version("echo") == 1 and await rig.version("other") == 2
+    assert rig.supervisor.targets("t.go") == ["echo"]
+    assert rig.supervisor.reload_error == result.errors[0]
+    # A function first declared in a bad file stays out until the file is fixed.
+    rig.write("functions/new.yaml", declare("new", "t.new", "    triggers: []\n"))
+    rig.write("functions/new.py", rig.code(1))
+    result = await rig.save("functions/new.yaml")
+    assert "new" not in rig.supervisor.fingerprints() and len(result.errors) == 2
+    rig.write("functions/new.yaml", declare("new", "t.new"))
+    rig.write("functions/echo.yaml", declare("echo", "t.go"))
+    result = await rig.save("functions/new.yaml", "functions/echo.yaml")
+    assert result.change == Diff(added=("new",)) and not result.errors
+    assert rig.supervisor.reload_error is None
+
+
+async def test_only_functions_whose_files_changed_reload(rig: Rig) -> None:
+    rig.write("functions/shared.py", "GREETING = 'hi'\n")
+    rig.write("functions/uses.yaml", declare("uses", "t.uses"))
+    rig.write("functions/uses.py", "from shared import GREETING\n" + rig.code(1))
+    rig.function("plain", 1, topic="t.plain")
+    result = await rig.save("functions/uses.yaml", "functions/plain.yaml")
+    assert result.change == Diff(added=("plain", "uses"))
+    rig.write("functions/shared.py", "GREETING = 'hello'\n")
+    result = await rig.save("functions/shared.py")
+    assert result.change == Diff(changed=("uses",)), "only the function importing it"
+    rig.write("functions/unrelated.py", "X = 1\n")
+    result = await rig.save("functions/unrelated.py")
+    assert result.change == Diff()
+    rig.function("plain", 2, topic="t.plain")
+    result = await rig.save("functions/plain.py")
+    assert result.change == Diff(changed=("plain",))
 
 
 async def test_dropped_in_function_goes_live_and_deleted_one_keeps_its_deliveries(
@@ -326,19 +390,22 @@ def test_live_settings_follow_the_file_unless_a_flag_overrides(tmp_path: Path) -
 
 
 RELOAD_LINES = [
-    (Diff(), {}, (), "no function changed in 12 ms"),
-    (Diff(), {}, None, "errors fixed, no function changed in 12 ms"),
-    (Diff(changed=("charge-card",), added=("send-mail",)), {"charge-card": "code"}, (),
+    (Diff(), {}, {}, "no function changed in 12 ms"),
+    (Diff(), {}, {"fixed": True}, "errors fixed, no function changed in 12 ms"),
+    (Diff(changed=("charge-card",), added=("send-mail",)), {"charge-card": "code"}, {},
      "reloaded charge-card (code), added send-mail in 12 ms"),
-    (Diff(removed=("a", "b")), {}, ("c",), "removed a, b, kept the old version of c in 12 ms"),
+    (Diff(removed=("a", "b")), {}, {"kept": ("c",)},
+     "removed a, b, kept the old version of c in 12 ms"),
+    (Diff(), {}, {"down": ("d",)}, "cannot load d in 12 ms"),
+    (Diff(added=("e",)), {}, {"errors": 2},
+     "added e, left the files with 2 errors as they were in 12 ms"),
 ]
 
 
-@pytest.mark.parametrize(("change", "reasons", "failed", "line"), RELOAD_LINES)
-def test_reload_line(change: Diff, reasons: dict[str, str], failed: tuple[str, ...] | None,
+@pytest.mark.parametrize(("change", "reasons", "options", "line"), RELOAD_LINES)
+def test_reload_line(change: Diff, reasons: dict[str, str], options: dict[str, Any],
                      line: str) -> None:
-    fixed = failed is None
-    assert reload_line(change, reasons, 12.3, failed=failed or (), fixed=fixed) == line
+    assert reload_line(change, reasons, 12.3, **options) == line
 
 
 def test_banner_lists_functions_triggers_urls_and_next_ticks(tmp_path: Path) -> None:
@@ -363,6 +430,22 @@ def test_banner_lists_functions_triggers_urls_and_next_ticks(tmp_path: Path) -> 
     assert trigger_line({"kind": "schedule", "cron": "0 0 30 2 *", "next": None}).endswith(
         "never fires again"
     )
+
+
+def test_banner_shows_what_does_not_load(tmp_path: Path) -> None:
+    listing: list[dict[str, Any]] = [
+        {"name": "greet", "handler": "greet.py:handle", "triggers": [],
+         "load_error": "/p/functions/greet.py:1:1: ModuleNotFoundError: No module named 'x'"},
+        {"name": "fine", "handler": "fine.py:handle", "triggers": [], "load_error": None},
+    ]
+    text = render_banner(listing, _settings(tmp_path), errors=["/p/functions/b.yaml:2:3: bad"])
+    assert ("  greet  greet.py:handle\n      (no triggers: run it with `fnrun invoke`)\n"
+            "      does not load: /p/functions/greet.py:1:1: ModuleNotFoundError") in text
+    assert text.count("does not load") == 1
+    assert "1 error (the functions of these files are not loaded):\n" \
+           "  /p/functions/b.yaml:2:3: bad" in text
+    clean = render_banner(listing[1:], _settings(tmp_path))
+    assert "error" not in clean and "save a fix" not in clean
 
 
 @pytest.mark.parametrize(("host", "url"), [
