@@ -133,7 +133,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         views.print_functions(functions)
         broken = [f for f in functions if f.get("load_error")]
         if broken:  # only a supervisor knows: it loads handlers in workers
-            print("\ndoes not load in the running supervisor:")
+            print("\nhandlers that do not load (each keeps its last good version, if any):")
             for function in broken:
                 print(f"  {function['name']}: {function['load_error']}")
         return 0

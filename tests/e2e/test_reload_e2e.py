@@ -67,7 +67,7 @@ def test_a_save_is_served_without_a_restart(project: Project) -> None:
 
 BREAKAGES = {
     "yaml": ("functions/ver.yaml", "functions:\n  ver: {handler: ver.py:handle\n", "ver.yaml:"),
-    "syntax": ("functions/ver.py", "def handle(event, ctx:\n", "syntax error"),
+    "syntax": ("functions/ver.py", "def handle(event, ctx:\n", "ver.py:1:11: SyntaxError"),
     "import": ("functions/ver.py", "import no_such_module_xyz\n", "no_such_module_xyz"),
 }
 
@@ -84,7 +84,8 @@ def test_a_broken_save_keeps_the_old_version_serving(project: Project, kind: str
     if kind == "import":  # only the running supervisor knows: `fnrun ls` asks it
         listing = fnrun("ls", "--project", str(project.root),
                         env={**os.environ, "FNRUN_PORT": str(project.port)})
-        assert "its reload failed" in listing.stdout and shown in listing.stdout
+        assert "handlers that do not load" in listing.stdout and shown in listing.stdout
+        assert f"ver: {project.functions / 'ver.py'}:1:1: ModuleNotFoundError" in listing.stdout
     project.write(relative, good.replace("v=1", "v=3"))
     wait_until(lambda: health(project)["reload_error"] is None, timeout=10)
     wanted = 3 if relative.endswith(".py") else 1

@@ -45,11 +45,12 @@ def test_new_code_that_does_not_load_is_logged_once(project: Project) -> None:
 
     # Where a user looks: /_/health, and the reload line (fnrun dev shows it)
     error = wait_until(lambda: health(project)["reload_error"], timeout=20)
-    assert error.startswith("ver: ") and MARK in error
+    where = f"{project.functions / 'ver.py'}:15:1"  # the raise, after RECORDER and GOOD
+    assert error == f"{where}: RuntimeError: {MARK} (function ver keeps its last good version)"
     wait_until(lambda: "kept the old version of ver" in project.output(), timeout=10)
 
     output = project.output()
     lines = [line for line in output.splitlines() if MARK in line]
     assert len(lines) == output.count("kept the old version of ver") >= 1, output  # 1 a save
     assert "function ver: cannot load " in lines[0]
-    assert f"ver.py:handle: RuntimeError: {MARK}" in lines[0]
+    assert f"ver.py:handle: {where}: RuntimeError: {MARK}" in lines[0]

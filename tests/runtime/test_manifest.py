@@ -388,11 +388,13 @@ def test_fingerprint_tracks_spec_and_code_but_not_positions(tmp_path: Path) -> N
     write(root, "functions/deeper/other.py", "Y = 2\n")
     assert fingerprint() == first, "code outside the handler's folder is not watched"
     write(root, "functions/lib.py", "X = 2\n")
+    assert fingerprint() == first, "a module the handler does not import is not its code"
+    write(root, "functions/h.py", "import lib\n" + HANDLER)
     second = fingerprint()
     assert second != first
-    write(root, "functions/h.py", HANDLER + "# edited\n")
+    write(root, "functions/lib.py", "X = 3\n")
     third = fingerprint()
-    assert third != second
+    assert third != second, "a module the handler imports is its code"
     write(root, "functions/f.yaml", "functions:\n  f:\n    handler: h.py:main\n    timeout: 9s\n")
     assert fingerprint() != third
 
