@@ -43,15 +43,18 @@ async def test_a_load_failure_is_logged_once_with_function_and_handler(
                     "specversion": "1.0", "id": "e1", "source": "t", "type": "b.go",
                 }, headers={"content-type": "application/cloudevents+json"})
                 assert answer.status_code == 202
-            # The dispatcher found no worker able to load the handler and paused:
-            # both the pool and the dispatcher have had their say.
-            dispatcher = supervisor._functions["b"].dispatcher
-            while not dispatcher.broken:
-                await anyio.sleep(0.05)
+            # Loaded at start, in a worker: not served, its delivery waits (SPEC 5.5).
+            assert "b" not in supervisor.fingerprints()
+            assert supervisor.health_detail()["load_errors"] == {
+                "b": f"{functions / 'b.py'}:4:1: RuntimeError: not deployable yet"
+            }
+            counts = await supervisor.store.counts()
+            assert (counts["b"].pending, counts["b"].running) == (1, 0)
             supervisor.request_stop()
 
     lines = [r.getMessage() for r in caplog.records if "not deployable yet" in r.getMessage()]
     assert len(lines) == 1, lines
     [line] = lines
     assert line.startswith("function b: cannot load ")
-    assert f"{functions / 'b.py'}:handle: RuntimeError: not deployable yet" in line
+    assert line.endswith(f"{functions / 'b.py'}:handle: {functions / 'b.py'}:4:1: "
+                         "RuntimeError: not deployable yet")
