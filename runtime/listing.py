@@ -140,17 +140,6 @@ def live_functions(
     return [f for f in body if isinstance(f, dict)], None
 
 
-def reload_error(http: HttpSettings, token: str | None) -> str | None:
-    """The pending reload error of the supervisor at `http`'s address, if one answers.
-
-    Declaration mistakes show when `ls` loads the files itself; a handler
-    that does not import shows only in the running supervisor.
-    """
-    answer = ask_supervisor(http, "/_/health", token)  # 503 while starting or stopping
-    error = answer[1].get("reload_error") if answer and isinstance(answer[1], dict) else None
-    return error if isinstance(error, str) else None
-
-
 def with_live(
     listing: Sequence[dict[str, Any]], live: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
