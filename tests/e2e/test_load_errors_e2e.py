@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -175,3 +177,24 @@ def test_a_save_restarts_only_the_functions_whose_files_changed(project: Project
     wait_until(lambda: project.output().count("no function changed") > before, timeout=20)
     reloads = [line for line in project.output().splitlines() if "reloaded" in line]
     assert len(reloads) == 2, reloads
+
+
+def test_fnrun_dev_starts_on_a_syntax_error_and_picks_up_the_fix(project: Project) -> None:
+    project.add("plain", PLAIN, "def handle(event, ctx:\n    record(event, ctx)\n")
+    with open(project.root / "supervisor-0.log", "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "dev", "--project", str(project.root),
+             "--port", str(project.port)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    project.procs.append(proc)
+    wait_until(lambda: proc.poll() is not None or "save a file to reload" in project.output())
+    assert proc.poll() is None, project.output()
+    at = line_of("def handle(event, ctx:\n", "def handle")
+    syntax = f"{project.functions / 'plain.py'}:{at}:11: SyntaxError: '(' was never closed"
+    assert f"does not load: {syntax}" in project.output()
+    assert health(project)["load_errors"]["plain"].startswith(syntax)
+    project.add("plain", PLAIN, HANDLE)
+    wait_until(lambda: health(project)["load_errors"] == {}, timeout=20)
+    [event_id] = project.publish([{"type": "greet.requested"}])
+    wait_until(lambda: project.handled("plain")[event_id] == 1, timeout=20)
