@@ -240,10 +240,11 @@ class Supervisor:
             log.error("%s", line)
         return scan.project
 
-    async def _load(self, project: Project) -> dict[str, WorkerPool]:
-        """Start each distinct handler once in a worker: the warm pools of those that load.
+    async def _load(self, project: Project) -> tuple[dict[str, WorkerPool], dict[str, str]]:
+        """Start each distinct handler once in a worker: (warm pools, fingerprints).
 
-        Those that do not are recorded in `load_failures` and not started.
+        Those that do not load are recorded in `load_failures` and not started.
+        Fingerprints are taken before any code loads (see the reloader).
         """
         fingerprints = {n: function_fingerprint(s) for n, s in project.functions.items()}
         pools, failed = await warm_all(
@@ -253,7 +254,7 @@ class Supervisor:
         if failed:
             log.warning("%d function%s cannot load: %s (see /_/health)", len(failed),
                         "" if len(failed) == 1 else "s", ", ".join(sorted(failed)))
-        return pools
+        return pools, fingerprints
 
     async def _serve(self, project: Project, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with self.store:
@@ -265,13 +266,13 @@ class Supervisor:
                 self._tg = tg
                 if self.handle_signals:
                     tg.start_soon(self._watch_signals)
-                pools = await self._load(project)
+                pools, fingerprints = await self._load(project)
                 self._bind_triggers(project)
                 for trigger in self._triggers.values():
                     tg.start_soon(trigger.run)
                 for name, spec in project.functions.items():
                     if name not in self.load_failures:
-                        self._start_function(spec, pool=pools.get(name))
+                        self._start_function(spec, fingerprints[name], pools.get(name))
                 await self._start_http(tg)
                 tg.start_soon(self._retention_loop)
                 tg.start_soon(self.calls.run)
