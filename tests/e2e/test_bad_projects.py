@@ -658,19 +658,22 @@ async def test_the_reload_scan_runs_off_the_event_loop(
     real here) must leave the event loop serving. The scan below returns only
     once a task on the loop has run; on the loop itself it would never return."""
     from runtime import reloader
-    from runtime.errors import ManifestError, ManifestErrors
+    from runtime.errors import ManifestError
+    from runtime.manifest import FileScan
     from runtime.settings_loader import load_settings
+    from runtime.specs import Project
 
     (tmp_path / "functions").mkdir()
     settings = load_settings(tmp_path)
     loop_ran = threading.Event()
 
-    def waiting_scan(_: object) -> None:
+    def waiting_scan(_: object) -> FileScan:
         assert loop_ran.wait(10), "the event loop was blocked while the scan ran"
-        raise ManifestErrors([ManifestError(None, "scanned in a thread")])
+        return FileScan(Project(settings, {}), [ManifestError(None, "scanned in a thread")])
 
-    monkeypatch.setattr(reloader, "load_project", waiting_scan)
-    target = SimpleNamespace(settings=settings, project=None, reload_error=None, draining=False)
+    monkeypatch.setattr(reloader, "scan_files", waiting_scan)
+    target = SimpleNamespace(settings=settings, project=None, reload_error=None, draining=False,
+                             declaration_errors=(), load_failures={})
     reload = reloader.Reloader(target, settings, changes=_no_changes(), show_banner=False)  # type: ignore[arg-type]
 
     async def on_the_loop() -> None:
@@ -681,7 +684,7 @@ async def test_the_reload_scan_runs_off_the_event_loop(
         tg.start_soon(on_the_loop)
         result = await reload.reload()
     assert result.errors == ("scanned in a thread",)
-    assert target.reload_error == "scanned in a thread"
+    assert target.declaration_errors == ("scanned in a thread",)
 
 
 async def _no_changes() -> AsyncIterator[set[tuple[Change, str]]]:
