@@ -16,6 +16,7 @@ asyncio, with uvloop when installed).
 from __future__ import annotations
 
 import asyncio
+import copy
 import socket
 from collections import deque
 from typing import Any, cast
@@ -71,7 +72,10 @@ class Channel(asyncio.Protocol):
         """The next message, or None once the loop's clock passes `deadline`."""
         while not self._messages:
             if self._ended is not None:
-                raise self._ended
+                # A copy: raised itself, the stored error would keep, through its
+                # traceback, each caller's frame and its worker (pidfd, pipes) alive
+                # until the cycle collector runs, which an idle supervisor may never do.
+                raise copy.copy(self._ended)
             if self._loop.time() >= deadline:
                 return None
             self._deadline = deadline

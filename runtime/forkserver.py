@@ -20,7 +20,9 @@ The supervisor talks to it over a SOCK_SEQPACKET socket, one message per
   (`code` as `subprocess.Popen.returncode`: negative for a signal).
 
 The template exits when the socket closes or the supervisor dies (its
-lifeline closes). Standard library only, like the worker: see
+lifeline closes). It is a child subreaper, as each worker's guard is
+(`runtime.guard`): should a guard die by SIGKILL, what its handler started
+is re-parented here, not to init, and killed. Standard library only, like the worker: see
 `runtime.protocol` for why.
 """
 
@@ -31,7 +33,7 @@ import os
 import select
 import sys
 
-from runtime import protocol, worker
+from runtime import guard, protocol, worker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -69,6 +71,9 @@ class Template:
         self.poller.register(lifeline, select.POLLIN)
         self.children: dict[int, int] = {}
         """pidfd -> pid of every worker forked and not yet reaped."""
+        self.strays: dict[int, int] = {}
+        """pidfd -> pid of processes re-parented here (see `_sweep`), killed, not yet reaped."""
+        guard.prctl(guard.PR_SET_CHILD_SUBREAPER, 1)
         self.buffer = bytearray(MAX_REQUEST)
 
     def serve(self) -> tuple[dict[str, Any], int, int] | None:
@@ -146,17 +151,42 @@ class Template:
         return None
 
     def _reap(self, pidfd: int) -> None:
-        pid = self.children.pop(pidfd)
+        stray = pidfd in self.strays
+        pid = (self.strays if stray else self.children).pop(pidfd)
         self.poller.unregister(pidfd)
         os.close(pidfd)
         _, status = os.waitpid(pid, 0)
-        _reply(self.sock, {"kind": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+        if not stray:
+            _reply(self.sock, {"kind": "exited", "pid": pid,
+                               "code": os.waitstatus_to_exitcode(status)})
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Kill children of the template that are not its workers.
+
+        Only a dead guard's processes get here (a live guard is the
+        subreaper of its own): its runner, which dies with it, and what the
+        runner started, re-parented when the runner dies. Each is watched
+        until it is reaped, and reaping one sweeps again for its own orphans.
+        """
+        known = {*self.children.values(), *self.strays.values()}
+        for pid in guard.children(os.getpid()):
+            if pid in known:
+                continue
+            try:
+                os.kill(pid, guard.SIGKILL)
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                continue  # reaped meanwhile: it was not ours to watch
+            self.strays[pidfd] = pid
+            self.poller.register(pidfd, select.POLLIN)
 
     def _forget(self) -> None:
         """In a new worker: drop the template's fds (the lifeline stays: it is the worker's too)."""
-        for pidfd in self.children:
+        for pidfd in [*self.children, *self.strays]:
             os.close(pidfd)
         self.children.clear()
+        self.strays.clear()
         self.sock.close()
         self.buffer = bytearray()
 

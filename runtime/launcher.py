@@ -38,7 +38,7 @@ from runtime.process import (
     boot_command,
     child_command,
     child_path,
-    kill_group,
+    kill_worker,
     lifeline,
     worker_options,
 )
@@ -224,7 +224,7 @@ class Template:
                 self._replied.notify_all()
                 return
         if kind == "forked":
-            kill_group(message["pid"])  # its requester gave up waiting: nobody owns it
+            kill_worker(message["pid"])  # its requester gave up waiting: nobody owns it
 
     def _lost(self) -> None:
         """The template is gone: wake waiting requests, watch its workers' ends ourselves."""

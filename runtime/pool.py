@@ -204,10 +204,14 @@ class WorkerPool:
         }
 
     def _broken(self, reply: dict[str, Any] | None, started: float, duration: float) -> Outcome:
-        """The outcome of an item whose worker timed out (no reply) or spoke out of turn."""
+        """The outcome of an item whose worker timed out (no reply), crashed on a fault
+        signal (its guard's `crashed` report), or spoke out of turn."""
         if reply is None:
             return Outcome("timeout", started, duration,
                            error=f"timed out after {self.spec.timeout:g}s")
+        if reply.get("kind") == "crashed":
+            return Outcome("crash", started, duration, error=describe_exit(reply.get("code")),
+                           traceback=str(reply.get("fault") or "") or None)
         return Outcome("crash", started, duration,
                        error=f"worker sent {reply.get('kind')!r}, not 'done'")
 
@@ -320,6 +324,9 @@ class WorkerPool:
             self._fail_load(f"handler did not load within {LOAD_TIMEOUT:g}s", None)
         elif first["kind"] == "load_error":
             self._fail_load(str(first.get("error")), first.get("traceback"))
+        elif first["kind"] == "crashed":
+            self._fail_load(f"{describe_exit(first.get('code'))} while loading the handler",
+                            str(first.get("fault") or "") or None)
         else:
             self._fail_load(f"{describe_exit(code)} while loading the handler", None)
         return None

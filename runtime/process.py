@@ -2,10 +2,13 @@
 
 Each worker is a fresh interpreter (`python -S`, see `child_command`), or a
 fork of the fork server's clean template (`runtime.launcher`), in its own
-session, so a timeout or crash kills its whole process group, grandchildren
-included (SPEC 5.3, 6). Its stdout and stderr share one pipe that a drain
-thread reads continuously into the supervisor's log, so neither output volume
-nor garbage can touch the protocol socket.
+session. Its first process is a guard (`runtime.guard`) that outlives
+everything the handler starts, so a timeout, crash or recycle ends every
+process the handler started, daemons in other sessions included (SPEC 5.3,
+6). Its stdout and stderr share one pipe that a drain thread reads
+continuously into the supervisor's log, so neither output volume nor garbage
+can touch the protocol socket; the drain ends when the worker does, even if
+something escaped still holds the pipe.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import importlib.util
 import logging
 import os
 import py_compile
+import select
 import signal
 import sys
 import threading
@@ -33,6 +37,8 @@ MAX_LINE = 8192
 DRAIN_READ = 65536
 DRAIN_PAUSE = 0.01
 """How long the output drain waits after a short read (see `WorkerProcess._drain_output`)."""
+DRAIN_AFTER_END = 1024 * 1024
+"""Most output read once the worker has ended (an escaped process may write forever)."""
 STOP_WAIT = 5.0
 """How long a retiring worker may take to exit before its group is killed."""
 RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +66,7 @@ def compile_worker() -> None:
     project's CI machines) or into a read-only install; every worker would then
     compile runtime/worker.py from source: about 10 ms of a 25 ms start.
     """
-    for name in ("__init__", "protocol", "worker", "forkserver"):
+    for name in ("__init__", "protocol", "guard", "worker", "forkserver"):
         source = os.path.join(RUNTIME_ROOT, "runtime", f"{name}.py")
         try:
             cached = importlib.util.cache_from_source(source)
@@ -164,16 +170,29 @@ class WorkerHandle(Protocol):
 
 
 def kill_group(pid: int) -> None:
-    """SIGKILL the process group a worker leads (its own session, see `runtime.launcher`)."""
+    """SIGKILL the process group `pid` leads (its own session, see `runtime.launcher`)."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass  # already gone
 
 
+def kill_worker(pid: int) -> None:
+    """End a worker and all its handler started: SIGTERM to its guard (`runtime.guard`).
+
+    The guard SIGKILLs the runner's group, then every process left below it,
+    and exits. Before the guard is set up, SIGTERM's default ends the
+    process, which has started nothing yet.
+    """
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+
+
 def abandon(handle: WorkerHandle) -> None:
     """Kill a worker that never became a `WorkerProcess`, and reap it in the background."""
-    kill_group(handle.pid)
+    kill_worker(handle.pid)
 
     def reap() -> None:
         handle.wait()
@@ -209,8 +228,14 @@ class WorkerProcess:
         self.uses = 0
         self.replaced = False
         """Whether a replacement has been started for when this one is used up."""
+        try:
+            # Readable once the worker (its guard) has ended: the drain's stop signal.
+            ended: int | None = os.pidfd_open(handle.pid)
+        except OSError:
+            ended = None  # gone already: the drain reads what is there and stops
         self._drain = threading.Thread(
-            target=self._drain_output, name=f"fnrun-output-{function}-{handle.pid}", daemon=True
+            target=self._drain_output, args=(ended,),
+            name=f"fnrun-output-{function}-{handle.pid}", daemon=True,
         )
         self._drain.start()
 
@@ -218,29 +243,51 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.handle.pid
 
-    def _drain_output(self) -> None:
-        """Log every output line, tagged with the invocation that wrote it.
+    def _drain_output(self, ended: int | None) -> None:
+        """Log every output line, tagged with the invocation that wrote it, until the worker ends.
 
         The worker marks where each invocation's output starts
         (`protocol.OUTPUT_MARK`); what comes before the first mark (the
         handler's import) is tagged "-". After a short read the drain waits
         `DRAIN_PAUSE` before the next, so that the marks of a fast batch
-        cost one wake-up of this thread, not one each.
+        cost one wake-up of this thread, not one each. Once the worker has
+        ended (`ended`, a pidfd, is readable) what is left in the pipe is
+        read and the drain stops: a process that escaped the worker may hold
+        the pipe open, and must not hold this thread and its fds too.
         """
         output = self.handle.output
         fd, rest, invocation = output.fileno(), b"", "-"
-        with output:
-            while chunk := os.read(fd, DRAIN_READ):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if ended is not None:
+            poller.register(ended, select.POLLIN)
+        left = -1  # bytes still to read once the worker has ended; -1 while it runs
+        try:
+            while left:
+                ready = [fd_ for fd_, _ in poller.poll(None if left < 0 else 0)]
+                if fd not in ready:
+                    if left >= 0 or not ready:
+                        break  # ended, and the pipe is empty
+                    left = DRAIN_AFTER_END  # ended: read what the pipe holds, then stop
+                    continue
+                chunk = os.read(fd, DRAIN_READ)
+                if not chunk:
+                    break
+                left = max(0, left - len(chunk)) if left >= 0 else left
                 *lines, rest = (rest + chunk).split(b"\n")
                 for raw in lines:
                     invocation = self._log_line(invocation, raw)
                 while len(rest) >= MAX_LINE:  # a long line without its end yet: log it in parts
                     invocation = self._log_line(invocation, rest[:MAX_LINE])
                     rest = rest[MAX_LINE:]
-                if len(chunk) < DRAIN_READ // 4:
+                if len(chunk) < DRAIN_READ // 4 and left < 0:
                     time.sleep(DRAIN_PAUSE)
             if rest:
                 self._log_line(invocation, rest)
+        finally:
+            output.close()
+            if ended is not None:
+                os.close(ended)
 
     def _log_line(self, invocation: str, raw: bytes) -> str:
         """Log one line (in parts if it is long); the invocation its lines after it belong to."""
@@ -256,21 +303,25 @@ class WorkerProcess:
         return invocation
 
     def kill(self) -> None:
-        """SIGKILL the worker's whole process group (it leads its own session)."""
-        kill_group(self.pid)
+        """End the worker and every process its handler started (`kill_worker`)."""
+        kill_worker(self.pid)
 
     def finish(self, wait: float) -> int | None:
-        """Blocking: reap the worker (SIGKILL after `wait`), then what is left of its group.
+        """Blocking: reap the worker (killed after `wait`), and end its output drain.
 
         Call it once the channel is closed (the worker sees EOF and exits).
-        Grandchildren are killed too: a worker's lifetime bounds what its
-        handler started.
+        The worker's guard kills what its handler started before it exits;
+        a guard that does not exit within `wait` of being killed is SIGKILLed
+        (its runner dies with it).
         """
         try:
             code = self.handle.wait(wait)
         except TimeoutError:
             self.kill()
-            code = self.handle.wait()
-        self.kill()
+            try:
+                code = self.handle.wait(wait)
+            except TimeoutError:
+                kill_group(self.pid)
+                code = self.handle.wait()
         self._drain.join(1.0)
         return code

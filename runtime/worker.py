@@ -14,10 +14,11 @@ handler needs them.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
 
-from runtime import protocol
+from runtime import guard, protocol
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -516,9 +517,11 @@ def _report_load_error(fd: int, exc: BaseException, memory_mb: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """Start: lifeline, memory limit, load, `ready`, then serve."""
+    """Start: guard and runner, fault dumps, lifeline, memory limit, load, `ready`, then serve."""
     options = _parse(argv)
     fd = int(options["proto"])
+    fault = guard.split(fd, int(options["lifeline"]))  # from here on, in the runner
+    faulthandler.enable(fault, all_threads=True)
     _start_lifeline(int(options["lifeline"]))
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]

@@ -30,9 +30,15 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 HANDLER = textwrap.dedent("""\
     import asyncio, os, signal, subprocess, sys, time
 
+    def parent_of(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[1])
+
     def state():
-        return {"pid": os.getpid(), "ppid": os.getppid(), "sid": os.getsid(0),
-                "env": dict(os.environ), "argv": sys.argv, "cwd": os.getcwd()}
+        # The worker is the handler's guard (runtime.guard): "ppid" is the guard's parent.
+        return {"pid": os.getpid(), "guard": os.getppid(), "ppid": parent_of(os.getppid()),
+                "sid": os.getsid(0), "env": dict(os.environ), "argv": sys.argv,
+                "cwd": os.getcwd()}
 
     def handle(event):
         do = event.data["do"]
@@ -105,7 +111,7 @@ async def test_forked_workers_run_sync_and_async_handlers_with_only_their_env(
     kw = {"env": {"LOG_LEVEL": "debug"}, "secrets": ("FNRUN_TEST_SECRET",)}
     for state in [await call(pools(**kw), do="state"), await call(pools("async_handle", **kw))]:
         assert state["ppid"] == FORK_SERVER.pid  # forked, not spawned
-        assert state["sid"] == state["pid"]  # leads its own session
+        assert state["sid"] == state["guard"]  # its worker leads its own session
         expected = {
             key: value for key, value in os.environ.items()
             if key in ENV_ALLOWLIST or key.startswith(ENV_PREFIXES)
@@ -284,10 +290,11 @@ async def test_forked_workers_and_the_template_exit_when_the_supervisor_is_kille
                                      idle.read_text().split())
             busy_pid, grandchild = map(int, await wait_for(
                 lambda: busy.exists() and busy.read_text().split()))
-            assert ppid(busy_pid) == template == ppid(idle_pid) != parent.pid
+            guards = (ppid(busy_pid), ppid(idle_pid))
+            assert ppid(guards[0]) == template == ppid(guards[1]) != parent.pid
             parent.kill()
             await parent.wait()
-            pids = (idle_pid, busy_pid, grandchild, template)
+            pids = (idle_pid, busy_pid, *guards, grandchild, template)
             await wait_for(lambda: not any(map(alive, pids)), within=5)
         finally:
             if parent.returncode is None:

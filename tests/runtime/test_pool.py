@@ -65,11 +65,13 @@ def children_of(parent: int) -> set[int]:
 
 
 def children() -> set[int]:
-    """Pids of this process's live workers: its children and the fork server's."""
+    """Pids of the processes running this process's handlers: the children of its
+    workers' guards (`runtime.guard`), which are its children and the fork server's."""
     template = FORK_SERVER.pid
-    if template is None:
-        return children_of(os.getpid())
-    return (children_of(os.getpid()) | children_of(template)) - {template}
+    guards = children_of(os.getpid())
+    if template is not None:
+        guards = (guards | children_of(template)) - {template}
+    return {runner for guard in guards for runner in children_of(guard)}
 
 
 def read_spans(folder: Path) -> list[tuple[float, ...]]:
