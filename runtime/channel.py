@@ -60,6 +60,16 @@ class Channel(asyncio.Protocol):
             raise EOFError("the worker's channel is closed")
         self._transport.write(frame)
 
+    @property
+    def usable(self) -> bool:
+        """Whether the channel has not ended and holds no message unread.
+
+        An idle worker sends nothing: a message or the end while it is idle
+        means it died (its guard's `crashed` report, then EOF).
+        """
+        return self._ended is None and not self._messages and not (
+            self._transport is None or self._transport.is_closing())
+
     def poll(self) -> dict[str, Any] | None:
         """The next message if one is already buffered, else None, without waiting.
 

@@ -55,6 +55,9 @@ SPARE_LEAD = 0.1
 """Start a worker's replacement this fraction of `max_uses` before it retires."""
 CHANNEL_ERRORS = (EOFError, protocol.ProtocolError, OSError)
 """What a worker's channel raises once the worker is gone or speaks garbage."""
+UNSENT_RETRIES = 3
+"""Workers a batch may find ended before it reaches one; past that, its first item is
+charged the crash (workers that die as soon as they are ready)."""
 
 
 class WorkerPool:
@@ -144,16 +147,27 @@ class WorkerPool:
     async def _in_slot(self, items: Sequence[tuple[Event, int]]) -> list[Outcome]:
         self._running += 1
         try:
-            worker = await self._acquire()
-            return [] if worker is None else await self._run(worker, items)
+            for retries_left in range(UNSENT_RETRIES, -1, -1):
+                worker = await self._acquire()
+                if worker is None:
+                    return []
+                outcomes = await self._run(worker, items, charge_unsent=not retries_left)
+                if outcomes is not None:
+                    return outcomes
+            raise AssertionError("the last try charges the batch")
         finally:
             self._running -= 1
             if self._running == 0 and self._quiet is not None:
                 self._quiet.set()
 
     async def _run(
-        self, worker: WorkerProcess, items: Sequence[tuple[Event, int]]
-    ) -> list[Outcome]:
+        self, worker: WorkerProcess, items: Sequence[tuple[Event, int]], *, charge_unsent: bool,
+    ) -> list[Outcome] | None:
+        """The batch's outcomes; None if the worker had ended before the batch reached it.
+
+        A worker that died idle (killed, or its own thread crashed it) was
+        not running anything: unless `charge_unsent`, no item is charged.
+        """
         loop, timeout = asyncio.get_running_loop(), self.spec.timeout
         # One getrandom call for the batch, not one per item: 12 hex digits each.
         ids = os.urandom(6 * len(items)).hex()
@@ -162,7 +176,13 @@ class WorkerPool:
         fatal = False
         started, t0 = time.time(), time.monotonic()
         try:
-            worker.channel.send(self._batch_message(items, invocations))
+            try:
+                worker.channel.send(self._batch_message(items, invocations))
+            except EOFError:
+                if charge_unsent:
+                    raise
+                await self._discard(worker, kill=False)
+                return None
             for _ in range(len(items)):
                 # Each item gets the full timeout from the moment the one before it ended.
                 reply = worker.channel.poll()
@@ -237,10 +257,13 @@ class WorkerPool:
     async def _acquire(self) -> WorkerProcess | None:
         """A warm worker, a ready spare, the spare being started, or a new one."""
         while True:
-            if self._idle:
-                return self._idle.pop()
-            if self._spares:
-                return self._spares.pop()
+            if self._idle or self._spares:
+                worker = self._idle.pop() if self._idle else self._spares.pop()
+                if worker.channel.usable:
+                    return worker
+                # It died while idle (or spoke unasked): replaced, and no item is charged.
+                self._retire_worker(worker, kill=False)
+                continue
             if not self._spawning:
                 return await self._spawn()
             # A replacement is on its way: waiting for it beats starting another.
