@@ -4,8 +4,11 @@ Run as `python -m runtime.worker proto=FD lifeline=FD file=PATH attr=NAME
 function=NAME [memory_mb=N]` (the pool starts it with `-S` and a resolved
 `sys.path`, see `runtime.process`), or entered through `main` in a child
 forked by the fork server's template (`runtime.forkserver`), which imports
-this module beforehand. It speaks `runtime.protocol` on the socket `proto`;
-stdout and stderr belong to the handler.
+this module beforehand. Its first act is to fork: the process started
+stays as the worker's guard (`runtime.guard`: what the handler starts dies
+with the worker), and the child, the runner, does the rest. The runner
+speaks `runtime.protocol` on the socket `proto`; stdout and stderr belong
+to the handler; fault dumps go to the guard.
 
 Startup budget is ~25 ms, so this module imports only builtins at the top;
 asyncio, logging, datetime and traceback are imported the first time a
