@@ -1,0 +1,155 @@
+"""Kafka with aiokafka: a consumer group committing only acknowledged prefixes, acks=all.
+
+A source is a member of its consumer group with auto-commit off; an
+acknowledgement commits the partition's offset only when it and every
+offset before it were acknowledged (`offsets.Offsets`), so a crash
+redelivers exactly the unfinished tail. Concurrent acknowledgements share
+one commit request. A sink's producer waits for all in-sync replicas
+(`acks="all"`); it is not idempotent, because brokers such as Tansu do not
+support that, and a retried send may therefore duplicate a message (the
+event id travels with it, so consumers can dedupe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiokafka
+import anyio
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
+from runtime.brokers.offsets import Offsets
+from runtime.brokers.urls import redact, servers
+
+DEFAULT_PORT = 9092
+
+
+class Kafka:
+    """One bootstrap list: a producer for publishing, a consumer per `consume`."""
+
+    binding = "kafka"
+
+    def __init__(self, url: str, session_timeout: float = 10.0) -> None:
+        self._url = url
+        self._servers = servers(url, DEFAULT_PORT)
+        self._session_timeout_ms = int(session_timeout * 1000)
+        self._producer: Any = None
+
+    async def connect(self) -> None:
+        producer = aiokafka.AIOKafkaProducer(
+            bootstrap_servers=self._servers, acks="all", enable_idempotence=False,
+            request_timeout_ms=15000,
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise BrokerUnavailable(f"cannot reach Kafka at {redact(self._url)}: {exc}") from exc
+        self._producer = producer
+
+    async def consume(self, endpoint: Endpoint, prefetch: int) -> AsyncIterator[Received]:
+        topic, group = _required(endpoint.topic, "topic"), _required(endpoint.group, "group")
+        offsets = Offsets()
+        consumer = aiokafka.AIOKafkaConsumer(
+            bootstrap_servers=self._servers, group_id=group, enable_auto_commit=False,
+            auto_offset_reset=endpoint.start, session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=max(100, self._session_timeout_ms // 3),
+        )
+        consumer.subscribe([topic], listener=_Revoked(offsets))
+        window = Window(prefetch)
+        commit = _committer(consumer, offsets)
+        try:
+            await consumer.start()
+            while True:
+                await window.take()
+                record = await consumer.getone()
+                partition = aiokafka.TopicPartition(record.topic, record.partition)
+                offsets.handed(partition, record.offset)
+                yield window.received(_message(record), _acker(offsets, partition, record, commit))
+        except KafkaConnectionError as exc:
+            raise BrokerUnavailable(f"lost Kafka at {redact(self._url)}: {exc}") from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await consumer.stop()
+
+    async def publish(self, endpoint: Endpoint, message: Message) -> None:
+        if self._producer is None:
+            raise BrokerUnavailable("not connected to Kafka")
+        headers = [(name, value.encode()) for name, value in message.headers.items()]
+        if message.content_type:
+            headers.append(("content-type", message.content_type.encode()))
+        try:
+            # send_and_wait returns once the leader had the write from all in-sync replicas.
+            await self._producer.send_and_wait(
+                _required(endpoint.topic, "topic"), message.body, key=message.key, headers=headers
+            )
+        except KafkaConnectionError as exc:
+            raise BrokerUnavailable(f"lost Kafka at {redact(self._url)}: {exc}") from exc
+        except KafkaError as exc:
+            raise BrokerError(f"Kafka did not take the message: {exc}") from exc
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+
+class _Revoked(aiokafka.ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forget revoked partitions: their unacknowledged offsets now belong to another member."""
+
+    def __init__(self, offsets: Offsets) -> None:
+        self._offsets = offsets
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self._offsets.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
+
+
+def _committer(consumer: Any, offsets: Offsets) -> Callable[[], Awaitable[None]]:
+    """Commit whatever is due; callers queue on one lock, so one request serves many acks."""
+    lock = anyio.Lock()
+
+    async def commit() -> None:
+        async with lock:
+            due = offsets.due()
+            if not due:
+                return
+            try:
+                await consumer.commit(due)
+            except KafkaError as exc:
+                offsets.redue(due)
+                raise BrokerUnavailable(f"Kafka refused the offset commit: {exc}") from exc
+
+    return commit
+
+
+def _acker(
+    offsets: Offsets, partition: Any, record: Any, commit: Callable[[], Awaitable[None]]
+) -> Callable[[], Awaitable[None]]:
+    async def ack() -> None:
+        offsets.ack(partition, record.offset)
+        await commit()
+
+    return ack
+
+
+def _message(record: Any) -> Message:
+    headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
+    content_type = headers.pop("content-type", None)
+    metadata: dict[str, Any] = {
+        "topic": record.topic, "partition": record.partition, "offset": record.offset,
+    }
+    return Message(
+        body=record.value or b"", headers=headers, content_type=content_type, key=record.key,
+        position=f"kafka:{record.topic}:{record.partition}:{record.offset}", metadata=metadata,
+    )
+
+
+def _required(value: str | None, what: str) -> str:
+    if not value:
+        raise BrokerError(f"Kafka needs a {what}")
+    return value

@@ -1,0 +1,152 @@
+"""MQTT 5 (or 3.1.1) with aiomqtt: QoS 1, PUBACK sent only on ack, persistent sessions.
+
+A source subscribes with QoS 1 under its own client id in a session that
+outlives the connection (clean start off, a day's session expiry), and
+PUBACKs a message only when it is acknowledged: the broker keeps every
+message not PUBACKed and sends it again when that client id reconnects.
+aiomqtt has no public switch for manual acknowledgement, so we use the
+paho-mqtt client it wraps (paho's `manual_ack_set` and `ack`, since 2.0).
+`prefetch` is the MQTT 5 Receive Maximum: the broker sends no more than that
+many unacknowledged messages. MQTT 3.1.1 has no such property; there the
+broker's own in-flight limit (Mosquitto's max_inflight_messages, 20) holds
+and the rest waits in the client. A sink publishes with QoS 1 and returns
+on the PUBACK. Choose 3.1.1 with `?version=3.1.1` on the URL.
+MQTT messages carry no broker position, so their events get fresh ids:
+a redelivered message is imported again.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
+from runtime.brokers.urls import credentials, redact
+
+SESSION_EXPIRY = 86_400  # seconds the broker keeps a source's session while it is away
+_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+class Mqtt:
+    """A publishing client, and one client per `consume` under that source's client id."""
+
+    binding = "mqtt"
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._url = url
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or _PORTS.get(parts.scheme, 1883)
+        self._user, self._password = credentials(url)
+        self._tls = ssl.create_default_context() if parts.scheme == "mqtts" else None
+        version = parse_qs(parts.query).get("version", ["5"])[0]
+        if version not in ("5", "3.1.1"):
+            raise BrokerError(f"MQTT version must be 5 or 3.1.1, got {version!r}")
+        self.v5 = version == "5"
+        self.binding = "mqtt" if self.v5 else "mqtt3"
+        self._publisher: aiomqtt.Client | None = None
+
+    async def connect(self) -> None:
+        client = self._client(None, clean=True, receive_maximum=None)
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(f"cannot reach MQTT at {redact(self._url)}: {exc}") from exc
+        self._publisher = client
+
+    async def consume(self, endpoint: Endpoint, prefetch: int) -> AsyncIterator[Received]:
+        topic, client_id = _required(endpoint.topic, "topic"), _required(endpoint.client_id,
+                                                                          "client_id")
+        client = self._client(client_id, clean=False, receive_maximum=prefetch)
+        paho = client._client  # noqa: SLF001 (no public manual-ack switch in aiomqtt)
+        paho.manual_ack_set(True)
+        window = Window(prefetch)
+        try:
+            async with client:
+                await client.subscribe(topic, qos=1)
+                messages = aiter(client.messages)
+                while True:
+                    await window.take()
+                    incoming = await anext(messages)
+                    yield window.received(_message(incoming), _acker(paho, incoming))
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(f"lost MQTT at {redact(self._url)}: {exc}") from exc
+
+    async def publish(self, endpoint: Endpoint, message: Message) -> None:
+        if self._publisher is None:
+            raise BrokerUnavailable("not connected to MQTT")
+        properties = None
+        if self.v5:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if message.content_type:
+                properties.ContentType = message.content_type
+            if message.headers:
+                properties.UserProperty = list(message.headers.items())
+        try:
+            # QoS 1: returns once the broker's PUBACK came.
+            await self._publisher.publish(_required(endpoint.topic, "topic"), message.body,
+                                          qos=1, properties=properties)
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(f"MQTT did not take the message: {exc}") from exc
+
+    async def close(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            try:
+                await publisher.__aexit__(None, None, None)
+            except aiomqtt.MqttError:
+                pass  # already disconnected
+
+    def _client(self, client_id: str | None, clean: bool, receive_maximum: int | None
+                ) -> aiomqtt.Client:
+        options: dict[str, Any] = {}
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            if not clean:
+                properties.SessionExpiryInterval = SESSION_EXPIRY
+            if receive_maximum is not None:
+                properties.ReceiveMaximum = min(receive_maximum, 65_535)
+            options.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=clean,
+                           properties=properties)
+        else:
+            options.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=clean)
+        return aiomqtt.Client(
+            self._host, self._port, username=self._user, password=self._password,
+            identifier=client_id, tls_context=self._tls, timeout=15, **options,
+        )
+
+
+def _acker(paho: Any, incoming: aiomqtt.Message) -> Callable[[], Awaitable[None]]:
+    async def ack() -> None:
+        if paho.ack(incoming.mid, incoming.qos) != 0:
+            raise BrokerUnavailable("cannot acknowledge: the MQTT connection is gone")
+
+    return ack
+
+
+def _message(incoming: aiomqtt.Message) -> Message:
+    properties = incoming.properties
+    headers: dict[str, str] = {}
+    content_type = None
+    if properties is not None:
+        headers = dict(getattr(properties, "UserProperty", []) or [])
+        content_type = getattr(properties, "ContentType", None)
+    body = incoming.payload
+    if isinstance(body, str):
+        body = body.encode()
+    elif not isinstance(body, bytes | bytearray):
+        body = b"" if body is None else str(body).encode()
+    return Message(body=bytes(body), headers=headers, content_type=content_type,
+                   metadata={"topic": incoming.topic.value})
+
+
+def _required(value: str | None, what: str) -> str:
+    if not value:
+        raise BrokerError(f"MQTT needs a {what}")
+    return value

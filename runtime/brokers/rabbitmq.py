@@ -1,0 +1,159 @@
+"""RabbitMQ (AMQP 0-9-1) with aio-pika: manual ack, prefetch as basic.qos, publisher confirms.
+
+A source reads a durable queue, declared if missing; with an exchange and a
+routing key that queue is also bound to the (existing) exchange. A sink
+publishes persistent messages to the default exchange (routing key = the
+queue) or to an exchange, `mandatory` so that a message no queue takes is
+an error rather than a silent drop. The connection is aio-pika's plain one,
+not its robust one: a lost connection ends the consume loop with
+`BrokerUnavailable`, and RabbitMQ requeues whatever it had delivered and
+not seen acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aio_pika
+import aiormq
+import anyio
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
+
+from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
+from runtime.brokers.urls import redact
+
+_LOST = (OSError, asyncio.TimeoutError, aiormq.exceptions.AMQPConnectionError,
+         aiormq.exceptions.ChannelInvalidStateError)
+
+
+class RabbitMQ:
+    """One AMQP connection: a confirming channel for publishing, one channel per consumer."""
+
+    binding = "amqp"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._connection: AbstractConnection | None = None
+        self._publishing: AbstractChannel | None = None
+
+    async def connect(self) -> None:
+        try:
+            self._connection = await aio_pika.connect(self._url, timeout=10)
+            self._publishing = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+        except (*_LOST, aiormq.exceptions.AMQPError) as exc:
+            raise BrokerUnavailable(f"cannot reach RabbitMQ at {redact(self._url)}: {exc}") from exc
+
+    async def consume(self, endpoint: Endpoint, prefetch: int) -> AsyncIterator[Received]:
+        connection = self._connected()
+        window = Window(prefetch)
+        try:
+            channel = await connection.channel()
+        except _LOST as exc:
+            raise BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: {exc}") from exc
+        try:
+            # The broker itself stops sending past `prefetch` unacknowledged messages.
+            await channel.set_qos(prefetch_count=prefetch)
+            queue = await _source_queue(channel, endpoint)
+            async with queue.iterator() as messages:
+                async for incoming in messages:
+                    await window.take()
+                    yield window.received(_message(incoming, queue.name), _acker(incoming))
+        except _LOST as exc:
+            raise BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: {exc}") from exc
+        finally:
+            # Closing the channel hands what it did not acknowledge back to the queue.
+            with anyio.CancelScope(shield=True):
+                await _close(channel)
+        raise BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: channel closed")
+
+    async def publish(self, endpoint: Endpoint, message: Message) -> None:
+        channel = self._publishing
+        if channel is None or self._connection is None:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        outgoing = aio_pika.Message(
+            body=message.body, headers=dict(message.headers), content_type=message.content_type,
+            message_id=message.message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            if endpoint.exchange:
+                exchange = await channel.get_exchange(endpoint.exchange)
+                key = endpoint.routing_key or ""
+            else:
+                exchange, key = channel.default_exchange, _required(endpoint.queue, "queue")
+            # With publisher confirms on, publish returns once the broker confirmed.
+            await exchange.publish(outgoing, routing_key=key, mandatory=True)
+        except aio_pika.exceptions.DeliveryError as exc:
+            raise BrokerError(f"RabbitMQ did not take the message: {exc}") from exc
+        except _LOST as exc:
+            raise BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: {exc}") from exc
+
+    async def close(self) -> None:
+        connection, self._connection, self._publishing = self._connection, None, None
+        if connection is not None:
+            try:
+                await connection.close()
+            except _LOST:
+                pass  # already gone: the broker requeues what was not acknowledged
+
+    def _connected(self) -> AbstractConnection:
+        if self._connection is None:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        return self._connection
+
+
+async def _close(channel: AbstractChannel) -> None:
+    if not channel.is_closed:
+        try:
+            await channel.close()
+        except _LOST:
+            pass  # the connection is gone, and the channel with it
+
+
+async def _source_queue(channel: AbstractChannel, endpoint: Endpoint) -> AbstractQueue:
+    queue = await channel.declare_queue(_required(endpoint.queue, "queue"), durable=True)
+    if endpoint.exchange:
+        exchange = await channel.get_exchange(endpoint.exchange)
+        await queue.bind(exchange, routing_key=endpoint.routing_key or "")
+    return queue
+
+
+def _acker(incoming: AbstractIncomingMessage) -> Any:
+    async def ack() -> None:
+        try:
+            await incoming.ack()
+        except _LOST as exc:
+            raise BrokerUnavailable(f"cannot acknowledge: {exc}") from exc
+
+    return ack
+
+
+def _message(incoming: AbstractIncomingMessage, queue: str) -> Message:
+    metadata: dict[str, Any] = {"queue": queue, "routingkey": incoming.routing_key or ""}
+    if incoming.exchange:
+        metadata["exchange"] = incoming.exchange
+    message_id = incoming.message_id
+    return Message(
+        body=incoming.body, headers=_text_headers(incoming.headers),
+        content_type=incoming.content_type, message_id=message_id,
+        position=f"amqp:{queue}:{message_id}" if message_id else None, metadata=metadata,
+    )
+
+
+def _text_headers(headers: Mapping[str, Any]) -> dict[str, str]:
+    return {name: value.decode() if isinstance(value, bytes) else str(value)
+            for name, value in headers.items()}
+
+
+def _required(value: str | None, what: str) -> str:
+    if not value:
+        raise BrokerError(f"RabbitMQ needs a {what}")
+    return value
