@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiokafka
 import anyio
@@ -31,10 +32,10 @@ class Kafka:
 
     binding = "kafka"
 
-    def __init__(self, url: str, session_timeout: float = 10.0) -> None:
+    def __init__(self, url: str) -> None:
         self._url = url
         self._servers = servers(url, DEFAULT_PORT)
-        self._session_timeout_ms = int(session_timeout * 1000)
+        self._session_timeout_ms = int(_session_timeout(url) * 1000)
         self._producer: Any = None
 
     async def connect(self) -> None:
@@ -147,6 +148,22 @@ def _message(record: Any) -> Message:
         body=record.value or b"", headers=headers, content_type=content_type, key=record.key,
         position=f"kafka:{record.topic}:{record.partition}:{record.offset}", metadata=metadata,
     )
+
+
+def _session_timeout(url: str) -> float:
+    """`?session_timeout=SECONDS`: how soon the group gives a silent member's partitions away.
+
+    Brokers also hold a new group's first rebalance for part of it (Tansu
+    half of it), so tests use a short one; Kafka's own default is 10 s.
+    """
+    raw = parse_qs(urlsplit(url).query).get("session_timeout", ["10"])[0]
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 1 <= seconds <= 300:
+        raise BrokerError(f"session_timeout must be 1 to 300 seconds, got {raw!r}")
+    return seconds
 
 
 def _required(value: str | None, what: str) -> str:

@@ -15,6 +15,7 @@ class Proxy:
         self.cuts = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._serving: set[asyncio.Task[None]] = set()
 
     async def start(self) -> Proxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -29,20 +30,37 @@ class Proxy:
             writer.transport.abort()
 
     async def close(self) -> None:
-        await self.cut()
         if self._server is not None:
             self._server.close()
+        await self.cut()
+        # Let every connection's task see its sockets closed before the loop ends.
+        await asyncio.gather(*self._serving, return_exceptions=True)
+        if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
+        self._writers.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
         except OSError:
             writer.transport.abort()
             return
-        self._writers.update((writer, up_writer))
-        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+        finally:
+            self._serving.discard(task)
+        if writer not in self._writers:  # cut while connecting upstream
+            up_writer.transport.abort()
+            return
+        self._writers.add(up_writer)
+        self._serving.add(task)
+        try:
+            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+        finally:
+            self._serving.discard(task)
+            await asyncio.sleep(0)  # the transports' connection_lost runs on the next turn
 
     def __repr__(self) -> str:
         return f"Proxy(:{self.port} -> :{self.upstream})"
