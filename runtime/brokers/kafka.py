@@ -7,7 +7,10 @@ redelivers exactly the unfinished tail. Concurrent acknowledgements share
 one commit request. A sink's producer waits for all in-sync replicas
 (`acks="all"`); it is not idempotent, because brokers such as Tansu do not
 support that, and a retried send may therefore duplicate a message (the
-event id travels with it, so consumers can dedupe).
+event id travels with it, so consumers can dedupe). aiokafka reconnects
+by itself, so a lost connection does not end `consume`; a broker away for
+longer than the session timeout costs the member its partitions, and their
+unacknowledged tail goes to whoever holds them next.
 """
 
 from __future__ import annotations

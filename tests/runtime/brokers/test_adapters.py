@@ -14,7 +14,15 @@ import anyio
 import pytest
 
 from runtime.brokers import binding
-from runtime.brokers.base import Broker, BrokerError, Endpoint, Message, Received, open_broker
+from runtime.brokers.base import (
+    Broker,
+    BrokerError,
+    BrokerUnavailable,
+    Endpoint,
+    Message,
+    Received,
+    open_broker,
+)
 from runtime.events import Event
 from tests.runtime.brokers.rigs import Rig, body_of
 
@@ -216,10 +224,42 @@ async def test_a_plain_message_is_an_event_of_the_source_type_with_broker_metada
         assert event.id.startswith(f"{rig.kind}:")
 
 
+@pytest.mark.parametrize("rig", ["rabbitmq", "nats"], indirect=True)  # the others take any name
 async def test_publishing_where_the_broker_has_nowhere_to_put_it_is_an_error(rig: Rig) -> None:
-    if rig.kind not in ("amqp", "nats"):
-        pytest.skip("Kafka, MQTT and Redis take messages for any topic or stream")
     nowhere = Endpoint(queue=f"{rig.name}-missing", subject=f"{rig.name}-nowhere.x")
     async with opened(rig) as broker:
         with pytest.raises(BrokerError):
             await broker.publish(nowhere, Message(b"{}"))
+
+
+async def test_a_cut_connection_ends_consuming_with_broker_unavailable_or_heals(rig: Rig) -> None:
+    """RabbitMQ, NATS, MQTT and Redis: consume ends with `BrokerUnavailable` (the caller
+    reconnects). Kafka: aiokafka reconnects by itself, and consuming goes on."""
+    await rig.native_publish(body_of(0), {}, "application/json")
+    got: list[Received] = []
+    ended: list[BaseException] = []
+
+    async def run(broker: Broker) -> None:
+        try:
+            async with aclosing(broker.consume(rig.endpoint(), 10)) as messages:
+                async for received in messages:
+                    got.append(received)
+                    await received.ack()
+        except BrokerUnavailable as exc:
+            ended.append(exc)
+
+    async with opened(rig) as broker, anyio.create_task_group() as group:
+        group.start_soon(run, broker)
+        await until(lambda: len(got) == 1)
+        await rig.proxy.cut()
+        if rig.kind != "kafka":
+            await until(lambda: bool(ended))
+            assert "\n" not in str(ended[0])
+        if rig.kind in ("amqp", "nats", "mqtt"):  # redis-py's pool opens a new connection
+            with pytest.raises(BrokerUnavailable):
+                await broker.publish(rig.endpoint(), Message(b"{}"))
+        if rig.kind == "kafka":
+            await rig.native_publish(body_of(1), {}, "application/json")
+            await until(lambda: len(got) == 2)
+            assert not ended
+        group.cancel_scope.cancel()
