@@ -74,6 +74,8 @@ class Kafka:
                 yield window.received(_message(record), _acker(offsets, partition, record, commit))
         except KafkaConnectionError as exc:
             raise BrokerUnavailable(f"lost Kafka at {redact(self._url)}: {exc}") from exc
+        except KafkaError as exc:
+            raise BrokerError(f"Kafka refused consuming {topic!r} as {group!r}: {exc}") from exc
         finally:
             with anyio.CancelScope(shield=True):
                 await consumer.stop()

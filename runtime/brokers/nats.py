@@ -59,6 +59,7 @@ class Nats:
                                 ack_wait=endpoint.ack_wait, filter_subject=subject)
         window = Window(prefetch)
         ack_flushed = _flusher(client)
+        subscription: Any = None
         try:
             subscription = await client.jetstream().pull_subscribe(
                 subject, durable=durable, stream=endpoint.stream, config=config
@@ -80,6 +81,10 @@ class Nats:
             raise BrokerUnavailable(f"lost NATS at {redact(self._url)}: {exc}") from exc
         except nats.js.errors.NotFoundError as exc:
             raise BrokerError(f"no JetStream stream takes {subject!r}: {exc}") from exc
+        finally:
+            if subscription is not None and not client.is_closed:
+                with anyio.CancelScope(shield=True):
+                    await _unsubscribe(subscription)
 
     async def publish(self, endpoint: Endpoint, message: Message) -> None:
         client = self._connected()
@@ -108,6 +113,13 @@ class Nats:
         if self._client is None or self._client.is_closed:
             raise BrokerUnavailable("not connected to NATS")
         return self._client
+
+
+async def _unsubscribe(subscription: Any) -> None:
+    try:
+        await subscription.unsubscribe()
+    except (*_LOST, nats.errors.Error):
+        pass  # the connection went meanwhile, and the subscription with it
 
 
 def _flusher(client: Client) -> Callable[[], Awaitable[None]]:

@@ -13,7 +13,7 @@ not seen acknowledged.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aio_pika
@@ -56,13 +56,12 @@ class RabbitMQ:
         connection = self._connected()
         window = Window(prefetch)
         try:
-            channel = await connection.channel()
+            channel, queue = await _source(connection, endpoint, prefetch)
         except _LOST as exc:
             raise BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: {exc}") from exc
+        except aiormq.exceptions.AMQPError as exc:
+            raise BrokerError(f"RabbitMQ refused consuming {endpoint.queue!r}: {exc}") from exc
         try:
-            # The broker itself stops sending past `prefetch` unacknowledged messages.
-            await channel.set_qos(prefetch_count=prefetch)
-            queue = await _source_queue(channel, endpoint)
             async with queue.iterator() as messages:
                 async for incoming in messages:
                     await window.take()
@@ -118,15 +117,27 @@ async def _close(channel: AbstractChannel) -> None:
             pass  # the connection is gone, and the channel with it
 
 
-async def _source_queue(channel: AbstractChannel, endpoint: Endpoint) -> AbstractQueue:
-    queue = await channel.declare_queue(_required(endpoint.queue, "queue"), durable=True)
+async def _source(
+    connection: AbstractConnection, endpoint: Endpoint, prefetch: int
+) -> tuple[AbstractChannel, AbstractQueue]:
+    """A channel consuming `endpoint`'s queue: an existing queue as it is (quorum, stream,
+    any arguments), a missing one declared durable; bound to the exchange if one is named."""
+    name = _required(endpoint.queue, "queue")
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        channel = await connection.channel()  # a failed passive declare closed the first
+        queue = await channel.declare_queue(name, durable=True)
+    # The broker itself stops sending past `prefetch` unacknowledged messages.
+    await channel.set_qos(prefetch_count=prefetch)
     if endpoint.exchange:
         exchange = await channel.get_exchange(endpoint.exchange)
         await queue.bind(exchange, routing_key=endpoint.routing_key or "")
-    return queue
+    return channel, queue
 
 
-def _acker(incoming: AbstractIncomingMessage) -> Any:
+def _acker(incoming: AbstractIncomingMessage) -> Callable[[], Awaitable[None]]:
     async def ack() -> None:
         try:
             await incoming.ack()
