@@ -77,6 +77,8 @@ class Mqtt:
                     yield window.received(_message(incoming), _acker(paho, incoming))
         except aiomqtt.MqttError as exc:
             raise BrokerUnavailable(f"lost MQTT at {redact(self._url)}: {exc}") from exc
+        finally:
+            _forget_disconnection(client)
 
     async def publish(self, endpoint: Endpoint, message: Message) -> None:
         if self._publisher is None:
@@ -102,6 +104,7 @@ class Mqtt:
                 await publisher.__aexit__(None, None, None)
             except aiomqtt.MqttError:
                 pass  # already disconnected
+            _forget_disconnection(publisher)
 
     def _client(self, client_id: str | None, clean: bool, receive_maximum: int | None
                 ) -> aiomqtt.Client:
@@ -120,6 +123,18 @@ class Mqtt:
             self._host, self._port, username=self._user, password=self._password,
             identifier=client_id, tls_context=self._tls, timeout=15, **options,
         )
+
+
+def _forget_disconnection(client: aiomqtt.Client) -> None:
+    """Read the error of a connection lost while nobody waited on it.
+
+    aiomqtt keeps an unexpected disconnection as the exception of a future
+    that only its message iterator awaits; when we stop before that, asyncio
+    would log it as "never retrieved". We know of the loss already.
+    """
+    disconnected = client._disconnected  # noqa: SLF001
+    if disconnected.done() and not disconnected.cancelled():
+        disconnected.exception()
 
 
 def _acker(paho: Any, incoming: aiomqtt.Message) -> Callable[[], Awaitable[None]]:
