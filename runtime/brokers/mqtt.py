@@ -139,7 +139,8 @@ def _forget_disconnection(client: aiomqtt.Client) -> None:
 
 def _acker(paho: Any, incoming: aiomqtt.Message) -> Callable[[], Awaitable[None]]:
     async def ack() -> None:
-        if paho.ack(incoming.mid, incoming.qos) != 0:
+        # paho queues a PUBACK without a connection and reports success: ask first.
+        if not paho.is_connected() or paho.ack(incoming.mid, incoming.qos) != 0:
             raise BrokerUnavailable("cannot acknowledge: the MQTT connection is gone")
 
     return ack

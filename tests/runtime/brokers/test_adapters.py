@@ -263,3 +263,22 @@ async def test_a_cut_connection_ends_consuming_with_broker_unavailable_or_heals(
             await until(lambda: len(got) == 2)
             assert not ended
         group.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("rig", ["rabbitmq", "nats", "mqtt"], indirect=True)
+async def test_an_ack_on_a_lost_connection_is_broker_unavailable_and_the_message_returns(
+    rig: Rig,
+) -> None:
+    await rig.native_publish(body_of(7), {}, "application/json")
+    async with opened(rig) as first, aclosing(first.consume(rig.endpoint(), 10)) as messages:
+        held = await anext(messages)
+        await rig.proxy.cut()
+        with pytest.raises(BrokerUnavailable):
+            with anyio.fail_after(20):
+                async for _ in messages:  # ends once the client sees the loss
+                    pass
+        with pytest.raises(BrokerUnavailable, match="acknowledge"):
+            await held.ack()
+        await held.ack()  # settled already: a second call does nothing
+    async with opened(rig) as second, consuming(second, rig.endpoint(), 10, ack=True) as again:
+        await until(lambda: numbers(again) == [7])
