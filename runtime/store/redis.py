@@ -2,8 +2,9 @@
 
 Each function has a stream `fnrun:q:{fn}` read by one consumer group; every
 node is a consumer named hostname-pid-random. A claim is XREADGROUP plus due
-retries (a sorted set moved back into the stream) plus XAUTOCLAIM of entries
-idle past the function's lease; the deliveries of a node whose heartbeat key
+retries (a sorted set moved into a second stream, `r:{fn}`, read first so they
+do not wait behind the backlog) plus XAUTOCLAIM of entries idle past the
+function's lease; the deliveries of a node whose heartbeat key
 expired are requeued at once. Every state change is one Lua script (see
 `redis_scripts`), so XACK and the emits of a success commit atomically, and
 concurrent calls share one pipelined round trip (`redis_batch`). A node

@@ -10,6 +10,7 @@ Key layout (all under `fnrun:`):
 | `q:{fn}` | stream + group `g` | deliveries: `e` event id; re-adds: `d` first id, `n` attempts |
 | `a:{fn}` | hash | attempts per delivery (`d`) of entries re-added before `n` existed |
 | `z:{fn}` | sorted set | retries waiting, member `"d:attempts event"`, score = due (ms) |
+| `r:{fn}` | stream + group `g` | due retries (moved from `z:{fn}`); claims read it first |
 | `dl:{id}`, `dz`, `dz:{fn}` | hash, sorted sets | dead letters and their indexes by time |
 | `h`, `h:{fn}` | lists | invocation history, newest first, bounded by LTRIM |
 | `tick:{key}` | string | last schedule tick fired (epoch seconds) |
@@ -58,6 +59,22 @@ local function enqueue(fn, eid, d, used)
   end
   if d then return redis.call('XADD', q, '*', 'e', eid, 'd', d, 'n', used or 0) end
   return redis.call('XADD', q, '*', 'e', eid)
+end
+
+-- A due retry goes to `r:{fn}`, which claims read before `q:{fn}`: at the tail
+-- of `q:{fn}` it waited behind the whole backlog (issue 17 point 12).
+local function enqueue_retry(fn, eid, d, used)
+  local r = P .. 'r:' .. fn
+  woken[fn] = true
+  if redis.call('EXISTS', r) == 0 then redis.pcall('XGROUP', 'CREATE', r, G, '0', 'MKSTREAM') end
+  return redis.call('XADD', r, '*', 'e', eid, 'd', d, 'n', used)
+end
+
+-- The stream and entry id of a claimed entry as the store hands it out:
+-- `r:{fn}` entries are written with an `r` before their id.
+local function stream_of(fn, entry)
+  if string.sub(entry, 1, 1) == 'r' then return P .. 'r:' .. fn, string.sub(entry, 2) end
+  return P .. 'q:' .. fn, entry
 end
 
 -- Tell every node's wake-up listener (redis_wake) which functions got
@@ -123,15 +140,20 @@ local function used_before(fn, f)
   return 0
 end
 
--- Take a running entry back and put it at the tail as pending again, with
--- the attempts it used: those before it plus `delivered` (its PEL count).
+-- Take a running entry back and put it at the tail of its stream as pending
+-- again, with the attempts it used: those before it plus `delivered` (its PEL count).
 local function requeue(fn, q, id, delivered)
   local found = redis.call('XRANGE', q, id, id)
   redis.call('XACK', q, G, id)
   if #found == 0 then return 0 end
   local f = fields(found[1][2])
   redis.call('XDEL', q, id)
-  enqueue(fn, f['e'], f['d'] or id, used_before(fn, f) + delivered)
+  local used = used_before(fn, f) + delivered
+  if q == P .. 'r:' .. fn then
+    enqueue_retry(fn, f['e'], f['d'], used)
+  else
+    enqueue(fn, f['e'], f['d'] or id, used)
+  end
   return 1
 end
 """

@@ -35,17 +35,21 @@ class RedisOperations(Store):
         functions = sorted(await self.client.smembers(f"{P}fns"))
         pipe = self.client.pipeline(transaction=False)
         for function in functions:
-            pipe.xlen(f"{P}q:{function}")
-            pipe.xpending(f"{P}q:{function}", "g")
+            for stream in (f"{P}q:{function}", f"{P}r:{function}"):  # fresh, due retries
+                pipe.xlen(stream)
+                pipe.xpending(stream, "g")
             pipe.zcard(f"{P}z:{function}")
             pipe.zcard(f"{P}dz:{function}")
         replies = await pipe.execute(raise_on_error=False)
         out = {}
         for i, function in enumerate(functions):
-            length, pel, waiting, dead = replies[4 * i : 4 * i + 4]
-            running = pel["pending"] if isinstance(pel, dict) else 0
-            length = length if isinstance(length, int) else 0
-            out[function] = Counts(pending=length - running + waiting, running=running, dead=dead)
+            *streams, waiting, dead = replies[6 * i : 6 * i + 6]
+            pending, running = waiting, 0
+            for length, pel in zip(streams[::2], streams[1::2], strict=True):
+                in_flight = pel["pending"] if isinstance(pel, dict) else 0
+                pending += (length if isinstance(length, int) else 0) - in_flight
+                running += in_flight
+            out[function] = Counts(pending=pending, running=running, dead=dead)
         return out
 
     @redis_errors

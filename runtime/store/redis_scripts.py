@@ -18,31 +18,42 @@ return out
 
 CLAIM = PRELUDE + """
 local fn, me, limit, now, min_idle = arg(), arg(), tonumber(arg()), arg(), tonumber(arg())
-local q, z, a = P .. 'q:' .. fn, P .. 'z:' .. fn, P .. 'a:' .. fn
+local q, r, z, a = P .. 'q:' .. fn, P .. 'r:' .. fn, P .. 'z:' .. fn, P .. 'a:' .. fn
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now, 'LIMIT', 0, limit)) do
   local sp = string.find(m, ' ', 1, true)
   local head, eid = string.sub(m, 1, sp - 1), string.sub(m, sp + 1)
   local colon = string.find(head, ':', 1, true)
   if colon then
-    enqueue(fn, eid, string.sub(head, 1, colon - 1), tonumber(string.sub(head, colon + 1)))
+    enqueue_retry(fn, eid, string.sub(head, 1, colon - 1), tonumber(string.sub(head, colon + 1)))
   else  -- written before members carried attempts: they are in `a:{fn}`
-    enqueue(fn, eid, head, tonumber(redis.call('HGET', a, head) or '0'))
+    enqueue_retry(fn, eid, head, tonumber(redis.call('HGET', a, head) or '0'))
   end
   redis.call('ZREM', z, m)
 end
-if redis.call('EXISTS', q) == 0 then return {} end
+-- Due retries first (r), then fresh deliveries (q); each stream in order.
+local streams = {}
+if redis.call('EXISTS', r) == 1 then streams[#streams + 1] = {r, 'r'} end
+if redis.call('EXISTS', q) == 1 then streams[#streams + 1] = {q, ''} end
 local got = {}
 if min_idle >= 0 then
-  local r = redis.call('XAUTOCLAIM', q, G, me, min_idle, '0-0', 'COUNT', limit)
-  for _, e in ipairs(r[2]) do
-    local p = redis.call('XPENDING', q, G, e[1], e[1], 1)  -- taken over: counted again
-    e.delivered = p[1] and p[1][4] or 1
-    got[#got + 1] = e
+  for _, s in ipairs(streams) do
+    if #got < limit then
+      local res = redis.call('XAUTOCLAIM', s[1], G, me, min_idle, '0-0', 'COUNT', limit - #got)
+      for _, e in ipairs(res[2]) do
+        local p = redis.call('XPENDING', s[1], G, e[1], e[1], 1)  -- taken over: counted again
+        e.delivered = p[1] and p[1][4] or 1
+        e.s = s
+        got[#got + 1] = e
+      end
+    end
   end
 end
-if #got < limit then
-  local r = redis.call('XREADGROUP', 'GROUP', G, me, 'COUNT', limit - #got, 'STREAMS', q, '>')
-  if r then for _, e in ipairs(r[1][2]) do got[#got + 1] = e end end
+for _, s in ipairs(streams) do
+  if #got < limit then
+    local res = redis.call('XREADGROUP', 'GROUP', G, me, 'COUNT', limit - #got,
+      'STREAMS', s[1], '>')
+    if res then for _, e in ipairs(res[1][2]) do e.s = s; got[#got + 1] = e end end
+  end
 end
 local out = {}
 for _, e in ipairs(got) do
@@ -50,11 +61,11 @@ for _, e in ipairs(got) do
   local d = f['d'] or e[1]
   local body = redis.call('HGET', P .. 'ev:' .. f['e'], 'e')
   if body then
-    out[#out + 1] = {e[1], d, used_before(fn, f) + (e.delivered or 1), body}
+    out[#out + 1] = {e.s[2] .. e[1], d, used_before(fn, f) + (e.delivered or 1), body}
   else
     -- The event is gone (dropped by hand): nothing left to deliver.
-    redis.call('XACK', q, G, e[1])
-    redis.call('XDEL', q, e[1])
+    redis.call('XACK', e.s[1], G, e[1])
+    redis.call('XDEL', e.s[1], e[1])
   end
 end
 return out
@@ -63,7 +74,8 @@ return out
 SUCCEED = PRELUDE + """
 local fn, me, entry, d, eid = arg(), arg(), arg(), arg(), arg()
 local hist, hmax, hmax_fn = arg(), tonumber(arg()), tonumber(arg())
-local q = P .. 'q:' .. fn
+local q
+q, entry = stream_of(fn, entry)
 record(fn, hist, hmax, hmax_fn)
 -- Not ours any more: another node took the delivery over (lease passed) and
 -- settles it itself; its emits, not ours, are the ones to keep.
@@ -92,18 +104,21 @@ local OTHERS = 2048
 
 SUCCEED_MANY = PRELUDE + ID_LESS + """
 -- SUCCEED for a batch of deliveries in one call, with the per-delivery
--- commands merged where order allows: one XPENDING (ownership) per function
+-- commands merged where order allows: one XPENDING (ownership) per stream
 -- over the batch's id range, one LPUSH/LTRIM pair per history list, one
--- XACK, XDEL and HDEL per function. Each item's emits are published only if
+-- XACK, XDEL and HDEL per stream. Each item's emits are published only if
 -- the item is still ours, exactly as SUCCEED does.
 -- ARGV: me, hmax, hmax_fn, count, then per item: "fn entry d emits" (one
 -- argument: each argument costs the client more than this match costs
 -- here), eid, hist, then its emits' publish_one arguments.
 local me, hmax, hmax_fn, count = arg(), tonumber(arg()), tonumber(arg()), tonumber(arg())
-local items, all, per_fn = {}, {}, {}
+-- per_fn: history rows per function; per_q: entries per stream (a function's
+-- deliveries may come from `q:{fn}` and, retries, from `r:{fn}`).
+local items, all, per_fn, per_q = {}, {}, {}, {}
 for i = 1, count do
   local fn, entry, d, emits = string.match(arg(), '^(%S+) (%S+) (%S+) (%d+)$')
-  local it = {fn = fn, entry = entry, d = d, eid = arg(), emits = tonumber(emits)}
+  local q, id = stream_of(fn, entry)
+  local it = {fn = fn, q = q, entry = id, d = d, eid = arg(), emits = tonumber(emits)}
   local hist = arg()
   it.at = argi
   for _ = 1, it.emits do
@@ -111,16 +126,20 @@ for i = 1, count do
     argi = argi + tonumber(arg())
   end
   items[i], all[i] = it, hist
-  local t = per_fn[it.fn]
-  if not t then
-    t = {hist = {}, entries = {}, mine = {}, done = {}, ds = {}}
-    per_fn[it.fn] = t
+  local h = per_fn[fn]
+  if not h then
+    h = {}
+    per_fn[fn] = h
   end
-  t.hist[#t.hist + 1] = hist
-  t.entries[#t.entries + 1] = it.entry
+  h[#h + 1] = hist
+  local t = per_q[q]
+  if not t then
+    t = {fn = fn, entries = {}, mine = {}, done = {}, ds = {}}
+    per_q[q] = t
+  end
+  t.entries[#t.entries + 1] = id
 end
-for fn, t in pairs(per_fn) do
-  local q = P .. 'q:' .. fn
+for q, t in pairs(per_q) do
   local lo, hi = t.entries[1], t.entries[1]
   for _, e in ipairs(t.entries) do
     if id_less(e, lo) then lo = e end
@@ -135,7 +154,7 @@ for fn, t in pairs(per_fn) do
 end
 local out = {}
 for i, it in ipairs(items) do
-  local t = per_fn[it.fn]
+  local t = per_q[it.q]
   out[i] = 0
   if t.mine[it.entry] then
     t.done[#t.done + 1], t.ds[#t.ds + 1] = it.entry, it.d
@@ -147,14 +166,15 @@ for i, it in ipairs(items) do
 end
 redis.call('LPUSH', P .. 'h', unpack(all))
 redis.call('LTRIM', P .. 'h', 0, hmax - 1)
-for fn, t in pairs(per_fn) do
-  redis.call('LPUSH', P .. 'h:' .. fn, unpack(t.hist))
+for fn, h in pairs(per_fn) do
+  redis.call('LPUSH', P .. 'h:' .. fn, unpack(h))
   redis.call('LTRIM', P .. 'h:' .. fn, 0, hmax_fn - 1)
+end
+for q, t in pairs(per_q) do
   if #t.done > 0 then
-    local q = P .. 'q:' .. fn
     redis.call('XACK', q, G, unpack(t.done))
     redis.call('XDEL', q, unpack(t.done))
-    redis.call('HDEL', P .. 'a:' .. fn, unpack(t.ds))
+    redis.call('HDEL', P .. 'a:' .. t.fn, unpack(t.ds))
   end
 end
 wake()
@@ -167,7 +187,8 @@ local fn, me, entry, d, eid = arg(), arg(), arg(), arg(), arg()
 local hist, hmax, hmax_fn = arg(), tonumber(arg()), tonumber(arg())
 local retry_at, now = arg(), arg()
 local attempts, err, tb = arg(), arg(), arg()
-local q = P .. 'q:' .. fn
+local q
+q, entry = stream_of(fn, entry)
 record(fn, hist, hmax, hmax_fn)
 if not owns(q, entry, me) then return 0 end
 redis.call('XACK', q, G, entry)
@@ -189,8 +210,8 @@ RELEASE = PRELUDE + """
 local me, count = arg(), tonumber(arg())
 local done = 0
 for i = 1, count do
-  local fn, entry = arg(), arg()
-  local q = P .. 'q:' .. fn
+  local fn = arg()
+  local q, entry = stream_of(fn, arg())
   local p = redis.call('XPENDING', q, G, entry, entry, 1)
   -- Never started: its last delivery is not an attempt used.
   if #p == 1 and p[1][2] == me and requeue(fn, q, entry, p[1][4] - 1) == 1 then
@@ -206,25 +227,27 @@ REAP = PRELUDE + """
 -- when `mine` is 1 (it is starting), and, when min_idle >= 0, of any node
 -- that has held one longer than min_idle ms.
 local fn, me, mine, min_idle = arg(), arg(), arg(), tonumber(arg())
-local q = P .. 'q:' .. fn
-if redis.call('EXISTS', q) == 0 then return 0 end
 local moved = 0
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', q, G)) do
-  local info = fields(c)
-  local name = info['name']
-  local dead = name ~= me and redis.call('EXISTS', P .. 'node:' .. name) == 0
-  if dead or (name == me and mine == '1') then
-    for _, p in ipairs(redis.call('XPENDING', q, G, '-', '+', 1000, name)) do
-      moved = moved + requeue(fn, q, p[1], p[4])
+for _, q in ipairs({P .. 'r:' .. fn, P .. 'q:' .. fn}) do
+  if redis.call('EXISTS', q) == 1 then
+    for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', q, G)) do
+      local info = fields(c)
+      local name = info['name']
+      local dead = name ~= me and redis.call('EXISTS', P .. 'node:' .. name) == 0
+      if dead or (name == me and mine == '1') then
+        for _, p in ipairs(redis.call('XPENDING', q, G, '-', '+', 1000, name)) do
+          moved = moved + requeue(fn, q, p[1], p[4])
+        end
+        if redis.call('XPENDING', q, G, '-', '+', 1, name)[1] == nil then
+          redis.call('XGROUP', 'DELCONSUMER', q, G, name)
+        end
+      end
     end
-    if redis.call('XPENDING', q, G, '-', '+', 1, name)[1] == nil then
-      redis.call('XGROUP', 'DELCONSUMER', q, G, name)
+    if min_idle >= 0 then
+      for _, p in ipairs(redis.call('XPENDING', q, G, 'IDLE', min_idle, '-', '+', 1000)) do
+        moved = moved + requeue(fn, q, p[1], p[4])
+      end
     end
-  end
-end
-if min_idle >= 0 then
-  for _, p in ipairs(redis.call('XPENDING', q, G, 'IDLE', min_idle, '-', '+', 1000)) do
-    moved = moved + requeue(fn, q, p[1], p[4])
   end
 end
 wake()
@@ -235,15 +258,18 @@ NEXT_DUE = PRELUDE + """
 -- Earliest due time (ms) of a pending delivery: the first entry no consumer
 -- has read yet, else the earliest retry.
 local fn = arg()
-local q, z = P .. 'q:' .. fn, P .. 'z:' .. fn
+local z = P .. 'z:' .. fn
 local best = false
-if redis.call('EXISTS', q) == 1 then
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', q)) do
-    local info = fields(g)
-    if info['name'] == G then
-      local nxt = redis.call('XRANGE', q, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
-      if #nxt > 0 then
-        best = tonumber(string.sub(nxt[1][1], 1, string.find(nxt[1][1], '-', 1, true) - 1))
+for _, q in ipairs({P .. 'r:' .. fn, P .. 'q:' .. fn}) do
+  if redis.call('EXISTS', q) == 1 then
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', q)) do
+      local info = fields(g)
+      if info['name'] == G then
+        local nxt = redis.call('XRANGE', q, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+        if #nxt > 0 then
+          local ms = tonumber(string.sub(nxt[1][1], 1, string.find(nxt[1][1], '-', 1, true) - 1))
+          if not best or ms < best then best = ms end
+        end
       end
     end
   end

@@ -23,12 +23,6 @@ LATE = 1.0
 """Most seconds between the retry's latest due time and its start."""
 
 
-@pytest.mark.parametrize("store_url", [
-    "sqlite",
-    pytest.param("redis", marks=pytest.mark.xfail(
-        strict=True, reason="Redis re-adds a due retry at the tail of the function's stream, "
-        "behind the backlog; taking it first needs a stream of its own for retries")),
-], indirect=True)
 def test_a_due_retry_starts_before_the_backlog_published_ahead_of_it(
     project: Project, store_url: str | None
 ) -> None:
