@@ -67,11 +67,12 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 
 def build_event(args: argparse.Namespace, spec: FunctionSpec, data: Any) -> Event:
-    """The event to invoke `spec` with: webhook-shaped when asked, or when only a
-    webhook triggers it; otherwise a plain event of `--type` (default fnrun.invoke)."""
+    """The event to invoke `spec` with: webhook-shaped (`--type` or fnrun.webhook) when
+    asked, or when only webhooks trigger it, as only such events reach its handler;
+    otherwise a plain event of `--type` (default fnrun.invoke)."""
     hooks = list(spec.triggers_of("webhook"))
     asked = any(v for v in (args.method, args.path, args.query, args.header))
-    only_webhooks = bool(hooks) and len(hooks) == len(spec.triggers) and args.type is None
+    only_webhooks = bool(hooks) and len(hooks) == len(spec.triggers)
     if not (asked or only_webhooks):
         return Event(type=args.type or "fnrun.invoke", data=data, subject=args.subject,
                      source="fnrun/invoke")
@@ -79,10 +80,14 @@ def build_event(args: argparse.Namespace, spec: FunctionSpec, data: Any) -> Even
     declared: dict[str, tuple[str, ...]] = {
         getattr(h, "path", ""): tuple(getattr(h, "methods", ())) for h in hooks
     }
+    if not path.startswith("/"):
+        raise UsageError(f"--path {path!r} must start with /")
     if hooks and path not in declared:
         raise UsageError(f"--path {path!r}: {spec.name} serves {', '.join(sorted(declared))}")
     methods = declared.get(path) or ("POST",)
     method = (args.method or methods[0]).upper()
+    if not method.isascii() or not method.isalpha():
+        raise UsageError(f"--method {method!r} is not an HTTP method")
     if hooks and method not in methods:
         raise UsageError(f"--method {method}: {path} takes {', '.join(methods)}")
     headers = _headers(args.header)

@@ -72,6 +72,8 @@ def test_a_webhook_only_function_gets_a_webhook_event_by_default(hooks: Project)
         "http": {"method": "PUT", "path": "/hooks/in", "query": {},
                  "headers": {"content-type": "application/json"}},
     }
+    _, out, _ = invoke(hooks, "hook", "--type", "custom.t")  # still a request: all it gets
+    assert json.loads(out)["type"] == "custom.t" and json.loads(out)["http"]["method"] == "PUT"
 
 
 def test_method_path_query_and_headers_shape_the_request(hooks: Project) -> None:
@@ -99,6 +101,8 @@ def test_a_function_with_an_event_trigger_too_gets_a_plain_event_unless_asked(
     (["--method", "GET"], "fnrun: --method GET: /hooks/in takes PUT, POST\n"),
     (["--header", "no colon"], "fnrun: --header 'no colon': use 'Name: value'\n"),
     (["--query", "novalue"], "fnrun: --query 'novalue': use NAME=VALUE\n"),
+    (["--path", "hooks/in"], "fnrun: --path 'hooks/in' must start with /\n"),
+    (["--method", "P OST"], "fnrun: --method 'P OST' is not an HTTP method\n"),
 ])
 def test_a_request_the_webhook_would_not_take_is_one_line(
     hooks: Project, args: list[str], message: str
