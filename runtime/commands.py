@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     human = args.command == "dev"
     logs.configure(human=human)
     supervisor = Supervisor(
-        settings, grace=args.grace, reload=human or args.reload, freeze_heap=True
+        settings, grace=args.grace, reload=human or args.reload, freeze_heap=True, isolate=True
     )
     anyio.run(supervisor.run, backend_options={"use_uvloop": True})
     return 0

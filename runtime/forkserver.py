@@ -191,15 +191,24 @@ class Template:
         self.buffer = bytearray()
 
 
-def become_worker(request: dict[str, Any], proto: int, output: int, lifeline: int) -> None:
+def become_worker(
+    request: dict[str, Any], proto: int, output: int, lifeline: int, sealed: bool = False
+) -> None:
     """In a forked child: set up what a spawned worker gets, then run `worker.main`.
 
+    With `sealed`, the child first seals itself (`runtime.confine.seal`: a
+    Landlock domain of its own, not dumpable) before its environment and
+    secrets exist, so no other worker can read them at any moment.
     Its own session is already there (see `Template._fork`); then exactly
     the function's environment, cwd, `sys.path` and `sys.argv` as a direct
     start would have them, stdout and stderr on the output pipe. Hash randomization is the
     template's (one seed for all forked workers): a per-process seed only
     exists at interpreter start.
     """
+    if sealed:
+        from runtime import confine  # imported already: the template entered it
+
+        confine.seal()
     os.dup2(output, 1)
     os.dup2(output, 2)
     os.close(output)
@@ -226,4 +235,4 @@ def main(argv: list[str]) -> None:
     template = Template(int(options["control"]), int(options["lifeline"]))
     job = template.serve()
     if job is not None:
-        become_worker(*job, template.lifeline)
+        become_worker(*job, template.lifeline, options.get("confine") == "1")

@@ -12,6 +12,11 @@ environment must act at interpreter start (PYTHON*, LANG, LC_* differing
 from the template's), or any worker while the template is missing, slow or
 dead, is spawned directly as before, and a dead template is restarted for
 the next one.
+
+Under `fnrun run` both ways start confined (`runtime.sandbox`): the
+template and spawned workers inside bubblewrap's mount namespace as the
+unprivileged user, and every worker sealed (`runtime.confine.seal`) before
+its environment exists.
 """
 
 from __future__ import annotations
@@ -32,9 +37,8 @@ from typing import Any, BinaryIO, cast
 from runtime import protocol
 from runtime.forkserver import ID_SIZE, MAX_REQUEST
 from runtime.process import (
-    ENV_ALLOWLIST,
-    ENV_PREFIXES,
     WorkerHandle,
+    allowed_env,
     boot_command,
     child_command,
     child_path,
@@ -42,6 +46,7 @@ from runtime.process import (
     lifeline,
     worker_options,
 )
+from runtime.sandbox import NONE, Sandbox
 from runtime.specs import FunctionSpec
 
 FORK_WAIT = 2.0
@@ -49,7 +54,11 @@ FORK_WAIT = 2.0
 REPORT_WAIT = 1.0
 """How long a worker's exit code may take to come from the template once it has ended."""
 STARTUP_PREFIXES = ("PYTHON", "LC_", "LANG")
-"""Environment read at interpreter start, so a forked worker has the template's."""
+"""Environment read at interpreter start: a worker whose own (from the allowlist or
+its function's `env`) differs from the template's is spawned. This decides how a
+worker starts, never what it gets (`runtime.process.ENV_ALLOWLIST` does)."""
+SIGNALLED = 128
+"""bubblewrap exits 128 + N when the worker it ran died from signal N."""
 
 log = logging.getLogger("fnrun.launcher")
 
@@ -57,17 +66,22 @@ log = logging.getLogger("fnrun.launcher")
 class Spawned:
     """A worker started directly: `subprocess.Popen` as a `WorkerHandle`."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], *, wrapped: bool = False) -> None:
         assert popen.stdout is not None
         self.popen = popen
         self.pid = popen.pid
+        """The worker's, or bubblewrap's if `wrapped`: it leads the group the worker is in."""
         self.output = cast(BinaryIO, popen.stdout)
+        self.wrapped = wrapped
 
     def wait(self, timeout: float | None = None) -> int | None:
         try:
-            return self.popen.wait(timeout)
+            code = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             raise TimeoutError(f"worker {self.pid} still running") from None
+        if self.wrapped and SIGNALLED < code < SIGNALLED + 65:
+            return SIGNALLED - code  # as Popen reports a signal: -N
+        return code
 
 
 class Forked:
@@ -114,17 +128,18 @@ def startup_env(env: Mapping[str, str]) -> dict[str, str]:
 class Template:
     """One template process, its control socket, and the workers it forked."""
 
-    def __init__(self) -> None:
+    def __init__(self, sandbox: Sandbox) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.env = {
-            key: value for key, value in os.environ.items()
-            if key in ENV_ALLOWLIST or key.startswith(ENV_PREFIXES)
-        }
+        # The allowlist only: its environment is readable where its workers' are.
+        self.env = allowed_env(os.environ)
+        self.sandbox = sandbox
+        confined = ["confine=1"] if sandbox.confined else []
         try:
             self.popen = subprocess.Popen(
-                boot_command("runtime.forkserver", f"control={theirs.fileno()}",
-                             f"lifeline={lifeline()}"),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                [*sandbox.wrapper, *boot_command(
+                    "runtime.forkserver", f"control={theirs.fileno()}", f"lifeline={lifeline()}",
+                    *confined, confine=_user(sandbox))],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=sandbox.cwd,
                 pass_fds=(theirs.fileno(), lifeline()), start_new_session=True, env=self.env,
             )
         except BaseException:
@@ -272,6 +287,15 @@ class ForkServer:
     def __init__(self) -> None:
         self._template: Template | None = None
         self._lock = threading.Lock()
+        self.sandbox = NONE
+        """How workers start from now on (`configure`)."""
+
+    def configure(self, sandbox: Sandbox) -> None:
+        """Confine the workers started from now on; a template started otherwise stops."""
+        self.sandbox = sandbox
+        template = self._template
+        if template is not None and template.sandbox != sandbox:
+            self.stop()
 
     @property
     def pid(self) -> int | None:
@@ -289,7 +313,7 @@ class ForkServer:
             if self._template is not None and self._template.alive:
                 return
             try:
-                self._template = Template()
+                self._template = Template(self.sandbox)
             except OSError as exc:
                 log.warning("fork server: cannot start the template: %s", exc)
                 self._template = None
@@ -302,7 +326,7 @@ class ForkServer:
         if startup_env(env) != startup_env(template.env):
             return None
         try:
-            cwd = os.getcwd()
+            cwd = template.sandbox.cwd or os.getcwd()
         except OSError:
             return None  # a deleted cwd: a spawned worker still inherits it
         request = {"argv": worker_options(spec), "env": dict(env), "cwd": cwd,
@@ -317,6 +341,7 @@ class ForkServer:
         """
         with self._lock:
             template, self._template = self._template, None
+            self.sandbox = NONE
         if template is not None:
             template.stop()
             try:
@@ -338,10 +363,16 @@ def start_worker(spec: FunctionSpec, env: Mapping[str, str], proto_fd: int) -> W
     forked = FORK_SERVER.fork(spec, env, proto_fd)
     if forked is not None:
         return forked
+    sandbox = FORK_SERVER.sandbox
     spawned = Spawned(subprocess.Popen(
-        child_command(spec, proto_fd),
+        [*sandbox.wrapper, *child_command(spec, proto_fd, _user(sandbox))],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        pass_fds=(proto_fd, lifeline()), start_new_session=True, env=dict(env),
-    ))
+        pass_fds=(proto_fd, lifeline()), start_new_session=True, env=dict(env), cwd=sandbox.cwd,
+    ), wrapped=bool(sandbox.wrapper))
     FORK_SERVER.start()  # after this worker, so it never waits for the template
     return spawned
+
+
+def _user(sandbox: Sandbox) -> tuple[int | None, int | None] | None:
+    """What a child's boot must enter (`runtime.confine.enter`); None: it is not confined."""
+    return (sandbox.uid, sandbox.gid) if sandbox.confined else None

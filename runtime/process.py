@@ -30,8 +30,14 @@ from runtime import protocol
 from runtime.channel import Channel
 from runtime.specs import FunctionSpec
 
-ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TZ", "VIRTUAL_ENV")
-ENV_PREFIXES = ("LC_", "PYTHON")
+ENV_ALLOWLIST = frozenset(
+    {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PYTHONHOME"}
+)
+"""The supervisor's variables a worker gets, by exact name (SPEC 6): a prefix let
+PYTHON_API_TOKEN or LC_SECRET through. Of the PYTHON* variables only PYTHONHOME acts
+before a worker's own code runs (where the standard library is; a relocated
+interpreter cannot start without it): the rest are options a worker does not need
+(its `sys.path` is given on its command line, see `boot_command`)."""
 MAX_LINE = 8192
 """Longest handler output line logged as one record; longer ones are split."""
 DRAIN_READ = 65536
@@ -88,16 +94,22 @@ def child_path() -> list[str]:
     return [RUNTIME_ROOT] + [p for p in sys.path if p and p != RUNTIME_ROOT]
 
 
-def boot_command(module: str, *args: str) -> list[str]:
+Confine = tuple[int | None, int | None]
+"""The user a confined child becomes (uid, gid; None, None: its own), see `runtime.confine`."""
+
+
+def boot_command(module: str, *args: str, confine: Confine | None = None) -> list[str]:
     """`python -S -c` running `module.main(args)`, as workers and the fork server start.
 
     `-S` skips `site` (about 25 ms with the editable install's import hook);
     the child gets this interpreter's resolved `sys.path` instead, so
-    site-packages still import, and `runtime` comes first.
+    site-packages still import, and `runtime` comes first. With `confine`,
+    the child enters its confinement before it imports anything else.
     """
     compile_worker()
+    enter = "" if confine is None else f"from runtime.confine import enter;enter{confine!r};"
     boot = (
-        f"import sys;sys.path[0:1]={child_path()!r};"
+        f"import sys;sys.path[0:1]={child_path()!r};{enter}"
         f"from {module} import main;main(sys.argv[1:])"
     )
     return [sys.executable, "-S", "-c", boot, *args]
@@ -111,10 +123,11 @@ def worker_options(spec: FunctionSpec) -> list[str]:
     ]
 
 
-def child_command(spec: FunctionSpec, proto_fd: int) -> list[str]:
+def child_command(spec: FunctionSpec, proto_fd: int, confine: Confine | None = None) -> list[str]:
     """The command line of a worker started directly (not forked)."""
     return boot_command(
-        "runtime.worker", f"proto={proto_fd}", f"lifeline={lifeline()}", *worker_options(spec)
+        "runtime.worker", f"proto={proto_fd}", f"lifeline={lifeline()}", *worker_options(spec),
+        confine=confine,
     )
 
 
@@ -122,11 +135,7 @@ def worker_env(
     spec: FunctionSpec, base: Mapping[str, str], log: logging.Logger
 ) -> dict[str, str]:
     """The allowlist of `base`, then the function's `env`, then its `secrets` (SPEC 6)."""
-    env = {
-        key: value
-        for key, value in base.items()
-        if key in ENV_ALLOWLIST or key.startswith(ENV_PREFIXES)
-    }
+    env = allowed_env(base)
     env.update(spec.env)
     missing = [name for name in spec.secrets if name not in base]
     env.update({name: base[name] for name in spec.secrets if name in base})
@@ -134,6 +143,11 @@ def worker_env(
         log.warning("function %s: secrets not set in the environment: %s",
                     spec.name, ", ".join(missing))
     return env
+
+
+def allowed_env(base: Mapping[str, str]) -> dict[str, str]:
+    """The variables of `base` on the allowlist (`ENV_ALLOWLIST`)."""
+    return {key: value for key, value in base.items() if key in ENV_ALLOWLIST}
 
 
 def describe_exit(code: int | None) -> str:

@@ -80,6 +80,7 @@ def live_settings(
         "store": operator.attrgetter("store"),
         "http.host": operator.attrgetter("http.host"),
         "http.port": operator.attrgetter("http.port"),
+        "isolation.user": operator.attrgetter("isolation.user"),
     }
     restart = [
         f"{CONFIG_FILE}: {what} changed from {get(before)} to {get(after)}:"

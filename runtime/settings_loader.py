@@ -23,7 +23,15 @@ from urllib.parse import parse_qsl, urlsplit
 from runtime.errors import ManifestError, UsageError
 from runtime.plugins import STORES
 from runtime.projectfiles import read_regular, resolve
-from runtime.specs import DEFAULT_STORE, Defaults, HttpSettings, Retention, RetryPolicy, Settings
+from runtime.specs import (
+    DEFAULT_STORE,
+    Defaults,
+    HttpSettings,
+    Isolation,
+    Retention,
+    RetryPolicy,
+    Settings,
+)
 from runtime.store.sqlite_schema import (
     SQLITE_PREFIX,
     path_of,
@@ -103,6 +111,7 @@ def load_settings(
         http=http,
         defaults=raw.get("defaults", Defaults()),
         retention=raw.get("retention", Retention()),
+        isolation=raw.get("isolation", Isolation()),
         config_file=config if config.is_file() else None,
     )
 
@@ -230,7 +239,7 @@ def read_config(file: Path) -> dict[str, Any]:
     root = reader.compose()
     if root is None:
         return {}
-    keys = ("functions", "store", "http", "defaults", "retention")
+    keys = ("functions", "store", "http", "defaults", "retention", "isolation")
     fields = reader.mapping(root, CONFIG_FILE, allowed=keys)
     out: dict[str, Any] = {}
     if "functions" in fields:
@@ -243,6 +252,8 @@ def read_config(file: Path) -> dict[str, Any]:
         out["defaults"] = defaults(reader, fields["defaults"])
     if "retention" in fields:
         out["retention"] = retention(reader, fields["retention"])
+    if "isolation" in fields:
+        out["isolation"] = isolation(reader, fields["isolation"])
     return out
 
 
@@ -317,6 +328,25 @@ def retention(reader: Reader, node: Node) -> Retention:
         out = replace(out, events=reader.duration(fields["events"], "retention.events"))
     if "history" in fields:
         out = replace(out, history=reader.duration(fields["history"], "retention.history"))
+    return out
+
+
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?")
+"""A POSIX-portable user name, as useradd takes it (`shadow`'s default check)."""
+
+
+def isolation(reader: Reader, node: Node) -> Isolation:
+    """`isolation: {user: NAME}`: whom workers run as when the supervisor is root.
+
+    Whether the user exists is checked where it matters, by a root `fnrun run`.
+    """
+    fields = reader.mapping(node, "isolation", allowed=("user",))
+    out = Isolation()
+    if "user" in fields:
+        user = reader.string(fields["user"], "isolation.user")
+        if not _USER_NAME.fullmatch(user):
+            raise reader.error(fields["user"], f"isolation.user {user!r} is not a user name")
+        out = replace(out, user=user)
     return out
 
 

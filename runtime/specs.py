@@ -51,6 +51,13 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class Isolation:
+    """How workers are confined (SPEC 6): the user they run as when the supervisor is root."""
+
+    user: str = "nobody"
+
+
+@dataclass(frozen=True)
 class Settings:
     """The project's settings: fnrun.yaml, then environment, then flags."""
 
@@ -60,6 +67,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     defaults: Defaults = field(default_factory=Defaults)
     retention: Retention = field(default_factory=Retention)
+    isolation: Isolation = field(default_factory=Isolation)
     config_file: Path | None = None
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from runtime import plugins
+from runtime import confine, plugins, sandbox
 from runtime.calls import CallHistory
 from runtime.clock import Clock, SystemClock
 from runtime.dispatcher import Dispatcher
@@ -80,10 +80,14 @@ class Supervisor:
         handle_signals: bool = True,
         reload: bool = False,
         freeze_heap: bool = False,
+        isolate: bool = False,
     ) -> None:
         self.settings = settings
         self.freeze_heap = freeze_heap
         """Whether this supervisor owns its process: see `_serve`."""
+        self.isolate = isolate
+        """Whether workers are confined and the process closed to them (SPEC 6), as
+        `fnrun run` does; both change process-wide state, so only an owner may."""
         self.reload = reload
         self.clock: Clock = clock or SystemClock()
         self.grace = grace
@@ -218,7 +222,10 @@ class Supervisor:
             raise UsageError(problem)
         http.check_bind(self.settings)  # refuse an unsafe address before touching anything
         project = self._declared()
-        FORK_SERVER.start()  # so that even the first workers fork from the template
+        if self.isolate:
+            # Before any worker exists: no same-user process can read this one's
+            # environment (FNRUN_TOKEN, every function's secrets) or memory.
+            confine.undumpable()
         try:
             await self._serve(project, task_status)
         finally:
@@ -262,6 +269,9 @@ class Supervisor:
             recovered = await self.store.recover()
             if recovered:
                 log.warning("recovered %d deliveries left running by a previous run", recovered)
+            if self.isolate:  # the store's files (its lock too) exist now: seal and hide them
+                await anyio.to_thread.run_sync(self._confine_workers)
+            FORK_SERVER.start()  # so that even the first workers fork from the template
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 if self.handle_signals:
@@ -297,6 +307,15 @@ class Supervisor:
                 await self._stop.wait()
                 await self._drain()
                 tg.cancel_scope.cancel()
+
+    def _confine_workers(self) -> None:
+        """Blocking: close the store to workers and plan their sandbox (`runtime.sandbox`)."""
+        sandbox.seal_store(self.settings)
+        planned = sandbox.plan(self.settings)
+        FORK_SERVER.configure(planned)
+        log.debug("%s", sandbox.describe(planned))
+        for note in planned.notes:
+            log.warning("isolation: %s", note)
 
     def fingerprints(self) -> dict[str, str]:
         """{function: fingerprint} of the versions running now."""

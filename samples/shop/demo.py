@@ -61,6 +61,8 @@ def main():
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    if os.geteuid() == 0:  # handlers of a root fnrun run as nobody: out/ must be theirs too
+        os.chmod(os.path.join(HERE, "out"), 0o1777)
     log = open(os.path.join(HERE, "out", "fnrun.log"), "ab")
     server = subprocess.Popen(
         [sys.executable, "-m", "runtime", "run", "--project", HERE, "--port", str(port)],

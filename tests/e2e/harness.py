@@ -94,6 +94,9 @@ class Project:
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        if not self.log.exists():  # workers of a root supervisor run as nobody (SPEC 6)
+            self.log.touch()
+            self.log.chmod(0o666)
         return path
 
     def add(self, name: str, yaml_text: str, code: str) -> None:

@@ -250,8 +250,9 @@ def test_worker_environment_is_an_allowlist_plus_env_and_secrets(project: Projec
     assert env["FNRUN_TEST_SECRET"] == "s3cret"
     assert env.get("LANG") == "C.UTF-8"
     assert "FNRUN_TEST_LEAK" not in env
-    allowed = {"PATH", "HOME", "LANG", "TZ", "VIRTUAL_ENV", "GREETING", "FNRUN_TEST_SECRET"}
-    extra = {k for k in env if k not in allowed and not k.startswith(("LC_", "PYTHON"))}
+    allowed = {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PYTHONHOME",
+               "GREETING", "FNRUN_TEST_SECRET"}
+    extra = {k for k in env if k not in allowed}  # exact names: no LC_*, no PYTHON*
     assert extra <= {"PWD"}, extra  # PWD may be set by the interpreter's startup
 
 

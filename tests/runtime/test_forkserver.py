@@ -19,7 +19,7 @@ from runtime.errors import Where
 from runtime.events import Event
 from runtime.launcher import FORK_SERVER, FORK_WAIT
 from runtime.pool import WorkerPool
-from runtime.process import ENV_ALLOWLIST, ENV_PREFIXES
+from runtime.process import ENV_ALLOWLIST
 from runtime.specs import FunctionSpec
 from tests.runtime.procs import alive, wait_for
 
@@ -114,7 +114,7 @@ async def test_forked_workers_run_sync_and_async_handlers_with_only_their_env(
         assert state["sid"] == state["guard"]  # its worker leads its own session
         expected = {
             key: value for key, value in os.environ.items()
-            if key in ENV_ALLOWLIST or key.startswith(ENV_PREFIXES)
+            if key in ENV_ALLOWLIST
         } | {"LOG_LEVEL": "debug", "FNRUN_TEST_SECRET": "s3cret"}
         assert state["env"] == expected
         assert state["cwd"] == str(tmp_path)
