@@ -16,8 +16,12 @@ only the process itself can do:
   cannot signal the supervisor, the template or another worker, whichever
   user they run as.
 
-A template seals itself once; each worker it forks seals again, which nests
-a new domain: workers are siblings, so none can reach another.
+A template seals itself once and keeps a ruleset (`keep_ruleset`); each
+worker it forks restricts itself with it (`nest`), which makes a new domain
+nested in the template's: workers are siblings, so none can reach another.
+No new privileges and not dumpable come with the fork. `nest` is one system
+call (~20 us); sealing from scratch in each child cost ~300 us, mostly
+first-touch page faults of the Python objects involved.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ LANDLOCK_SCOPE_SIGNAL = 1 << 1
 SIGNAL_ABI = 6
 
 _libc: ctypes.CDLL | None = None
+_kept: int | None = None
+"""The ruleset fd a template keeps for the workers it forks (`nest`)."""
 
 
 def _call(name: str, *args: object) -> int:
@@ -82,16 +88,7 @@ def seal() -> int:
         raise OSError("prctl(PR_SET_NO_NEW_PRIVS) failed")
     undumpable()
     abi = landlock_abi()
-    if not abi:
-        return 0
-    import ctypes
-
-    scoped = LANDLOCK_SCOPE_SIGNAL if abi >= SIGNAL_ABI else 0
-    # struct landlock_ruleset_attr {handled_access_fs, handled_access_net, scoped};
-    # an older kernel takes the larger struct as long as what it does not know is 0.
-    attr = (ctypes.c_uint64 * 3)(LANDLOCK_ACCESS_FS_MAKE_BLOCK, 0, scoped)
-    ruleset = _call("syscall", SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr),
-                    ctypes.sizeof(attr), 0)
+    ruleset = _ruleset(abi)
     if ruleset < 0:
         return 0
     try:
@@ -99,6 +96,44 @@ def seal() -> int:
     finally:
         os.close(ruleset)
     return abi if done == 0 else 0
+
+
+def _ruleset(abi: int) -> int:
+    """A Landlock ruleset fd: block devices, and signals from ABI 6; -1 without Landlock."""
+    if not abi:
+        return -1
+    import ctypes
+
+    scoped = LANDLOCK_SCOPE_SIGNAL if abi >= SIGNAL_ABI else 0
+    # struct landlock_ruleset_attr {handled_access_fs, handled_access_net, scoped};
+    # an older kernel takes the larger struct as long as what it does not know is 0.
+    attr = (ctypes.c_uint64 * 3)(LANDLOCK_ACCESS_FS_MAKE_BLOCK, 0, scoped)
+    return _call("syscall", SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr),
+                 ctypes.sizeof(attr), 0)
+
+
+def keep_ruleset() -> None:
+    """In a sealed template: make the ruleset its forked workers `nest` with."""
+    global _kept
+    fd = _ruleset(landlock_abi())
+    _kept = fd if fd >= 0 else None
+
+
+def nest() -> None:
+    """In a worker forked from a sealed template: a Landlock domain of its own.
+
+    Without a kept ruleset (no Landlock), `seal` again: it does no harm.
+    """
+    global _kept
+    if _kept is None:
+        seal()
+        return
+    fd, _kept = _kept, None
+    try:
+        if _call("syscall", SYS_LANDLOCK_RESTRICT_SELF, fd, 0) < 0:
+            raise OSError("landlock_restrict_self failed in a forked worker")
+    finally:
+        os.close(fd)
 
 
 def drop(uid: int, gid: int) -> None:

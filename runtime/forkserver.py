@@ -196,9 +196,10 @@ def become_worker(
 ) -> None:
     """In a forked child: set up what a spawned worker gets, then run `worker.main`.
 
-    With `sealed`, the child first seals itself (`runtime.confine.seal`: a
-    Landlock domain of its own, not dumpable) before its environment and
-    secrets exist, so no other worker can read them at any moment.
+    With `sealed`, the child first takes a Landlock domain of its own
+    (`runtime.confine.nest`; not dumpable and no new privileges it has from
+    the template) before its environment and secrets exist, so no other
+    worker can read them at any moment.
     Its own session is already there (see `Template._fork`); then exactly
     the function's environment, cwd, `sys.path` and `sys.argv` as a direct
     start would have them, stdout and stderr on the output pipe. Hash randomization is the
@@ -208,7 +209,7 @@ def become_worker(
     if sealed:
         from runtime import confine  # imported already: the template entered it
 
-        confine.seal()
+        confine.nest()
     os.dup2(output, 1)
     os.dup2(output, 2)
     os.close(output)
@@ -233,6 +234,10 @@ def main(argv: list[str]) -> None:
     # handler, so build them once here. No module is imported by this.
     compile("", "<fnrun template>", "exec")
     template = Template(int(options["control"]), int(options["lifeline"]))
+    if options.get("confine") == "1":
+        from runtime import confine  # imported already: the template entered it
+
+        confine.keep_ruleset()
     job = template.serve()
     if job is not None:
         become_worker(*job, template.lifeline, options.get("confine") == "1")

@@ -85,7 +85,8 @@ def sqlite_write(path):
 def handle(event):
     sup, victim, store = event.data["sup"], event.data["victim"], event.data["store"]
     seen = {
-        "uid": os.getuid(), "ppid": os.getppid(), "groups": os.getgroups(), "env": sorted(os.environ),
+        "uid": os.getuid(), "ppid": os.getppid(), "groups": os.getgroups(),
+        "env": sorted(os.environ),
         "token in env": "FNRUN_TOKEN" in os.environ,
         "token seen": mentions(event.data["token"]),
         "secret seen": mentions(event.data["secret"]),
