@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime import confine
 from runtime.errors import UsageError
 from runtime.process import child_path
 from runtime.specs import Settings
@@ -99,6 +100,10 @@ def plan(settings: Settings, bwrap: str | None = None) -> Sandbox:
             "bubblewrap (apt-get install bubblewrap) or make the folder reachable")
     if not wrapper and mounts:
         notes.append("handlers running as the supervisor's user can open the store")
+    abi = confine.landlock_abi()
+    if abi < confine.SIGNAL_ABI:
+        notes.append(f"Landlock ABI {abi} (6 needs Linux 6.12): handlers can signal "
+                     + ("each other" if uid is not None else "the supervisor and each other"))
     cwd = os.getcwd() if _reaches(os.getcwd(), uid, gid, masks, exposed) else None
     return Sandbox(True, wrapper, uid, gid, cwd or str(settings.project), tuple(notes))
 
