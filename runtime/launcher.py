@@ -292,10 +292,10 @@ class ForkServer:
 
     def configure(self, sandbox: Sandbox) -> None:
         """Confine the workers started from now on; a template started otherwise stops."""
-        self.sandbox = sandbox
         template = self._template
         if template is not None and template.sandbox != sandbox:
-            self.stop()
+            self.stop()  # workers it forked live on; the next start makes a confined one
+        self.sandbox = sandbox
 
     @property
     def pid(self) -> int | None:

@@ -13,6 +13,7 @@ import pytest
 from runtime import sandbox
 from runtime.errors import ManifestError, UsageError
 from runtime.settings_loader import load_settings
+from tests.e2e.harness import wait_until
 
 NOBODY = 65534
 
@@ -142,3 +143,25 @@ def test_isolation_user_is_read_from_fnrun_yaml(tmp_path: Path) -> None:
         with pytest.raises(ManifestError) as caught:
             load_settings(project)
         assert words in str(caught.value), str(caught.value)
+
+
+def test_configuring_a_sandbox_replaces_a_template_started_without_it(tmp_path: Path) -> None:
+    from runtime.launcher import FORK_SERVER
+
+    try:
+        FORK_SERVER.start()
+        old = FORK_SERVER.pid
+        assert old is not None
+        confined = sandbox.Sandbox(confined=True, cwd=str(tmp_path))
+        FORK_SERVER.configure(confined)
+        assert FORK_SERVER.pid is None and FORK_SERVER.sandbox == confined
+        FORK_SERVER.start()
+        new = FORK_SERVER.pid
+        assert new is not None and new != old
+        # Right after exec, /proc/PID/cmdline can still read empty: wait for it.
+        argv = wait_until(lambda: Path(f"/proc/{new}/cmdline").read_bytes()).split(b"\0")
+        assert b"confine=1" in argv and any(b"enter(None, None)" in arg for arg in argv)
+        assert Path(f"/proc/{new}/cwd").resolve() == tmp_path.resolve()
+    finally:
+        FORK_SERVER.stop()
+    assert FORK_SERVER.sandbox == sandbox.NONE
