@@ -36,8 +36,9 @@ ENV_ALLOWLIST = frozenset(
 """The supervisor's variables a worker gets, by exact name (SPEC 6): a prefix let
 PYTHON_API_TOKEN or LC_SECRET through. Of the PYTHON* variables only PYTHONHOME acts
 before a worker's own code runs (where the standard library is; a relocated
-interpreter cannot start without it): the rest are options a worker does not need
-(its `sys.path` is given on its command line, see `boot_command`)."""
+interpreter cannot start without it): the rest are options, and the one a worker
+follows (PYTHONDONTWRITEBYTECODE) is passed on its command line, as is its `sys.path`
+(see `boot_command`)."""
 MAX_LINE = 8192
 """Longest handler output line logged as one record; longer ones are split."""
 DRAIN_READ = 65536
@@ -108,8 +109,12 @@ def boot_command(module: str, *args: str, confine: Confine | None = None) -> lis
     """
     compile_worker()
     enter = "" if confine is None else f"from runtime.confine import enter;enter{confine!r};"
+    # PYTHONDONTWRITEBYTECODE no longer reaches workers (exact names, ENV_ALLOWLIST): its
+    # effect does. Without it, a handler saved twice within a second at the same size
+    # could load the first save's bytecode (a .pyc is checked by mtime and size).
+    no_pyc = "sys.dont_write_bytecode=True;" if sys.dont_write_bytecode else ""
     boot = (
-        f"import sys;sys.path[0:1]={child_path()!r};{enter}"
+        f"import sys;{no_pyc}sys.path[0:1]={child_path()!r};{enter}"
         f"from {module} import main;main(sys.argv[1:])"
     )
     return [sys.executable, "-S", "-c", boot, *args]

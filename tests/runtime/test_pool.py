@@ -356,7 +356,9 @@ async def test_environment_is_allowlist_env_and_secrets(
 ) -> None:
     monkeypatch.setenv("FNRUN_TEST_LEAK", "leaked")
     monkeypatch.setenv("FNRUN_TEST_SECRET", "s3cret")
-    monkeypatch.setenv("LC_TEST_THING", "kept")
+    monkeypatch.setenv("LC_TEST_THING", "not kept")
+    monkeypatch.setenv("PYTHON_TEST_TOKEN", "not kept")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
     monkeypatch.delenv("FNRUN_TEST_ABSENT", raising=False)
     spec = make_spec(env={"LOG_LEVEL": "debug"}, secrets=("FNRUN_TEST_SECRET", "FNRUN_TEST_ABSENT"))
     with caplog.at_level(logging.WARNING, logger=LOG.name):
@@ -364,9 +366,12 @@ async def test_environment_is_allowlist_env_and_secrets(
     env = (await pool.invoke(ev(do="environment"), 1)).result["json"]
     assert "FNRUN_TEST_LEAK" not in env and "FNRUN_TEST_ABSENT" not in env
     assert env["FNRUN_TEST_SECRET"] == "s3cret" and env["LOG_LEVEL"] == "debug"
-    assert env["LC_TEST_THING"] == "kept" and env["PATH"] == os.environ["PATH"]
-    allowed = {"PATH", "HOME", "LANG", "TZ", "VIRTUAL_ENV", "LOG_LEVEL", "FNRUN_TEST_SECRET"}
-    assert all(k in allowed or k.startswith(("LC_", "PYTHON")) for k in env), sorted(env)
+    # Exact names (SPEC 6): LC_ALL passes, another LC_* or PYTHON* variable does not.
+    assert "LC_TEST_THING" not in env and "PYTHON_TEST_TOKEN" not in env
+    assert env["LC_ALL"] == "C.UTF-8" and env["PATH"] == os.environ["PATH"]
+    allowed = {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PYTHONHOME",
+               "LOG_LEVEL", "FNRUN_TEST_SECRET"}
+    assert set(env) <= allowed, sorted(env)
     assert "FNRUN_TEST_ABSENT" in caplog.text
 
 
