@@ -44,7 +44,8 @@ log = logging.getLogger("fnrun.sandbox")
 
 PROBE_WAIT = 10.0
 """How long the one trial run of bubblewrap at start may take."""
-STORE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+STORE_SUFFIXES = ("", "-wal", "-shm", "-journal", ".lock")
+"""The database file and those SQLite and `runtime.store.sqlite_lock` keep beside it."""
 
 
 @dataclass(frozen=True)
