@@ -94,7 +94,10 @@ class Project:
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-        if not self.log.exists():  # workers of a root supervisor run as nobody (SPEC 6)
+        if not self.log.exists():
+            # Workers of a root supervisor run as nobody (SPEC 6): handlers leave their
+            # marks in the project (calls.log, marker files) as that user.
+            self.root.chmod(0o1777)
             self.log.touch()
             self.log.chmod(0o666)
         return path
