@@ -24,6 +24,7 @@ from __future__ import annotations
 import array
 import atexit
 import itertools
+import json
 import logging
 import os
 import select
@@ -57,6 +58,8 @@ STARTUP_PREFIXES = ("PYTHON", "LC_", "LANG")
 """Environment read at interpreter start: a worker whose own (from the allowlist or
 its function's `env`) differs from the template's is spawned. This decides how a
 worker starts, never what it gets (`runtime.process.ENV_ALLOWLIST` does)."""
+MAX_INFO = 4096
+"""Most of bubblewrap's `--info-fd` report read (a few lines of JSON)."""
 SIGNALLED = 128
 """bubblewrap exits 128 + N when the worker it ran died from signal N."""
 
@@ -66,13 +69,13 @@ log = logging.getLogger("fnrun.launcher")
 class Spawned:
     """A worker started directly: `subprocess.Popen` as a `WorkerHandle`."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], *, wrapped: bool = False) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], pid: int | None = None) -> None:
         assert popen.stdout is not None
         self.popen = popen
-        self.pid = popen.pid
-        """The worker's, or bubblewrap's if `wrapped`: it leads the group the worker is in."""
+        self.pid = popen.pid if pid is None else pid
+        """The worker's (its guard's): under bubblewrap, bubblewrap's child, not `popen`."""
         self.output = cast(BinaryIO, popen.stdout)
-        self.wrapped = wrapped
+        self.wrapped = pid is not None
 
     def wait(self, timeout: float | None = None) -> int | None:
         try:
@@ -364,13 +367,45 @@ def start_worker(spec: FunctionSpec, env: Mapping[str, str], proto_fd: int) -> W
     if forked is not None:
         return forked
     sandbox = FORK_SERVER.sandbox
-    spawned = Spawned(subprocess.Popen(
-        [*sandbox.wrapper, *child_command(spec, proto_fd, _user(sandbox))],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        pass_fds=(proto_fd, lifeline()), start_new_session=True, env=dict(env), cwd=sandbox.cwd,
-    ), wrapped=bool(sandbox.wrapper))
+    command = child_command(spec, proto_fd, _user(sandbox))
+    if not sandbox.wrapper:
+        spawned = Spawned(subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            pass_fds=(proto_fd, lifeline()), start_new_session=True, env=dict(env),
+        ))
+    else:
+        spawned = _spawn_wrapped(sandbox, command, proto_fd, env)
     FORK_SERVER.start()  # after this worker, so it never waits for the template
     return spawned
+
+
+def _spawn_wrapped(
+    sandbox: Sandbox, command: list[str], proto_fd: int, env: Mapping[str, str]
+) -> Spawned:
+    """A worker started by bubblewrap, known by its own pid (its guard's).
+
+    bubblewrap stays as the worker's parent and passes on no signal, so the
+    pool must signal the worker itself: `--info-fd` tells its pid, and
+    `--new-session` makes it lead its own session and group, as a worker
+    spawned directly does (`kill_group` needs that).
+    """
+    info, info_w = os.pipe()
+    try:
+        popen = subprocess.Popen(
+            [*sandbox.wrapper[:-1], "--new-session", "--info-fd", str(info_w), "--", *command],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            pass_fds=(proto_fd, lifeline(), info_w), start_new_session=True, env=dict(env),
+            cwd=sandbox.cwd,
+        )
+    finally:
+        os.close(info_w)
+    with open(info, "rb") as reader:  # bubblewrap writes it and closes it at once
+        raw = reader.read(MAX_INFO)
+    try:
+        pid = int(json.loads(raw)["child-pid"])
+    except (ValueError, KeyError, TypeError):  # bubblewrap failed before its child
+        pid = popen.pid
+    return Spawned(popen, pid)
 
 
 def _user(sandbox: Sandbox) -> tuple[int | None, int | None] | None:

@@ -294,12 +294,15 @@ def test_a_handler_reaches_nothing_that_is_not_its_own(
                 "token": TOKEN, "secret": SECRET}).json()
             print(f"\n{mode}, {spy}: the spy saw {json.dumps(seen)}")
             _assert_nothing_reached(seen, mode, prefix, sup)
-            parent = Path(f"/proc/{seen['ppid']}/cmdline").read_bytes().split(b"\0")
-            if spy == "/spy":  # forked by the template
-                assert any(b"runtime.forkserver" in arg for arg in parent), parent
-            else:  # spawned: by bubblewrap, itself the supervisor's child
-                assert parent[0].endswith(b"bwrap"), parent
-                assert seen["ppid"] in _children(sup)
+            # The handler's parent is its worker's guard; the guard's, the template
+            # (forked) or bubblewrap (spawned), itself the supervisor's child.
+            guard = seen["ppid"]
+            starter = int(Path(f"/proc/{guard}/stat").read_text().rpartition(")")[2].split()[1])
+            argv = Path(f"/proc/{starter}/cmdline").read_bytes().split(b"\0")
+            if spy == "/spy":
+                assert any(b"runtime.forkserver" in arg for arg in argv), argv
+            else:
+                assert argv[0].endswith(b"bwrap") and starter in _children(sup), argv
         # Unharmed: not stopped, it serves, delivers, and its store holds nothing of the spy's.
         assert "State:\tT" not in Path(f"/proc/{sup}/status").read_text()
         assert client.post(project.url("/victim"), json={}).json()["pid"] == victim["pid"]
@@ -410,3 +413,38 @@ def test_workers_seal_themselves_before_any_secret_exists() -> None:
             os._exit(code)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0  # its signal to us was refused
+
+
+def test_a_spawned_worker_in_bubblewrap_dies_with_its_timeout(project: Project) -> None:
+    """The pool signals the worker under bubblewrap (its guard), not bubblewrap itself."""
+    if not shutil.which("bwrap"):
+        pytest.skip("bubblewrap is not installed (.ci/run installs it)")
+    project.add("stuck", """
+        functions:
+          stuck:
+            handler: stuck.py:handle
+            triggers: [{event: stuck.go}]
+            timeout: 1s
+            retry: false
+            env: {PYTHONDONTWRITEBYTECODE: "1"}
+    """, """
+        import os, subprocess, time
+
+        def handle(event, ctx):
+            daemon = subprocess.Popen(["sleep", "300"], start_new_session=True)
+            record(event, ctx, daemon=daemon.pid)
+            time.sleep(300)
+    """)
+    proc = _start(project, [])
+    headers = {"authorization": f"Bearer {TOKEN}",
+               "content-type": "application/cloudevents+json"}
+    event = {"specversion": "1.0", "source": "tests", "id": str(uuid.uuid4()), "type": "stuck.go"}
+    assert httpx.post(project.url("/_/events"), content=json.dumps(event), headers=headers,
+                      timeout=30).status_code == 202
+    [call] = wait_until(project.calls)
+    started = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in _descendants(proc.pid)]
+    assert any(arg.startswith(b"/usr/bin/bwrap") or b"bwrap\0" in arg for arg in started)
+    # Gone within timeout + 3 s: the handler's worker and the daemon it started.
+    wait_until(lambda: not Path(f"/proc/{call['pid']}").exists()
+               and not Path(f"/proc/{call['daemon']}").exists(), timeout=4 + 1)
+    assert project.stop(proc) == 0
