@@ -9,8 +9,8 @@ from __future__ import annotations
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import NoReturn
 
 import anyio
@@ -24,6 +24,7 @@ from runtime.events import Event, Outcome
 from runtime.store.base import Counts, Delivery
 from runtime.store.redis import RedisStore
 from tests.e2e.harness import RedisServer
+from tests.runtime.store.nodes import redis_nodes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.timeout(60)]
 
@@ -51,17 +52,9 @@ def closed_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-@asynccontextmanager
-async def nodes(count: int) -> AsyncIterator[list[RedisStore]]:
+def nodes(count: int) -> AbstractAsyncContextManager[list[RedisStore]]:
     """`count` opened stores on DB 14, as separate cluster nodes."""
-    stores = [RedisStore(URL) for _ in range(count)]
-    try:
-        for store in stores:
-            await store.open()
-        yield stores
-    finally:
-        for store in stores:
-            await store.close()
+    return redis_nodes(URL, count)
 
 
 def ok() -> Outcome:

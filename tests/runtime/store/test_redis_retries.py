@@ -9,8 +9,7 @@ delivery, counts, next_due) must handle entries of either stream.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import anyio
 import pytest
@@ -20,6 +19,7 @@ from runtime.events import Event, Outcome
 from runtime.store.base import Counts
 from runtime.store.redis import RedisStore
 from tests.e2e.harness import RedisServer
+from tests.runtime.store.nodes import redis_nodes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.timeout(60)]
 
@@ -32,16 +32,8 @@ def failed() -> Outcome:
     return Outcome(status="error", started=time.time(), duration=0.001, error="boom")
 
 
-@asynccontextmanager
-async def nodes(server: RedisServer, count: int) -> AsyncIterator[list[RedisStore]]:
-    stores = [RedisStore(server.url) for _ in range(count)]
-    try:
-        for store in stores:
-            await store.open()
-        yield stores
-    finally:
-        for store in stores:
-            await store.close()
+def nodes(server: RedisServer, count: int) -> AbstractAsyncContextManager[list[RedisStore]]:
+    return redis_nodes(server.url, count)
 
 
 async def a_retry_behind_a_backlog(store: RedisStore, backlog: int = 5) -> None:
