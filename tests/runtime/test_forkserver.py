@@ -21,6 +21,7 @@ from runtime.launcher import FORK_SERVER, FORK_WAIT
 from runtime.pool import WorkerPool
 from runtime.process import ENV_ALLOWLIST
 from runtime.specs import FunctionSpec
+from tests.runtime.pools import worker_pools
 from tests.runtime.procs import alive, wait_for
 
 LOG = logging.getLogger("tests.forkserver")
@@ -78,21 +79,15 @@ def handler(tmp_path: Path) -> Path:
 @pytest.fixture
 async def pools(handler: Path) -> AsyncIterator[Callable[..., WorkerPool]]:
     """Pools of `handler` (closed after the test), with the template running."""
-    made: list[WorkerPool] = []
+    async with worker_pools(LOG) as make:
 
-    def build(attr: str = "handle", file: Path = handler, **kw: Any) -> WorkerPool:
-        env_base = kw.pop("env_base", None)
-        spec = FunctionSpec(name="fn", where=Where(Path("f.yaml"), 1, 1), handler_file=file,
-                            handler_attr=attr, **kw)
-        pool = WorkerPool(spec, log=LOG, env_base=env_base)
-        made.append(pool)
-        return pool
+        def build(attr: str = "handle", file: Path = handler, **kw: Any) -> WorkerPool:
+            env_base = kw.pop("env_base", None)
+            return make(FunctionSpec(name="fn", where=Where(Path("f.yaml"), 1, 1),
+                                     handler_file=file, handler_attr=attr, **kw),
+                        env_base=env_base)
 
-    FORK_SERVER.start()
-    yield build
-    for pool in made:
-        await pool.aclose(grace=1)
-        assert pool.live_workers == 0
+        yield build
 
 
 async def call(pool: WorkerPool, **data: Any) -> Any:

@@ -23,9 +23,9 @@ import pytest
 
 from runtime.errors import Where
 from runtime.events import Event
-from runtime.launcher import FORK_SERVER
 from runtime.pool import WorkerPool
 from runtime.specs import FunctionSpec
+from tests.runtime.pools import worker_pools
 from tests.runtime.procs import alive, wait_for
 
 LOG = logging.getLogger("tests.guard")
@@ -81,21 +81,14 @@ async def pools(
     request: pytest.FixtureRequest, handler: Path,
 ) -> AsyncIterator[Callable[..., WorkerPool]]:
     """Pools of workers forked by the template, or spawned (a PYTHON* variable of their own)."""
-    made: list[WorkerPool] = []
+    async with worker_pools(LOG) as make:
 
-    def build(file: Path = handler, **kw: Any) -> WorkerPool:
-        env = {"PYTHONFNRUNGUARD": "1"} if request.param == "spawned" else {}
-        spec = FunctionSpec(name="fn", where=Where(Path("f.yaml"), 1, 1), handler_file=file,
-                            handler_attr="handle", env=env)
-        pool = WorkerPool(spec, log=LOG, **kw)
-        made.append(pool)
-        return pool
+        def build(file: Path = handler, **kw: Any) -> WorkerPool:
+            env = {"PYTHONFNRUNGUARD": "1"} if request.param == "spawned" else {}
+            return make(FunctionSpec(name="fn", where=Where(Path("f.yaml"), 1, 1),
+                                     handler_file=file, handler_attr="handle", env=env), **kw)
 
-    FORK_SERVER.start()
-    yield build
-    for pool in made:
-        await pool.aclose(grace=1)
-        assert pool.live_workers == 0
+        yield build
 
 
 async def call(pool: WorkerPool, **data: Any) -> Any:
