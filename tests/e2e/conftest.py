@@ -8,8 +8,9 @@ import pytest
 import redis
 
 from tests.e2e.harness import Project
+from tests.services import redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = redis_url(11)
 """The e2e suite's own Redis database (the contract suite uses 15, test_redis 14)."""
 
 
@@ -34,7 +35,7 @@ def project_on_each_store(
         try:
             client.flushdb()
         except redis.ConnectionError:
-            service_missing("Redis is not running on 127.0.0.1:6379")
+            service_missing(f"Redis is not running at {REDIS_URL}")
         proj.write("fnrun.yaml", f"store: {REDIS_URL}\n")
     yield proj
     proj.close()

@@ -1,6 +1,6 @@
 """SPEC section 9, end to end: several `fnrun run` nodes on one Redis.
 
-Nodes share DB 13 of the Redis on 127.0.0.1:6379 (flushed around each
+Nodes share DB 13 of the test Redis (tests/services.py) (flushed around each
 test); the restart test runs its own `redis-server` on a free port.
 """
 
@@ -15,10 +15,11 @@ import pytest
 import redis
 
 from tests.e2e.harness import Project, RedisServer, free_port, wait_until
+from tests.services import redis_url
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(240)]
 
-SHARED = "redis://127.0.0.1:6379/13"
+SHARED = redis_url(13)
 
 WORK = (
     """

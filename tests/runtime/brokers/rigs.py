@@ -27,8 +27,9 @@ from paho.mqtt.properties import Properties
 from runtime.brokers.base import Endpoint, Message
 from tests.e2e.harness import free_port
 from tests.runtime.brokers.proxy import Proxy
+from tests.services import REDIS_PORT, redis_url
 
-REDIS_DB_URL = "redis://127.0.0.1:6379/10"
+REDIS_DB_URL = redis_url(10)
 """DB 10 only: these tests flush it."""
 
 
@@ -319,7 +320,7 @@ class MqttRig(Rig):
 
 
 class RedisRig(Rig):
-    kind, port, scheme = "redis", 6379, "redis"
+    kind, port, scheme = "redis", REDIS_PORT, "redis"
 
     @property
     def url(self) -> str:

@@ -11,8 +11,9 @@ import pytest
 import redis
 
 from runtime.store.base import Store
+from tests.services import redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = redis_url(15)
 """DB 15 only: the tests flush it, and must never touch anyone's DB 0."""
 
 Missing = Callable[[str], NoReturn]

@@ -25,10 +25,11 @@ from runtime.store.base import Counts, Delivery
 from runtime.store.redis import RedisStore
 from tests.e2e.harness import RedisServer
 from tests.runtime.store.nodes import redis_nodes
+from tests.services import redis_url
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.timeout(60)]
 
-URL = "redis://127.0.0.1:6379/14"
+URL = redis_url(14)
 
 
 @pytest.fixture(autouse=True)
