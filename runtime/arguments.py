@@ -143,3 +143,48 @@ def check_function_name(settings: Settings, name: str | None) -> None:
 
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
+
+
+def read_data(raw: str | None, limit: int) -> Any:
+    """`--data JSON` or `--data @FILE` (UTF-8): strict JSON, so no NaN or Infinity.
+
+    At most `limit` bytes (`http.max_body`, what `POST /_/events` takes), read
+    no further than that, so `--data @/dev/zero` stops at once.
+    """
+    from runtime import strict_json  # loaded only by the commands that take --data
+
+    if raw is None:
+        return None
+    if raw.startswith("@"):
+        name = raw[1:]
+        if not name:
+            raise UsageError("--data @FILE needs a file name after @")
+        body = _read_bounded(name, limit)
+        _check_size(f"--data {raw}", len(body), limit)
+        try:
+            raw = body.decode("utf-8-sig")  # a BOM, as POST /_/events takes one (RFC 8259 8.1)
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"--data: {name} is not UTF-8 text: {exc.reason} "
+                             f"at byte {exc.start}") from None
+    else:
+        _check_size("--data", len(raw.encode("utf-8")), limit)
+    try:
+        return strict_json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"--data is not valid JSON: {exc}") from None
+
+
+def _check_size(what: str, size: int, limit: int) -> None:
+    from runtime.units import format_size
+
+    if size > limit:
+        raise UsageError(f"{what}: larger than {format_size(limit)} (http.max_body in fnrun.yaml)")
+
+
+def _read_bounded(name: str, limit: int) -> bytes:
+    """At most `limit + 1` bytes of the file `name`: one more than allowed tells it is over."""
+    try:
+        with open(name, "rb") as file:
+            return file.read(limit + 1)
+    except OSError as exc:
+        raise UsageError(f"--data: cannot read {name}: {exc.strerror or exc}") from None

@@ -21,7 +21,6 @@ import anyio
 
 from runtime import arguments, logs, plugins, views
 from runtime.arguments import print_json
-from runtime.cli import read_data
 from runtime.errors import ManifestErrors, UsageError
 from runtime.events import Event
 from runtime.inspection import cmd_dead_letters, cmd_history, cmd_replay
@@ -81,7 +80,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
         arguments.check_id(args.id)
     project = _loadable(args)
     kwargs: dict[str, Any] = {"id": args.id} if args.id is not None else {}
-    data = read_data(args.data, project.settings.http.max_body)
+    data = arguments.read_data(args.data, project.settings.http.max_body)
     event = Event(type=args.type, data=data, subject=args.subject, source="fnrun/cli", **kwargs)
     router = plugins.load(f"{plugins.TRIGGERS['event']}:Router")(project)
 

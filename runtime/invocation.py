@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl
 import anyio
 
 from runtime import arguments, logs, plugins, views
-from runtime.cli import read_data
 from runtime.errors import UsageError
 from runtime.events import Event, HttpInfo, Outcome
 from runtime.specs import FunctionSpec, Project
@@ -36,7 +35,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         arguments.check_type("--type", args.type)
     project = arguments.project(args)
     spec = arguments.function(project, args.name)
-    data = read_data(args.data, project.settings.http.max_body)
+    data = arguments.read_data(args.data, project.settings.http.max_body)
     event = build_event(args, spec, data)
     logs.configure()
 
