@@ -166,7 +166,7 @@ class Template:
     def fork(self, request: dict[str, Any], proto_fd: int) -> Forked | None:
         """Ask for a worker; None if the template failed to make one in time."""
         read_end, write_end = os.pipe()
-        output = cast(BinaryIO, open(read_end, "rb"))  # noqa: SIM115 - the worker's drain closes it
+        output = cast(BinaryIO, open(read_end, "rb"))  # the worker's drain closes it
         with self._lock:
             request_id = next(self._ids)
             self._waiting[request_id] = output

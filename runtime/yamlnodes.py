@@ -64,7 +64,7 @@ class _StrictLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803 - PyYAML's
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # PyYAML names it so
         # The scanner looks back over every open `[` for each token: 50,000 of
         # them on one line took seconds before the composer saw the depth.
         if self.flow_level >= MAX_DEPTH:

@@ -64,7 +64,7 @@ class Mqtt:
         topic, client_id = _required(endpoint.topic, "topic"), _required(endpoint.client_id,
                                                                           "client_id")
         client = self._client(client_id, clean=False, receive_maximum=prefetch)
-        paho = client._client  # noqa: SLF001 (no public manual-ack switch in aiomqtt)
+        paho = client._client  # no public manual-ack switch in aiomqtt
         paho.manual_ack_set(True)
         window = Window(prefetch)
         try:
@@ -132,7 +132,7 @@ def _forget_disconnection(client: aiomqtt.Client) -> None:
     that only its message iterator awaits; when we stop before that, asyncio
     would log it as "never retrieved". We know of the loss already.
     """
-    disconnected = client._disconnected  # noqa: SLF001
+    disconnected = client._disconnected
     if disconnected.done() and not disconnected.cancelled():
         disconnected.exception()
 
