@@ -102,7 +102,7 @@ def measure(ctx: Context, name: str, tree: Path, args: argparse.Namespace, round
     """One run, printed; None if it failed (that round then counts for neither side)."""
     try:
         numbers = SCENARIOS[name](ctx, tree, args)
-    except Exception as exc:  # one broken run must not lose the other rounds
+    except Exception as exc:  # noqa: BLE001 - printed; one broken run must not lose the others
         print(f"  round {round_} {name} {label}: failed: {type(exc).__name__}: {exc}",
               flush=True)
         return None

@@ -132,7 +132,7 @@ def _run_once(
         numbers = case.measure(ctx)
     except NotAvailable as exc:
         result.na = str(exc)
-    except Exception as exc:  # a broken run is reported, not fatal
+    except Exception as exc:  # noqa: BLE001 - a broken run is reported (its traceback saved)
         log = ctx.logs / f"{scenario.name}-{case.system.replace(' ', '_')}.error.txt"
         log.write_text(traceback.format_exc())
         where = log.relative_to(REPO)

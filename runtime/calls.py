@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from runtime.errors import StoreError
 from runtime.events import Event, Outcome
 from runtime.store.base import Call, Store
 
@@ -75,8 +76,9 @@ class CallHistory:
             except Exception as exc:
                 self._queue.extendleft(reversed(batch))  # the next flush tries again
                 if not self._failing:  # once per outage, not every FLUSH_EVERY
+                    # An outage is one line; anything else (a bug) shows its traceback.
                     self.log.warning("could not write the history of %d sync calls: %s",
-                                     len(batch), exc)
+                                     len(batch), exc, exc_info=not isinstance(exc, StoreError))
                 self._failing = True
                 return
             self._failing = False

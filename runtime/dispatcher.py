@@ -335,7 +335,8 @@ class Dispatcher:
             self._unrecorded(f"{len(successes)} outcomes", exc)
         except Exception:
             # One bad item must not hold back the others: write them one by one.
-            self.log.warning("batch write of %d outcomes failed; writing each", len(successes))
+            self.log.warning("batch write of %d outcomes failed; writing each", len(successes),
+                             exc_info=True)
             for success in successes:
                 await self._record_success(*success)
 

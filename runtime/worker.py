@@ -455,7 +455,7 @@ def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:  # noqa: BLE001 - the handler closed, replaced or broke its own stream
+        except Exception:  # noqa: BLE001, S110 - the handler broke its own stream: nowhere to say so
             pass
 
 

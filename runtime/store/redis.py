@@ -195,7 +195,7 @@ class RedisStore(RedisOperations):
             await asyncio.sleep(self.heartbeat_ttl / 4)
             try:
                 await self._heartbeat(client)
-            except Exception as exc:  # RedisError, or a bug: the beat must go on, and say so
+            except Exception as exc:  # noqa: BLE001 - RedisError, or a bug: the beat goes on; trouble logs it
                 trouble.failed(exc)
             else:
                 trouble.worked()

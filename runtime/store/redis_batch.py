@@ -117,7 +117,7 @@ class ScriptRunner:
                 again = await self._execute([batch[i] for i in missing])
                 for i, reply in zip(missing, again, strict=True):
                     replies[i] = reply
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - each caller raises it
             # Every caller in the batch gets the error; the leader must not
             # raise here, or the callers queued behind it would wait forever.
             replies = [exc] * len(batch)

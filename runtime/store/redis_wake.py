@@ -57,7 +57,7 @@ class WakeListener:
         while not self._stopped:
             try:
                 await self._listen()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged by self.trouble
                 # A closed connection shows as RedisError, OSError or worse
                 # (redis-py writing to a transport `stop` closed): all end
                 # here. Entries may have been missed (or lost with Redis):

@@ -285,7 +285,7 @@ class GroupCommit:
             if durable:
                 try:
                     self._sync(durable[-1].number)
-                except Exception as exc:  # OSError, or a bug: this thread must go on
+                except Exception as exc:  # noqa: BLE001 - OSError, or a bug: each caller raises it
                     error = store_error("WAL fsync", exc) if isinstance(exc, OSError) else exc
                     for op in (op for batch in durable for op in batch.ops):
                         op.result, op.error = None, error
@@ -311,7 +311,7 @@ class GroupCommit:
             # them first; only a batch with a failing op runs again, isolated.
             if not self._run(ops, isolate=False):
                 self._run(ops, isolate=True)
-        except Exception as exc:  # sqlite3.Error, or a bug: this thread must go on
+        except Exception as exc:  # noqa: BLE001 - sqlite3.Error, or a bug: each caller raises it
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
@@ -403,7 +403,7 @@ class GroupCommit:
         self._conn.execute("SAVEPOINT op")
         try:
             op.result, op.error = op.work(self._conn), None
-        except Exception as exc:  # one bad op must not fail the batch
+        except Exception as exc:  # noqa: BLE001 - one bad op must not fail the batch; its caller raises it
             self._conn.execute("ROLLBACK TO op")
             op.result = None
             op.error = exc if isinstance(exc, StoreError) else StoreError(str(exc))

@@ -111,7 +111,7 @@ def test_every_event_of_many_bursts_starts_within_5s_with_the_poll_at_an_hour(
     def run(target: object, *args: object) -> None:
         try:
             target(*args)  # type: ignore[operator]
-        except BaseException as exc:  # reported below, with the seed
+        except BaseException as exc:  # noqa: BLE001 - reported below, with the seed
             errors.append(exc)
 
     producers = [threading.Thread(target=run, args=(_http_producer, project, seed + n, sent))
