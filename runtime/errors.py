@@ -67,16 +67,5 @@ class StoreUnavailable(StoreError):
 
 
 class WorkerError(FnrunError):
-    """A worker process misbehaved (base of the worker subtree)."""
-
-
-class WorkerCrashed(WorkerError):
-    """A worker died mid-invocation (exit, signal, out of memory)."""
-
-
-class WorkerTimeout(WorkerError):
-    """An invocation passed its timeout; the worker's process group was killed."""
-
-
-class HandlerLoadError(WorkerError):
-    """A worker could not import the handler module or find the callable."""
+    """A call reached a worker pool that was closed or retired (a crash, a timeout or
+    a failed import is an invocation's outcome, not an exception)."""
