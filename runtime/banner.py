@@ -13,9 +13,7 @@ from runtime.listing import base_url
 from runtime.registry import Diff
 from runtime.specs import HttpSettings, Settings
 
-BOLD, DIM, GREEN, RED, YELLOW, RESET = (
-    "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[33m", "\033[0m",
-)
+BOLD, DIM, RED, RESET = "\033[1m", "\033[2m", "\033[31m", "\033[0m"
 MAX_LISTED = 200
 """Functions shown in the banner; a bigger project gets a count (its list is `fnrun ls`)."""
 

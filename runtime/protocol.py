@@ -53,8 +53,6 @@ LEVEL_MARK = b"\x00\x1bfnrun-level "
 space: `ctx.log` lines carry their level, lines written to `sys.stderr` carry
 WARNING. The drain logs each at that level (`runtime.process`), so a `fnrun
 run` line shows its level once and stderr stands out from stdout."""
-SUMMARY_CHARS = 2048
-"""How much of a result the invocation history keeps."""
 RESULT_SHAPES = "JSON, str, bytes or (status, body[, headers])"
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 """The characters of an HTTP field name (RFC 9110 section 5.1). Not `re`: the
@@ -310,13 +308,3 @@ def decode_result(encoded: Any) -> tuple[int | None, str, Any, dict[str, str]]:
         if kind in ("json", "text"):
             return None, kind, body, {}
     return None, "json", encoded, {}
-
-
-def result_summary(encoded: Any) -> Any:
-    """A bounded JSON-safe view of an encoded result, for invocation history."""
-    import json
-
-    text = json.dumps(encoded, default=repr, ensure_ascii=False)
-    if len(text) <= SUMMARY_CHARS:
-        return encoded
-    return {"truncated": True, "chars": len(text), "preview": text[:SUMMARY_CHARS]}

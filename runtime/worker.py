@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from logging import Logger
     from typing import Any
 
-CO_ASYNC = 0x80 | 0x100 | 0x200
-"""CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR (no `inspect`)."""
 CO_VARARGS = 0x04
 CO_GENERATORS = 0x20 | 0x200
 """CO_GENERATOR | CO_ASYNC_GENERATOR."""

@@ -241,17 +241,6 @@ class Reader:
         except ValueError as exc:
             raise self.error(node, f"{what}: {exc}") from None
 
-    def strings(self, node: Node, what: str) -> list[str]:
-        return [self.string(item, f"{what} item") for item in self.sequence(node, what)]
-
-    def string_map(self, node: Node, what: str) -> dict[str, str]:
-        """A mapping of string keys to scalar values, stringified (env vars)."""
-        out = {}
-        for key, value in self.mapping(node, what).items():
-            if not isinstance(value, yaml.ScalarNode):
-                raise self.error(value, f"{what}.{key} must be a scalar")
-            out[key] = str(value.value)
-        return out
 
 
 def _position(file: Path, text: str, index: int) -> Where:

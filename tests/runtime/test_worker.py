@@ -18,7 +18,7 @@ import pytest
 
 from runtime import protocol
 from runtime.events import Event
-from runtime.protocol import ProtocolError, decode_result, encode_result, result_summary
+from runtime.protocol import ProtocolError, decode_result, encode_result
 
 HANDLERS = Path(__file__).parent / "handlers"
 
@@ -113,13 +113,6 @@ def test_not_json_names_a_bounded_path() -> None:
     message = str(caught.value)
     assert message.startswith("handler returned dict with complex at ['key'][0]['key'][0]")
     assert len(message) < protocol.MAX_PATH + 100 and "..." in message
-
-
-def test_result_summary_is_bounded() -> None:
-    assert result_summary({"json": [1, 2]}) == {"json": [1, 2]}
-    summary = result_summary({"text": "x" * 100_000})
-    assert summary["truncated"] is True and summary["chars"] > 100_000
-    assert len(summary["preview"]) == protocol.SUMMARY_CHARS
 
 
 def test_frames_round_trip_and_reject_garbage() -> None:
