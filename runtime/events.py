@@ -151,7 +151,7 @@ class Outcome:
     """What one attempt produced, as the pool reports it to the dispatcher.
 
     `result` is the handler's return value encoded by the worker protocol
-    (see `runtime.protocol.encode_result`); `emits` are the events the
+    (see `runtime.results.encode_result`); `emits` are the events the
     handler passed to `ctx.emit`, to be committed only if `status == "ok"`.
     """
 

@@ -21,7 +21,7 @@ import faulthandler
 import os
 import sys
 
-from runtime import guard, protocol
+from runtime import guard, protocol, results
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class Context(ReadOnly):
         if isinstance(data, bytearray | memoryview):
             data = bytes(data)
         if not isinstance(data, bytes):
-            data, problem = protocol.json_value(data)
+            data, problem = results.json_value(data)
             if problem is not None:
                 raise TypeError(f"ctx.emit: data is {problem}, which is neither JSON nor bytes")
         if id is not None:
@@ -440,7 +440,7 @@ def _invoke(runner: Runner, ctx: Context, raw_event: dict[str, Any]) -> dict[str
         fatal = isinstance(exc, MemoryError) or not isinstance(exc, Exception)
         return {"kind": "done", "ok": False, "error": error, "traceback": text, "fatal": fatal}
     try:
-        result = protocol.encode_result(value)
+        result = results.encode_result(value)
     except TypeError as exc:
         return {"kind": "done", "ok": False, "error": _encodable(str(exc)), "traceback": None}
     except Exception as exc:  # noqa: BLE001 - e.g. the items() of a returned dict subclass

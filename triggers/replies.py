@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from starlette.types import Send
 
 from runtime.events import Outcome
-from runtime.protocol import decode_result
+from runtime.results import decode_result
 
 log = logging.getLogger("fnrun.webhook")
 
@@ -93,7 +93,7 @@ def reply(function: str, event_id: str, outcome: Outcome) -> Reply:
 
 
 def decode(encoded: Any) -> dict[str, Any]:
-    """An answer from a result encoded by `runtime.protocol.encode_result`.
+    """An answer from a result encoded by `runtime.results.encode_result`.
 
     Raises:
         TypeError, ValueError: it cannot be decoded, or its status is out of range.

@@ -18,7 +18,7 @@ from runtime.errors import Where, WorkerError
 from runtime.events import Event, HttpInfo
 from runtime.launcher import FORK_SERVER
 from runtime.pool import WorkerPool
-from runtime.protocol import decode_result
+from runtime.results import decode_result
 from runtime.specs import FunctionSpec
 from tests.runtime.procs import alive, appended_lines, wait_for
 

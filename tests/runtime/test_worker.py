@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from runtime import protocol
+from runtime import protocol, results
 from runtime.events import Event
-from runtime.protocol import ProtocolError, decode_result, encode_result
+from runtime.protocol import ProtocolError
+from runtime.results import decode_result, encode_result
 
 HANDLERS = Path(__file__).parent / "handlers"
 
@@ -64,7 +65,7 @@ def test_encode_result_table(value: Any, encoded: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ({1, 2}, f"handler returned set, which is not {protocol.RESULT_SHAPES}"),
+        ({1, 2}, f"handler returned set, which is not {results.RESULT_SHAPES}"),
         (object(), "handler returned object, which is not JSON"),
         ({"a": {"b": [0, {3}]}}, "returned dict with set at ['a']['b'][1], which is not JSON"),
         ({1: "x"}, "handler returned dict with int key 1, which is not JSON"),
@@ -112,7 +113,7 @@ def test_not_json_names_a_bounded_path() -> None:
         encode_result(value)
     message = str(caught.value)
     assert message.startswith("handler returned dict with complex at ['key'][0]['key'][0]")
-    assert len(message) < protocol.MAX_PATH + 100 and "..." in message
+    assert len(message) < results.MAX_PATH + 100 and "..." in message
 
 
 def test_frames_round_trip_and_reject_garbage() -> None:
