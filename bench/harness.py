@@ -77,7 +77,8 @@ class Case:
     system: str
     measure: Callable[[Context], dict[str, float]]
     group: str = ""
-    """fnrun's ratios compare it only with peers of its group (the same Redis, say)."""
+    """fnrun's ratios compare it only with peers of its group (the same Redis, say); a peer
+    may be in several groups, comma-separated."""
 
     @property
     def is_fnrun(self) -> bool:

@@ -36,6 +36,11 @@ def _ratios(row: Result, metric: str, peers: list[Result]) -> str:
     return "; ".join(parts)
 
 
+def _shares(theirs: str, mine: str) -> bool:
+    """Whether two cases' groups meet (a group may name several, comma-separated)."""
+    return bool(set(theirs.split(",")) & set(mine.split(",")))
+
+
 def _rows(scenario: Scenario, results: list[Result]) -> list[str]:
     is_fnrun = {case.system: case.is_fnrun for case in scenario.cases}
     group = {case.system: case.group for case in scenario.cases}
@@ -49,7 +54,7 @@ def _rows(scenario: Scenario, results: list[Result]) -> list[str]:
             assert median is not None
             spread = f"{_fmt(min(runs))}-{_fmt(max(runs))} (n={len(runs)})"
             peers = [r for r in results if not is_fnrun[r.system] and r.values
-                     and group[r.system] == group[row.system]]
+                     and _shares(group[r.system], group[row.system])]
             ratio = _ratios(row, metric, peers) if is_fnrun[row.system] else ""
             target = scenario.targets.get((row.system, metric))
             goal = f"{target.text} {'met' if target.met(median) else 'NOT met'}" if target else ""
