@@ -147,12 +147,27 @@ Status = Literal["ok", "error", "timeout", "crash"]
 
 
 @dataclass(frozen=True)
+class LogLine:
+    """One line a run wrote: `ctx.log` (with its level) or the handler's stdout or stderr."""
+
+    at: float
+    """When it was written, epoch seconds."""
+    stream: str
+    """"log" (`ctx.log`), "stdout" or "stderr"."""
+    level: str
+    """The `ctx.log` level in lower case ("info", "warning", ...); "" for stdout and stderr."""
+    text: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What one attempt produced, as the pool reports it to the dispatcher.
 
     `result` is the handler's return value encoded by the worker protocol
     (see `runtime.results.encode_result`); `emits` are the events the
     handler passed to `ctx.emit`, to be committed only if `status == "ok"`.
+    `invocation` is the id the pool gave the attempt (the one its log lines
+    are tagged with); `logs` the lines it wrote, bounded by the worker.
     """
 
     status: Status
@@ -162,6 +177,8 @@ class Outcome:
     emits: tuple[Event, ...] = ()
     error: str | None = None
     traceback: str | None = None
+    invocation: str = ""
+    logs: tuple[LogLine, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -37,8 +37,14 @@ from typing import Protocol
 import anyio
 
 from runtime.errors import StoreError
-from runtime.events import JSON, Event, Outcome
+from runtime.events import JSON, Event, LogLine, Outcome
+from runtime.store.runs import RunRecord
 from runtime.store.wakeups import WakeUps
+
+__all__ = [
+    "Call", "Consumer", "Counts", "DeadLetter", "Delivery", "Grants", "HistoryRecord", "LogLine",
+    "RunRecord", "Store", "StoreOutage", "Success", "Targets",
+]
 
 Targets = Sequence[str]
 """Names of the functions that get a delivery of one event."""
@@ -81,7 +87,7 @@ Success = tuple[Delivery, Outcome, Sequence[tuple[Event, Targets]]]
 
 @dataclass(frozen=True)
 class HistoryRecord:
-    """One finished attempt, newest first in `history`."""
+    """One finished attempt, newest first in `history` (a view of `RunRecord`)."""
 
     event_id: str
     function: str
@@ -295,9 +301,43 @@ class Store(WakeUps, ABC):
     async def counts(self) -> dict[str, Counts]:
         """Pending, running and dead deliveries per function."""
 
-    @abstractmethod
     async def history(self, function: str | None = None, limit: int = 50) -> list[HistoryRecord]:
-        """Recent finished attempts, newest first."""
+        """Recent finished attempts, newest first (the older, smaller view of `runs`)."""
+        return [
+            HistoryRecord(r.event_id, r.function, r.attempt, r.status, r.started, r.duration,
+                          r.error, r.result)
+            for r in await self.runs(function=function, limit=limit)
+        ]
+
+    # -- run records (SPEC 11) ---------------------------------------------
+
+    @abstractmethod
+    async def runs(
+        self, *, function: str | None = None, status: str | None = None,
+        event_type: str | None = None, event_id: str | None = None,
+        since: float | None = None, before_seq: int | None = None,
+        after_seq: int | None = None, limit: int = 50,
+    ) -> list[RunRecord]:
+        """Run records matching every filter given, newest (highest `seq`) first.
+
+        `event_type` is a topic pattern (`order.*`, `**`); `since` bounds the
+        start time (epoch seconds). Pages go backwards with `before_seq` (the
+        last `seq` seen). With `after_seq` alone, the `limit` records right
+        after it are returned (still newest first): a follower that asks again
+        from the highest `seq` it got misses nothing.
+        """
+
+    @abstractmethod
+    async def run(self, invocation: str) -> RunRecord | None:
+        """The record of one invocation, if kept."""
+
+    @abstractmethod
+    async def runs_for_events(self, event_ids: Sequence[str]) -> list[RunRecord]:
+        """Every kept attempt on any of these events, oldest first (for trace trees)."""
+
+    @abstractmethod
+    async def event(self, event_id: str) -> Event | None:
+        """The stored event (with its extensions), while retention keeps it."""
 
     @abstractmethod
     async def dead_letters(
@@ -323,7 +363,7 @@ class Store(WakeUps, ABC):
 
     @abstractmethod
     async def prune(self, events_before: float, history_before: float) -> None:
-        """Drop events and history older than the retention bounds.
+        """Drop events and history (run records) older than the retention bounds.
 
         Events that still have a pending, running or dead delivery are kept.
         """

@@ -56,7 +56,8 @@ REAP_EVERY = 1.0
 """How often (s) a claim also looks for dead nodes' and lease-expired deliveries."""
 WAKE_POLL = 1.0
 """Longest wait for work: the safety net under the wake-up stream (`redis_wake`)."""
-HISTORY_MAX, HISTORY_MAX_PER_FUNCTION = 10_000, 1_000
+RUNS_MAX = 10_000
+"""Most run records kept (besides `retention.history`): each holds up to 64 KiB of logs."""
 RETRIES = 40
 """Reconnect attempts per command (backoff capped at 1 s): rides out a Redis restart."""
 PUBLISH_RETRIES = 7
@@ -276,13 +277,12 @@ class RedisStore(RedisOperations):
         if entry is None:
             raise StoreError(f"delivery {delivery.id} was not claimed by this store")
         return [
-            delivery.function, self.consumer, entry, *self._item_args(delivery, outcome),
-            HISTORY_MAX, HISTORY_MAX_PER_FUNCTION,
+            delivery.function, self.consumer, entry, *self._item_args(delivery, outcome), RUNS_MAX,
         ]  # fmt: skip
 
     @staticmethod
     def _item_args(delivery: Delivery, outcome: Outcome) -> list[Arg]:
-        """First entry id, event id and history record of a settled attempt."""
+        """First entry id, event id and run record of a settled attempt."""
         record = record_json(delivery.function, delivery.event, delivery.attempt, outcome)
         return [delivery.id.partition("/")[2], delivery.event.id, record]
 
@@ -298,7 +298,7 @@ class RedisStore(RedisOperations):
         # per-call encoding and reply parsing is what bounds a node.
         for start in range(0, len(items), SETTLE_CHUNK):
             part = items[start : start + SETTLE_CHUNK]
-            args: list[Arg] = [self.consumer, HISTORY_MAX, HISTORY_MAX_PER_FUNCTION, len(part)]
+            args: list[Arg] = [self.consumer, RUNS_MAX, len(part)]
             for delivery, outcome, emits in part:
                 entry = self._entries.get(delivery.id)
                 if entry is None:
@@ -323,9 +323,9 @@ class RedisStore(RedisOperations):
         await self._call("fail", args)
 
     async def record(self, calls: Sequence[tuple[str, Event, Outcome]]) -> None:
-        args: list[Arg] = [HISTORY_MAX, HISTORY_MAX_PER_FUNCTION, len(calls)]
+        args: list[Arg] = [RUNS_MAX, len(calls)]
         for function, event, outcome in calls:
-            args += [function, record_json(function, event, 1, outcome)]
+            args += [function, event.id, record_json(function, event, 1, outcome)]
         if calls:
             await self._call("record", args)
 

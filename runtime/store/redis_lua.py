@@ -12,7 +12,10 @@ Key layout (all under `fnrun:`):
 | `z:{fn}` | sorted set | retries waiting, member `"d:attempts event"`, score = due (ms) |
 | `r:{fn}` | stream + group `g` | due retries (moved from `z:{fn}`); claims read it first |
 | `dl:{id}`, `dz`, `dz:{fn}` | hash, sorted sets | dead letters and their indexes by time |
-| `h`, `h:{fn}` | lists | invocation history, newest first, bounded by LTRIM |
+| `run:{invocation}` | string | a run record's JSON (`runtime.store.runs`), with its `seq` |
+| `runseq` | string | the last run record's `seq` (INCR) |
+| `runs` | sorted set | run records by `seq`, member `"invocation started_ms status fn event"` |
+| `runs:f:{fn}`, `runs:s:{status}`, `runs:e:{event}` | sorted sets | invocations by `seq` |
 | `tick:{key}` | string | last schedule tick fired (epoch seconds) |
 | `k:{key}` | string | idempotency keys, with TTL |
 | `node:{consumer}` | string | heartbeat of a live node, with TTL |
@@ -112,11 +115,37 @@ local function release_event(eid)
   if redis.call('HINCRBY', k, 'n', -1) == MARK then redis.call('DEL', k) end
 end
 
-local function record(fn, entry, hmax, hmax_fn)
-  redis.call('LPUSH', P .. 'h', entry)
-  redis.call('LTRIM', P .. 'h', 0, hmax - 1)
-  redis.call('LPUSH', P .. 'h:' .. fn, entry)
-  redis.call('LTRIM', P .. 'h:' .. fn, 0, hmax_fn - 1)
+-- Forget run records: members of `runs` (see the key layout), with their indexes.
+local function drop_runs(members)
+  for _, m in ipairs(members) do
+    local inv, _, status, fn, eid = string.match(m, '^(%S+) (%S+) (%S+) (%S+) (.*)$')
+    redis.call('DEL', P .. 'run:' .. inv)
+    redis.call('ZREM', P .. 'runs:f:' .. fn, inv)
+    redis.call('ZREM', P .. 'runs:s:' .. status, inv)
+    redis.call('ZREM', P .. 'runs:e:' .. eid, inv)
+  end
+  if #members > 0 then redis.call('ZREM', P .. 'runs', unpack(members)) end
+end
+
+-- Keep at most `hmax` run records (plus up to TRIM_EVERY between two trims).
+local TRIM_EVERY = 256
+local function trim_runs(hmax)
+  local over = redis.call('ZCARD', P .. 'runs') - hmax
+  if over > 0 then drop_runs(redis.call('ZRANGE', P .. 'runs', 0, math.min(over, 4096) - 1)) end
+end
+
+-- Keep a run record: `hist` is "invocation started_ms status", a newline, then
+-- its JSON without the seq, which is given here (see `redis_records.record_json`).
+local function record(fn, eid, hist, hmax)
+  local nl = string.find(hist, '\\n', 1, true)
+  local inv, started, status = string.match(string.sub(hist, 1, nl - 1), '^(%S+) (%S+) (%S+)$')
+  local seq = redis.call('INCR', P .. 'runseq')
+  redis.call('SET', P .. 'run:' .. inv, '{"seq":' .. seq .. ',' .. string.sub(hist, nl + 2))
+  redis.call('ZADD', P .. 'runs', seq, table.concat({inv, started, status, fn, eid}, ' '))
+  redis.call('ZADD', P .. 'runs:f:' .. fn, seq, inv)
+  redis.call('ZADD', P .. 'runs:s:' .. status, seq, inv)
+  redis.call('ZADD', P .. 'runs:e:' .. eid, seq, inv)
+  if seq % TRIM_EVERY == 0 then trim_runs(hmax) end
 end
 
 -- Is `id` running on consumer `me`? After a lease passed, another node may

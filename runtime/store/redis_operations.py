@@ -1,4 +1,4 @@
-"""Inspection and operations of the Redis store: counts, history, dead letters, replay,
+"""Inspection and operations of the Redis store: counts, run records, dead letters, replay,
 retention, schedules' last ticks and idempotency keys.
 
 Kept apart from the delivery path in `redis`; `RedisStore` inherits these.
@@ -11,11 +11,12 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runtime.events import JSON
-from runtime.store.base import Counts, DeadLetter, HistoryRecord, Store
+from runtime.events import JSON, Event
+from runtime.store.base import Counts, DeadLetter, RunRecord, Store
 from runtime.store.envelope import StoredEvent
 from runtime.store.redis_batch import Arg, redis_errors
 from runtime.store.redis_records import CHUNK, P, chunks, dumps
+from runtime.store.redis_runs import RunFilter, list_runs, run_by_invocation, runs_of_events
 
 
 class RedisOperations(Store):
@@ -53,10 +54,27 @@ class RedisOperations(Store):
         return out
 
     @redis_errors
-    async def history(self, function: str | None = None, limit: int = 50) -> list[HistoryRecord]:
-        key = f"{P}h" if function is None else f"{P}h:{function}"
-        rows = await self.client.lrange(key, 0, max(0, limit) - 1) if limit > 0 else []
-        return [HistoryRecord(**json.loads(row)) for row in rows]
+    async def runs(
+        self, *, function: str | None = None, status: str | None = None,
+        event_type: str | None = None, event_id: str | None = None,
+        since: float | None = None, before_seq: int | None = None,
+        after_seq: int | None = None, limit: int = 50,
+    ) -> list[RunRecord]:
+        wanted = RunFilter(function, status, event_type, event_id, since)
+        return await list_runs(self.client, wanted, before_seq, after_seq, limit)
+
+    @redis_errors
+    async def run(self, invocation: str) -> RunRecord | None:
+        return await run_by_invocation(self.client, invocation)
+
+    @redis_errors
+    async def runs_for_events(self, event_ids: Sequence[str]) -> list[RunRecord]:
+        return await runs_of_events(self.client, event_ids)
+
+    @redis_errors
+    async def event(self, event_id: str) -> Event | None:
+        body = await self.client.hget(f"{P}ev:{event_id}", "e")
+        return None if body is None else Event.from_dict(json.loads(body))
 
     @redis_errors
     async def dead_letters(
@@ -148,9 +166,12 @@ class RedisOperations(Store):
         for _ in range(rounds if last_ms >= 0 else 0):
             if int(await self._call("prune_events", [last_ms, CHUNK])) < CHUNK:
                 break
+        cutoff_ms = int(history_before * 1000)
+        while int(await self._call("prune_runs", [cutoff_ms, CHUNK])) == CHUNK:
+            pass
+        # The history lists of an fnrun before run records (SPEC 11).
         functions = await self.client.smembers(f"{P}fns")
-        for key in [f"{P}h", *(f"{P}h:{f}" for f in sorted(functions))]:
-            await self._call("prune_history", [key, repr(history_before)])
+        await self.client.delete(f"{P}h", *(f"{P}h:{f}" for f in functions))
 
     # -- schedules and idempotency -----------------------------------------
 

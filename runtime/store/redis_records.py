@@ -11,10 +11,19 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from runtime.events import JSON, Event, Outcome
+from runtime.events import JSON, Event, LogLine, Outcome
 from runtime.store.base import Targets
 from runtime.store.envelope import envelope_json
 from runtime.store.redis_batch import Arg
+from runtime.store.runs import (
+    MAX_ERROR,
+    MAX_TRACEBACK,
+    RunRecord,
+    clip,
+    emitted_ids,
+    logs_json,
+    new_invocation,
+)
 
 P = "fnrun:"
 MAX_RESULT = 4096
@@ -42,16 +51,33 @@ def bounded_json(result: JSON) -> str:
 
 
 def record_json(function: str, event: Event, attempt: int, outcome: Outcome) -> str:
-    """One history entry: a `HistoryRecord` as JSON, formatted by hand (a dict and
-    the encoder cost twice as much, on every delivery)."""
+    """One run record as the Lua `record` takes it: "invocation started_ms status", a
+    newline, then the `RunRecord` as JSON without its `seq` (the script adds it),
+    formatted by hand (a dict and the encoder cost twice as much, on every delivery)."""
     result = "null" if outcome.result is None else bounded_json(outcome.result)
-    error = "null" if outcome.error is None else string(outcome.error)
+    error = "null" if outcome.error is None else string(clip(outcome.error, MAX_ERROR) or "")
+    traceback = ("null" if outcome.traceback is None
+                 else string(clip(outcome.traceback, MAX_TRACEBACK, keep_tail=True) or ""))
+    emitted = dumps(emitted_ids(outcome)) if outcome.emits and outcome.ok else "[]"
+    logs = logs_json(outcome.logs) or "[]"
+    invocation = outcome.invocation or new_invocation()
     return (
-        f'{{"event_id":{string(event.id)},"function":{string(function)},'
+        f"{invocation} {int(outcome.started * 1000)} {outcome.status}\n"
+        f'{{"invocation":{string(invocation)},"event_id":{string(event.id)},'
+        f'"event_type":{string(event.type)},"function":{string(function)},'
         f'"attempt":{attempt},"status":{string(outcome.status)},'
         f'"started":{number(outcome.started)},"duration":{number(outcome.duration)},'
-        f'"error":{error},"result":{result}}}'
+        f'"error":{error},"traceback":{traceback},"result":{result},'
+        f'"emitted":{emitted},"logs":{logs}}}'
     )
+
+
+def run_of_json(body: str) -> RunRecord:
+    """Inverse of `record_json` once stored (with its `seq`)."""
+    fields = json.loads(body)
+    fields["emitted"] = tuple(fields["emitted"])
+    fields["logs"] = tuple(LogLine(*line) for line in fields["logs"])
+    return RunRecord(**fields)
 
 
 def number(value: float) -> str:

@@ -73,10 +73,10 @@ return out
 
 SUCCEED = PRELUDE + """
 local fn, me, entry, d, eid = arg(), arg(), arg(), arg(), arg()
-local hist, hmax, hmax_fn = arg(), tonumber(arg()), tonumber(arg())
+local hist, hmax = arg(), tonumber(arg())
 local q
 q, entry = stream_of(fn, entry)
-record(fn, hist, hmax, hmax_fn)
+record(fn, eid, hist, hmax)
 -- Not ours any more: another node took the delivery over (lease passed) and
 -- settles it itself; its emits, not ours, are the ones to keep.
 if not owns(q, entry, me) then return 0 end
@@ -105,33 +105,27 @@ local OTHERS = 2048
 SUCCEED_MANY = PRELUDE + ID_LESS + """
 -- SUCCEED for a batch of deliveries in one call, with the per-delivery
 -- commands merged where order allows: one XPENDING (ownership) per stream
--- over the batch's id range, one LPUSH/LTRIM pair per history list, one
--- XACK, XDEL and HDEL per stream. Each item's emits are published only if
--- the item is still ours, exactly as SUCCEED does.
--- ARGV: me, hmax, hmax_fn, count, then per item: "fn entry d emits" (one
+-- over the batch's id range, one XACK, XDEL and HDEL per stream. Each
+-- item's emits are published only if the item is still ours, exactly as
+-- SUCCEED does; its run record is kept either way, as SUCCEED keeps it.
+-- ARGV: me, hmax, count, then per item: "fn entry d emits" (one
 -- argument: each argument costs the client more than this match costs
 -- here), eid, hist, then its emits' publish_one arguments.
-local me, hmax, hmax_fn, count = arg(), tonumber(arg()), tonumber(arg()), tonumber(arg())
--- per_fn: history rows per function; per_q: entries per stream (a function's
--- deliveries may come from `q:{fn}` and, retries, from `r:{fn}`).
-local items, all, per_fn, per_q = {}, {}, {}, {}
+local me, hmax, count = arg(), tonumber(arg()), tonumber(arg())
+-- per_q: entries per stream (a function's deliveries may come from `q:{fn}`
+-- and, retries, from `r:{fn}`).
+local items, per_q = {}, {}
 for i = 1, count do
   local fn, entry, d, emits = string.match(arg(), '^(%S+) (%S+) (%S+) (%d+)$')
   local q, id = stream_of(fn, entry)
   local it = {fn = fn, q = q, entry = id, d = d, eid = arg(), emits = tonumber(emits)}
-  local hist = arg()
+  record(fn, it.eid, arg(), hmax)
   it.at = argi
   for _ = 1, it.emits do
     argi = argi + 4
     argi = argi + tonumber(arg())
   end
-  items[i], all[i] = it, hist
-  local h = per_fn[fn]
-  if not h then
-    h = {}
-    per_fn[fn] = h
-  end
-  h[#h + 1] = hist
+  items[i] = it
   local t = per_q[q]
   if not t then
     t = {fn = fn, entries = {}, mine = {}, done = {}, ds = {}}
@@ -164,12 +158,6 @@ for i, it in ipairs(items) do
     out[i] = 1
   end
 end
-redis.call('LPUSH', P .. 'h', unpack(all))
-redis.call('LTRIM', P .. 'h', 0, hmax - 1)
-for fn, h in pairs(per_fn) do
-  redis.call('LPUSH', P .. 'h:' .. fn, unpack(h))
-  redis.call('LTRIM', P .. 'h:' .. fn, 0, hmax_fn - 1)
-end
 for q, t in pairs(per_q) do
   if #t.done > 0 then
     redis.call('XACK', q, G, unpack(t.done))
@@ -184,12 +172,12 @@ return out
 
 FAIL = PRELUDE + """
 local fn, me, entry, d, eid = arg(), arg(), arg(), arg(), arg()
-local hist, hmax, hmax_fn = arg(), tonumber(arg()), tonumber(arg())
+local hist, hmax = arg(), tonumber(arg())
 local retry_at, now = arg(), arg()
 local attempts, err, tb = arg(), arg(), arg()
 local q
 q, entry = stream_of(fn, entry)
-record(fn, hist, hmax, hmax_fn)
+record(fn, eid, hist, hmax)
 if not owns(q, entry, me) then return 0 end
 redis.call('XACK', q, G, entry)
 redis.call('XDEL', q, entry)

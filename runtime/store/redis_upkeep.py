@@ -88,35 +88,26 @@ end
 return #old
 """
 
-PRUNE_HISTORY = """
--- Drop history entries started before `cutoff` (epoch s) from the tail of a list.
-local key, cutoff, dropped = ARGV[1], tonumber(ARGV[2]), 0
-while true do
-  local last = redis.call('LINDEX', key, -1)
-  if not last or tonumber(cjson.decode(last)['started']) >= cutoff then break end
-  redis.call('RPOP', key)
-  dropped = dropped + 1
+PRUNE_RUNS = PRELUDE + """
+-- Retention: forget up to `batch` of the oldest run records started before
+-- `cutoff_ms`, stopping at the first one kept.
+local cutoff, batch = tonumber(arg()), tonumber(arg())
+local gone = {}
+for _, m in ipairs(redis.call('ZRANGE', P .. 'runs', 0, batch - 1)) do
+  if tonumber(string.match(m, '^%S+ (%S+) ')) >= cutoff then break end
+  gone[#gone + 1] = m
 end
-return dropped
+drop_runs(gone)
+return #gone
 """
 
-RECORD = """
--- History of sync calls (no delivery): ARGV hmax, hmax_fn, count, then per
--- call its function and record, oldest first; one LPUSH per list.
-local hmax, hmax_fn, count = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local all, per_fn = {}, {}
+RECORD = PRELUDE + """
+-- Run records of sync calls (no delivery): ARGV hmax, count, then per call
+-- its function, event id and record (see `record`).
+local hmax, count = tonumber(arg()), tonumber(arg())
 for i = 1, count do
-  local fn, hist = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
-  all[i] = hist
-  per_fn[fn] = per_fn[fn] or {}
-  table.insert(per_fn[fn], hist)
-end
-if count == 0 then return 0 end
-redis.call('LPUSH', 'fnrun:h', unpack(all))
-redis.call('LTRIM', 'fnrun:h', 0, hmax - 1)
-for fn, list in pairs(per_fn) do
-  redis.call('LPUSH', 'fnrun:h:' .. fn, unpack(list))
-  redis.call('LTRIM', 'fnrun:h:' .. fn, 0, hmax_fn - 1)
+  local fn, eid = arg(), arg()
+  record(fn, eid, arg(), hmax)
 end
 return count
 """
@@ -127,5 +118,5 @@ SCRIPTS = {
     "dead_drop": DEAD_DROP,
     "redeliver": REDELIVER,
     "prune_events": PRUNE_EVENTS,
-    "prune_history": PRUNE_HISTORY,
+    "prune_runs": PRUNE_RUNS,
 }

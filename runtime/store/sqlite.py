@@ -26,12 +26,12 @@ from runtime.store.base import (
     Counts,
     DeadLetter,
     Delivery,
-    HistoryRecord,
     Store,
     Success,
     Targets,
 )
 from runtime.store.envelope import StoredEvent
+from runtime.store.runs import MAX_ERROR, MAX_TRACEBACK, RunRecord, clip
 from runtime.store.sqlite_checkpoint import Checkpointer
 from runtime.store.sqlite_commit import (
     BUSY_TIMEOUT_MS,
@@ -42,22 +42,27 @@ from runtime.store.sqlite_commit import (
 )
 from runtime.store.sqlite_lock import SupervisorLock
 from runtime.store.sqlite_rows import Inserted, delete_ids, insert_all, rows_of
+from runtime.store.sqlite_runs import (
+    RUN_BY_INVOCATION,
+    TOPIC_FUNCTION,
+    runs_for_events_query,
+    runs_query,
+)
 from runtime.store.sqlite_schema import (
     CLAIM,
     DEAD_FILTER,
     HISTORY_INSERT,
-    MAX_ERROR,
     MAX_RESULT,
-    MAX_TRACEBACK,
-    SCHEMA,
-    clip,
+    create_schema,
     finish,
     history_row,
     id_list,
     insert_history,
     path_of,
+    run_record,
 )
 from runtime.store.sqlite_watch import ExternalCommits
+from runtime.topics import matches
 
 T = TypeVar("T")
 HISTORY_HEAD = HISTORY_INSERT.partition(" VALUES")[0]
@@ -98,10 +103,11 @@ class SqliteStore(Store):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._write_conn = connect(self.path)
-            self._write_conn.executescript(SCHEMA)
+            create_schema(self._write_conn)
             # Other processes' commits from now on wake the dispatchers (sqlite_watch).
             self._external.seen = self._write_conn.execute("PRAGMA data_version").fetchone()[0]
             self._read_conn = connect(self.path)
+            self._read_conn.create_function(TOPIC_FUNCTION, 2, matches, deterministic=True)
         except (OSError, sqlite3.Error, StoreError) as exc:
             if self._write_conn is not None:
                 self._write_conn.close()
@@ -224,7 +230,7 @@ class SqliteStore(Store):
     async def succeed_many(self, items: Sequence[Success]) -> None:
         # One write for the lot: the history rows and plain completions go in
         # two statements; only deliveries with emits need one of their own.
-        history = [history_row(d.event.id, d.function, d.attempt, o) for d, o, _ in items]
+        history = [history_row(d.event, d.function, d.attempt, o) for d, o, _ in items]
         plain = [(d.id,) for d, _, emits in items if not emits]
         emitting = [(d, list(e), rows_of(list(e))) for d, _, e in items if e]
         if not emitting:  # nothing to wake: merged with other settlers' writes
@@ -267,7 +273,7 @@ class SqliteStore(Store):
             self.notify(delivery.function)
 
     async def record(self, calls: Sequence[Call]) -> None:
-        rows = [history_row(event.id, function, 1, outcome) for function, event, outcome in calls]
+        rows = [history_row(event, function, 1, outcome) for function, event, outcome in calls]
         await self._write(lambda conn: conn.executemany(HISTORY_INSERT, rows), durable=False)
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
@@ -314,18 +320,31 @@ class SqliteStore(Store):
             tally.setdefault(function, {})[state] = n
         return {function: Counts(**states) for function, states in tally.items()}
 
-    async def history(self, function: str | None = None, limit: int = 50) -> list[HistoryRecord]:
-        rows = await self._read(
-            "SELECT event_id, function, attempt, status, started, duration, error, result"
-            " FROM history WHERE ?1 IS NULL OR function = ?1 ORDER BY id DESC LIMIT ?2",
-            (function, limit),
+    async def runs(
+        self, *, function: str | None = None, status: str | None = None,
+        event_type: str | None = None, event_id: str | None = None,
+        since: float | None = None, before_seq: int | None = None,
+        after_seq: int | None = None, limit: int = 50,
+    ) -> list[RunRecord]:
+        sql, params, ascending = runs_query(
+            function=function, status=status, event_type=event_type, event_id=event_id,
+            since=since, before_seq=before_seq, after_seq=after_seq, limit=limit,
         )
-        return [
-            HistoryRecord(
-                event_id, fn, attempt, status, started, duration, error, json.loads(result)
-            )
-            for event_id, fn, attempt, status, started, duration, error, result in rows
-        ]
+        records = [run_record(row) for row in await self._read(sql, params)]
+        return records[::-1] if ascending else records
+
+    async def run(self, invocation: str) -> RunRecord | None:
+        rows = await self._read(RUN_BY_INVOCATION, (invocation,))
+        return run_record(rows[0]) if rows else None
+
+    async def runs_for_events(self, event_ids: Sequence[str]) -> list[RunRecord]:
+        if not event_ids:
+            return []
+        return [run_record(row) for row in await self._read(*runs_for_events_query(event_ids))]
+
+    async def event(self, event_id: str) -> Event | None:
+        rows = await self._read("SELECT body FROM events WHERE id = ?", (event_id,))
+        return Event.from_dict(json.loads(rows[0][0])) if rows else None
 
     async def dead_letters(
         self, function: str | None = None, ids: Sequence[str] | None = None, limit: int = 100

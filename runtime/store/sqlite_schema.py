@@ -13,13 +13,23 @@ from urllib.parse import unquote
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
 from runtime.store.base import Delivery, Targets
+from runtime.store.runs import (
+    MAX_ERROR,
+    MAX_TRACEBACK,
+    RunRecord,
+    clip,
+    emitted_ids,
+    ids_json,
+    ids_of,
+    logs_json,
+    logs_of,
+    new_invocation,
+)
 from runtime.store.sqlite_rows import insert_events
 
 MAX_HISTORY = 100_000
+"""Most run records kept, besides `retention.history`."""
 MAX_RESULT = 4096
-MAX_ERROR = 2000
-MAX_TRACEBACK = 32_768
-"""Longest wait before looking again: `fnrun emit` writes from another process."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -37,11 +47,36 @@ CREATE INDEX IF NOT EXISTS deliveries_retry ON deliveries (function, due)
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, function TEXT NOT NULL,
     attempt INTEGER NOT NULL, status TEXT NOT NULL, started REAL NOT NULL,
-    duration REAL NOT NULL, error TEXT, result TEXT);
-CREATE INDEX IF NOT EXISTS history_function ON history (function, id);
+    duration REAL NOT NULL, error TEXT, result TEXT,
+    invocation TEXT, event_type TEXT, traceback TEXT, emitted TEXT, logs TEXT);
 CREATE TABLE IF NOT EXISTS schedules (key TEXT PRIMARY KEY, last_tick REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
 """
+
+RUN_COLUMNS = {
+    "invocation": "TEXT", "event_type": "TEXT", "traceback": "TEXT", "emitted": "TEXT",
+    "logs": "TEXT",
+}
+"""The run record's columns (SPEC 11) that a history table of an older fnrun lacks."""
+
+INDEXES = """
+CREATE INDEX IF NOT EXISTS history_function ON history (function, id);
+CREATE INDEX IF NOT EXISTS history_status ON history (status, id);
+CREATE INDEX IF NOT EXISTS history_event ON history (event_id);
+CREATE INDEX IF NOT EXISTS history_invocation ON history (invocation);
+"""
+"""What `Store.runs` filters on, each walked newest first by id (the `seq`); the rowid
+closes every index, so (event_id) serves (event_id, id) too."""
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables, add the run columns a store of an older fnrun lacks, then index."""
+    conn.executescript(SCHEMA)
+    have = {row[1] for row in conn.execute("PRAGMA table_info(history)")}
+    for column, kind in RUN_COLUMNS.items():
+        if column not in have:
+            conn.execute(f"ALTER TABLE history ADD COLUMN {column} {kind}")
+    conn.executescript(INDEXES)
 
 CLAIM = (
     "UPDATE deliveries SET state = 'running', attempts = attempts + 1, updated = ?1"
@@ -122,13 +157,6 @@ def path_of(url: str) -> Path:
     return Path(raw_path_of(url)).absolute()
 
 
-def clip(text: str | None, limit: int, keep_tail: bool = False) -> str | None:
-    """Bound stored text; tracebacks keep their end, where the cause is."""
-    if text is None or len(text) <= limit:
-        return text
-    return "…" + text[-limit:] if keep_tail else text[:limit] + "…"
-
-
 # One encoder for every call: json.dumps with options builds a new one each time.
 RESULT_ENCODER = json.JSONEncoder(default=repr, separators=(",", ":"))
 
@@ -154,13 +182,20 @@ DEAD_FILTER = (
 
 HISTORY_INSERT = (
     "INSERT INTO history (event_id, function, attempt, status, started, duration, error,"
-    " result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " result, invocation, event_type, traceback, emitted, logs)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+RUN_SELECT = (
+    "SELECT id, invocation, event_id, event_type, function, attempt, status, started,"
+    " duration, error, traceback, result, emitted, logs FROM history"
 )
 
 
-def history_row(event_id: str, function: str, attempt: int, outcome: Outcome) -> tuple[Any, ...]:
+def history_row(event: Event, function: str, attempt: int, outcome: Outcome) -> tuple[Any, ...]:
+    """The run record of an attempt as a `HISTORY_INSERT` row."""
     return (
-        event_id,
+        event.id,
         function,
         attempt,
         outcome.status,
@@ -168,12 +203,29 @@ def history_row(event_id: str, function: str, attempt: int, outcome: Outcome) ->
         outcome.duration,
         clip(outcome.error, MAX_ERROR),
         result_json(outcome.result),
+        outcome.invocation or new_invocation(),
+        event.type,
+        clip(outcome.traceback, MAX_TRACEBACK, keep_tail=True),
+        ids_json(emitted_ids(outcome)),
+        logs_json(outcome.logs),
+    )
+
+
+def run_record(row: Sequence[Any]) -> RunRecord:
+    """A `RUN_SELECT` row as a record."""
+    (seq, invocation, event_id, event_type, function, attempt, status, started, duration,
+     error, traceback, result, emitted, logs) = row
+    return RunRecord(
+        invocation=invocation or "", event_id=event_id, event_type=event_type or "",
+        function=function, attempt=attempt, status=status, started=started, duration=duration,
+        error=error, traceback=traceback, result=json.loads(result) if result else None,
+        emitted=ids_of(emitted), logs=logs_of(logs), seq=seq,
     )
 
 
 def insert_history(conn: sqlite3.Connection, delivery: Delivery, outcome: Outcome) -> None:
     conn.execute(
-        HISTORY_INSERT, history_row(delivery.event.id, delivery.function, delivery.attempt, outcome)
+        HISTORY_INSERT, history_row(delivery.event, delivery.function, delivery.attempt, outcome)
     )
 
 
