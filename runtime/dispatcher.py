@@ -40,6 +40,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from runtime.clock import Clock
 from runtime.errors import StoreError, StoreUnavailable
 from runtime.events import Event, Outcome
+from runtime.flow.lane import FlowLane
 from runtime.metrics import Metrics
 from runtime.pool import WorkerPool
 from runtime.retry import next_delay
@@ -93,7 +94,7 @@ class Dispatcher:
         self,
         spec: FunctionSpec,
         pool: WorkerPool,
-        store: Store,
+        store: Store | FlowLane,
         *,
         clock: Clock,
         metrics: Metrics,

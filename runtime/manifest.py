@@ -24,6 +24,7 @@ import yaml
 from runtime import plugins
 from runtime.code_files import code_files
 from runtime.errors import ManifestError, ManifestErrors, Where
+from runtime.flow.declare import FLOW_KEYS, declares_flow, flow_rules
 from runtime.projectfiles import (
     MAX_SOURCE_BYTES,
     kind_of,
@@ -44,6 +45,7 @@ NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FUNCTION_KEYS = (
     "handler", "triggers", "timeout", "concurrency", "retry", "memory_mb", "env", "secrets",
+    *FLOW_KEYS,
 )
 MIN_MEMORY_MB = 16
 MAX_MEMORY_MB = 1024 * 1024
@@ -323,7 +325,8 @@ class _FileLoader:
         parsers: dict[str, Callable[[Node], Any]] = {
             "triggers": self.triggers,
             "timeout": lambda n: timeout(reader, n, "timeout"),
-            "concurrency": lambda n: concurrency(reader, n, name),
+            "concurrency": lambda n: (None if n.tag == "tag:yaml.org,2002:map"
+                                      else concurrency(reader, n, name)),
             "retry": lambda n: retry_policy(reader, n, d.retry, name),
             "memory_mb": self.memory,
             "env": self.env,
@@ -337,6 +340,12 @@ class _FileLoader:
         base: dict[str, Any] = {
             "timeout": d.timeout, "concurrency": d.concurrency, "retry": d.retry,
         }
+        if declares_flow(keys):
+            plain = values.pop("concurrency", None) or base["concurrency"]
+            rules = self.attempt(flow_rules, reader, keys, name, plain)
+            if rules is None:
+                return None
+            values.update(flow=rules, concurrency=rules.limit)
         return FunctionSpec(
             name=name, where=reader.where(name_node),
             handler_file=handler[0], handler_attr=handler[1], **{**base, **values},

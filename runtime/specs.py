@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from runtime.errors import Where
+from runtime.flow.rules import FlowRules
 
 MiB = 1024 * 1024
 DEFAULT_STORE = "sqlite:///.fnrun/state.db"
@@ -94,6 +95,8 @@ class FunctionSpec:
     memory_mb: int | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
+    flow: FlowRules | None = None
+    """Flow-control rules (SPEC 12); None for a function that declares none."""
 
     @property
     def handler(self) -> str:

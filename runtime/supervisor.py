@@ -24,6 +24,7 @@ from runtime.clock import Clock, SystemClock
 from runtime.dispatcher import Dispatcher
 from runtime.errors import UsageError
 from runtime.events import Event, Outcome
+from runtime.flow.lane import FlowLane
 from runtime.ingress import Trigger
 from runtime.launcher import FORK_SERVER
 from runtime.listing import base_url, describe_functions, webhook_lines
@@ -386,8 +387,10 @@ class Supervisor:
         assert self._tg is not None
         fn_log = logging.getLogger(f"fnrun.fn.{spec.name}")
         pool = pool or self.new_pool(spec)
+        store = self.store if spec.flow is None else FlowLane(
+            self.store, spec.name, spec.flow, self.clock)
         dispatcher = Dispatcher(
-            spec, pool, self.store,
+            spec, pool, store,
             clock=self.clock, metrics=self.metrics, route=self.route, log=fn_log,
             poll=IDLE_POLL,
         )

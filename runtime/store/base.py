@@ -32,7 +32,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -40,6 +40,9 @@ from runtime.errors import StoreError
 from runtime.events import JSON, Event, LogLine, Outcome
 from runtime.store.runs import RunRecord
 from runtime.store.wakeups import WakeUps
+
+if TYPE_CHECKING:
+    from runtime.flow.rules import FlowRules
 
 __all__ = [
     "Call", "Consumer", "Counts", "DeadLetter", "Delivery", "Grants", "HistoryRecord", "LogLine",
@@ -216,6 +219,10 @@ class Store(WakeUps, ABC):
         been idle longer than this plus a margin.
         """
         self.leases = dict(leases)
+
+    def flow(self, function: str, rules: FlowRules) -> Any:
+        """The flow-control claim path of `function` (a `runtime.flow.lane.FlowBackend`)."""
+        raise StoreError(f"store {self.url} has no flow control (SPEC 12)")
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -38,11 +38,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runtime.errors import StoreError
 from runtime.events import Event, Outcome
+from runtime.flow.rules import FlowRules
 from runtime.store.base import Delivery, Success, Targets
 from runtime.store.envelope import StoredEvent
 from runtime.store.failing import FailureLog
 from runtime.store.polling import idle_poll
 from runtime.store.redis_batch import Arg, ScriptRunner, redis_errors
+from runtime.store.redis_flow import RedisFlow
 from runtime.store.redis_operations import RedisOperations
 from runtime.store.redis_records import CHUNK, P, publish_args, record_json
 from runtime.store.redis_scripts import SCRIPTS
@@ -125,6 +127,9 @@ class RedisStore(RedisOperations):
         self._wake_poll = idle_poll(WAKE_POLL)
         self._entries: dict[str, str] = {}  # delivery id -> stream entry it was claimed as
         self._reaped: dict[str, float] = {}
+
+    def flow(self, function: str, rules: FlowRules) -> RedisFlow:
+        return RedisFlow(self, function, rules)
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -7,7 +7,7 @@ operations scripts (dead letters, replay, retention) in `redis_upkeep`.
 
 from __future__ import annotations
 
-from runtime.store import redis_upkeep
+from runtime.store import redis_flow_lua, redis_upkeep
 from runtime.store.redis_lua import PRELUDE
 
 PUBLISH = PRELUDE + """
@@ -289,6 +289,7 @@ SCRIPTS = {
     "reap": REAP,
     "next_due": NEXT_DUE,
     "fire_tick": FIRE_TICK,
+    **redis_flow_lua.SCRIPTS,
     **redis_upkeep.SCRIPTS,
 }
 """Script name -> Lua source; the store loads them once and calls them by SHA."""

@@ -20,6 +20,7 @@ import anyio
 
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, Outcome
+from runtime.flow.rules import FlowRules
 from runtime.store import sqlite_upkeep as upkeep
 from runtime.store.base import (
     Call,
@@ -40,6 +41,7 @@ from runtime.store.sqlite_commit import (
     connect,
     store_error,
 )
+from runtime.store.sqlite_flow import SqliteFlow
 from runtime.store.sqlite_lock import SupervisorLock
 from runtime.store.sqlite_rows import Inserted, delete_ids, insert_all, rows_of
 from runtime.store.sqlite_runs import (
@@ -93,6 +95,9 @@ class SqliteStore(Store):
         self._read_thread: anyio.CapacityLimiter | None = None
         self._external = ExternalCommits(self, self._data_version)
         self._owner = SupervisorLock(self.path)
+
+    def flow(self, function: str, rules: FlowRules) -> SqliteFlow:
+        return SqliteFlow(self, function, rules)
 
     # -- lifecycle ---------------------------------------------------------
 

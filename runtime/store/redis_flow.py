@@ -1,0 +1,97 @@
+"""Flow control on the Redis store (SPEC 12), cluster-wide: the scripts in
+`redis_flow_lua` keep per-key queues, running counts and rate logs in Redis,
+so every node sharing it sees one budget, one run per key at a time, and a
+dead node's runs taken over once its heartbeat or their lease is gone."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from runtime.events import Outcome
+from runtime.flow.rules import FlowRules
+from runtime.store.base import Delivery, Success
+from runtime.store.envelope import StoredEvent
+from runtime.store.redis_batch import Arg
+from runtime.store.redis_records import publish_args, record_json
+
+if TYPE_CHECKING:
+    from runtime.store.redis import RedisStore
+
+ADMIT_BATCH = 2000
+"""Most fresh deliveries one claim admits (keys computed in Lua, atomically)."""
+SETTLE_CHUNK = 256
+
+
+class RedisFlow:
+    """The flow-control claim path of one function on a `RedisStore`."""
+
+    def __init__(self, store: RedisStore, function: str, rules: FlowRules) -> None:
+        self.store = store
+        self.function = function
+        self.rules = rules
+        self.head: list[Arg] = [function, rules.key_limit or 0, "1" if rules.order else "0"]
+        self._ready_at: float | None = None
+        self._due: float | None = None
+
+    async def claim(self, limit: int, now: float) -> list[Delivery]:
+        from runtime.store.redis import lease_margin
+
+        rules, store = self.rules, self.store
+        lease = store.leases.get(self.function, 60.0)
+        rate = rules.rate
+        args: list[Arg] = [
+            *self.head, store.consumer, limit, int(now * 1000),
+            int((lease + lease_margin(lease)) * 1000), rules.limit,
+            rate.limit if rate else 0, int(rate.period * 1000) if rate else 0,
+            "1" if rules.keyed else "0", ADMIT_BATCH, len(rules.key), *rules.key,
+        ]
+        rows, ready_at, due = await store._call("flow_claim", args)  # noqa: SLF001
+        self._ready_at = float(ready_at) / 1000 if ready_at else None
+        self._due = float(due) / 1000 if due else None
+        return [Delivery(f"{self.function}/{first}", self.function,
+                         StoredEvent.of(json.loads(body)), int(attempt))
+                for first, attempt, body in rows]
+
+    async def next_due(self, now: float) -> float | None:
+        dues = [t for t in (self._ready_at, self._due) if t is not None]
+        return min(dues) if dues else None
+
+    async def succeed_many(self, items: Sequence[Success]) -> None:
+        from runtime.store.redis import HISTORY_MAX, HISTORY_MAX_PER_FUNCTION
+
+        for start in range(0, len(items), SETTLE_CHUNK):
+            part = items[start:start + SETTLE_CHUNK]
+            args: list[Arg] = [*self.head, self.store.consumer, HISTORY_MAX,
+                               HISTORY_MAX_PER_FUNCTION, len(part)]
+            for delivery, outcome, emits in part:
+                first = delivery.id.partition("/")[2]
+                args += [f"{first} {len(emits)}", delivery.event.id,
+                         record_json(delivery.function, delivery.event, delivery.attempt,
+                                     outcome)]
+                if emits:
+                    args += publish_args(emits)[1:]
+            await self.store._call("flow_succeed", args)  # noqa: SLF001
+            for _, _, emits in part:
+                self.store._wake(emits)  # noqa: SLF001
+
+    async def fail(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
+        from runtime.store.redis import HISTORY_MAX, HISTORY_MAX_PER_FUNCTION
+
+        record = record_json(delivery.function, delivery.event, delivery.attempt, outcome)
+        args: list[Arg] = [
+            *self.head, self.store.consumer, delivery.id.partition("/")[2], delivery.event.id,
+            record, HISTORY_MAX, HISTORY_MAX_PER_FUNCTION,
+            "" if retry_at is None else int(retry_at * 1000), repr(time.time()),
+            delivery.attempt, outcome.error or "", outcome.traceback or "",
+        ]
+        await self.store._call("flow_fail", args)  # noqa: SLF001
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        args: list[Arg] = [*self.head, self.store.consumer, int(time.time() * 1000),
+                           len(deliveries), *(d.id.partition("/")[2] for d in deliveries)]
+        await self.store._call("flow_release", args)  # noqa: SLF001

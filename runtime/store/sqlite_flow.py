@@ -1,0 +1,205 @@
+"""Flow control on the SQLite store (SPEC 12): claims that respect keys and rates.
+
+Keys are computed once per delivery, by the first flow claim that sees it
+(*admission*): every path that stores deliveries (publish, `fnrun emit` from
+another process, a handler's emits, replay, schedule ticks) stays as it is,
+and functions without rules never pay for it. A cursor per function
+(`flow_cursor`) remembers the last delivery id admitted; ids only grow, in
+commit order, under the file's write lock.
+
+A claim then picks, per key, what may start: for `order: key` the key's head
+(its lowest delivery id not dead-lettered) if it is pending and due, so a
+running or failed-and-waiting head holds its key; for `per_key: n` the
+earliest due pending deliveries up to n minus those running. `limit` bounds
+the running deliveries of the function, and a rate limit the starts in any
+window of `period` (a log of recent starts per key, `flow_starts`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from runtime.events import Outcome
+from runtime.flow.rules import FlowRules, key_of
+from runtime.store.base import Delivery, Success
+from runtime.store.envelope import StoredEvent
+
+if TYPE_CHECKING:
+    from runtime.store.sqlite import SqliteStore
+
+FLOW_SCHEMA = """
+CREATE TABLE IF NOT EXISTS flow_keys (
+    delivery INTEGER PRIMARY KEY, function TEXT NOT NULL, key TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS flow_keys_function ON flow_keys (function, key, delivery);
+CREATE TABLE IF NOT EXISTS flow_cursor (function TEXT PRIMARY KEY, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS flow_starts (
+    function TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS flow_starts_key ON flow_starts (function, key, at);
+"""
+ADMIT_BATCH = 5000
+"""Most deliveries one claim admits; the rest wait for the next claim."""
+PURGE_EVERY = 1.0
+"""Seconds between purges of finished deliveries' keys."""
+
+LIVE = (
+    "FROM flow_keys AS f JOIN deliveries AS d ON d.id = f.delivery"
+    " WHERE f.function = :fn AND d.state != 'dead'"
+)
+HEADS = (
+    "SELECT id, key FROM (SELECT d.id AS id, f.key AS key, d.state AS state, d.due AS due,"
+    " row_number() OVER (PARTITION BY f.key ORDER BY f.delivery) AS rank " + LIVE + ")"
+    " WHERE rank = 1 AND state = 'pending' AND due <= :now ORDER BY due, id"
+)
+"""`order: key`: each key's oldest live delivery, if it is pending and due."""
+PER_KEY = (
+    "SELECT id, key FROM (SELECT d.id AS id, f.key AS key, d.state AS state, d.due AS due,"
+    " sum(d.state = 'running') OVER (PARTITION BY f.key) AS busy,"
+    " row_number() OVER (PARTITION BY f.key, d.state = 'pending' AND d.due <= :now"
+    " ORDER BY d.due, d.id) AS rank " + LIVE + ")"
+    " WHERE state = 'pending' AND due <= :now AND rank <= :per_key - busy ORDER BY due, id"
+)
+"""`per_key: n`: per key, the earliest due pending deliveries, n minus those running."""
+ANY = "SELECT d.id AS id, f.key AS key " + LIVE + " AND d.state = 'pending' AND d.due <= :now" \
+      " ORDER BY d.due, d.id"
+"""No bound per key (a rate limit alone): every due pending delivery."""
+
+
+def admit(conn: sqlite3.Connection, function: str, path: tuple[str, ...]) -> None:
+    """Give each delivery stored since the last admission its key."""
+    row = conn.execute("SELECT last FROM flow_cursor WHERE function = ?", (function,)).fetchone()
+    last = row[0] if row else 0
+    if row is None:  # first flow claim of this function: adopt what waits already
+        conn.execute("INSERT INTO flow_cursor (function, last) VALUES (?, 0)", (function,))
+    scanned = conn.execute(
+        "SELECT d.id, d.function, CASE WHEN d.function = ?1 THEN"
+        " (SELECT body FROM events WHERE id = d.event_id) END"
+        " FROM deliveries AS d WHERE d.id > ?2 ORDER BY d.id LIMIT ?3",
+        (function, last, ADMIT_BATCH),
+    ).fetchall()
+    if not scanned:
+        return
+    rows = [(d, function, key_of(json.loads(body) if body else {}, path))
+            for d, fn, body in scanned if fn == function]
+    conn.executemany("INSERT OR IGNORE INTO flow_keys (delivery, function, key) VALUES (?, ?, ?)",
+                     rows)
+    conn.execute("UPDATE flow_cursor SET last = ? WHERE function = ?", (scanned[-1][0], function))
+
+
+class RateLog:
+    """Starts of the last `period` per key, in `flow_starts`: at most `limit` in any window."""
+
+    def __init__(self, function: str, rules: FlowRules) -> None:
+        self.function = function
+        self.rate = rules.rate
+        self.keyed = rules.keyed
+        self.ready_at: float | None = None
+        """After a claim: when a start the rate held back may go (None if none was)."""
+
+    def admit(self, conn: sqlite3.Connection, picked: list[tuple[int, str]], now: float,
+              room: int) -> list[int]:
+        """Of `picked` (id, key), those whose key has budget now, at most `room`; logs them."""
+        self.ready_at = None
+        if self.rate is None:
+            return [d for d, _ in picked[:room]]
+        limit, period = self.rate.limit, self.rate.period
+        fn = self.function
+        conn.execute("DELETE FROM flow_starts WHERE function = ? AND at <= ?", (fn, now - period))
+        used: dict[str, list[float]] = {}
+        chosen: list[int] = []
+        for delivery, key in picked:
+            if len(chosen) >= room:
+                break
+            bucket = key if self.keyed else ""
+            starts = used.get(bucket)
+            if starts is None:
+                starts = used[bucket] = [at for (at,) in conn.execute(
+                    "SELECT at FROM flow_starts WHERE function = ? AND key = ? ORDER BY at",
+                    (fn, bucket))]
+            if len(starts) >= limit:
+                free = starts[-limit] + period
+                self.ready_at = free if self.ready_at is None else min(self.ready_at, free)
+                continue
+            starts.append(now)
+            chosen.append(delivery)
+            conn.execute("INSERT INTO flow_starts (function, key, at) VALUES (?, ?, ?)",
+                         (fn, bucket, now))
+        return chosen
+
+
+class SqliteFlow:
+    """The flow-control claim path of one function on a `SqliteStore`."""
+
+    def __init__(self, store: SqliteStore, function: str, rules: FlowRules) -> None:
+        self.store = store
+        self.function = function
+        self.rules = rules
+        self.rate = RateLog(function, rules)
+        self._ready = False
+        self._purged = 0.0
+
+    def _claim(self, conn: sqlite3.Connection, limit: int, now: float) -> list[tuple[Any, ...]]:
+        fn, rules = self.function, self.rules
+        if not self._ready:  # in the claim's transaction (executescript would commit it)
+            for statement in FLOW_SCHEMA.split(";"):
+                conn.execute(statement)
+            self._ready = True
+        admit(conn, fn, rules.key)
+        if time.monotonic() - self._purged > PURGE_EVERY:
+            self._purged = time.monotonic()
+            conn.execute("DELETE FROM flow_keys WHERE function = ? AND NOT EXISTS"
+                         " (SELECT 1 FROM deliveries WHERE id = flow_keys.delivery)", (fn,))
+        (running,) = conn.execute(
+            "SELECT count(*) FROM deliveries WHERE function = ? AND state = 'running'", (fn,)
+        ).fetchone()
+        room = min(limit, rules.limit - running)
+        if room <= 0:
+            return []
+        per_key = rules.key_limit
+        sql = HEADS if rules.order else ANY if per_key is None else PER_KEY
+        params = {"fn": fn, "now": now, "per_key": per_key}
+        picked = conn.execute(sql + " LIMIT :many", {**params, "many": room * 4 + 64}).fetchall()
+        ids = self.rate.admit(conn, picked, time.time(), room)
+        if not ids:
+            return []
+        claimed = conn.execute(
+            "UPDATE deliveries SET state = 'running', attempts = attempts + 1, updated = ?"
+            " WHERE id IN (SELECT value FROM json_each(?)) RETURNING id, attempts, event_id",
+            (time.time(), json.dumps(ids)),
+        ).fetchall()
+        bodies = dict(conn.execute(
+            "SELECT id, body FROM events WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps([row[2] for row in claimed]),),
+        ).fetchall())
+        return sorted((row_id, attempts, bodies[eid]) for row_id, attempts, eid in claimed)
+
+    async def claim(self, limit: int, now: float) -> list[Delivery]:
+        rows = await self.store._write(  # noqa: SLF001 - the store's own part
+            lambda conn: self._claim(conn, limit, now), durable=False)
+        return [Delivery(str(row_id), self.function, StoredEvent.of(json.loads(body)), attempts)
+                for row_id, attempts, body in rows]
+
+    async def next_due(self, now: float) -> float | None:
+        """The next time a claim may find work that no settle will announce: a retry
+        falling due, or the rate budget freeing up. A key held by a running
+        delivery is freed by its settle, which wakes the dispatcher."""
+        rows = await self.store._read(  # noqa: SLF001
+            "SELECT min(due) FROM deliveries WHERE function = ? AND state = 'pending' AND due > ?",
+            (self.function, now))
+        due: float | None = rows[0][0]
+        ready = self.rate.ready_at
+        if ready is not None:
+            due = ready if due is None else min(due, ready)
+        return due
+
+    async def succeed_many(self, items: Sequence[Success]) -> None:
+        await self.store.succeed_many(items)
+
+    async def fail(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
+        await self.store.fail(delivery, outcome, retry_at)
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        await self.store.release(deliveries)
