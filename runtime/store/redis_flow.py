@@ -48,7 +48,7 @@ class RedisFlow:
             rate.limit if rate else 0, int(rate.period * 1000) if rate else 0,
             "1" if rules.keyed else "0", ADMIT_BATCH, len(rules.key), *rules.key,
         ]
-        rows, ready_at, due = await store._call("flow_claim", args)  # noqa: SLF001
+        rows, ready_at, due = await store._call("flow_claim", args)
         self._ready_at = float(ready_at) / 1000 if ready_at else None
         self._due = float(due) / 1000 if due else None
         return [Delivery(f"{self.function}/{first}", self.function,
@@ -73,9 +73,9 @@ class RedisFlow:
                                      outcome)]
                 if emits:
                     args += publish_args(emits)[1:]
-            await self.store._call("flow_succeed", args)  # noqa: SLF001
+            await self.store._call("flow_succeed", args)
             for _, _, emits in part:
-                self.store._wake(emits)  # noqa: SLF001
+                self.store._wake(emits)
 
     async def fail(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
         from runtime.store.redis import HISTORY_MAX, HISTORY_MAX_PER_FUNCTION
@@ -87,11 +87,11 @@ class RedisFlow:
             "" if retry_at is None else int(retry_at * 1000), repr(time.time()),
             delivery.attempt, outcome.error or "", outcome.traceback or "",
         ]
-        await self.store._call("flow_fail", args)  # noqa: SLF001
+        await self.store._call("flow_fail", args)
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
         args: list[Arg] = [*self.head, self.store.consumer, int(time.time() * 1000),
                            len(deliveries), *(d.id.partition("/")[2] for d in deliveries)]
-        await self.store._call("flow_release", args)  # noqa: SLF001
+        await self.store._call("flow_release", args)

@@ -177,7 +177,7 @@ class SqliteFlow:
         return sorted((row_id, attempts, bodies[eid]) for row_id, attempts, eid in claimed)
 
     async def claim(self, limit: int, now: float) -> list[Delivery]:
-        rows = await self.store._write(  # noqa: SLF001 - the store's own part
+        rows = await self.store._write(
             lambda conn: self._claim(conn, limit, now), durable=False)
         return [Delivery(str(row_id), self.function, StoredEvent.of(json.loads(body)), attempts)
                 for row_id, attempts, body in rows]
@@ -186,7 +186,7 @@ class SqliteFlow:
         """The next time a claim may find work that no settle will announce: a retry
         falling due, or the rate budget freeing up. A key held by a running
         delivery is freed by its settle, which wakes the dispatcher."""
-        rows = await self.store._read(  # noqa: SLF001
+        rows = await self.store._read(
             "SELECT min(due) FROM deliveries WHERE function = ? AND state = 'pending' AND due > ?",
             (self.function, now))
         due: float | None = rows[0][0]
