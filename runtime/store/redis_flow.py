@@ -60,12 +60,11 @@ class RedisFlow:
         return min(dues) if dues else None
 
     async def succeed_many(self, items: Sequence[Success]) -> None:
-        from runtime.store.redis import HISTORY_MAX, HISTORY_MAX_PER_FUNCTION
+        from runtime.store.redis import RUNS_MAX
 
         for start in range(0, len(items), SETTLE_CHUNK):
             part = items[start:start + SETTLE_CHUNK]
-            args: list[Arg] = [*self.head, self.store.consumer, HISTORY_MAX,
-                               HISTORY_MAX_PER_FUNCTION, len(part)]
+            args: list[Arg] = [*self.head, self.store.consumer, RUNS_MAX, len(part)]
             for delivery, outcome, emits in part:
                 first = delivery.id.partition("/")[2]
                 args += [f"{first} {len(emits)}", delivery.event.id,
@@ -78,12 +77,12 @@ class RedisFlow:
                 self.store._wake(emits)
 
     async def fail(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
-        from runtime.store.redis import HISTORY_MAX, HISTORY_MAX_PER_FUNCTION
+        from runtime.store.redis import RUNS_MAX
 
         record = record_json(delivery.function, delivery.event, delivery.attempt, outcome)
         args: list[Arg] = [
             *self.head, self.store.consumer, delivery.id.partition("/")[2], delivery.event.id,
-            record, HISTORY_MAX, HISTORY_MAX_PER_FUNCTION,
+            record, RUNS_MAX,
             "" if retry_at is None else int(retry_at * 1000), repr(time.time()),
             delivery.attempt, outcome.error or "", outcome.traceback or "",
         ]

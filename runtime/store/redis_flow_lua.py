@@ -191,14 +191,14 @@ return {out, ready_at, due}
 """
 
 SUCCEED = FLOW + """
--- ARGV after the rules: me, hmax, hmax_fn, count, then per item: "d emits",
--- event id, history record, then its emits' publish_one arguments.
-local me, hmax, hmax_fn, count = arg(), tonumber(arg()), tonumber(arg()), tonumber(arg())
+-- ARGV after the rules: me, hmax, count, then per item: "d emits",
+-- event id, run record, then its emits' publish_one arguments.
+local me, hmax, count = arg(), tonumber(arg()), tonumber(arg())
 local out = {}
 for i = 1, count do
   local d, emits = string.match(arg(), '^(%S+) (%d+)$')
   local eid, hist = arg(), arg()
-  record(fn, hist, hmax, hmax_fn)
+  record(fn, eid, hist, hmax)
   local m = member(d)
   out[i] = 0
   if ours(m, me) then
@@ -222,10 +222,9 @@ return out
 """
 
 FAIL = FLOW + """
-local me, d, eid, hist, hmax, hmax_fn = arg(), arg(), arg(), arg(), tonumber(arg()),
-  tonumber(arg())
+local me, d, eid, hist, hmax = arg(), arg(), arg(), arg(), tonumber(arg())
 local retry_at, now, attempts, err, tb = arg(), arg(), arg(), arg(), arg()
-record(fn, hist, hmax, hmax_fn)
+record(fn, eid, hist, hmax)
 local m = member(d)
 if not ours(m, me) then return 0 end
 local info = info_of(m)
