@@ -28,9 +28,9 @@ from runtime.door import Door
 from runtime.errors import StoreError, UsageError
 from runtime.ingress import Ingress
 from runtime.metrics import Metrics
+from runtime.records import MAX_LIMIT, dead_letter_json, invocation_json
 from runtime.specs import Settings
 from runtime.store.base import StoreOutage
-from runtime.views import MAX_LIMIT, dead_letter_json, invocation_json
 
 BODY_TIMEOUT = 30.0
 STORE_RETRY_AFTER = 5

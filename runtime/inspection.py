@@ -11,9 +11,9 @@ from datetime import datetime
 
 from runtime import arguments, plugins, views
 from runtime.errors import UsageError
+from runtime.records import MAX_LIMIT, dead_letter_json, invocation_json, iso
 from runtime.store.base import Store
 from runtime.units import parse_since
-from runtime.views import MAX_LIMIT, dead_letter_json, invocation_json, iso
 
 
 def cmd_history(args: argparse.Namespace) -> int:

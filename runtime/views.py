@@ -1,53 +1,20 @@
-"""How records look: JSON shapes shared by the CLI's --json output and the
-HTTP API, and the CLI's tables.
+"""How the command line shows records: tables for people, plain results.
 
-One renderer per record kind, so `fnrun history --json` and
-`GET /_/invocations` can never drift apart.
+Their JSON shapes (`--json`, and the HTTP API) are `runtime.records`.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from runtime.store.base import DeadLetter, HistoryRecord
+from runtime.records import iso
+from runtime.store.base import HistoryRecord
 
-MAX_LIMIT = 1000
-"""Most records one listing returns: `--limit` of `fnrun history`, `?limit=` of the API."""
 MIN_ELIDED = 12
 """Narrowest a table's elided column gets, however narrow the terminal."""
-
-
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds as an RFC 3339 UTC string."""
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-def invocation_json(record: HistoryRecord) -> dict[str, Any]:
-    return {
-        "event_id": record.event_id,
-        "function": record.function,
-        "attempt": record.attempt,
-        "outcome": record.status,
-        "started": iso(record.started),
-        "duration_ms": round(record.duration * 1000, 3),
-        "error": record.error,
-        "result": record.result,
-    }
-
-
-def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
-    return {
-        "id": letter.id,
-        "function": letter.function,
-        "attempts": letter.attempts,
-        "error": letter.error,
-        "traceback": letter.traceback,
-        "failed_at": iso(letter.failed_at),
-        "event": letter.event.to_dict(),
-    }
 
 
 def plain_result(encoded: Any) -> Any:
