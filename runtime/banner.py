@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runtime.listing import base_url
+from runtime.catalog import base_url
 from runtime.registry import Diff
 from runtime.specs import HttpSettings, Settings
 

@@ -112,7 +112,7 @@ def unmatched(project: Project, event_type: str) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from runtime import listing
+    from runtime import catalog, listing
 
     project = _loadable(args)
     http, token = project.settings.http, os.environ.get("FNRUN_TOKEN") or None
@@ -123,7 +123,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     async def work(store: Store | None) -> int:
         now = datetime.now().timestamp()
         counts = await store.counts() if store else {}
-        functions = listing.describe_functions(project, counts, now)
+        functions = catalog.describe_functions(project, counts, now)
         if live is not None:
             functions = listing.with_live(functions, live)
         if args.json:

@@ -20,6 +20,7 @@ import anyio.abc
 
 from runtime import confine, plugins, sandbox
 from runtime.calls import CallHistory
+from runtime.catalog import base_url, describe_functions, webhook_lines
 from runtime.clock import Clock, SystemClock
 from runtime.dispatcher import Dispatcher
 from runtime.errors import UsageError
@@ -27,7 +28,6 @@ from runtime.events import Event, Outcome
 from runtime.flow.lane import FlowLane
 from runtime.ingress import Trigger
 from runtime.launcher import FORK_SERVER
-from runtime.listing import base_url, describe_functions, webhook_lines
 from runtime.manifest import function_fingerprint, load_project, scan_files
 from runtime.metrics import Metrics
 from runtime.pool import WorkerPool
