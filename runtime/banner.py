@@ -1,21 +1,42 @@
-"""What `fnrun dev` says to a person: the start banner and one line per reload.
+"""What `fnrun dev` says to a person when it starts: the banner.
 
-Pure text from data (`describe_functions` output, a registry `Diff`), so the
-wording is tested without a terminal; colour is added only when asked.
+Pure text from data (`describe_functions` output), so the wording is tested
+without a terminal; colour is added only when asked. The CLI hands `show` to
+the supervisor, which calls it once it serves (before any reload line).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from runtime.catalog import base_url
-from runtime.registry import Diff
 from runtime.specs import HttpSettings, Settings
 
 BOLD, DIM, RED, RESET = "\033[1m", "\033[2m", "\033[31m", "\033[0m"
 MAX_LISTED = 200
 """Functions shown in the banner; a bigger project gets a count (its list is `fnrun ls`)."""
+
+
+class Shown(Protocol):
+    """What the banner shows of a running supervisor."""
+
+    settings: Settings
+    declaration_errors: tuple[str, ...]
+
+    @property
+    def served(self) -> HttpSettings: ...
+
+    async def functions_json(self) -> list[dict[str, Any]]: ...
+
+
+async def show(running: Shown) -> None:
+    """Print the start banner of `running` on stderr, in colour on a terminal."""
+    listing = await running.functions_json()
+    text = render_banner(listing, running.settings, colour=sys.stderr.isatty(),
+                         served=running.served, errors=running.declaration_errors)
+    print(text, file=sys.stderr, flush=True)
 
 
 def _paint(text: str, code: str, colour: bool) -> str:
@@ -88,42 +109,3 @@ def render_banner(
         lines += ["", "  save a fix and it is picked up; deliveries wait in the store meanwhile"]
     lines += ["", f"  watching {watched}: save a file to reload"]
     return "\n".join(lines)
-
-
-def reload_line(
-    change: Diff,
-    reasons: Mapping[str, str],
-    millis: float,
-    *,
-    kept: Sequence[str] = (),
-    down: Sequence[str] = (),
-    errors: int = 0,
-    fixed: bool = False,
-) -> str:
-    """One line per reload, e.g. `reloaded charge-card (code), added send-mail in 38 ms`.
-
-    Args:
-        reasons: why each changed function reloaded ("code", "config").
-        kept: functions whose new version did not load and keep their old one.
-        down: functions whose new version did not load and that have none running.
-        errors: declaration errors: their files were left as they were.
-        fixed: the previous reload had errors and this one has none.
-    """
-    parts = ["errors fixed"] if fixed else []
-    if change.changed:
-        parts.append("reloaded " + ", ".join(
-            f"{name} ({reasons[name]})" if name in reasons else name for name in change.changed
-        ))
-    if change.added:
-        parts.append("added " + ", ".join(change.added))
-    if change.removed:
-        parts.append("removed " + ", ".join(change.removed))
-    if kept:
-        parts.append("kept the old version of " + ", ".join(kept))
-    if down:
-        parts.append("cannot load " + ", ".join(down))
-    if errors:
-        parts.append(f"left the files with {errors} error{'' if errors == 1 else 's'} as they were")
-    if not (change or kept or down or errors):
-        parts.append("no function changed")
-    return f"{', '.join(parts)} in {millis:.0f} ms"

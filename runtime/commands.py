@@ -57,6 +57,7 @@ def _loadable(args: argparse.Namespace) -> Project:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from runtime import banner
     from runtime.supervisor import Supervisor
 
     if not (math.isfinite(args.grace) and args.grace >= 0):
@@ -64,8 +65,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = arguments.settings(args)
     human = args.command == "dev"
     logs.configure(human=human)
+    reload = human or args.reload
     supervisor = Supervisor(
-        settings, grace=args.grace, reload=human or args.reload, freeze_heap=True, isolate=True
+        settings, grace=args.grace, reload=reload, freeze_heap=True, isolate=True,
+        announce=banner.show if reload else None,
     )
     anyio.run(supervisor.run, backend_options={"use_uvloop": True})
     return 0

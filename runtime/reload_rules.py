@@ -4,7 +4,7 @@ Which file events matter (`SourceFilter`), which fnrun.yaml settings follow
 live and which need a restart (`live_settings`), which functions to serve,
 try or leave as they are (`with_last_good`, `plan`, `settle`), and why a
 changed function reloads: its declaration or only its code (`reasons`,
-`same_code`).
+`same_code`), and the one line a reload logs (`reload_line`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from watchfiles import Change
 
 from runtime.errors import ManifestError, UsageError, Where
 from runtime.manifest import FileScan, function_fingerprint, load_settings
+from runtime.registry import Diff
 from runtime.settings_loader import CONFIG_FILE
 from runtime.specs import FunctionSpec, Project, Settings
 from runtime.warmup import LoadFailure
@@ -223,3 +224,42 @@ def settle(
             functions[name] = old.functions[name]
             kept.append(name)
     return Project(project.settings, functions), serve, failures, tuple(kept)
+
+
+def reload_line(
+    change: Diff,
+    reasons: Mapping[str, str],
+    millis: float,
+    *,
+    kept: Sequence[str] = (),
+    down: Sequence[str] = (),
+    errors: int = 0,
+    fixed: bool = False,
+) -> str:
+    """One line per reload, e.g. `reloaded charge-card (code), added send-mail in 38 ms`.
+
+    Args:
+        reasons: why each changed function reloaded ("code", "config").
+        kept: functions whose new version did not load and keep their old one.
+        down: functions whose new version did not load and that have none running.
+        errors: declaration errors: their files were left as they were.
+        fixed: the previous reload had errors and this one has none.
+    """
+    parts = ["errors fixed"] if fixed else []
+    if change.changed:
+        parts.append("reloaded " + ", ".join(
+            f"{name} ({reasons[name]})" if name in reasons else name for name in change.changed
+        ))
+    if change.added:
+        parts.append("added " + ", ".join(change.added))
+    if change.removed:
+        parts.append("removed " + ", ".join(change.removed))
+    if kept:
+        parts.append("kept the old version of " + ", ".join(kept))
+    if down:
+        parts.append("cannot load " + ", ".join(down))
+    if errors:
+        parts.append(f"left the files with {errors} error{'' if errors == 1 else 's'} as they were")
+    if not (change or kept or down or errors):
+        parts.append("no function changed")
+    return f"{', '.join(parts)} in {millis:.0f} ms"

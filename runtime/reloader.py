@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 from watchfiles import Change
 
-from runtime import banner
 from runtime import reload_rules as rules
 from runtime.clock import Clock, SystemClock
 from runtime.errors import ManifestError, UsageError
@@ -34,7 +32,7 @@ from runtime.manifest import conflicts, load_settings, scan_files
 from runtime.pool import WorkerPool
 from runtime.registry import Diff
 from runtime.settings_loader import CONFIG_FILE
-from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
+from runtime.specs import FunctionSpec, Project, Settings
 from runtime.warmup import LoadFailure, warm_all
 
 log = logging.getLogger("fnrun.reload")
@@ -63,9 +61,6 @@ class Target(Protocol):
     @property
     def reload_error(self) -> str | None: ...
 
-    @property
-    def served(self) -> HttpSettings: ...
-
     def fingerprints(self) -> Mapping[str, str]: ...
 
     def new_pool(self, spec: FunctionSpec) -> WorkerPool: ...
@@ -77,8 +72,6 @@ class Target(Protocol):
         pools: Mapping[str, WorkerPool] | None = None,
         failures: Mapping[str, LoadFailure] | None = None,
     ) -> Diff: ...
-
-    async def functions_json(self) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -112,20 +105,18 @@ class Reloader:
         changes: Changes | None = None,
         clock: Clock | None = None,
         check: LoadCheck | None = None,
-        say: Callable[[str], None] | None = None,
-        show_banner: bool = True,
+        announce: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Args:
             changes: scripted change sets (tests); None watches the filesystem.
             check: warms a new version's pool: its load error, or None (default `warm`).
-            say: where the banner goes (default stderr).
+            announce: shows the project before any reload (the CLI's banner).
         """
         self.supervisor = supervisor
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.check: LoadCheck = check or _warm
-        self.say = say or _to_stderr
-        self.show_banner = show_banner
+        self.announce = announce
         self.reloads = 0
         self.last: Result | None = None
         self._changes = changes
@@ -136,14 +127,9 @@ class Reloader:
         self._watched: Path | None = None
 
     async def run(self) -> None:
-        """Print the banner, then reload on every batch of changes, until cancelled."""
-        if self.show_banner:
-            listing = await self.supervisor.functions_json()
-            colour = self.say is _to_stderr and sys.stderr.isatty()
-            self.say(banner.render_banner(
-                listing, self.supervisor.settings, colour=colour, served=self.supervisor.served,
-                errors=self.supervisor.declaration_errors,
-            ))
+        """Announce the project, then reload on every batch of changes, until cancelled."""
+        if self.announce is not None:
+            await self.announce()
         async with anyio.create_task_group() as tg:
             if self._changes is not None:
                 tg.start_soon(self._collect, self._changes)
@@ -222,7 +208,7 @@ class Reloader:
         if self._watched != (functions if functions.is_dir() else None):
             self._rewatch.set()
         if not result.skipped:
-            log.info(banner.reload_line(
+            log.info(rules.reload_line(
                 result.change, result.reasons, result.millis,
                 kept=result.kept, down=sorted(set(result.failed) - set(result.kept)),
                 errors=len(result.errors),
@@ -284,7 +270,3 @@ class Reloader:
 
 async def _warm(pool: WorkerPool) -> str | None:
     return await pool.warm()
-
-
-def _to_stderr(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -82,8 +82,12 @@ class Supervisor:
         reload: bool = False,
         freeze_heap: bool = False,
         isolate: bool = False,
+        announce: Callable[[Supervisor], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self.announce = announce
+        """Shows the project once it serves (the CLI passes `fnrun dev`'s banner, which
+        lists the webhooks); without it the webhooks are logged."""
         self.freeze_heap = freeze_heap
         """Whether this supervisor owns its process: see `_serve`."""
         self.isolate = isolate
@@ -297,17 +301,24 @@ class Supervisor:
                 self._ready = True
                 log.info("ready: %d functions, serving %s", len(project.functions),
                          base_url(self.served))
-                if not self.reload:  # `fnrun dev`'s banner lists them
+                if self.announce is None:
                     for line in webhook_lines(project, self.served):
                         log.info("%s", line)
                 if self.reload:
                     from runtime.reloader import Reloader  # watchfiles loads only when reloading
 
-                    tg.start_soon(Reloader(self, self.settings).run)
+                    # The reloader announces first: no reload line comes before the banner.
+                    tg.start_soon(Reloader(self, self.settings, announce=self._announce).run)
+                else:
+                    tg.start_soon(self._announce)
                 task_status.started()
                 await self._stop.wait()
                 await self._drain()
                 tg.cancel_scope.cancel()
+
+    async def _announce(self) -> None:
+        if self.announce is not None:
+            await self.announce(self)
 
     def _confine_workers(self) -> None:
         """Blocking: close the store to workers and plan their sandbox (`runtime.sandbox`)."""

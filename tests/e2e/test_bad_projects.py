@@ -674,7 +674,7 @@ async def test_the_reload_scan_runs_off_the_event_loop(
     monkeypatch.setattr(reloader, "scan_files", waiting_scan)
     target = SimpleNamespace(settings=settings, project=None, reload_error=None, draining=False,
                              declaration_errors=(), load_failures={})
-    reload = reloader.Reloader(target, settings, changes=_no_changes(), show_banner=False)  # type: ignore[arg-type]
+    reload = reloader.Reloader(target, settings, changes=_no_changes())  # type: ignore[arg-type]
 
     async def on_the_loop() -> None:
         await anyio.sleep(0.05)

@@ -20,12 +20,12 @@ import pytest
 from anyio.streams.memory import MemoryObjectSendStream
 from watchfiles import Change
 
-from runtime.banner import reload_line, render_banner, trigger_line
+from runtime.banner import render_banner, trigger_line
 from runtime.events import Event
 from runtime.manifest import function_fingerprint, load_project, load_settings
 from runtime.pool import WorkerPool
 from runtime.registry import Diff
-from runtime.reload_rules import SourceFilter, live_settings
+from runtime.reload_rules import SourceFilter, live_settings, reload_line
 from runtime.reloader import Reloader, Result
 from runtime.specs import Defaults, HttpSettings, Retention, Settings
 from runtime.supervisor import Supervisor
@@ -117,7 +117,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     rig.changes = send
     rig.supervisor = Supervisor(settings, grace=5, handle_signals=False)
     rig.reloader = Reloader(
-        rig.supervisor, settings, changes=receive, show_banner=False, check=rig.check
+        rig.supervisor, settings, changes=receive, check=rig.check
     )
     stopped = anyio.Event()
 
