@@ -65,7 +65,7 @@ def _read(rig: Rig, count: int, ready: threading.Event, out: dict[str, Any]) -> 
 
     try:
         out["span"] = asyncio.run(run())
-    except Exception as exc:  # reported by the measuring thread
+    except Exception as exc:  # noqa: BLE001 - reported by the measuring thread
         out["error"] = exc
         ready.set()
 
