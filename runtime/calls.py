@@ -26,6 +26,7 @@ import anyio
 from runtime.errors import StoreError
 from runtime.events import Event, Outcome
 from runtime.store.base import Call, Store
+from runtime.store.runs import announce
 
 FLUSH_EVERY = 0.1
 MAX_QUEUED = 10_000
@@ -47,6 +48,9 @@ class CallHistory:
         self._failing = False
 
     def add(self, function: str, event: Event, outcome: Outcome) -> None:
+        # Announced now, not after the write: the call's answer never waited for it,
+        # and successes over the budget are not written at all.
+        announce(function, event, 1, outcome)
         if outcome.ok:
             if not self._ok_left:
                 return  # over this interval's budget (see the module docstring)

@@ -47,6 +47,7 @@ from runtime.retry import next_delay
 from runtime.specs import FunctionSpec
 from runtime.store.base import Delivery, Store, Targets
 from runtime.store.polling import idle_poll
+from runtime.store.runs import announce
 
 Route = Callable[[Sequence[Event]], list[tuple[Event, Targets]]]
 """Fan-out of emitted events: each event with the functions it goes to."""
@@ -340,6 +341,9 @@ class Dispatcher:
                              exc_info=True)
             for success in successes:
                 await self._record_success(*success)
+        else:
+            for delivery, outcome, _ in successes:
+                announce(name, delivery.event, delivery.attempt, outcome)
 
     async def _settle_leftovers(self, receive: MemoryObjectReceiveStream[Settling]) -> None:
         """Settle outcomes still queued when the settlers were cancelled."""
@@ -358,6 +362,7 @@ class Dispatcher:
     ) -> None:
         try:
             await self._patiently(self.store.succeed, delivery, outcome, emits)
+            announce(self.spec.name, delivery.event, delivery.attempt, outcome)
         except StoreError as exc:
             self._unrecorded(f"the outcome of {delivery.event.id}", exc)
         except Exception:
@@ -369,6 +374,7 @@ class Dispatcher:
             delay = next_delay(self.spec.retry, delivery.attempt)
             retry_at = None if delay is None else self.clock.now() + delay
             await self._patiently(self.store.fail, delivery, outcome, retry_at)
+            announce(self.spec.name, delivery.event, delivery.attempt, outcome)
             self._log_failure(delivery, outcome, retry_at)
             self.store.notify(self.spec.name)
         except StoreError as exc:

@@ -20,9 +20,10 @@ from urllib.parse import parse_qsl
 import anyio
 
 from runtime import arguments, logs, plugins, views
-from runtime.errors import UsageError
+from runtime.errors import StoreError, UsageError
 from runtime.events import Event, HttpInfo, Outcome
 from runtime.specs import FunctionSpec, Project
+from runtime.store.base import Store
 
 WEBHOOK_TYPE = "fnrun.webhook"
 """The type the webhook trigger gives its events (triggers/webhook.py)."""
@@ -56,6 +57,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     outcome = anyio.run(main)
     if outcome is None:
         return 128 + stopped_by[0]  # as a shell reports a command killed by that signal
+    _record(project, spec, event, outcome)
     if not outcome.ok:
         print(outcome.traceback or outcome.error or outcome.status, file=sys.stderr)
         return 1
@@ -63,6 +65,22 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     if outcome.emits:
         _show_emits(project, outcome.emits, publish=args.publish)
     return 0
+
+
+def _record(project: Project, spec: FunctionSpec, event: Event, outcome: Outcome) -> None:
+    """Keep the run's record (SPEC 11: its logs, its traceback) in a store that exists;
+    a store that cannot take it costs the invocation nothing but a line."""
+    if plugins.missing_file(project.settings.store) is not None:
+        return  # nothing ran here yet: an invoke creates no store
+
+    async def work(store: Store) -> int:
+        await store.record([(spec.name, event, outcome)])
+        return 0
+
+    try:
+        arguments.with_store(project.settings, work)
+    except StoreError as exc:
+        print(f"fnrun: the run was not recorded: {exc}", file=sys.stderr)
 
 
 def build_event(args: argparse.Namespace, spec: FunctionSpec, data: Any) -> Event:

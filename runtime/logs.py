@@ -66,3 +66,5 @@ def configure(human: bool = False, level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("uvicorn", "uvicorn.error", "uvicorn.access", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A line per finished run in `fnrun dev` (SPEC 11), not in `fnrun run`'s log.
+    logging.getLogger("fnrun.runs").setLevel(logging.INFO if human else logging.WARNING)

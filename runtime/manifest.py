@@ -339,6 +339,7 @@ class _FileLoader:
             return None
         base: dict[str, Any] = {
             "timeout": d.timeout, "concurrency": d.concurrency, "retry": d.retry,
+            "log_lines": self.settings.logs.max_lines_per_run,
         }
         if declares_flow(keys):
             plain = values.pop("concurrency", None) or base["concurrency"]

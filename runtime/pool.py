@@ -27,7 +27,7 @@ from runtime import protocol
 from runtime.channel import Channel
 from runtime.coalescer import Coalescer
 from runtime.errors import WorkerError
-from runtime.events import Event, Outcome, new_event_id
+from runtime.events import Event, LogLine, Outcome, new_event_id
 from runtime.launcher import start_worker
 from runtime.process import (
     STOP_WAIT,
@@ -189,12 +189,13 @@ class WorkerPool:
                 if reply is None:
                     reply = await worker.channel.receive(loop.time() + timeout)
                 now, t1 = time.time(), time.monotonic()
+                invocation = invocations[len(outcomes)]
                 if reply is None or reply.get("kind") != "done":
                     await self._discard(worker, kill=True)
-                    outcomes.append(self._broken(reply, started, t1 - t0))
+                    outcomes.append(self._broken(reply, started, t1 - t0, invocation))
                     return outcomes
                 worker.uses += 1
-                outcomes.append(self._outcome(reply, started, t1 - t0))
+                outcomes.append(self._outcome(reply, started, t1 - t0, invocation))
                 if reply.get("fatal"):
                     fatal = True
                     break  # the worker runs nothing more of the batch
@@ -203,7 +204,8 @@ class WorkerPool:
             self.log.debug("worker %s of %s: %r", worker.pid, self.spec.name, exc)
             code = await self._discard(worker, kill=False)
             outcomes.append(Outcome("crash", started, time.monotonic() - t0,
-                                    error=describe_exit(code)))
+                                    error=describe_exit(code),
+                                    invocation=invocations[len(outcomes)]))
             return outcomes
         except BaseException:
             # Cancelled mid-invocation: the worker's state is unknown, so it goes.
@@ -217,30 +219,49 @@ class WorkerPool:
     ) -> dict[str, Any]:
         return {
             "kind": "invoke", "function": self.spec.name, "timeout": self.spec.timeout,
+            "lines": self.spec.log_lines,
             "items": [
                 {"event": event.to_dict(), "attempt": attempt, "invocation": invocation}
                 for (event, attempt), invocation in zip(items, invocations, strict=True)
             ],
         }
 
-    def _broken(self, reply: dict[str, Any] | None, started: float, duration: float) -> Outcome:
+    def _broken(
+        self, reply: dict[str, Any] | None, started: float, duration: float, invocation: str,
+    ) -> Outcome:
         """The outcome of an item whose worker timed out (no reply), crashed on a fault
         signal (its guard's `crashed` report), or spoke out of turn."""
         if reply is None:
             return Outcome("timeout", started, duration,
-                           error=f"timed out after {self.spec.timeout:g}s")
+                           error=f"timed out after {self.spec.timeout:g}s", invocation=invocation)
         if reply.get("kind") == "crashed":
             return Outcome("crash", started, duration, error=describe_exit(reply.get("code")),
-                           traceback=str(reply.get("fault") or "") or None)
+                           traceback=str(reply.get("fault") or "") or None,
+                           invocation=invocation)
         return Outcome("crash", started, duration,
-                       error=f"worker sent {reply.get('kind')!r}, not 'done'")
+                       error=f"worker sent {reply.get('kind')!r}, not 'done'",
+                       invocation=invocation)
 
-    def _outcome(self, reply: dict[str, Any], started: float, duration: float) -> Outcome:
+    def _outcome(
+        self, reply: dict[str, Any], started: float, duration: float, invocation: str,
+    ) -> Outcome:
+        logs = self._logs(reply["logs"]) if "logs" in reply else ()
         if not reply.get("ok"):
-            return Outcome("error", started, duration,
-                           error=reply.get("error"), traceback=reply.get("traceback"))
+            return Outcome("error", started, duration, error=reply.get("error"),
+                           traceback=reply.get("traceback"), invocation=invocation, logs=logs)
         return Outcome("ok", started, duration, result=reply.get("result"),
-                       emits=self._emits(reply) if reply.get("emits") else ())
+                       emits=self._emits(reply) if reply.get("emits") else (),
+                       invocation=invocation, logs=logs)
+
+    def _logs(self, raw: Any) -> tuple[LogLine, ...]:
+        """A reply's log lines, bounded here too: the handler runs in the worker."""
+        longest = protocol.MAX_LOG_LINE + 3  # and the worker's "..."
+        try:
+            lines = tuple(LogLine(float(at), str(stream), str(level), str(text)[:longest])
+                          for at, stream, level, text in raw[: self.spec.log_lines + 1])
+        except (TypeError, ValueError):
+            return (LogLine(time.time(), "log", "warning", "the worker sent malformed log lines"),)
+        return lines
 
     def _emits(self, reply: dict[str, Any]) -> tuple[Event, ...]:
         source = f"fnrun/{self.spec.name}"

@@ -11,14 +11,17 @@ types plus bytes; the child checks values with `runtime.results.json_value` befo
 Messages (dicts with a "kind"):
 - child -> parent `ready` {} once the handler is loaded, or
   `load_error` {error, traceback} and exit;
-- parent -> child `invoke` {function, timeout (s), items: [{event:
+- parent -> child `invoke` {function, timeout (s), lines, items: [{event:
   Event.to_dict(), attempt, invocation}]}: a batch, run in order, one at a
-  time; each item's `ctx.deadline` is its own start plus `timeout`;
+  time; each item's `ctx.deadline` is its own start plus `timeout`; `lines`
+  is `logs.max_lines_per_run`;
 - child -> parent `done` {ok, result, emits: [{type, data, subject, id}],
-  error, traceback, fatal}, one per item as soon as it finishes, so the parent
-  always knows which item is running (crash attribution, per-item timeouts).
-  `fatal` (e.g. after a MemoryError): the worker should not be reused, and it
-  runs nothing more of the batch.
+  error, traceback, fatal, logs}, one per item as soon as it finishes, so the
+  parent always knows which item is running (crash attribution, per-item
+  timeouts). `fatal` (e.g. after a MemoryError): the worker should not be
+  reused, and it runs nothing more of the batch. `logs`, only if the item
+  wrote any: its lines as (epoch seconds, "log"/"stdout"/"stderr", level,
+  text), at most `lines` plus a last one saying how many were cut.
 
 A handler's return value travels encoded by `runtime.results.encode_result`.
 """
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 HEADER = 4
 MAX_FRAME = 64 * 1024 * 1024
 """Largest frame either side accepts; a bigger result fails the attempt."""
+MAX_LOG_LINE = 8192
+"""Longest line a run record keeps (`done`'s `logs`); the drain logs long lines whole."""
 OUTPUT_MARK = b"\x00\x1bfnrun-invocation "
 """Starts the line a worker writes to its output (fd 1) before each item, then
 the item's invocation id: the pool's drain tags the lines after it with that

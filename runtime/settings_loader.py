@@ -28,6 +28,7 @@ from runtime.specs import (
     Defaults,
     HttpSettings,
     Isolation,
+    Logs,
     Retention,
     RetryPolicy,
     Settings,
@@ -112,6 +113,7 @@ def load_settings(
         defaults=raw.get("defaults", Defaults()),
         retention=raw.get("retention", Retention()),
         isolation=raw.get("isolation", Isolation()),
+        logs=raw.get("logs", Logs()),
         config_file=config if config.is_file() else None,
     )
 
@@ -239,7 +241,7 @@ def read_config(file: Path) -> dict[str, Any]:
     root = reader.compose()
     if root is None:
         return {}
-    keys = ("functions", "store", "http", "defaults", "retention", "isolation")
+    keys = ("functions", "store", "http", "defaults", "retention", "isolation", "logs")
     fields = reader.mapping(root, CONFIG_FILE, allowed=keys)
     out: dict[str, Any] = {}
     if "functions" in fields:
@@ -254,6 +256,8 @@ def read_config(file: Path) -> dict[str, Any]:
         out["retention"] = retention(reader, fields["retention"])
     if "isolation" in fields:
         out["isolation"] = isolation(reader, fields["isolation"])
+    if "logs" in fields:
+        out["logs"] = logs(reader, fields["logs"])
     return out
 
 
@@ -328,6 +332,23 @@ def retention(reader: Reader, node: Node) -> Retention:
         out = replace(out, events=reader.duration(fields["events"], "retention.events"))
     if "history" in fields:
         out = replace(out, history=reader.duration(fields["history"], "retention.history"))
+    return out
+
+
+MAX_LOG_LINES = 10_000
+"""Most `logs.max_lines_per_run`: a run record holds 64 KiB of log text anyway."""
+
+
+def logs(reader: Reader, node: Node) -> Logs:
+    """`logs: {max_lines_per_run: N}`: how many log lines each run record keeps (SPEC 11)."""
+    fields = reader.mapping(node, "logs", allowed=("max_lines_per_run",))
+    out = Logs()
+    if "max_lines_per_run" in fields:
+        value = reader.integer(fields["max_lines_per_run"], "logs.max_lines_per_run", minimum=0)
+        if value > MAX_LOG_LINES:
+            raise reader.error(fields["max_lines_per_run"],
+                               f"logs.max_lines_per_run must be at most {MAX_LOG_LINES}")
+        out = replace(out, max_lines_per_run=value)
     return out
 
 

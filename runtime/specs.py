@@ -52,6 +52,13 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class Logs:
+    """What a run record keeps of a run's output (SPEC 11)."""
+
+    max_lines_per_run: int = 200
+
+
+@dataclass(frozen=True)
 class Isolation:
     """How workers are confined (SPEC 6): the user they run as when the supervisor is root."""
 
@@ -69,6 +76,7 @@ class Settings:
     defaults: Defaults = field(default_factory=Defaults)
     retention: Retention = field(default_factory=Retention)
     isolation: Isolation = field(default_factory=Isolation)
+    logs: Logs = field(default_factory=Logs)
     config_file: Path | None = None
 
 
@@ -97,6 +105,8 @@ class FunctionSpec:
     secrets: tuple[str, ...] = ()
     flow: FlowRules | None = None
     """Flow-control rules (SPEC 12); None for a function that declares none."""
+    log_lines: int = 200
+    """`logs.max_lines_per_run` of the project: most log lines its run records keep."""
 
     @property
     def handler(self) -> str:

@@ -41,6 +41,11 @@ MAX_ERROR = 1000
 """Longest error line sent (a message of megabytes would be logged whole)."""
 MAX_TRACEBACK = 32 * 1024
 """Longest traceback sent; its head and tail are kept."""
+MAX_LOG_BYTES = 64 * 1024
+"""Most bytes of log text an invocation's record keeps (SPEC 11)."""
+MAX_LOG_LINE = protocol.MAX_LOG_LINE
+DEFAULT_LOG_LINES = 200
+"""`logs.max_lines_per_run` when the pool does not say."""
 MAX_EVENT_TYPE = 255
 MAX_EVENT_ID = 255
 TYPE_CHARS = frozenset("-_0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -221,10 +226,26 @@ def _logger(function: str) -> Logger:
         handler = logging.StreamHandler(getattr(sys.stderr, "stream", sys.stderr))
         handler.setFormatter(_level_formatter(logging))
         logger.addHandler(handler)
+        logger.addHandler(_capture_handler(logging))
         logger.setLevel(logging.DEBUG)
         logger.propagate = False
         _loggers[function] = logger
     return logger
+
+
+def _capture_handler(logging: Any) -> Any:
+    """A handler keeping each `ctx.log` record (its traceback too) for the running
+    invocation's record (`_Capture`); `logging` is imported lazily."""
+
+    class CaptureHandler(logging.Handler):  # type: ignore[misc]
+        def emit(self, record: Any) -> None:
+            try:
+                text = self.format(record)
+            except Exception:  # noqa: BLE001 - a bad %-format must not fail the attempt
+                text = str(record.msg)
+            _capture.add("log", record.levelname.lower(), text)
+
+    return CaptureHandler()
 
 
 def _level_formatter(logging: Any) -> Any:
@@ -239,25 +260,111 @@ def _level_formatter(logging: Any) -> Any:
     return LevelFormatter()
 
 
-class _StderrMarker:
+class _Capture:
+    """The log lines of the invocation running now, bounded, for its `done` message.
+
+    `ctx.log` records and the lines written to `sys.stdout` and `sys.stderr`
+    land here as well as in the output the pool's drain logs. At most
+    `limit` lines (`logs.max_lines_per_run`) and `MAX_LOG_BYTES` of text are
+    kept; the rest is counted, and a last warning line says how many were
+    cut. Costs nothing for an invocation that writes nothing.
+    """
+
+    __slots__ = ("lines", "size", "cut", "limit", "by_bytes")
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str, str, str]] = []
+        self.size = 0
+        self.cut = 0
+        self.limit = DEFAULT_LOG_LINES
+        self.by_bytes = False
+
+    def add(self, stream: str, level: str, text: str) -> None:
+        if len(self.lines) >= self.limit or self.size >= MAX_LOG_BYTES:
+            self.cut += 1
+            return
+        if len(text) > MAX_LOG_LINE:
+            text = text[:MAX_LOG_LINE] + "..."
+        text = _encodable(text)
+        size = len(text) if text.isascii() else len(text.encode())
+        if self.size + size > MAX_LOG_BYTES:
+            self.by_bytes = True
+            self.cut += 1
+            self.size = MAX_LOG_BYTES
+            return
+        from time import time
+
+        self.size += size
+        self.lines.append((time(), stream, level, text))
+
+    def take(self) -> list[tuple[float, str, str, str]] | None:
+        """The lines since the last `take`, with the cut marker; None if there were none."""
+        if not self.lines and not self.cut:
+            return None
+        lines, cut = self.lines, self.cut
+        if cut:
+            from time import time
+
+            bound = (f"{MAX_LOG_BYTES // 1024} KiB of log text per run" if self.by_bytes
+                     else f"logs.max_lines_per_run={self.limit}")
+            lines.append((time(), "log", "warning", f"... {cut} more lines cut ({bound})"))
+        self.lines, self.size, self.cut, self.by_bytes = [], 0, 0, False
+        return lines
+
+
+_capture = _Capture()
+
+
+class _Tee:
+    """`sys.stdout` or `sys.stderr` of a worker: writes through to the pool's drain,
+    and keeps each whole line for the running invocation (`_Capture`)."""
+
+    def __init__(self, stream: Any, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        if text:
+            self._through(text)
+            if "\n" in text:
+                *lines, rest = (self._partial + text).split("\n")
+                for line in lines:
+                    _capture.add(self.name, "", line)
+                self._partial = rest
+            else:
+                self._partial += text
+            if len(self._partial) > MAX_LOG_LINE:
+                self.end()
+        return len(text)
+
+    def _through(self, text: str) -> None:
+        self.stream.write(text)
+
+    def end(self) -> None:
+        """The invocation ended: an unfinished line is its last one."""
+        if self._partial:
+            _capture.add(self.name, "", self._partial)
+            self._partial = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+class _StderrMarker(_Tee):
     """`sys.stderr` of a worker: each line it writes is marked WARNING for the drain,
     so stderr stands out from stdout, which shares the pipe (`protocol.LEVEL_MARK`)."""
 
     def __init__(self, stream: Any) -> None:
-        self.stream = stream
+        super().__init__(stream, "stderr")
         self._at_start = True
 
-    def write(self, text: str) -> int:
-        if text:
-            lines = text.split("\n")
-            head = f"{_STDERR}{lines[0]}" if self._at_start and lines[0] else lines[0]
-            rest = [f"{_STDERR}{line}" if line else line for line in lines[1:]]
-            self.stream.write("\n".join([head, *rest]))
-            self._at_start = text.endswith("\n")
-        return len(text)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.stream, name)
+    def _through(self, text: str) -> None:
+        lines = text.split("\n")
+        head = f"{_STDERR}{lines[0]}" if self._at_start and lines[0] else lines[0]
+        rest = [f"{_STDERR}{line}" if line else line for line in lines[1:]]
+        self.stream.write("\n".join([head, *rest]))
+        self._at_start = text.endswith("\n")
 
 
 _LEVEL_MARK = protocol.LEVEL_MARK.decode("ascii")
@@ -457,6 +564,12 @@ def _flush() -> None:
             pass
 
 
+def _end_lines() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, _Tee):
+            stream.end()
+
+
 def _send(fd: int, message: dict[str, Any]) -> None:
     try:
         protocol.write_frame(fd, message)
@@ -483,12 +596,18 @@ def serve(fd: int, runner: Runner) -> None:
         if message is None:
             return
         function, timeout = message["function"], message["timeout"]
+        _capture.limit = message.get("lines", DEFAULT_LOG_LINES)
         for item in message["items"]:
             _mark(item["invocation"])  # after the previous item's _flush: its output is before
+            _capture.take()  # what was written between invocations is no one's
             # Each item's deadline starts with the item: the pool times items, not batches.
             ctx = Context(function, item["attempt"], time() + timeout, item["invocation"])
             done = _invoke(runner, ctx, item["event"])
             _flush()
+            _end_lines()
+            logs = _capture.take()
+            if logs is not None:
+                done["logs"] = logs
             if os.getpid() != pid:
                 # A child the handler forked (os.fork) and let return: it must not
                 # answer for the item, nor read the next one off the worker's socket.
@@ -526,6 +645,7 @@ def main(argv: list[str]) -> None:
     _start_lifeline(int(options["lifeline"]))
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stdout = _Tee(sys.stdout, "stdout")
     sys.stderr = _StderrMarker(sys.stderr)
     try:
         if int(options.get("memory_mb") or 0):

@@ -10,6 +10,7 @@ This module holds the record type and the encodings both adapters share.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,6 +99,20 @@ def run_of_outcome(function: str, event: Event, attempt: int, outcome: Outcome,
         result=outcome.result if result is None else result, emitted=emitted_ids(outcome),
         logs=outcome.logs, seq=seq,
     )
+
+
+RUNS_LOG = logging.getLogger("fnrun.runs")
+"""One INFO record per finished run, `extra={"run": RunRecord}` (its `seq` 0): `fnrun
+dev` prints it as a line. Off (WARNING) under `fnrun run` unless configured."""
+
+
+def announce(function: str, event: Event, attempt: int, outcome: Outcome) -> None:
+    """Log a finished run on `RUNS_LOG`; call it once its outcome is committed."""
+    if not RUNS_LOG.isEnabledFor(logging.INFO):
+        return  # no record built: `fnrun run` settles thousands a second
+    run = run_of_outcome(function, event, attempt, outcome)
+    RUNS_LOG.info("%s %s %s %s %s %.1fms", function, run.invocation[:8], run.event_type,
+                  run.event_id, run.status, run.duration * 1000, extra={"run": run})
 
 
 def has_wildcard(pattern: str) -> bool:

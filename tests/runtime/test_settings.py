@@ -232,3 +232,27 @@ def test_a_config_that_is_not_a_regular_file_is_refused_unopened(tmp_path: Path,
 def test_a_project_folder_the_system_refuses_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="File name too long"):
         load_settings(tmp_path / ("a" * 5000), environ={})
+
+
+def test_logs_max_lines_per_run_reaches_every_function(tmp_path: Path) -> None:
+    from runtime.manifest import load_project
+
+    (tmp_path / "functions").mkdir()
+    (tmp_path / "functions" / "a.py").write_text("def run(event):\n    return 1\n")
+    (tmp_path / "functions" / "functions.yaml").write_text(
+        "functions:\n  a: {handler: a.py:run}\n")
+    assert load_settings(tmp_path, environ={}).logs.max_lines_per_run == 200
+    config(tmp_path, "logs: {max_lines_per_run: 20}\n")
+    settings = load_settings(tmp_path, environ={})
+    assert settings.logs.max_lines_per_run == 20
+    assert load_project(settings).functions["a"].log_lines == 20
+    for text, words in (
+        ("logs: {max_lines_per_run: -1}\n", "1:27: logs.max_lines_per_run must be at least 0"),
+        ("logs: {max_lines_per_run: 10001}\n", "1:27: logs.max_lines_per_run must be at most"),
+        ("logs: {max_lines_per_run: many}\n", "1:27: logs.max_lines_per_run must be an integer"),
+        ("logs: {lines: 3}\n", "1:8: unknown key 'lines' in logs"),
+    ):
+        config(tmp_path, text)
+        with pytest.raises(ManifestError) as caught:
+            load_settings(tmp_path, environ={})
+        assert words in str(caught.value) and "\n" not in str(caught.value), str(caught.value)

@@ -152,9 +152,9 @@ class Child:
     def receive(self) -> dict[str, Any] | None:
         return protocol.read_frame(self.sock.fileno())
 
-    def send(self, *events: Event, timeout: float = 30) -> None:
+    def send(self, *events: Event, timeout: float = 30, lines: int = 200) -> None:
         protocol.write_frame(self.sock.fileno(), {
-            "kind": "invoke", "function": "fn", "timeout": timeout,
+            "kind": "invoke", "function": "fn", "timeout": timeout, "lines": lines,
             "items": [
                 {"event": event.to_dict(), "attempt": n, "invocation": f"inv-{n}"}
                 for n, event in enumerate(events, 1)
@@ -202,6 +202,44 @@ def test_child_answers_each_item_of_a_batch_as_it_ends(child: Child) -> None:
     # Each item's deadline is its own start plus the timeout, not the batch's.
     assert all(started + 7 <= g["deadline"] <= time.time() + 7 for g in got)
     assert got[0]["deadline"] <= got[1]["deadline"] <= got[2]["deadline"]
+
+
+def test_each_item_brings_back_the_lines_it_wrote(child: Child) -> None:
+    assert child.receive() == {"kind": "ready"}
+    before = time.time()
+    child.send(Event(type="t", data={"do": "chatty", "order": 7, "fail": True}),
+               Event(type="t", data={"do": "pid"}))
+    done, quiet = child.receive(), child.receive()
+    assert done is not None and done["ok"] is False and "kaboom" in done["error"]
+    logs = done["logs"]
+    assert [line[1:3] for line in logs] == [
+        ("log", "info"), ("stdout", ""), ("stderr", ""), ("log", "warning"), ("stdout", "")]
+    assert [line[3].splitlines()[0] for line in logs] == [
+        "charging 7", "printed ✓", "to stderr", "no card", "unfinished"]
+    assert "KeyError: 'card'" in logs[3][3]  # the record's traceback comes with it
+    assert all(before <= line[0] <= time.time() for line in logs)
+    # An item that writes nothing brings back nothing (and costs nothing).
+    assert quiet is not None and quiet["ok"] is True and "logs" not in quiet
+
+
+@pytest.mark.parametrize(
+    ("data", "lines", "kept", "marker"),
+    [
+        ({"lines": 10}, 6, 6, "... 9 more lines cut (logs.max_lines_per_run=6)"),
+        ({"lines": 3}, 0, 0, "... 8 more lines cut (logs.max_lines_per_run=0)"),
+        ({"big": 9}, 200, 11, "... 3 more lines cut (64 KiB of log text per run)"),
+    ],
+)
+def test_lines_past_the_bounds_are_cut_with_a_marker(
+    child: Child, data: dict[str, Any], lines: int, kept: int, marker: str
+) -> None:
+    assert child.receive() == {"kind": "ready"}
+    child.send(Event(type="t", data={"do": "chatty", **data}), lines=lines)
+    done = child.receive()
+    assert done is not None and done["ok"] is True
+    *logs, last = done["logs"]
+    assert len(logs) == kept and last[1:] == ("log", "warning", marker)
+    assert sum(len(line[3].encode()) for line in logs) <= 64 * 1024
 
 
 @pytest.mark.parametrize(

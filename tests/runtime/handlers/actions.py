@@ -139,6 +139,25 @@ def noisy(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     return "survived"
 
 
+def chatty(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
+    """Write to every stream a run record keeps: ctx.log, print, stderr, an unfinished line."""
+    ctx.log.info("charging %s", data.get("order"))
+    print("printed ✓")
+    print("to stderr", file=sys.stderr)
+    for i in range(data.get("lines", 0)):
+        print(f"line {i}")
+    for _ in range(data.get("big", 0)):
+        print("x" * 8000)
+    try:
+        raise KeyError("card")
+    except KeyError:
+        ctx.log.warning("no card", exc_info=True)
+    sys.stdout.write("unfinished")
+    if data.get("fail"):
+        raise RuntimeError("kaboom")
+    return "chatted"
+
+
 def fork_and_return(event: Any, ctx: Any, data: dict[str, Any]) -> Any:
     """os.fork() with no os._exit in the child: both processes return from the handler."""
     child = os.fork() == 0
@@ -308,7 +327,7 @@ ACTIONS = {
     "raise_base": raise_base, "raise_broken": raise_broken, "raise_huge": raise_huge,
     "raise_surrogate": raise_surrogate, "emit_checks": emit_checks,
     "threads": threads, "say": say, "fork_and_return": fork_and_return,
-    "break_streams": break_streams,
+    "break_streams": break_streams, "chatty": chatty,
 }
 
 
