@@ -32,7 +32,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -42,9 +42,8 @@ from runtime.errors import StoreError, StoreUnavailable
 from runtime.events import Event, Outcome
 from runtime.flow.lane import FlowLane
 from runtime.metrics import Metrics
-from runtime.pool import WorkerPool
 from runtime.retry import next_delay
-from runtime.specs import FunctionSpec
+from runtime.specs import RetryPolicy
 from runtime.store.base import Delivery, Store, Targets
 from runtime.store.polling import idle_poll
 from runtime.store.runs import announce
@@ -88,13 +87,35 @@ def batch_size(mean_duration: float, buffered: int, runners: int) -> int:
 Settling = tuple[Delivery, Outcome]
 
 
+class Subscriber(Protocol):
+    """What the dispatcher reads of a function (or of a sink, SPEC 10)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def retry(self) -> RetryPolicy: ...
+
+
+class Executor(Protocol):
+    """Runs a batch of deliveries: a function's worker pool, or a sink's publisher."""
+
+    async def invoke_many(self, items: Sequence[tuple[Event, int]]) -> list[Outcome]:
+        """One outcome per item that ran, in order; fewer when the rest never started
+        (none: the executor cannot run anything now)."""
+        ...
+
+
 class Dispatcher:
     """The delivery loop of one function on this node."""
 
     def __init__(
         self,
-        spec: FunctionSpec,
-        pool: WorkerPool,
+        spec: Subscriber,
+        pool: Executor,
         store: Store | FlowLane,
         *,
         clock: Clock,

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import yaml
 
 from runtime import plugins
+from runtime.brokers import declarations
 from runtime.code_files import code_files
 from runtime.errors import ManifestError, ManifestErrors, Where
 from runtime.flow.declare import FLOW_KEYS, declares_flow, flow_rules
@@ -88,13 +89,16 @@ def scan_project(settings: Settings) -> Scan:
     first: dict[str, Where] = {}
     sources = _Sources()
     config = os.path.realpath(settings.project / CONFIG_FILE)
+    parts = _config_part(settings, errors)
     for file in yaml_files(root):
         # `functions: .` puts fnrun.yaml in the scan. realpath, not resolve: a
         # link loop must reach the loader, which says so, not raise here.
         if os.path.realpath(file) == config:
             continue
         loader = _FileLoader(file, settings, sources, errors)
-        for name_node, spec in loader.load():
+        loaded = loader.load()
+        parts.append(loader.brokers)
+        for name_node, spec in loaded:
             name = name_node.value
             if name in first:
                 errors.append(ManifestError(
@@ -106,7 +110,9 @@ def scan_project(settings: Settings) -> Scan:
             if spec is not None:
                 found[name] = spec
     errors.extend(conflicts(found.values()))
-    return Scan(Project(settings, found), sort_errors(errors), unset_secrets(found.values()))
+    declared = declarations.combine(parts, first, errors)
+    project = Project(settings, found, declared.brokers, declared.sources, declared.sinks)
+    return Scan(project, sort_errors(errors), unset_secrets(found.values()))
 
 
 def unset_secrets(
@@ -162,13 +168,15 @@ def scan_files(settings: Settings) -> FileScan:
     first: dict[str, Where] = {}
     scan = FileScan(Project(settings, found))
     config = os.path.realpath(settings.project / CONFIG_FILE)
+    parts = _config_part(settings, scan.errors, scan.bad_files)
     for file in yaml_files(root):
         if os.path.realpath(file) == config:  # as in scan_project
             continue
         errors: list[ManifestError] = []
         loader = _FileLoader(file, settings, None, errors)
+        loaded = loader.load()
         specs: dict[str, FunctionSpec] = {}
-        for name_node, spec in loader.load():
+        for name_node, spec in loaded:
             where = loader.reader.where(name_node)
             if name_node.value in first or name_node.value in specs:
                 at = first.get(name_node.value) or specs[name_node.value].where
@@ -183,14 +191,41 @@ def scan_files(settings: Settings) -> FileScan:
             continue
         first.update({name: spec.where for name, spec in specs.items()})
         found.update(specs)
-    for error in conflicts(found.values()):
+        parts.append(loader.brokers)
+    spanning = conflicts(found.values())
+    declared = declarations.combine(parts, first, spanning)
+    for error in spanning:
         scan.errors.append(error)
         if error.where is not None:
             scan.bad_files.add(error.where.file)
-    for name in [n for n, s in found.items() if s.where.file in scan.bad_files]:
-        del found[name]
+    scan.project = _good_files(Project(settings, found, declared.brokers, declared.sources,
+                                       declared.sinks), scan.bad_files)
     scan.errors = sort_errors(scan.errors)
     return scan
+
+
+def _config_part(
+    settings: Settings, errors: list[ManifestError], bad_files: set[Path] | None = None
+) -> list[declarations.Parsed]:
+    """The broker sections of fnrun.yaml, as the first part of a scan (none when they
+    have errors and `bad_files` collects the files with errors)."""
+    if settings.config_file is None:
+        return []
+    before = len(errors)
+    part = declarations.parse_config(settings.config_file, settings.defaults, errors)
+    if bad_files is not None and len(errors) > before:
+        bad_files.add(settings.config_file)
+        return []
+    return [part]
+
+
+def _good_files(project: Project, bad_files: set[Path]) -> Project:
+    """`project` without what the files with errors declare."""
+    def good(specs: Mapping[str, Any]) -> dict[str, Any]:
+        return {n: s for n, s in specs.items() if s.where.file not in bad_files}
+
+    return Project(project.settings, good(project.functions), good(project.brokers),
+                   good(project.sources), good(project.sinks))
 
 
 def yaml_files(root: Path) -> Iterator[Path]:
@@ -275,6 +310,8 @@ class _FileLoader:
         self.sources = sources
         self.errors = errors
         self.reader = Reader(file)
+        self.brokers = declarations.Parsed(file)
+        """The file's `brokers`, `sources` and `sinks` (SPEC 10), once `load` ran."""
 
     def attempt(self, parse: Callable[..., T], *args: Any) -> T | None:
         """Run one check; record its error and return None if it fails."""
@@ -302,7 +339,12 @@ class _FileLoader:
         root = self.reader.compose()
         if root is None:
             return []
-        top = self.reader.mapping(root, "a functions file", allowed=("functions",))
+        top = self.reader.mapping(
+            root, "a functions file", allowed=("functions", *declarations.SECTIONS)
+        )
+        self.brokers = declarations.parse_sections(
+            self.reader, top, self.settings.defaults, self.errors
+        )
         node = top.get("functions")
         if node is None or node.tag == "tag:yaml.org,2002:null":
             return []

@@ -14,9 +14,15 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 DEPTH_SOURCE = Callable[[], Awaitable[Mapping[str, tuple[int, int, int]]]]
 """Async source of {function: (pending, running, dead)}."""
@@ -43,6 +49,8 @@ class Metrics:
         )
         self._depth: DEPTH_SOURCE | None = None
         self._workers: Callable[[], Mapping[str, int]] | None = None
+        self.brokers = _Brokers()
+        self.registry.register(self.brokers)
 
     def set_sources(
         self, depth: DEPTH_SOURCE, workers: Callable[[], Mapping[str, int]]
@@ -60,13 +68,48 @@ class Metrics:
     async def render(self) -> bytes:
         """The Prometheus text exposition, gauges refreshed first."""
         if self._depth is not None:
-            for function, (pending, running, dead) in (await self._depth()).items():
+            depth = await self._depth()
+            self.brokers.pending = {name: counts[0] for name, counts in depth.items()}
+            for function, (pending, running, dead) in depth.items():
                 for state, value in (("pending", pending), ("running", running), ("dead", dead)):
                     self.queue_depth.labels(function, state).set(value)
         if self._workers is not None:
             for function, count in self._workers().items():
                 self.workers.labels(function).set(count)
         return generate_latest(self.registry)
+
+
+class _Brokers:
+    """Brokers, sources and sinks (SPEC 10) as read at scrape time from `view`
+    (`BrokerHub.describe`): `fnrun_broker_up{broker}`, `fnrun_source_messages_total{source}`,
+    `fnrun_source_lag{source}` where the broker tells it, `fnrun_sink_pending{sink}`."""
+
+    def __init__(self) -> None:
+        self.view: Callable[[], Mapping[str, Any]] | None = None
+        self.pending: Mapping[str, int] = {}
+        """Pending deliveries by subscriber, as of the last scrape's depth."""
+
+    def collect(self) -> Iterator[Metric]:
+        if self.view is None:
+            return
+        state = self.view()
+        up = GaugeMetricFamily("fnrun_broker_up", "1 while connected to the broker, else 0.",
+                               labels=["broker"])
+        for name, broker in state.get("brokers", {}).items():
+            up.add_metric([name], 1.0 if broker.get("state") == "up" else 0.0)
+        messages = CounterMetricFamily("fnrun_source_messages", "Messages a source stored and "
+                                       "acknowledged.", labels=["source"])
+        lag = GaugeMetricFamily("fnrun_source_lag", "Messages waiting at the broker for a "
+                                "source, where the broker tells it.", labels=["source"])
+        for name, source in state.get("sources", {}).items():
+            messages.add_metric([name], float(source.get("messages") or 0))
+            if source.get("lag") is not None:
+                lag.add_metric([name], float(source["lag"]))
+        pending = GaugeMetricFamily("fnrun_sink_pending", "Deliveries waiting to be exported "
+                                    "by a sink.", labels=["sink"])
+        for name in state.get("sinks", {}):
+            pending.add_metric([name], float(self.pending.get(name, 0)))
+        yield from (up, messages, lag, pending)
 
 
 FOLD_EVERY = 1024

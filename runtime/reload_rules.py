@@ -19,6 +19,7 @@ from typing import Any
 
 from watchfiles import Change
 
+from runtime.brokers.declarations import Declarations, last_good
 from runtime.errors import ManifestError, UsageError, Where
 from runtime.manifest import FileScan, function_fingerprint, load_settings
 from runtime.registry import Diff
@@ -136,7 +137,13 @@ def with_last_good(scan: FileScan, old: Project | None) -> Project:
     for name, spec in (old.functions.items() if old is not None else ()):
         if name not in functions and spec.where.file in scan.bad_files:
             functions[name] = spec
-    return Project(scan.project.settings, functions)
+    new = scan.project
+    if old is not None:  # brokers, sources and sinks likewise (SPEC 10)
+        kept = last_good(Declarations(new.brokers, new.sources, new.sinks),
+                         Declarations(old.brokers, old.sources, old.sinks), scan.bad_files)
+        new = dataclasses.replace(new, brokers=kept.brokers, sources=kept.sources,
+                                  sinks=kept.sinks)
+    return dataclasses.replace(new, functions=functions)
 
 
 @dataclass(frozen=True)
@@ -223,7 +230,7 @@ def settle(
             serve[name] = plan.running[name]
             functions[name] = old.functions[name]
             kept.append(name)
-    return Project(project.settings, functions), serve, failures, tuple(kept)
+    return dataclasses.replace(project, functions=functions), serve, failures, tuple(kept)
 
 
 def reload_line(

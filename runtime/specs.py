@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from runtime.errors import Where
 from runtime.flow.rules import FlowRules
+
+if TYPE_CHECKING:
+    from runtime.brokers.specs import BrokerSpec, SinkSpec, SourceSpec
 
 MiB = 1024 * 1024
 DEFAULT_STORE = "sqlite:///.fnrun/state.db"
@@ -118,7 +121,10 @@ class FunctionSpec:
 
 @dataclass(frozen=True)
 class Project:
-    """A loaded project: its settings and its functions by name."""
+    """A loaded project: its settings, its functions by name, and its brokers (SPEC 10)."""
 
     settings: Settings
     functions: Mapping[str, FunctionSpec]
+    brokers: Mapping[str, BrokerSpec] = field(default_factory=dict)
+    sources: Mapping[str, SourceSpec] = field(default_factory=dict)
+    sinks: Mapping[str, SinkSpec] = field(default_factory=dict)

@@ -19,6 +19,10 @@ import anyio
 import anyio.abc
 
 from runtime import confine, plugins, sandbox
+from runtime.brokers.hub import BrokerHub
+from runtime.brokers.sinks import SinkPublisher
+from runtime.brokers.sources import node_name
+from runtime.brokers.specs import SinkSpec
 from runtime.calls import CallHistory
 from runtime.catalog import base_url, describe_functions, webhook_lines
 from runtime.clock import Clock, SystemClock
@@ -69,6 +73,17 @@ class Running:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
+@dataclass
+class RunningSink:
+    """One sink live on this node (SPEC 10): its delivery loop, publishing to its broker."""
+
+    spec: SinkSpec
+    pool: SinkPublisher
+    dispatcher: Dispatcher
+    done: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+
 class Supervisor:
     """Runs a project until told to stop. Implements `Ingress` and `RuntimeView`."""
 
@@ -110,12 +125,16 @@ class Supervisor:
         self.http_server: Listening | None = None
         """Where HTTP is served, once it is (the real port when 0 was asked for)."""
         self._functions: dict[str, Running] = {}
+        self._sinks: dict[str, RunningSink] = {}
+        self.brokers = BrokerHub(self, node_name(settings.http.port))
+        """Links to the project's brokers and its sources (SPEC 10)."""
         self._triggers: dict[str, Trigger] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._ready = False
         self._draining = False
         self._stop = anyio.Event()
         self.metrics.set_sources(self._depth, self._live_workers)
+        self.metrics.brokers.view = self.brokers.describe
 
     # -- Ingress ------------------------------------------------------------
 
@@ -199,6 +218,8 @@ class Supervisor:
             "load_errors": {name: f.line for name, f in sorted(self.load_failures.items())},
             # Informative, not a 503: restarting a node cannot bring its store back.
             "store_error": claims or self.store.outage.error,
+            # Informative too: a broker that is down is named, and reconnected meanwhile.
+            **self.brokers.describe(),
         }
 
     def _live_workers(self) -> Mapping[str, int]:
@@ -270,7 +291,7 @@ class Supervisor:
 
     async def _serve(self, project: Project, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with self.store:
-            self.store.configure({n: s.timeout for n, s in project.functions.items()})
+            self.store.configure(_leases(project))
             recovered = await self.store.recover()
             if recovered:
                 log.warning("recovered %d deliveries left running by a previous run", recovered)
@@ -289,6 +310,9 @@ class Supervisor:
                     if name not in self.load_failures:
                         self._start_function(spec, fingerprints[name], pools.get(name))
                 await self._start_http(tg)
+                if self.http_server is not None:  # the port served names this node's consumers
+                    self.brokers.node = node_name(self.http_server.port)
+                await self._apply_brokers(project)
                 tg.start_soon(self._retention_loop)
                 tg.start_soon(self.calls.run)
                 if self.freeze_heap:
@@ -357,7 +381,7 @@ class Supervisor:
         """
         assert self._tg is not None, "apply() needs a running supervisor"
         change = diff({n: r.fingerprint for n, r in self._functions.items()}, fingerprints)
-        self.store.configure({n: s.timeout for n, s in project.functions.items()})
+        self.store.configure(_leases(project))
         self._bind_triggers(project)
         for name in change.removed + change.changed:
             self._tg.start_soon(self._stop_function, self._functions.pop(name), self.grace)
@@ -368,10 +392,49 @@ class Supervisor:
             )
         for unused in warmed.values():
             self._tg.start_soon(unused.aclose, 0.0)
+        await self._apply_brokers(project)
         self.load_failures = {
             n: f for n, f in (failures or {}).items() if n in project.functions
         }
         return change
+
+    async def _apply_brokers(self, project: Project) -> None:
+        """Links, sources and sinks as `project` declares them (SPEC 10)."""
+        assert self._tg is not None
+        await self.brokers.apply(self._tg, project.brokers, project.sources, project.sinks)
+        for name, running in list(self._sinks.items()):
+            if project.sinks.get(name) != running.spec:
+                self._tg.start_soon(self._stop_sink, self._sinks.pop(name), self.grace)
+        for name, spec in project.sinks.items():
+            if name not in self._sinks:
+                self._start_sink(spec)
+
+    def _start_sink(self, spec: SinkSpec) -> None:
+        assert self._tg is not None
+        publisher = SinkPublisher(spec, lambda: self.brokers.link(spec.broker), self.clock)
+        dispatcher = Dispatcher(
+            spec, publisher, self.store, clock=self.clock, metrics=self.metrics,
+            route=self.route, log=logging.getLogger(f"fnrun.sink.{spec.name}"), poll=IDLE_POLL,
+        )
+        running = self._sinks[spec.name] = RunningSink(spec, publisher, dispatcher)
+        self._tg.start_soon(self._run_sink, running)
+
+    async def _run_sink(self, running: RunningSink) -> None:
+        try:
+            with running.scope:
+                await running.dispatcher.run()
+        finally:
+            running.done.set()
+
+    async def _stop_sink(self, running: RunningSink, grace: float) -> None:
+        """No new deliveries; publishes under way get `grace` to be confirmed."""
+        running.dispatcher.stop()
+        with anyio.move_on_after(grace):
+            await running.done.wait()
+        if not running.done.is_set():
+            running.scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await running.done.wait()
 
     def _bind_triggers(self, project: Project) -> None:
         self.project = project
@@ -438,10 +501,15 @@ class Supervisor:
     async def _drain(self) -> None:
         self._draining = True
         log.info("stopping: letting running invocations finish (grace %.0fs)", self.grace)
+        await self.brokers.stop_sources()  # each acknowledges what it stored, no more
         async with anyio.create_task_group() as tg:
             for running in list(self._functions.values()):
                 tg.start_soon(self._stop_function, running, self.grace)
+            for sink in list(self._sinks.values()):
+                tg.start_soon(self._stop_sink, sink, self.grace)
         self._functions.clear()
+        self._sinks.clear()
+        await self.brokers.close()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -464,3 +532,10 @@ class Supervisor:
             except Exception:
                 log.exception("retention pruning failed; will try again")
             await anyio.sleep(RETENTION_INTERVAL)
+
+
+def _leases(project: Project) -> dict[str, float]:
+    """How long an attempt of each subscriber may run: functions' and sinks' timeouts."""
+    leases = {n: s.timeout for n, s in project.functions.items()}
+    leases.update({n: s.timeout for n, s in project.sinks.items()})
+    return leases

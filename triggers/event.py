@@ -82,10 +82,13 @@ def parse(reader: Reader, node: Node) -> EventSpec:
 
 
 def patterns_of(project: Project) -> Iterator[tuple[str, str]]:
-    """Every (function, pattern) pair bound by `event:` triggers in `project`."""
+    """Every (subscriber, pattern) pair: functions' `event:` triggers, and sinks (SPEC 10),
+    which get deliveries like functions."""
     for name, spec in project.functions.items():
         for t in spec.triggers_of("event"):
             yield name, cast(EventSpec, t).pattern
+    for name, sink in project.sinks.items():
+        yield name, sink.events
 
 
 class Router:

@@ -1,0 +1,220 @@
+"""A source: a broker endpoint's messages imported as events, acknowledged once stored.
+
+One `Source` per declared source runs two tasks over its link's adapter:
+the puller takes messages from `Broker.consume` (at most `prefetch` not yet
+acknowledged: the adapter's window) into a buffer, and the importer takes
+what the buffer holds at once, converts it (`binding.to_event`), publishes it
+through the same durable ingress as `POST /_/events` in one call, and only
+then acknowledges each message (SPEC 10). While the store refuses writes the
+importer retries the same batch with backoff and acknowledges nothing; the
+window stays full, so the puller stops fetching. Publish is idempotent by
+event id, so a message redelivered after a crash is stored once when its id
+is stable (a CloudEvent id or the broker's position).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from runtime.brokers import binding
+from runtime.brokers.base import (
+    BadMessage,
+    Broker,
+    BrokerError,
+    BrokerUnavailable,
+    Endpoint,
+    Received,
+)
+from runtime.brokers.links import Link, backoff
+from runtime.brokers.specs import SourceSpec
+from runtime.errors import FnrunError, StoreError
+from runtime.events import Event
+
+log = logging.getLogger("fnrun.brokers")
+
+MAX_BATCH = 500
+"""Most messages published in one store write."""
+PUBLISH_PATIENCE = 60.0
+"""Seconds one publish may take before it is tried again (the messages are not acked)."""
+SourceState = Literal["waiting", "running", "paused", "failing"]
+
+
+class Publisher(Protocol):
+    """The durable ingress (`runtime.ingress.Ingress.publish`): True per new event."""
+
+    async def publish(self, events: Sequence[Event]) -> list[bool]: ...
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """What `/_/health` and `fnrun ls` show of a source."""
+
+    state: SourceState
+    since: float
+    error: str | None = None
+
+
+def endpoint_of(spec: SourceSpec, node: str) -> Endpoint:
+    """Where `spec` consumes; names left out default to ones derived from the source's
+    name (Kafka group, NATS durable, MQTT client id), and the Redis consumer is this
+    node's (`node`), so that several supervisors share a group without sharing a name."""
+    return Endpoint(
+        queue=spec.queue, exchange=spec.exchange, routing_key=spec.routing_key,
+        topic=spec.topic, group=spec.group or f"fnrun-{spec.name}", start=spec.start,
+        subject=spec.subject, stream=spec.stream, durable=spec.durable or f"fnrun-{spec.name}",
+        client_id=spec.client_id or f"fnrun-{spec.name}", consumer=spec.consumer or node,
+    )
+
+
+def node_name(port: int) -> str:
+    """This supervisor's name among a group's consumers: stable across its restarts."""
+    return f"{socket.gethostname()}:{port}"
+
+
+class Source:
+    """Imports one source's messages until cancelled; never raises into the supervisor."""
+
+    def __init__(self, spec: SourceSpec, link: Link, ingress: Publisher, node: str) -> None:
+        self.spec = spec
+        self.link = link
+        self.ingress = ingress
+        self.endpoint = endpoint_of(spec, node)
+        self.origin = f"/fnrun/sources/{spec.name}"
+        """The CloudEvents `source` of a message that is not a CloudEvent."""
+        self.messages = 0
+        """Messages stored and acknowledged (duplicates of stored ones included)."""
+        self.status = SourceStatus("waiting", time.time())
+        self._failures = 0
+
+    async def run(self) -> None:
+        """Consume, reconnecting through the link, until cancelled."""
+        while True:
+            if self.link.current() is None:
+                self._set("waiting", self.link.status.error)
+            broker = await self.link.broker()
+            self._set("running", None)
+            try:
+                await self._consume(broker)
+            except BrokerUnavailable as exc:
+                self.link.lost(broker, exc)
+                self._set("waiting", str(exc))
+            except BrokerError as exc:  # refused: a missing stream, a wrong queue type, ...
+                self._failures += 1
+                if self._failures == 1 or self._failures % 10 == 0:
+                    log.error("source %s: %s (trying again)", self.spec.name, exc)
+                self._set("failing", str(exc))
+                await anyio.sleep(backoff(self._failures))
+
+    async def _consume(self, broker: Broker) -> None:
+        send, receive = anyio.create_memory_object_stream[Received](self.spec.prefetch)
+        failure: list[BaseException] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pull, broker, send, failure, tg.cancel_scope)
+            try:
+                await self._import(broker, receive)
+            except BrokerError as exc:
+                failure.insert(0, exc)
+            tg.cancel_scope.cancel()
+        if failure:
+            raise failure[0]
+
+    async def _pull(
+        self, broker: Broker, send: MemoryObjectSendStream[Received],
+        failure: list[BaseException], scope: anyio.CancelScope,
+    ) -> None:
+        try:
+            with send:
+                async for received in broker.consume(self.endpoint, self.spec.prefetch):
+                    await send.send(received)
+        except BrokerError as exc:
+            failure.append(exc)
+        if not failure:
+            failure.append(BrokerUnavailable(f"source {self.spec.name}: the consumer ended"))
+        scope.cancel()
+
+    async def _import(self, broker: Broker, receive: MemoryObjectReceiveStream[Received]) -> None:
+        with receive:
+            async for first in receive:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                events = [self._event(broker, r) for r in batch]
+                await self._store_then_ack(events, batch)
+                self._failures = 0
+
+    def _event(self, broker: Broker, received: Received) -> Event:
+        try:
+            return binding.to_event(broker.binding, received.message, self.spec.type, self.origin)
+        except BadMessage as exc:
+            # Imported as it came, not dropped and not left to come back forever.
+            log.warning("source %s: %s; imported as a plain %s event", self.spec.name, exc,
+                        self.spec.type)
+            event = binding.plain_event(received.message, self.spec.type, self.origin)
+            extensions = {**event.extensions, "fnrunerror": str(exc)[:200]}
+            return Event(type=event.type, id=event.id, source=event.source, data=event.data,
+                         extensions=extensions)
+
+    async def _store_then_ack(self, events: list[Event], batch: list[Received]) -> None:
+        """Publish until the store took them (pausing meanwhile), then acknowledge each."""
+        failures = 0
+        while True:
+            try:
+                # Shielded: a stop (reload, SIGTERM) lets a started publish finish and
+                # acknowledges what it stored, rather than leave it to a redelivery.
+                with anyio.CancelScope(shield=True), anyio.fail_after(PUBLISH_PATIENCE):
+                    await self.ingress.publish(events)
+                    await _ack_all(batch)
+                break
+            except (StoreError, TimeoutError) as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("source %s: the store refuses writes; paused, nothing "
+                                "acknowledged: %s", self.spec.name, exc or "timed out")
+                self._set("paused", f"store: {exc or 'timed out'}")
+                await anyio.sleep(min(5.0, 0.25 * 2.0 ** min(failures - 1, 8)))
+            except BrokerError:
+                raise  # an acknowledgement failed: the link reconnects, the broker redelivers
+            except FnrunError as exc:  # an event the store cannot take: no retry helps
+                log.error("source %s: cannot store %d messages: %s", self.spec.name,
+                          len(events), exc)
+                raise BrokerError(f"cannot store messages: {exc}") from exc
+        if failures:
+            log.info("source %s: the store takes writes again; resumed", self.spec.name)
+            self._set("running", None)
+        self.messages += len(batch)
+
+    def _set(self, state: SourceState, error: str | None) -> None:
+        if state != self.status.state or error != self.status.error:
+            since = self.status.since if state == self.status.state else time.time()
+            self.status = SourceStatus(state, since, error)
+
+
+async def _ack_all(batch: Sequence[Received]) -> None:
+    """Acknowledge each, at once (Kafka's commits and NATS's flushes are then shared)."""
+    if len(batch) == 1:
+        await batch[0].ack()
+        return
+    errors: list[BrokerError] = []
+
+    async def ack(received: Received) -> None:
+        try:
+            await received.ack()
+        except BrokerError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for received in batch:
+            tg.start_soon(ack, received)
+    if errors:
+        raise errors[0]
