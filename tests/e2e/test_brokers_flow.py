@@ -159,7 +159,8 @@ class Outbox:
         assert isinstance(self.rig, NatsRig)
         client = await nats.connect("nats://127.0.0.1:4222")
         try:
-            sub = await client.jetstream().pull_subscribe(f"{self.name}.out", stream=self.rig.stream)
+            sub = await client.jetstream().pull_subscribe(f"{self.name}.out",
+                                                          stream=self.rig.stream)
             try:
                 for msg in await sub.fetch(count, timeout=2):
                     headers = dict(msg.headers or {})
@@ -304,10 +305,11 @@ async def exercise(project: Project, rig: Rig, outbox: Outbox) -> None:
     # exported twice: at least once), and no failed attempt's emit is.
     assert set(ids) == expected, (set(ids) ^ expected, len(ids), len(expected))
 
-    health = httpx.get(project.url("/_/health"), timeout=5).json()
+    async with httpx.AsyncClient(timeout=5) as client:
+        health = (await client.get(project.url("/_/health"))).json()
+        metrics = (await client.get(project.url("/_/metrics"))).text
     assert health["brokers"]["b"]["state"] == "up"
     assert health["sources"]["src"]["messages"] >= N + 2
-    metrics = httpx.get(project.url("/_/metrics"), timeout=5).text
     assert 'fnrun_broker_up{broker="b"} 1.0' in metrics
     assert 'fnrun_source_messages_total{source="src"}' in metrics
     assert 'fnrun_sink_pending{sink="out"} 0.0' in metrics
