@@ -147,7 +147,7 @@ class Link:
         try:
             with anyio.move_on_after(10):
                 await broker.close()
-        except Exception as exc:  # a dead connection may fail its close: it is gone anyway
+        except Exception as exc:  # noqa: BLE001 - a dead connection may fail its close; gone anyway
             log.debug("broker %s: close failed: %s", self.spec.name, exc)
 
     def _set(self, state: State, error: str | None) -> None:
