@@ -19,8 +19,8 @@ from typing import Any
 
 from runtime import strict_json
 from runtime.errors import UsageError
+from runtime.event_names import ID_RULE, TYPE_RULE, is_event_id, is_event_type
 from runtime.events import Event
-from runtime.worker import MAX_EVENT_ID, MAX_EVENT_TYPE, TYPE_CHARS  # what ctx.emit takes
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -94,11 +94,8 @@ def check_type(what: str, value: str) -> None:
     Raises:
         UsageError: `what`, then why, e.g. "type 'ping.*' is not dot-separated ...".
     """
-    if len(value) > MAX_EVENT_TYPE or not all(
-        segment and TYPE_CHARS.issuperset(segment) for segment in value.split(".")
-    ):
-        raise UsageError(f"{what} {value!r:.80} is not dot-separated segments of letters, "
-                         f"digits, '_' or '-' (at most {MAX_EVENT_TYPE} characters)")
+    if not is_event_type(value):
+        raise UsageError(f"{what} {value!r:.80} is not {TYPE_RULE}")
 
 
 def check_id(what: str, value: str) -> None:
@@ -107,9 +104,8 @@ def check_id(what: str, value: str) -> None:
     Raises:
         UsageError: `what`, then why, e.g. "id 'a\\nb' is not 1 to 255 printable characters".
     """
-    # Unprintable covers lone surrogates too, which no store can encode.
-    if not value or len(value) > MAX_EVENT_ID or not value.isprintable():
-        raise UsageError(f"{what} {value!r:.80} is not 1 to {MAX_EVENT_ID} printable characters")
+    if not is_event_id(value):
+        raise UsageError(f"{what} {value!r:.80} is not {ID_RULE}")
 
 
 def _event(attrs: Mapping[str, Any], data: Any, where: str) -> Event:

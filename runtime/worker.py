@@ -21,7 +21,7 @@ import faulthandler
 import os
 import sys
 
-from runtime import guard, protocol, results
+from runtime import event_names, guard, protocol, results
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,11 +46,6 @@ MAX_LOG_BYTES = 64 * 1024
 MAX_LOG_LINE = protocol.MAX_LOG_LINE
 DEFAULT_LOG_LINES = 200
 """`logs.max_lines_per_run` when the pool does not say."""
-MAX_EVENT_TYPE = 255
-MAX_EVENT_ID = 255
-TYPE_CHARS = frozenset("-_0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-"""What a segment of an event type is made of (SPEC 4; as `triggers.event` checks
-patterns, without `re`): another type could never match a trigger."""
 
 
 class ReadOnly:
@@ -172,13 +167,8 @@ class Context(ReadOnly):
         for name, value in (("subject", subject), ("id", id)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"ctx.emit: {name} must be a str, not {value!r:.60}")
-        if len(type) > MAX_EVENT_TYPE or not all(
-            segment and TYPE_CHARS.issuperset(segment) for segment in type.split(".")
-        ):
-            raise ValueError(
-                f"ctx.emit: type {type!r:.60} is not dot-separated segments of letters,"
-                f" digits, '_' or '-' (at most {MAX_EVENT_TYPE} characters)"
-            )
+        if not event_names.is_event_type(type):
+            raise ValueError(f"ctx.emit: type {type!r:.60} is not {event_names.TYPE_RULE}")
         if id is not None:
             self._check_id(id)
         if isinstance(data, bytearray | memoryview):
@@ -200,11 +190,8 @@ class Context(ReadOnly):
 
     def _check_id(self, id: str) -> None:
         """Raise ValueError unless `id` is a usable event id no earlier emit used."""
-        # Unprintable covers lone surrogates too, which no store can encode.
-        if not id or len(id) > MAX_EVENT_ID or not id.isprintable():
-            raise ValueError(
-                f"ctx.emit: id {id!r:.60} is not 1 to {MAX_EVENT_ID} printable characters"
-            )
+        if not event_names.is_event_id(id):
+            raise ValueError(f"ctx.emit: id {id!r:.60} is not {event_names.ID_RULE}")
         if self._ids is not None and id in self._ids:
             # The store keeps one event per id: the second would vanish without a word.
             raise ValueError(f"ctx.emit: id {id!r:.60} is already used by an event emitted here")
