@@ -33,6 +33,13 @@ RunBatch = Callable[[Sequence[tuple[Event, int]]], Awaitable[list[Outcome]]]
 """Runs items in one worker while the caller holds a slot; an Outcome per item that ran."""
 
 
+def fair_share(queued: int, takers: int, most: int) -> int:
+    """How many of `queued` items one of `takers` free takers takes: an even split
+    (rounded up, so none is left for a taker that is not there), at most `most`,
+    at least one. The coalescer's slots and the dispatcher's runners split so."""
+    return max(1, min(most, -(-queued // takers)))
+
+
 class _Call:
     __slots__ = ("item", "outcome", "taken")
 
@@ -96,8 +103,7 @@ class Coalescer:
         # An even share per runner not busy with a batch (this one included):
         # a short queue must still use every free slot, but halving it for a
         # busy runner left tails of one-call batches, each a worker round trip.
-        free = self._max_runners - self._busy
-        share = min(MAX_BATCH, -(-len(self._queue) // free))
+        share = fair_share(len(self._queue), self._max_runners - self._busy, MAX_BATCH)
         batch: list[_Call] = []
         while self._queue and len(batch) < share:
             call = self._queue.popleft()

@@ -38,6 +38,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runtime.clock import Clock
+from runtime.coalescer import fair_share
 from runtime.errors import StoreError, StoreUnavailable
 from runtime.events import Event, Outcome
 from runtime.flow.lane import FlowLane
@@ -80,8 +81,7 @@ def batch_size(mean_duration: float, buffered: int, runners: int) -> int:
     at most its fair share of the buffer among the `runners` free to take some
     (itself included), at least one."""
     span = int(BATCH_SPAN / max(mean_duration, 1e-6))
-    share = -(-buffered // runners)
-    return max(1, min(MAX_BATCH, span, share))
+    return fair_share(buffered, runners, min(MAX_BATCH, span))
 
 
 Settling = tuple[Delivery, Outcome]

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
+from runtime.coalescer import fair_share
 from runtime.errors import Where
 from runtime.events import Event, Outcome
 from runtime.pool import WorkerPool
@@ -19,6 +20,17 @@ from tests.runtime.procs import appended_lines
 HANDLERS = Path(__file__).parent / "handlers"
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+@pytest.mark.parametrize(("queued", "takers", "most", "expected"), [
+    (1, 4, 32, 1),     # fewer items than takers: one each, none idle for nothing
+    (10, 4, 32, 3),    # rounded up: 3+3+3+1, not 2+2+2+2 and two left over
+    (8, 4, 32, 2),
+    (1000, 2, 32, 32),  # capped
+    (0, 3, 32, 1),     # at least one
+])
+def test_fair_share(queued: int, takers: int, most: int, expected: int) -> None:
+    assert fair_share(queued, takers, most) == expected
 
 
 @pytest.fixture
