@@ -83,6 +83,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
         arguments.check_id(args.id)
     project = _loadable(args)
     kwargs: dict[str, Any] = {"id": args.id} if args.id is not None else {}
+    if args.key is not None:
+        kwargs["extensions"] = {"partitionkey": args.key}
     data = arguments.read_data(args.data, project.settings.http.max_body)
     event = Event(type=args.type, data=data, subject=args.subject, source="fnrun/cli", **kwargs)
     router = plugins.load(f"{plugins.TRIGGERS['event']}:Router")(project)

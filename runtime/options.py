@@ -146,6 +146,8 @@ def _producing(sub: Any) -> None:
     cmd.add_argument("--subject", help="event subject, e.g. what the event is about")
     cmd.add_argument("--id", help="event id; emitting one id twice stores it once "
                                   "(default: a new one)")
+    cmd.add_argument("--key", help="the event's partitionkey extension: its key for "
+                                   "functions with flow rules and no key: of their own")
 
 
 def _inspecting(sub: Any) -> None:

@@ -269,6 +269,7 @@ class WorkerPool:
             Event(
                 type=raw["type"], data=raw.get("data"), id=raw.get("id") or new_event_id(),
                 source=source, subject=raw.get("subject"),
+                extensions={"partitionkey": raw["key"]} if raw.get("key") is not None else {},
             )
             for raw in reply.get("emits") or ()
         )

@@ -125,6 +125,22 @@ class HandlerEvent(ReadOnly):
         return f"Event(id={self.id!r}, type={self.type!r})"
 
 
+def _emit_data(data: Any) -> Any:
+    """`ctx.emit`'s data as it travels: bytes, or a JSON value.
+
+    Raises:
+        TypeError: it is neither.
+    """
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    if isinstance(data, bytes):
+        return data
+    value, problem = results.json_value(data)
+    if problem is not None:
+        raise TypeError(f"ctx.emit: data is {problem}, which is neither JSON nor bytes")
+    return value
+
+
 class Context(ReadOnly):
     """`ctx`: the function's name, the attempt, its deadline, a logger and `emit`."""
 
@@ -151,32 +167,31 @@ class Context(ReadOnly):
         return _logger(self.function)
 
     def emit(
-        self, type: str, data: Any = None, *, subject: str | None = None, id: str | None = None
+        self, type: str, data: Any = None, *, subject: str | None = None, id: str | None = None,
+        key: str | None = None,
     ) -> None:
         """Queue an event, published only if this invocation succeeds.
 
+        `key` becomes the event's `partitionkey` extension: the default key of
+        functions with flow rules (SPEC 12).
+
         Raises:
             TypeError: `type` is not a non-empty str, `data` is neither JSON
-                nor bytes, or `subject`/`id` are not str.
+                nor bytes, or `subject`/`id`/`key` are not str.
             ValueError: `type` is not dot-separated segments of letters,
                 digits, '_' or '-'; `id` is empty, unprintable, or already
                 used by an event this invocation emits.
         """
         if not isinstance(type, str) or not type:
             raise TypeError(f"ctx.emit: type must be a non-empty str, not {type!r:.60}")
-        for name, value in (("subject", subject), ("id", id)):
+        for name, value in (("subject", subject), ("id", id), ("key", key)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"ctx.emit: {name} must be a str, not {value!r:.60}")
         if not event_names.is_event_type(type):
             raise ValueError(f"ctx.emit: type {type!r:.60} is not {event_names.TYPE_RULE}")
         if id is not None:
             self._check_id(id)
-        if isinstance(data, bytearray | memoryview):
-            data = bytes(data)
-        if not isinstance(data, bytes):
-            data, problem = results.json_value(data)
-            if problem is not None:
-                raise TypeError(f"ctx.emit: data is {problem}, which is neither JSON nor bytes")
+        data = _emit_data(data)
         if id is not None:
             id = str.__str__(id)  # a plain str: marshal refuses subclasses
             ids = self._ids
@@ -186,7 +201,10 @@ class Context(ReadOnly):
             ids.add(id)
         if subject is not None:
             subject = str.__str__(subject)
-        self._emits.append({"type": str.__str__(type), "data": data, "subject": subject, "id": id})
+        emit = {"type": str.__str__(type), "data": data, "subject": subject, "id": id}
+        if key is not None:
+            emit["key"] = str.__str__(key)
+        self._emits.append(emit)
 
     def _check_id(self, id: str) -> None:
         """Raise ValueError unless `id` is a usable event id no earlier emit used."""

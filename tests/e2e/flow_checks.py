@@ -12,13 +12,14 @@ FULL = os.environ.get("FNRUN_FULL_FLOW") == "1"
 FLOW_RECORDER = '''
 import time
 
-def run(event, ctx, fail=False, pause=0.0):
+def run(event, ctx, fail=False, pause=0.0, key=None):
     """Record (key, seq, start, end) of this attempt; raise after recording if `fail`."""
     start = time.time()
     if pause:
         time.sleep(pause)
-    record(event, ctx, key=event.data.get("k"), seq=event.data.get("seq"), start=start,
-           end=time.time(), ok=not fail)
+    key = event.data.get("k") if key is None else key
+    record(event, ctx, key=key, seq=event.data.get("seq"), start=start, end=time.time(),
+           ok=not fail)
     if fail:
         raise RuntimeError("poison")
 '''
