@@ -247,8 +247,8 @@ def _broker(reader: Reader, name: Node, node: Node, environ: Mapping[str, str]) 
         kind = _kind(reader, fields["url"], url, what)
         if _password(url):
             raise reader.error(fields["url"], (
-                f"{what}: the URL holds a password; put the whole URL in an environment "
-                "variable and name it with url_env"))
+                f"{what}: a literal URL must not hold a password; put the URL in an "
+                "environment variable and use url_env"))
         spec = BrokerSpec(name.value, reader.where(name), url=url, kind=kind)
         return Declared(spec, keys)
     variable = reader.string(fields["url_env"], f"{what} url_env")

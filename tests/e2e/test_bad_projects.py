@@ -461,6 +461,102 @@ CONFIG = {
                                       "more than 10000 values"),
 }
 
+RABBIT = 'brokers:\n  b: {url: "amqp://127.0.0.1:5672/"}\n'
+KAFKA = 'brokers:\n  k: {url: "kafka://127.0.0.1:9092"}\n'
+
+
+def broker_case(
+    text: str, says: str, at: str = "fnrun.yaml", files: dict[str, str] | None = None
+) -> Case:
+    """A project declaring brokers, sources and sinks (SPEC 10) in fnrun.yaml (`text`)."""
+    return Case({"fnrun.yaml": text, "functions/f.yaml": GOOD, **(files or {})}, at, says)
+
+
+def source_case_of(fields: str, says: str, base: str = RABBIT) -> Case:
+    return broker_case(f"{base}sources:\n  s: {{{fields}}}\n", says)
+
+
+def sink_case(fields: str, says: str, base: str = RABBIT) -> Case:
+    return broker_case(f"{base}sinks:\n  out: {{{fields}}}\n", says)
+
+
+BROKERS: dict[str, Case] = {
+    "unknown broker": source_case_of("broker: c, queue: q, type: a.b", "unknown broker 'c'"),
+    "unknown scheme": broker_case('brokers:\n  b: {url: "amqpx://h/"}\n',
+                                  "unknown broker URL scheme 'amqpx'"),
+    "password in url": broker_case('brokers:\n  b: {url: "amqp://u:secret@h:5672/"}\n',
+                                   "use url_env"),
+    "url and url_env": broker_case('brokers:\n  b: {url: "amqp://h/", url_env: X}\n',
+                                   "either url or url_env"),
+    "neither url": broker_case("brokers:\n  b: {}\n", "either url or url_env"),
+    "url_env not a name": broker_case('brokers:\n  b: {url_env: "A-B"}\n',
+                                      "is not a variable name"),
+    "broker unknown key": broker_case('brokers:\n  b: {url: "amqp://h/", host: h}\n',
+                                      "unknown key 'host'"),
+    "broker bad name": broker_case('brokers:\n  Bad_B: {url: "amqp://h/"}\n',
+                                   "bad broker name"),
+    "queue and topic": source_case_of("broker: b, queue: q, topic: t, type: a.b",
+                                      "'topic' does not fit broker 'b'"),
+    "kafka field on amqp": source_case_of("broker: b, queue: q, group: g, type: a.b",
+                                          "'group' does not fit"),
+    "kafka source without topic": source_case_of("broker: k, type: a.b", "needs 'topic'",
+                                                 base=KAFKA),
+    "source without type": source_case_of("broker: b, queue: q", "needs 'type'"),
+    "source type wildcard": source_case_of("broker: b, queue: q, type: 'a.*'",
+                                           "has no wildcards"),
+    "source prefetch zero": source_case_of("broker: b, queue: q, type: a.b, prefetch: 0",
+                                           "prefetch must be at least 1"),
+    "source prefetch big": source_case_of("broker: b, queue: q, type: a.b, prefetch: 20000",
+                                          "prefetch must be 1 to 10000"),
+    "source from middle": source_case_of("topic: t, broker: k, type: a.b, from: middle",
+                                         "earliest or latest", base=KAFKA),
+    "source empty queue": source_case_of("broker: b, queue: '', type: a.b",
+                                         "1 to 255 characters"),
+    "sink bad pattern": sink_case("broker: b, queue: q, events: 'a..b'", "empty segment"),
+    "sink without events": sink_case("broker: b, queue: q", "needs 'events'"),
+    "sink format": sink_case("broker: b, queue: q, events: a.b, format: xml",
+                             "binary or structured"),
+    "sink queue and exchange": sink_case("broker: b, queue: q, exchange: x, events: a.b",
+                                         "a queue or an exchange"),
+    "sink routing key without exchange": sink_case(
+        "broker: b, queue: q, routing_key: r, events: a.b", "needs an exchange"),
+    "sink placeholder": sink_case("broker: b, exchange: x, routing_key: '{tpye}', events: a.b",
+                                  "unknown placeholder {tpye}"),
+    "sink template on queue": sink_case("broker: b, queue: '{type}', events: a.b",
+                                        "takes no {...} templates"),
+    "sink qos": sink_case('broker: m, topic: t, events: a.b, qos: 2',
+                          "qos must be 1", base='brokers:\n  m: {url: "mqtt://h"}\n'),
+    "sink retry": sink_case("broker: b, queue: q, events: a.b, retry: {max_attempts: 0}",
+                            "max_attempts must be at least 1"),
+    "sink timeout": sink_case("broker: b, queue: q, events: a.b, timeout: 0s",
+                              "must be positive"),
+    "sink concurrency": sink_case("broker: b, queue: q, events: a.b, concurrency: 1000",
+                                  "concurrency must be 1 to 256"),
+    "redis sink field": sink_case("broker: r, stream: s, queue: q, events: a.b",
+                                  "'queue' does not fit",
+                                  base='brokers:\n  r: {url: "redis://h:6379/1"}\n'),
+    "sink named as function": broker_case(f"{RABBIT}sinks:\n  f: {{broker: b, queue: q, "
+                                          "events: a.b}\n", "is also a function's"),
+    "source named as function": broker_case(f"{RABBIT}sources:\n  f: {{broker: b, queue: q, "
+                                            "type: a.b}\n", "is also a function's"),
+    "duplicate source across files": broker_case(
+        f"{RABBIT}sources:\n  s: {{broker: b, queue: q, type: a.b}}\n",
+        "duplicate source name 's'", at="functions/more.yaml",
+        files={"functions/more.yaml": "sources:\n  s: {broker: b, queue: q2, type: a.c}\n"}),
+    "duplicate broker across files": broker_case(
+        RABBIT, "duplicate broker name 'b'", at="functions/more.yaml",
+        files={"functions/more.yaml": 'brokers:\n  b: {url: "nats://h:4222"}\n'}),
+    "duplicate sink across files": broker_case(
+        f"{RABBIT}sinks:\n  o: {{broker: b, queue: q, events: a.b}}\n",
+        "duplicate sink name 'o'", at="functions/more.yaml",
+        files={"functions/more.yaml": "sinks:\n  o: {broker: b, queue: q, events: a.c}\n"}),
+    "source in functions file": broker_case(
+        RABBIT, "unknown broker 'nope'", at="functions/more.yaml",
+        files={"functions/more.yaml": "sources:\n  s: {broker: nope, queue: q, type: a.b}\n"}),
+    "sources not a mapping": broker_case(f"{RABBIT}sources: [a]\n", "sources must be a mapping"),
+}
+
+
 CORPUS: dict[str, Case] = {
     **{f"yaml syntax: {k}": v for k, v in YAML_SYNTAX.items()},
     **{f"yaml schema: {k}": v for k, v in YAML_SCHEMA.items()},
@@ -468,6 +564,7 @@ CORPUS: dict[str, Case] = {
     **{f"handler: {k}": v for k, v in HANDLERS.items()},
     **{f"special file: {k}": v for k, v in SPECIAL.items()},
     **{f"fnrun.yaml: {k}": v for k, v in CONFIG.items()},
+    **{f"brokers: {k}": v for k, v in BROKERS.items()},
 }
 
 
@@ -564,7 +661,8 @@ SUBSET = [
     "yaml schema: timeout big int", "yaml schema: concurrency big", "trigger: cron minute",
     "handler: 300,000 terms", "special file: yaml fifo", "special file: yaml dev zero",
     "special file: handler link loop", "special file: yaml link loop",
-    "special file: config fifo", "fnrun.yaml: config deep",
+    "special file: config fifo", "fnrun.yaml: config deep", "brokers: password in url",
+    "brokers: duplicate source across files",
 ]
 
 

@@ -1,0 +1,99 @@
+"""A source against a real RabbitMQ and a real Redis store that goes away (SPEC 10):
+nothing is acknowledged while the store refuses writes, fetching stops at `prefetch`,
+and once the store is back every message is stored and acknowledged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import anyio
+import pytest
+
+from runtime.brokers.links import Link
+from runtime.brokers.sources import Source
+from runtime.brokers.specs import BrokerSpec, SourceSpec
+from runtime.errors import Where
+from runtime.events import Event
+from runtime.store.redis import RedisStore
+from tests.e2e.harness import RedisServer
+from tests.runtime.brokers.conftest import make_rig
+from tests.runtime.brokers.rigs import RabbitRig, body_of
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+HERE = Where(Path("fnrun.yaml"), 1, 1)
+N, PREFETCH = 60, 10
+
+
+class Ingress:
+    """The durable door, as the supervisor's: publish to the store, one delivery each."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.refused = 0
+
+    async def publish(self, events: Sequence[Event]) -> list[bool]:
+        try:
+            return await self.store.publish([(e, ["f"]) for e in events])
+        except Exception:
+            self.refused += 1
+            raise
+
+
+async def until(check: Callable[[], object], within: float = 20) -> None:
+    with anyio.fail_after(within):
+        while not await _value(check):
+            await anyio.sleep(0.05)
+
+
+async def _value(check: Callable[[], object]) -> object:
+    result = check()
+    if hasattr(result, "__await__"):
+        return await result  # type: ignore[misc]
+    return result
+
+
+@pytest.mark.slow  # ~6 s: the Redis store tries to reconnect for ~4 s before it refuses
+async def test_a_source_pauses_while_the_store_refuses_writes(
+    tmp_path: Path, own_redis: RedisServer, service_missing: Callable[[str], NoReturn]
+) -> None:
+    rig = make_rig("rabbitmq", tmp_path, service_missing)
+    assert isinstance(rig, RabbitRig)
+    await rig.setup()
+    store = RedisStore(own_redis.url)
+    await store.open()
+    try:
+        ingress = Ingress(store)
+        link = Link(BrokerSpec("b", HERE, url=rig.url, kind="amqp"))
+        spec = SourceSpec("s", HERE, broker="b", type="t.in", prefetch=PREFETCH, queue=rig.name)
+        source = Source(spec, link, ingress, "node")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(link.run)
+            tg.start_soon(source.run)
+            for i in range(N // 2):
+                await rig.native_publish(body_of(i), {}, "application/json")
+            await until(lambda: source.messages == N // 2)
+            own_redis.kill()
+            for i in range(N // 2, N):
+                await rig.native_publish(body_of(i), {}, "application/json")
+            await until(lambda: source.status.state == "paused")
+            # Held, not acknowledged: at most `prefetch` left the queue, none was settled.
+            await until(lambda: ingress.refused >= 1)
+            assert source.messages == N // 2
+            assert await rig.unsettled() >= N // 2 - PREFETCH
+            own_redis.start()
+            await until(lambda: source.messages == N, within=30)
+            assert source.status.state == "running"
+            await until(lambda: _zero(rig))
+            tg.cancel_scope.cancel()
+        counts = await store.counts()
+        assert counts["f"].pending == N
+    finally:
+        await store.close()
+        await rig.teardown()
+
+
+async def _zero(rig: RabbitRig) -> bool:
+    return await rig.unsettled() == 0
