@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import BinaryIO, Protocol
 
+import runtime
 from runtime import protocol
 from runtime.channel import Channel
 from runtime.specs import FunctionSpec
@@ -48,7 +49,13 @@ DRAIN_AFTER_END = 1024 * 1024
 """Most output read once the worker has ended (an escaped process may write forever)."""
 STOP_WAIT = 5.0
 """How long a retiring worker may take to exit before its group is killed."""
-RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNTIME_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(runtime.__file__)))
+"""The folder holding the `runtime` package, first on a worker's path."""
+WORKER_MODULES = (
+    "runtime.protocol", "runtime.results", "runtime.event_names", "runtime.guard",
+    "runtime.confine", "runtime.worker", "runtime.forkserver",
+)
+"""What a worker child and the fork server's template import (with their packages)."""
 
 _lifeline: tuple[int, int] | None = None
 
@@ -73,8 +80,8 @@ def compile_worker() -> None:
     project's CI machines) or into a read-only install; every worker would then
     compile runtime/worker.py from source: about 10 ms of a 25 ms start.
     """
-    for name in ("__init__", "protocol", "guard", "worker", "forkserver"):
-        source = os.path.join(RUNTIME_ROOT, "runtime", f"{name}.py")
+    sources = dict.fromkeys(path for module in WORKER_MODULES for path in source_files(module))
+    for source in sources:
         try:
             cached = importlib.util.cache_from_source(source)
         except NotImplementedError:  # an interpreter without bytecode caching
@@ -88,6 +95,14 @@ def compile_worker() -> None:
             py_compile.compile(source, cfile=cached, doraise=True)
         except (OSError, py_compile.PyCompileError):
             return  # read-only or odd install: workers compile as before
+
+
+def source_files(module: str) -> list[str]:
+    """The source files importing `module` (a dotted name under `RUNTIME_ROOT`) reads:
+    each enclosing package's `__init__.py`, then the module's own."""
+    parts = module.split(".")
+    files = [os.path.join(RUNTIME_ROOT, *parts[:n], "__init__.py") for n in range(1, len(parts))]
+    return [*files, os.path.join(RUNTIME_ROOT, *parts) + ".py"]
 
 
 def child_path() -> list[str]:

@@ -19,7 +19,8 @@ from runtime.specs import FunctionSpec
 
 def test_compile_worker_writes_fresh_bytecode_even_when_python_would_not() -> None:
     """Under PYTHONDONTWRITEBYTECODE (set on CI) each worker would compile itself."""
-    source = Path(process.RUNTIME_ROOT) / "runtime" / "worker.py"
+    source = Path(process.source_files("runtime.worker")[-1])
+    assert source.is_file()
     cached = Path(importlib.util.cache_from_source(str(source)))
     if cached.exists():
         os.utime(cached, (0, 0))  # make it look stale
@@ -27,6 +28,15 @@ def test_compile_worker_writes_fresh_bytecode_even_when_python_would_not() -> No
     process.compile_worker()
     assert cached.exists()
     assert cached.stat().st_mtime >= source.stat().st_mtime
+
+
+def test_compile_worker_covers_every_module_a_worker_imports() -> None:
+    """A module missing from WORKER_MODULES is compiled from source by every worker."""
+    code = ("import sys, runtime.worker, runtime.forkserver, runtime.confine; "
+            "print(' '.join(m for m in sys.modules if m.split('.')[0] == 'runtime'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=process.RUNTIME_ROOT, timeout=60, check=True).stdout
+    assert set(out.split()) - {"runtime"} <= set(process.WORKER_MODULES)
 
 
 @pytest.mark.parametrize(("code", "words"), [
