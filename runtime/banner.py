@@ -7,11 +7,14 @@ the supervisor, which calls it once it serves (before any reload line).
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from runtime.catalog import base_url
+from runtime.dashboard.session import CODE_TTL, login_path
 from runtime.specs import HttpSettings, Settings
 
 BOLD, DIM, RED, RESET = "\033[1m", "\033[2m", "\033[31m", "\033[0m"
@@ -41,6 +44,13 @@ async def show(running: Shown) -> None:
 
 def _paint(text: str, code: str, colour: bool) -> str:
     return f"{code}{text}{RESET}" if colour else text
+
+
+def dashboard_link() -> str:
+    """The dashboard's path; with FNRUN_TOKEN set, a one-time login link (SPEC 11)."""
+    token = os.environ.get("FNRUN_TOKEN")
+    hint = f"  (one-time login link, {CODE_TTL / 60:.0f} min)" if token else ""
+    return login_path(token, time.time()) + hint
 
 
 def trigger_line(trigger: Mapping[str, Any]) -> str:
@@ -83,6 +93,7 @@ def render_banner(
     lines = [
         _paint(f"fnrun dev  {settings.project}", BOLD, colour),
         f"  http   {url}  (health: /_/health, events: POST /_/events)",
+        f"  ui     {url}{dashboard_link()}",
         f"  store  {settings.store}",
         "",
     ]

@@ -11,7 +11,9 @@ sees it, so a route added later cannot escape them:
    query value equal to `FNRUN_TOKEN`, is a 400 (URLs end up in logs and
    browser history; tokens go in the Authorization header).
 3. Bearer token: once `FNRUN_TOKEN` is set, every route but `/_/health`
-   needs `Authorization: Bearer $FNRUN_TOKEN`, on loopback too; else 401.
+   needs `Authorization: Bearer $FNRUN_TOKEN`, on loopback too; else 401,
+   unless `admits` lets it in: the dashboard's session cookie (a browser
+   cannot send the header when it navigates; runtime/dashboard/gate.py).
 
 Webhook routes never pass through here: they carry their own signatures.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl
 
 from starlette.responses import JSONResponse
@@ -65,9 +67,11 @@ class Door:
     """ASGI middleware for the `/_/` API applying the checks in the module docstring."""
 
     def __init__(
-        self, app: ASGIApp, served: str, allowed_hosts: Iterable[str], token: str | None
+        self, app: ASGIApp, served: str, allowed_hosts: Iterable[str], token: str | None,
+        admits: Callable[[Scope], bool] | None = None,
     ) -> None:
         self.app = app
+        self.admits = admits
         names = (host_name(f"[{h}]" if ":" in h else h) for h in (served, *allowed_hosts))
         self.hosts = frozenset(name for name in names if name is not None)
         self.token = token or None
@@ -102,6 +106,8 @@ class Door:
             return None
         given = next((value for name, value in raw if name == b"authorization"), b"")
         if hmac.compare_digest(given, self._expected):
+            return None
+        if self.admits is not None and self.admits(scope):
             return None
         return JSONResponse({"error": "missing or wrong bearer token"}, 401,
                             {"www-authenticate": "Bearer"})

@@ -24,6 +24,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime import cloudevents
+from runtime.dashboard.gate import Gate
+from runtime.dashboard.routes import Dashboard
 from runtime.door import Door
 from runtime.errors import StoreError, UsageError
 from runtime.ingress import Ingress
@@ -58,8 +60,6 @@ class RuntimeView(Protocol):
 
     async def functions_json(self) -> list[dict[str, Any]]: ...
 
-    async def brokers_json(self) -> dict[str, Any]: ...
-
     def health_detail(self) -> dict[str, Any]: ...
 
 
@@ -88,6 +88,11 @@ def check_bind(settings: Settings, environ: Mapping[str, str] | None = None) -> 
         )
 
 
+def dashboard(view: RuntimeView, token: str | None) -> Dashboard:
+    """The `/_/ui` dashboard of `view` (SPEC 11), behind the same door as the rest of `/_/`."""
+    return Dashboard(view, Gate(token))
+
+
 def create_app(
     view: RuntimeView, webhooks: ASGIApp | None, environ: Mapping[str, str] | None = None
 ) -> ASGIApp:
@@ -95,17 +100,18 @@ def create_app(
     env = os.environ if environ is None else environ
     http = view.settings.http
     api = _Api(view)
+    ui = dashboard(view, env.get("FNRUN_TOKEN") or None)
     app = Starlette(routes=[
         Route("/_/health", api.health),
         Route("/_/events", api.events, methods=["POST"]),
         Route("/_/functions", api.functions),
-        Route("/_/brokers", api.brokers),
         Route("/_/metrics", api.metrics),
         Route("/_/invocations", api.invocations),
         Route("/_/dead-letters", api.dead_letters),
+        *ui.routes,
     ], exception_handlers={HTTPException: _http_error, StoreError: api.store_error})
     app.router.default = _not_found
-    door = Door(app, http.host, http.allowed_hosts, env.get("FNRUN_TOKEN") or None)
+    door = Door(app, http.host, http.allowed_hosts, env.get("FNRUN_TOKEN") or None, ui.gate.admits)
     return _Front(door, webhooks or _not_found, view.ingress.store.outage)
 
 
@@ -171,9 +177,6 @@ class _Api:
 
     async def functions(self, request: Request) -> Response:
         return JSONResponse(await self.view.functions_json())
-
-    async def brokers(self, request: Request) -> Response:
-        return JSONResponse(await self.view.brokers_json())
 
     async def metrics(self, request: Request) -> Response:
         body = await self.view.metrics.render()
