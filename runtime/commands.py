@@ -12,7 +12,7 @@ import difflib
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from runtime.events import Event
 from runtime.inspection import cmd_dead_letters, cmd_history, cmd_replay
 from runtime.invocation import cmd_invoke
 from runtime.manifest import scan_project
-from runtime.specs import Project
+from runtime.specs import HttpSettings, Project
 from runtime.store.base import Store
 
 Command = Callable[[argparse.Namespace], int]
@@ -135,6 +135,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print_json(functions)
             return 0
         views.print_functions(functions)
+        views.print_brokers(_broker_sections(project, counts, http, token))
         broken = [f for f in functions if f.get("load_error")]
         if broken:  # only a supervisor knows: it loads handlers in workers
             print("\nhandlers that do not load (each keeps its last good version, if any):")
@@ -143,6 +144,29 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return 0
 
     return arguments.existing_store(args, project.settings, work)
+
+
+def _broker_sections(
+    project: Project, counts: Mapping[str, Any], http: HttpSettings, token: str | None
+) -> dict[str, Any]:
+    """Brokers, sources and sinks as declared, with the running supervisor's state."""
+    from runtime import listing
+    from runtime.brokers.hub import declared
+
+    if not (project.brokers or project.sources or project.sinks):
+        return {}
+    sections = declared(project.brokers, project.sources, project.sinks)
+    for name, sink in sections["sinks"].items():
+        sink["pending"] = counts[name].pending if name in counts else 0
+    answer = listing.ask_supervisor(http, "/_/brokers", token)
+    live = answer[1] if answer is not None and answer[0] == 200 else None
+    if isinstance(live, dict):
+        for section in ("brokers", "sources"):
+            for name, entry in sections[section].items():
+                running = (live.get(section) or {}).get(name)
+                if isinstance(running, dict):
+                    entry.update({k: running.get(k) for k in entry if k in running})
+    return sections
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

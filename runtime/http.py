@@ -60,6 +60,8 @@ class RuntimeView(Protocol):
 
     async def functions_json(self) -> list[dict[str, Any]]: ...
 
+    async def brokers_json(self) -> dict[str, Any]: ...
+
     def health_detail(self) -> dict[str, Any]: ...
 
 
@@ -105,6 +107,7 @@ def create_app(
         Route("/_/health", api.health),
         Route("/_/events", api.events, methods=["POST"]),
         Route("/_/functions", api.functions),
+        Route("/_/brokers", api.brokers),
         Route("/_/metrics", api.metrics),
         Route("/_/invocations", api.invocations),
         Route("/_/dead-letters", api.dead_letters),
@@ -177,6 +180,9 @@ class _Api:
 
     async def functions(self, request: Request) -> Response:
         return JSONResponse(await self.view.functions_json())
+
+    async def brokers(self, request: Request) -> Response:
+        return JSONResponse(await self.view.brokers_json())
 
     async def metrics(self, request: Request) -> Response:
         body = await self.view.metrics.render()

@@ -197,6 +197,16 @@ class Supervisor:
             function["load_error"] = failure.line if failure else None
         return listing
 
+    async def brokers_json(self) -> dict[str, Any]:
+        """`GET /_/brokers`: brokers, sources and sinks with their state (SPEC 10), and
+        each sink's pending deliveries."""
+        out = self.brokers.describe()
+        if out["sinks"]:
+            counts = await self.store.counts()
+            for name, sink in out["sinks"].items():
+                sink["pending"] = counts[name].pending if name in counts else 0
+        return out
+
     @property
     def reload_error(self) -> str | None:
         """What keeps the project from running as it is on disk: one line per problem."""

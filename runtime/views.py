@@ -92,6 +92,29 @@ def print_functions(functions: Sequence[dict[str, Any]]) -> None:
     print_table(rows, ("FUNCTION", "TRIGGERS", "CONC", "PENDING", "RUNNING", "DEAD"))
 
 
+def print_brokers(sections: dict[str, Any]) -> None:
+    """`fnrun ls`: brokers, sources and sinks (SPEC 10), each a table when there are any.
+
+    State is the running supervisor's (`-` when none runs this project)."""
+    brokers, sources, sinks = (sections.get(k) or {} for k in ("brokers", "sources", "sinks"))
+    if brokers:
+        print()
+        print_table([(n, b["kind"] or "?", b["url"] or f"${b['url_env']}", b["state"] or "-",
+                      b["error"] or "") for n, b in brokers.items()],
+                    ("BROKER", "KIND", "URL", "STATE", "ERROR"))
+    if sources:
+        print()
+        print_table([(n, s["broker"], s["type"], s["state"] or "-",
+                      "-" if s["messages"] is None else s["messages"], s["error"] or "")
+                     for n, s in sources.items()],
+                    ("SOURCE", "BROKER", "TYPE", "STATE", "MESSAGES", "ERROR"))
+    if sinks:
+        print()
+        print_table([(n, s["broker"], s["events"], s["format"], s["pending"])
+                     for n, s in sinks.items()],
+                    ("SINK", "BROKER", "EVENTS", "FORMAT", "PENDING"))
+
+
 def print_history(records: Sequence[HistoryRecord], *, utc: bool, width: int | None) -> None:
     """`fnrun history`: a row per attempt, oldest first (the latest is nearest the
     prompt); local times to the second, or exact UTC with `utc`; the error cut to `width`."""

@@ -352,6 +352,12 @@ class _Tee:
             _capture.add(self.name, "", self._partial)
             self._partial = ""
 
+    def flush(self) -> None:
+        # Its own method: through `__getattr__`, each invocation's `_flush` first
+        # failed the normal lookup, building an AttributeError and its message
+        # (~2,000 instructions a stream, ~3% of a no-op invocation's worker).
+        self.stream.flush()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
 

@@ -25,6 +25,7 @@ import anyio.abc
 from runtime.brokers.links import Link
 from runtime.brokers.sources import Publisher, Source
 from runtime.brokers.specs import BrokerSpec, SinkSpec, SourceSpec
+from runtime.brokers.urls import redact
 from runtime.errors import Where
 
 log = logging.getLogger("fnrun.brokers")
@@ -84,6 +85,8 @@ class BrokerHub:
         self.sources: dict[str, Source] = {}
         self.sinks: Mapping[str, SinkSpec] = {}
         self._tasks: dict[tuple[str, str], _Task] = {}
+        self._imported: dict[str, int] = {}
+        """Messages imported by each source's stopped runs (a counter outlives restarts)."""
         self._tg: anyio.abc.TaskGroup | None = None
 
     def link(self, broker: str) -> Link | None:
@@ -100,8 +103,7 @@ class BrokerHub:
         change = plan(self.brokers, old_sources, brokers, sources)
         async with anyio.create_task_group() as stopping:
             for name in change.stop_sources:
-                self.sources.pop(name, None)
-                stopping.start_soon(self._stop, ("source", name))
+                stopping.start_soon(self._stop_source, name)
         async with anyio.create_task_group() as stopping:
             for name in change.stop_links:
                 self.links.pop(name, None)
@@ -127,8 +129,7 @@ class BrokerHub:
         """Stop every source: each finishes what it started storing and acknowledges it."""
         async with anyio.create_task_group() as stopping:
             for name in list(self.sources):
-                stopping.start_soon(self._stop, ("source", name))
-        self.sources.clear()
+                stopping.start_soon(self._stop_source, name)
 
     async def close(self) -> None:
         """Stop every source, then close every link."""
@@ -153,6 +154,12 @@ class BrokerHub:
 
         self._tg.start_soon(guarded)
 
+    async def _stop_source(self, name: str) -> None:
+        await self._stop(("source", name))
+        source = self.sources.pop(name, None)
+        if source is not None:
+            self._imported[name] = self._imported.get(name, 0) + source.messages
+
     async def _stop(self, key: tuple[str, str]) -> None:
         task = self._tasks.pop(key, None)
         if task is not None:
@@ -161,29 +168,44 @@ class BrokerHub:
                 await task.done.wait()
 
     def describe(self) -> dict[str, Any]:
-        """Brokers, sources and sinks with their state, for health, ls and metrics."""
-        brokers = {}
-        for name, spec in sorted(self.brokers.items()):
+        """Brokers, sources and sinks as declared, with their live state (health, ls)."""
+        out = declared(self.brokers, {n: s.spec for n, s in self.sources.items()}, self.sinks)
+        for name, broker in out["brokers"].items():
             link = self.links.get(name)
-            status = link.status if link is not None else None
-            brokers[name] = {
-                "kind": spec.kind, "url": status.url if status else None,
-                "url_env": spec.url_env,
-                "state": status.state if status else "down",
-                "since": status.since if status else None,
-                "error": status.error if status else "not started",
-            }
-        sources = {
-            name: {"broker": s.spec.broker, "type": s.spec.type, "state": s.status.state,
-                   "since": s.status.since, "error": s.status.error, "messages": s.messages,
-                   "prefetch": s.spec.prefetch}
-            for name, s in sorted(self.sources.items())
-        }
-        sinks = {
-            name: {"broker": s.broker, "events": s.events, "format": s.format}
-            for name, s in sorted(self.sinks.items())
-        }
-        return {"brokers": brokers, "sources": sources, "sinks": sinks}
+            if link is not None:
+                status = link.status
+                broker.update(state=status.state, since=status.since, error=status.error,
+                              url=status.url or broker["url"])
+        for name, source in out["sources"].items():
+            live = self.sources[name]
+            source.update(state=live.status.state, since=live.status.since,
+                          error=live.status.error,
+                          messages=self._imported.get(name, 0) + live.messages)
+        return out
+
+
+def declared(
+    brokers: Mapping[str, BrokerSpec], sources: Mapping[str, SourceSpec],
+    sinks: Mapping[str, SinkSpec],
+) -> dict[str, Any]:
+    """Brokers, sources and sinks as declared; `state` null where nothing runs them."""
+    return {
+        "brokers": {
+            name: {"kind": spec.kind, "url": redact(spec.url) if spec.url else None,
+                   "url_env": spec.url_env, "state": None, "since": None, "error": None}
+            for name, spec in sorted(brokers.items())
+        },
+        "sources": {
+            name: {"broker": spec.broker, "type": spec.type, "prefetch": spec.prefetch,
+                   "state": None, "since": None, "error": None, "messages": None}
+            for name, spec in sorted(sources.items())
+        },
+        "sinks": {
+            name: {"broker": spec.broker, "events": spec.events, "format": spec.format,
+                   "pending": None}
+            for name, spec in sorted(sinks.items())
+        },
+    }
 
 
 def _describe(change: Plan) -> str:

@@ -5,7 +5,7 @@ A drained delivery usually only travels: its id goes into history, its
 envelope to a worker. Building an `Event` from the envelope on claim and
 turning it back into one for the worker was a tenth of the supervisor's time
 per delivery, so a claimed event keeps the envelope and parses it only when
-someone reads a field other than its id.
+someone reads a field other than its id and type.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ class StoredEvent(Event):
         event = object.__new__(cls)
         # Frozen dataclass: set through object, as its own __init__ does.
         object.__setattr__(event, "id", envelope["id"])
+        # And its type, which every run record keeps (SPEC 11): reading it must not parse.
+        object.__setattr__(event, "type", envelope["type"])
         object.__setattr__(event, "_envelope", envelope)
         return event
 
@@ -72,5 +74,5 @@ class StoredEvent(Event):
 
 
 for _name in _FIELDS:
-    if _name != "id":
+    if _name not in ("id", "type"):
         setattr(StoredEvent, _name, _Parsed(_name))

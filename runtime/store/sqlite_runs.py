@@ -30,10 +30,17 @@ def runs_query(
         if value is not None:
             where.append(f"{column} = :{column}")
             params[column] = value
+    if status is not None and status != "ok":
+        where.append("status != 'ok'")  # as history_failures says: the planner may use it
     if event_type is not None:
         params["event_type"] = event_type
-        where.append(f"{TOPIC_FUNCTION}(:event_type, event_type)" if has_wildcard(event_type)
-                     else "event_type = :event_type")
+        if has_wildcard(event_type):
+            # GLOB (in C) keeps a superset; the exact match is asked only of those.
+            params["type_glob"] = type_glob(event_type)
+            where.append("event_type GLOB :type_glob"
+                         f" AND {TOPIC_FUNCTION}(:event_type, event_type)")
+        else:
+            where.append("event_type = :event_type")
     if since is not None:
         where.append("started >= :since")
         params["since"] = since
@@ -50,9 +57,22 @@ def runs_query(
     return sql, params, ascending
 
 
+def type_glob(pattern: str) -> str:
+    """A GLOB matching every type `pattern` matches (and maybe more): each `*` or `**`
+    becomes `*`, and GLOB's own special characters stand for themselves."""
+    escaped = "".join(f"[{c}]" if c in "?[]" else c for c in pattern)
+    out = ".".join("*" if segment in ("*", "**") else segment for segment in escaped.split("."))
+    # "a.**" also matches "a" (`**` is zero or more segments): the dot goes with it.
+    return out.replace(".*", "*") if "**" in pattern else out
+
+
 def runs_for_events_query(event_ids: Sequence[str]) -> tuple[str, tuple[str]]:
     return (RUN_SELECT + " WHERE event_id IN (SELECT value FROM json_each(?)) ORDER BY id",
             (json.dumps(list(event_ids)),))
 
 
-RUN_BY_INVOCATION = RUN_SELECT + " WHERE invocation = ? ORDER BY id DESC LIMIT 1"
+RUN_BY_INVOCATION = (RUN_SELECT + " WHERE substr(invocation, 9) = substr(?1, 9)"
+                     " AND +invocation = ?1 ORDER BY id DESC LIMIT 1")
+"""By `history_invocation_tail`: an invocation id's last digits are a counter. The unary
++ keeps SQLite from putting ?1 for `invocation` in the indexed expression, which then
+matches no index (SQLite 3.40 scanned the table)."""

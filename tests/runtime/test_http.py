@@ -72,6 +72,9 @@ class View:
     async def functions_json(self) -> list[dict[str, Any]]:
         return [{"name": "orders"}, {"name": "sink"}]
 
+    async def brokers_json(self) -> dict[str, Any]:
+        return {"brokers": {}, "sources": {}, "sinks": {}}
+
     def health_detail(self) -> dict[str, Any]:
         return {"functions": 2}
 

@@ -112,6 +112,9 @@ async def test_runs_filter_server_side_and_page_by_seq(store: Store) -> None:
     assert names(await store.runs(event_type="order.*", function="b")) == [
         "inv10", "inv08", "inv04", "inv02"]
     assert len(await store.runs(event_type="order.**")) == 12
+    assert len(await store.runs(event_type="**.paid")) == 4
+    assert len(await store.runs(event_type="order.**.created")) == 8
+    assert await store.runs(event_type="order.?reated") == []  # no GLOB wildcards here
     assert await store.runs(event_type="shop.*") == []
     assert names(await store.runs(event_id=sent[5].id)) == ["inv05"]
     assert names(await store.runs(event_id=sent[5].id, status="error")) == []
