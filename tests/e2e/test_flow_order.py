@@ -9,7 +9,7 @@ from tests.e2e.flow_checks import FLOW_RECORDER, FULL, assert_key_order, max_ove
 from tests.e2e.harness import Project, wait_until
 
 KEYS = 50
-EVENTS = 10_000 if FULL else 1_500
+EVENTS = 10_000 if FULL else 1_000
 POISONED = 5
 
 

@@ -1,0 +1,54 @@
+"""order: key and per-key limits across 3 supervisors on one Redis (SPEC 12 and 9):
+one run per key at a time for the whole cluster, in publish order, through a kill -9
+of one node (its runs are taken over once its heartbeat is gone)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.e2e.flow_checks import FULL, assert_key_order, max_overlap
+from tests.e2e.harness import Project, wait_until
+from tests.e2e.test_cluster import start_node
+from tests.e2e.test_flow_order import events, ordered_project
+from tests.services import redis_url
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(300)]
+
+SHARED = redis_url(12)
+
+
+@pytest.fixture
+def flow_redis(service_missing: object) -> Iterator[str]:
+    """DB 12 of the shared Redis, flushed before and after."""
+    try:
+        with redis.Redis.from_url(SHARED, socket_connect_timeout=1) as client:
+            client.flushdb()
+    except redis.RedisError as exc:
+        service_missing(f"Redis is not reachable at {SHARED}: {exc}")  # type: ignore[operator]
+    yield SHARED
+    with redis.Redis.from_url(SHARED, socket_connect_timeout=1) as client:
+        client.flushdb()
+
+
+def test_order_key_holds_across_three_nodes_and_a_kill9(project: Project, flow_redis: str) -> None:
+    ordered_project(project)
+    nodes = [start_node(project, flow_redis) for _ in range(3)]
+    project.port = nodes[0][1]
+    items, expected = events()
+    project.publish(items)
+    wait_until(lambda: sum(1 for c in project.calls() if c["ok"]) >= len(items) // 3,
+               timeout=120)
+    project.kill9(nodes[1][0])  # its runs wait for its heartbeat to expire, then move
+
+    def all_done() -> bool:
+        done = {(c["key"], c["seq"]) for c in project.calls() if c["ok"]}
+        return len(done) == len(items)
+
+    wait_until(all_done, timeout=240 if FULL else 120)
+    calls = project.calls()
+    assert_key_order(calls, expected)
+    assert len({c["pid"] for c in calls}) >= 3, "the work was not shared"
+    assert max_overlap(calls) >= 2
