@@ -143,7 +143,8 @@ class Event:
         )
 
 
-Status = Literal["ok", "error", "timeout", "crash"]
+Status = Literal["ok", "error", "timeout", "crash", "superseded"]
+"""`superseded`: a debounced delivery that a later event of its key replaced (SPEC 12)."""
 
 
 @dataclass(frozen=True)

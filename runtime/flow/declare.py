@@ -11,9 +11,10 @@ from runtime.flow.rules import DEFAULT_KEY, FlowRules, RateLimit, key_path_probl
 from runtime.settings_loader import MAX_CONCURRENCY
 from runtime.yamlnodes import Node, Reader
 
-FLOW_KEYS = ("key", "order", "rate_limit")
+FLOW_KEYS = ("key", "order", "rate_limit", "debounce")
 """Function keys that only flow control reads (`concurrency` may also be a mapping)."""
 MAX_RATE = 1_000_000
+MAX_DEBOUNCE = 7 * 86400.0
 
 
 def declares_flow(keys: Mapping[str, Node]) -> bool:
@@ -79,4 +80,10 @@ def flow_rules(
             raise reader.error(node, f"{owner}: order: key runs one at a time per key;"
                                      " per_key must be 1 or left out")
     rate = rate_limit(reader, keys["rate_limit"], owner) if "rate_limit" in keys else None
-    return FlowRules(key=key, keyed=keyed, order=order, per_key=per_key, limit=limit, rate=rate)
+    debounce = None
+    if "debounce" in keys:
+        debounce = reader.duration(keys["debounce"], f"{owner}.debounce")
+        if not 0.001 <= debounce <= MAX_DEBOUNCE:
+            raise reader.error(keys["debounce"], f"{owner}.debounce must be between 1ms and 7d")
+    return FlowRules(key=key, keyed=keyed, order=order, per_key=per_key, limit=limit, rate=rate,
+                     debounce=debounce)

@@ -45,6 +45,8 @@ class FlowRules:
     limit: int = 1
     """Most runs at once in all (the function's `concurrency`)."""
     rate: RateLimit | None = None
+    debounce: float | None = None
+    """Seconds of quiet per key before its last event runs; earlier ones are superseded."""
 
     @property
     def key_limit(self) -> int | None:

@@ -37,7 +37,7 @@ class RedisFlow:
         self._due: float | None = None
 
     async def claim(self, limit: int, now: float) -> list[Delivery]:
-        from runtime.store.redis import lease_margin
+        from runtime.store.redis import RUNS_MAX, lease_margin
 
         rules, store = self.rules, self.store
         lease = store.leases.get(self.function, 60.0)
@@ -46,7 +46,9 @@ class RedisFlow:
             *self.head, store.consumer, limit, int(now * 1000),
             int((lease + lease_margin(lease)) * 1000), rules.limit,
             rate.limit if rate else 0, int(rate.period * 1000) if rate else 0,
-            "1" if rules.keyed else "0", ADMIT_BATCH, len(rules.key), *rules.key,
+            "1" if rules.keyed else "0", ADMIT_BATCH,
+            int(rules.debounce * 1000) if rules.debounce else 0, RUNS_MAX,
+            len(rules.key), *rules.key,
         ]
         rows, ready_at, due = await store._call("flow_claim", args)
         self._ready_at = float(ready_at) / 1000 if ready_at else None

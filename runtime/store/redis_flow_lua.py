@@ -79,7 +79,8 @@ local function ours(m, me) return redis.call('HGET', FX, m) == me end
 CLAIM = FLOW + """
 local me, room, now, lease = arg(), tonumber(arg()), tonumber(arg()), tonumber(arg())
 local total, rate, period, keyed = tonumber(arg()), tonumber(arg()), tonumber(arg()), arg() == '1'
-local admit_max, depth = tonumber(arg()), tonumber(arg())
+local admit_max, debounce, hmax = tonumber(arg()), tonumber(arg()), tonumber(arg())
+local depth = tonumber(arg())
 local path = {}
 for i = 1, depth do path[i] = arg() end
 
@@ -123,6 +124,21 @@ for i = 1, #running, 2 do
   if not alive[node] then requeue(running[i]) end
 end
 
+-- Debounce: a newer event of the key replaces what waits; a run record says so.
+local function supersede(m, info, by)
+  redis.call('ZREM', fk(info.k), m)
+  redis.call('HDEL', FI, m)
+  release_event(info.e)
+  local inv = string.sub(redis.sha1hex(fn .. ' ' .. m), 1, 12)
+  local body = cjson.encode({invocation = inv, event_id = info.e, event_type = info.y or '',
+    ['function'] = fn, attempt = 0, status = 'superseded', started = now / 1000, duration = 0,
+    error = 'superseded by event ' .. by, traceback = cjson.null, result = cjson.null,
+    emitted = {}, logs = {}})
+  record(fn, info.e, inv .. ' ' .. string.format('%d', now) .. ' superseded\\n' .. body, hmax)
+end
+
+local function ms_of(d) return tonumber(string.sub(d, 1, string.find(d, '-', 1, true) - 1)) end
+
 -- Admission, in stream order: retries left in `r:{fn}` first, then `q:{fn}`.
 local admitted = 0
 for _, s in ipairs({P .. 'r:' .. fn, P .. 'q:' .. fn}) do
@@ -131,9 +147,18 @@ for _, s in ipairs({P .. 'r:' .. fn, P .. 'q:' .. fn}) do
       local f = fields(e[2])
       local body = redis.call('HGET', P .. 'ev:' .. f['e'], 'e')
       if body then
-        local m = member(f['d'] or e[1])
+        local d = f['d'] or e[1]
+        local m = member(d)
         if redis.call('HEXISTS', FI, m) == 0 then
-          wait(m, {e = f['e'], k = key_of(cjson.decode(body)), a = used_before(fn, f), u = now})
+          local ev = cjson.decode(body)
+          local info = {e = f['e'], k = key_of(ev), a = used_before(fn, f), u = now}
+          if debounce > 0 then
+            info.y, info.u = ev['type'], ms_of(d) + debounce
+            for _, old in ipairs(redis.call('ZRANGE', fk(info.k), 0, -1)) do
+              supersede(old, info_of(old), f['e'])
+            end
+          end
+          wait(m, info)
         end
       end
       redis.call('XACK', s, G, e[1])

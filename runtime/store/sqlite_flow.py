@@ -27,6 +27,7 @@ from runtime.events import Outcome
 from runtime.flow.rules import FlowRules, key_of
 from runtime.store.base import Delivery, Success
 from runtime.store.envelope import StoredEvent
+from runtime.store.sqlite_schema import HISTORY_INSERT, history_row
 
 if TYPE_CHECKING:
     from runtime.store.sqlite import SqliteStore
@@ -68,8 +69,9 @@ ANY = "SELECT d.id AS id, f.key AS key " + LIVE + " AND d.state = 'pending' AND 
 """No bound per key (a rate limit alone): every due pending delivery."""
 
 
-def admit(conn: sqlite3.Connection, function: str, path: tuple[str, ...]) -> None:
-    """Give each delivery stored since the last admission its key."""
+def admit(conn: sqlite3.Connection, function: str, rules: FlowRules) -> None:
+    """Give each delivery stored since the last admission its key (and, debounced,
+    supersede what waits for the same key)."""
     row = conn.execute("SELECT last FROM flow_cursor WHERE function = ?", (function,)).fetchone()
     last = row[0] if row else 0
     if row is None:  # first flow claim of this function: adopt what waits already
@@ -82,11 +84,46 @@ def admit(conn: sqlite3.Connection, function: str, path: tuple[str, ...]) -> Non
     ).fetchall()
     if not scanned:
         return
-    rows = [(d, function, key_of(json.loads(body) if body else {}, path))
+    rows = [(d, function, key_of(json.loads(body) if body else {}, rules.key))
             for d, fn, body in scanned if fn == function]
+    if rules.debounce is not None:
+        debounce(conn, function, rows, rules.debounce)
     conn.executemany("INSERT OR IGNORE INTO flow_keys (delivery, function, key) VALUES (?, ?, ?)",
                      rows)
     conn.execute("UPDATE flow_cursor SET last = ? WHERE function = ?", (scanned[-1][0], function))
+
+
+def debounce(
+    conn: sqlite3.Connection, function: str, rows: list[tuple[int, str, str]], period: float
+) -> None:
+    """Per key, the newest of `rows` waits `period` after its publish; every delivery of
+    the key waiting before it (not running) is superseded: gone, with a history row."""
+    newest = {key: delivery for delivery, _, key in rows}
+    superseded = [(delivery, newest[key]) for delivery, _, key in rows
+                  if newest[key] != delivery]
+    for key, delivery in newest.items():
+        superseded += [(older, delivery) for (older,) in conn.execute(
+            "SELECT d.id " + LIVE + " AND f.key = :key AND d.state = 'pending'",
+            {"fn": function, "key": key})]
+        conn.execute("UPDATE deliveries SET due = due + ? WHERE id = ?", (period, delivery))
+    if not superseded:
+        return
+    gone = json.dumps([older for older, _ in superseded])
+    events = dict(conn.execute(
+        "SELECT d.id, e.body FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+        " WHERE d.id IN (SELECT value FROM json_each(?))", (gone,)).fetchall())
+    newer_ids = dict(conn.execute(
+        "SELECT d.id, e.id FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+        " WHERE d.id IN (SELECT value FROM json_each(?))",
+        (json.dumps([newer for _, newer in superseded]),)).fetchall())
+    now = time.time()
+    for older, newer in superseded:
+        event = StoredEvent.of(json.loads(events[older]))
+        outcome = Outcome("superseded", now, 0.0, error=f"superseded by event {newer_ids[newer]}")
+        conn.execute(HISTORY_INSERT, history_row(event, function, 0, outcome))
+    conn.execute("DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?))", (gone,))
+    conn.execute("DELETE FROM flow_keys WHERE delivery IN (SELECT value FROM json_each(?))",
+                 (gone,))
 
 
 class RateLog:
@@ -147,7 +184,7 @@ class SqliteFlow:
             for statement in FLOW_SCHEMA.split(";"):
                 conn.execute(statement)
             self._ready = True
-        admit(conn, fn, rules.key)
+        admit(conn, fn, rules)
         if time.monotonic() - self._purged > PURGE_EVERY:
             self._purged = time.monotonic()
             conn.execute("DELETE FROM flow_keys WHERE function = ? AND NOT EXISTS"

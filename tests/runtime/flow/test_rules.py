@@ -66,10 +66,11 @@ def spec_of(tmp_path: Path, body: str) -> Any:
 
 def test_rules_load_from_yaml(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, "    key: data.customer_id\n    order: key\n"
-                   "    concurrency: {limit: 8}\n    rate_limit: {limit: 100, period: 1s}\n")
+                   "    concurrency: {limit: 8}\n    rate_limit: {limit: 100, period: 1s}\n"
+                   "    debounce: 5s\n")
     assert spec.concurrency == 8
     assert spec.flow == FlowRules(key=("data", "customer_id"), keyed=True, order=True,
-                                  per_key=None, limit=8, rate=RateLimit(100, 1.0))
+                                  per_key=None, limit=8, rate=RateLimit(100, 1.0), debounce=5.0)
     assert spec.flow.key_limit == 1
 
 
@@ -90,6 +91,8 @@ def test_plain_function_has_no_rules_and_integer_concurrency_stays(tmp_path: Pat
     ("    rate_limit: {limit: 0, period: 1s}\n", 4, 25, "must be at least 1"),
     ("    rate_limit: {limit: 5}\n", 4, 17, "needs 'period'"),
     ("    rate_limit: {limit: 5, period: 0s}\n", 4, 36, "between 1ms and 7d"),
+    ("    debounce: 0s\n", 4, 15, "f.debounce must be between 1ms and 7d"),
+    ("    debounce: soon\n", 4, 15, "f.debounce"),
 ])
 def test_bad_rules_are_one_line_at_their_position(
     tmp_path: Path, body: str, line: int, column: int, message: str
