@@ -140,7 +140,8 @@ class Template:
         try:
             self.popen = subprocess.Popen(
                 [*sandbox.wrapper, *boot_command(
-                    "runtime.forkserver", f"control={theirs.fileno()}", f"lifeline={lifeline()}",
+                    "runtime.forkserver",
+                    f"control={theirs.fileno()}", f"lifeline={lifeline()}",
                     *confined, confine=_user(sandbox))],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=sandbox.cwd,
                 pass_fds=(theirs.fileno(), lifeline()), start_new_session=True, env=self.env,

@@ -111,7 +111,8 @@ def child_path() -> list[str]:
 
 
 Confine = tuple[int | None, int | None]
-"""The user a confined child becomes (uid, gid; None, None: its own), see `runtime.confine`."""
+"""The user a confined child becomes (uid, gid; None, None: its own),
+see `runtime.confine`."""
 
 
 def boot_command(module: str, *args: str, confine: Confine | None = None) -> list[str]:
@@ -146,7 +147,8 @@ def worker_options(spec: FunctionSpec) -> list[str]:
 def child_command(spec: FunctionSpec, proto_fd: int, confine: Confine | None = None) -> list[str]:
     """The command line of a worker started directly (not forked)."""
     return boot_command(
-        "runtime.worker", f"proto={proto_fd}", f"lifeline={lifeline()}", *worker_options(spec),
+        "runtime.worker",
+        f"proto={proto_fd}", f"lifeline={lifeline()}", *worker_options(spec),
         confine=confine,
     )
 

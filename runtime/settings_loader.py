@@ -241,7 +241,8 @@ def read_config(file: Path) -> dict[str, Any]:
     root = reader.compose()
     if root is None:
         return {}
-    # brokers, sources and sinks are declarations, read with the functions (runtime.manifest).
+    # brokers, sources and sinks are declarations, read with the functions
+    # (runtime.manifest).
     keys = ("functions", "store", "http", "defaults", "retention", "isolation", "logs",
             "brokers", "sources", "sinks")
     fields = reader.mapping(root, CONFIG_FILE, allowed=keys)

@@ -41,8 +41,9 @@ def test_worker_child_imports_no_supervisor_code() -> None:
     code = (
         "import sys, runtime.worker; "
         "bad = [m for m in sys.modules if m.split('.')[0] in {'anyio', 'yaml', 'triggers', "
-        "'starlette', 'uvicorn', 'redis'} or m in {'runtime.supervisor', 'runtime.pool', "
-        "'runtime.dispatcher', 'runtime.store', 'runtime.manifest'}]; print(bad)"
+        "'starlette', 'uvicorn', 'redis'} or m in {'runtime.supervisor', "
+        "'runtime.pool', 'runtime.dispatcher', 'runtime.store', "
+        "'runtime.manifest'}]; print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, timeout=60, check=True).stdout

@@ -55,7 +55,8 @@ def test_spawned_and_forked_workers_share_one_command_shape() -> None:
     spec = FunctionSpec(name="fn", where=Where(Path("f.yaml"), 1, 1),
                         handler_file=Path("/x/h.py"), handler_attr="run", memory_mb=64)
     command = process.child_command(spec, 7)
-    assert command[:2] == [sys.executable, "-S"] and "from runtime.worker import main" in command[3]
+    assert command[:2] == [sys.executable, "-S"]
+    assert "from runtime.worker import main" in command[3]
     assert command[4:] == ["proto=7", f"lifeline={process.lifeline()}",
                            *process.worker_options(spec)]
     assert process.worker_options(spec) == [

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_uvicorn_is_a_series_the_fast_path_was_checked_against() -> None:
     series = server.uvicorn_series()
     assert series in server.CHECKED_UVICORN, (
-        f"uvicorn {uvicorn.__version__} is installed, but runtime/fast_protocol.py was checked "
+        f"uvicorn {uvicorn.__version__} is installed, "
+        "but runtime/fast_protocol.py was checked "
         f"against {sorted(server.CHECKED_UVICORN)} only: read uvicorn's httptools_impl.py "
         "(HttpToolsProtocol.on_response_complete, RequestResponseCycle.transport) and "
         "h11_impl.py for changes, then add the series to CHECKED_UVICORN and pyproject.toml"
