@@ -328,10 +328,11 @@ class RedisStore(RedisOperations):
         await self._call("fail", args)
 
     async def record(self, calls: Sequence[tuple[str, Event, Outcome]]) -> None:
-        args: list[Arg] = [RUNS_MAX, len(calls)]
-        for function, event, outcome in calls:
-            args += [function, event.id, record_json(function, event, 1, outcome)]
-        if calls:
+        for start in range(0, len(calls), CHUNK):  # Lua's unpack takes a few thousand
+            part = calls[start : start + CHUNK]
+            args: list[Arg] = [RUNS_MAX, len(part)]
+            for function, event, outcome in part:
+                args += [function, event.id, record_json(function, event, 1, outcome)]
             await self._call("record", args)
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:

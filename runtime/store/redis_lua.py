@@ -135,17 +135,46 @@ local function trim_runs(hmax)
 end
 
 -- Keep a run record: `hist` is "invocation started_ms status", a newline, then
--- its JSON without the seq, which is given here (see `redis_records.record_json`).
-local function record(fn, eid, hist, hmax)
+-- its JSON without the seq (see `redis_records.record_json`). Queued, and
+-- written with the call's others by `flush_runs`, in a few commands.
+local runs_q = {}
+local function record(fn, eid, hist)
   local nl = string.find(hist, '\\n', 1, true)
   local inv, started, status = string.match(string.sub(hist, 1, nl - 1), '^(%S+) (%S+) (%S+)$')
-  local seq = redis.call('INCR', P .. 'runseq')
-  redis.call('SET', P .. 'run:' .. inv, '{"seq":' .. seq .. ',' .. string.sub(hist, nl + 2))
-  redis.call('ZADD', P .. 'runs', seq, table.concat({inv, started, status, fn, eid}, ' '))
-  redis.call('ZADD', P .. 'runs:f:' .. fn, seq, inv)
-  redis.call('ZADD', P .. 'runs:s:' .. status, seq, inv)
-  redis.call('ZADD', P .. 'runs:e:' .. eid, seq, inv)
-  if seq % TRIM_EVERY == 0 then trim_runs(hmax) end
+  runs_q[#runs_q + 1] = {inv = inv, fn = fn, eid = eid, status = status, started = started,
+                         body = string.sub(hist, nl + 2)}
+end
+
+local function zadd_later(per, key, seq, member)
+  local t = per[key]
+  if not t then
+    t = {}
+    per[key] = t
+  end
+  t[#t + 1] = seq
+  t[#t + 1] = member
+end
+
+-- Write the queued run records: bodies with their seq, and the four indexes.
+local function flush_runs(hmax)
+  local n = #runs_q
+  if n == 0 then return end
+  local last = redis.call('INCRBY', P .. 'runseq', n)
+  local first = last - n + 1
+  local bodies, per = {}, {}
+  for i, r in ipairs(runs_q) do
+    local seq = first + i - 1
+    bodies[#bodies + 1] = P .. 'run:' .. r.inv
+    bodies[#bodies + 1] = '{"seq":' .. seq .. ',' .. r.body
+    zadd_later(per, P .. 'runs', seq, table.concat({r.inv, r.started, r.status, r.fn, r.eid}, ' '))
+    zadd_later(per, P .. 'runs:f:' .. r.fn, seq, r.inv)
+    zadd_later(per, P .. 'runs:s:' .. r.status, seq, r.inv)
+    zadd_later(per, P .. 'runs:e:' .. r.eid, seq, r.inv)
+  end
+  redis.call('MSET', unpack(bodies))
+  for key, args in pairs(per) do redis.call('ZADD', key, unpack(args)) end
+  runs_q = {}
+  if math.floor(last / TRIM_EVERY) > math.floor((first - 1) / TRIM_EVERY) then trim_runs(hmax) end
 end
 
 -- Is `id` running on consumer `me`? After a lease passed, another node may

@@ -76,7 +76,8 @@ local fn, me, entry, d, eid = arg(), arg(), arg(), arg(), arg()
 local hist, hmax = arg(), tonumber(arg())
 local q
 q, entry = stream_of(fn, entry)
-record(fn, eid, hist, hmax)
+record(fn, eid, hist)
+flush_runs(hmax)
 -- Not ours any more: another node took the delivery over (lease passed) and
 -- settles it itself; its emits, not ours, are the ones to keep.
 if not owns(q, entry, me) then return 0 end
@@ -119,7 +120,7 @@ for i = 1, count do
   local fn, entry, d, emits = string.match(arg(), '^(%S+) (%S+) (%S+) (%d+)$')
   local q, id = stream_of(fn, entry)
   local it = {fn = fn, q = q, entry = id, d = d, eid = arg(), emits = tonumber(emits)}
-  record(fn, it.eid, arg(), hmax)
+  record(fn, it.eid, arg())
   it.at = argi
   for _ = 1, it.emits do
     argi = argi + 4
@@ -133,6 +134,7 @@ for i = 1, count do
   end
   t.entries[#t.entries + 1] = id
 end
+flush_runs(hmax)
 for q, t in pairs(per_q) do
   local lo, hi = t.entries[1], t.entries[1]
   for _, e in ipairs(t.entries) do
@@ -177,7 +179,8 @@ local retry_at, now = arg(), arg()
 local attempts, err, tb = arg(), arg(), arg()
 local q
 q, entry = stream_of(fn, entry)
-record(fn, eid, hist, hmax)
+record(fn, eid, hist)
+flush_runs(hmax)
 if not owns(q, entry, me) then return 0 end
 redis.call('XACK', q, G, entry)
 redis.call('XDEL', q, entry)

@@ -107,8 +107,9 @@ RECORD = PRELUDE + """
 local hmax, count = tonumber(arg()), tonumber(arg())
 for i = 1, count do
   local fn, eid = arg(), arg()
-  record(fn, eid, arg(), hmax)
+  record(fn, eid, arg())
 end
+flush_runs(hmax)
 return count
 """
 

@@ -789,3 +789,22 @@ async def test_enum_and_mapping_subclasses_come_back_as_plain_json(
     [event] = emitted.emits
     assert (event.type, event.data, event.subject) == ("plain.enum", {"red": 3}, "red")
     assert type(event.subject) is str and type(next(iter(event.data))) is str
+
+
+async def test_outcomes_carry_their_invocation_id_and_log_lines(
+    pools: Callable[..., WorkerPool],
+) -> None:
+    pool = pools(make_spec(log_lines=4))
+    said, chatty, slow = await pool.invoke_many(
+        [(ev(do="say"), 1), (ev(do="chatty", order=3, lines=5, fail=True), 2), (ev(do="pid"), 1)])
+    # The id the handler saw (ctx.invocation) and its log lines were tagged with.
+    assert said.invocation == decode_result(said.result)[2]
+    assert [(line.stream, line.text) for line in said.logs] == [
+        ("stdout", f"said {said.invocation}")]
+    assert len({said.invocation, chatty.invocation, slow.invocation}) == 3
+    assert all(len(o.invocation) == 12 for o in (said, chatty, slow))
+    assert chatty.status == "error" and chatty.error == "RuntimeError: kaboom"
+    assert [line.text for line in chatty.logs] == [
+        "charging 3", "printed ✓", "to stderr", "line 0",
+        "... 6 more lines cut (logs.max_lines_per_run=4)"]
+    assert slow.logs == ()
