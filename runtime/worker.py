@@ -328,6 +328,10 @@ class _Tee:
         self.stream = stream
         self.name = name
         self._partial = ""
+        # The stream's own flush, found without `__getattr__` (which first fails the
+        # normal lookup, building an AttributeError and its message) and called
+        # without a Python frame: `_flush` calls it after every invocation.
+        self.flush: Callable[[], None] = stream.flush
 
     def write(self, text: str) -> int:
         if text:
@@ -351,12 +355,6 @@ class _Tee:
         if self._partial:
             _capture.add(self.name, "", self._partial)
             self._partial = ""
-
-    def flush(self) -> None:
-        # Its own method: through `__getattr__`, each invocation's `_flush` first
-        # failed the normal lookup, building an AttributeError and its message
-        # (~2,000 instructions a stream, ~3% of a no-op invocation's worker).
-        self.stream.flush()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
@@ -577,7 +575,7 @@ def _flush() -> None:
 
 def _end_lines() -> None:
     for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, _Tee):
+        if isinstance(stream, _Tee) and stream._partial:
             stream.end()
 
 
@@ -610,15 +608,15 @@ def serve(fd: int, runner: Runner) -> None:
         _capture.limit = message.get("lines", DEFAULT_LOG_LINES)
         for item in message["items"]:
             _mark(item["invocation"])  # after the previous item's _flush: its output is before
-            _capture.take()  # what was written between invocations is no one's
+            if _capture.lines or _capture.cut:  # (a call less per invocation that wrote nothing)
+                _capture.take()  # what was written between invocations is no one's
             # Each item's deadline starts with the item: the pool times items, not batches.
             ctx = Context(function, item["attempt"], time() + timeout, item["invocation"])
             done = _invoke(runner, ctx, item["event"])
             _flush()
             _end_lines()
-            logs = _capture.take()
-            if logs is not None:
-                done["logs"] = logs
+            if _capture.lines or _capture.cut:
+                done["logs"] = _capture.take()
             if os.getpid() != pid:
                 # A child the handler forked (os.fork) and let return: it must not
                 # answer for the item, nor read the next one off the worker's socket.
