@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,9 +24,11 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import _service_missing
 from tests.e2e.harness import Project, free_port, wait_until
+from tests.services import redis_url
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,14 +91,35 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
+BROKERS = """
+brokers:
+  legacy: {{url: "{url}"}}
+sources:
+  orders: {{broker: legacy, stream: {stream}-in, type: order.imported}}
+sinks:
+  greetings: {{broker: legacy, stream: {stream}-out, events: greet.sent}}
+"""
+BROKER_DB = 9
+"""The Redis database of the Redis Streams broker (its streams are named per run)."""
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    client = redis.Redis.from_url(redis_url(BROKER_DB))
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        _service_missing(f"Redis is not running at {redis_url(BROKER_DB)}")
+    stream = f"fnrun-dash-{uuid.uuid4().hex[:8]}"
     project = Project(tmp_path_factory.mktemp("dashboard") / "proj")
     project.functions.mkdir(parents=True)
+    project.write("fnrun.yaml", BROKERS.format(url=redis_url(BROKER_DB), stream=stream))
     project.add("dash", YAML, CODE)
     project.start()
     yield project
     project.close()
+    client.delete(f"{stream}-in", f"{stream}-out")
+    client.close()
 
 
 class Page:
@@ -152,6 +176,13 @@ def test_the_functions_page_lists_each_function_with_its_triggers(ui: Page) -> N
     nightly = page.locator('tr[data-function="nightly"]').inner_text()
     assert re.search(r"schedule 0 3 \* \* \*, next \d{4}-\d\d-\d\dT03:00", nightly), nightly
     assert "event greet.requested" in page.locator('tr[data-function="greet"]').inner_text()
+    assert headers_of(page, "#brokers") == ["broker", "kind", "url", "state", "since", "error"]
+    wait_until(lambda: page.reload() or page.locator("#brokers .state.up").count() == 1,
+               interval=0.3)
+    assert page.locator('#sources tr[data-name="orders"]').inner_text().split("\t")[:4] == [
+        "orders", "legacy", "order.imported", "running"]
+    assert headers_of(page, "#sinks")[:3] == ["sink", "broker", "events"]
+    assert "greet.sent" in page.locator('#sinks tr[data-name="greetings"]').inner_text()
     ui.shot("functions")
 
 

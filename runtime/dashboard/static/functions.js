@@ -1,7 +1,7 @@
 // Functions: triggers with their next ticks, delivery counts, workers; sources,
 // sinks and brokers with their state where the supervisor reports them.
 
-import { getJSON, h, note, path, table, fill } from "./api.js";
+import { fill, getJSON, h, note, path, table, when } from "./api.js";
 
 function triggerText(t) {
   if (t.kind === "event") return `event ${t.pattern}`;
@@ -27,32 +27,44 @@ function functionRow(f) {
     h("td", { class: "num" }, f.workers ?? "–"));
 }
 
-// A broker section as the supervisor gives it: a list of objects, or {name: object}.
-function section(title, items) {
-  const rows = Array.isArray(items) ? items
-    : Object.entries(items).map(([name, v]) => (typeof v === "object" && v !== null ? { name, ...v } : { name, state: v }));
+// Brokers, sources and sinks as GET /_/brokers gives them ({name: {...}} each): their
+// declaration and live state.
+const SECTIONS = [
+  ["brokers", "Brokers", [["Broker", "name"], ["Kind", "kind"], ["URL", "url"], ["State", "state"],
+    ["Since", "since"], ["Error", "error"]]],
+  ["sources", "Sources", [["Source", "name"], ["Broker", "broker"], ["Event type", "type"],
+    ["State", "state"], ["Since", "since"], ["Messages#", "messages"], ["Error", "error"]]],
+  ["sinks", "Sinks", [["Sink", "name"], ["Broker", "broker"], ["Events", "events"],
+    ["Format", "format"], ["Pending#", "pending"]]],
+];
+
+function cell(key, value) {
+  if (value === null || value === undefined) return h("td", { class: "muted" }, "–");
+  if (key === "since" && typeof value === "number") return h("td", {}, when(new Date(value * 1000).toISOString()));
+  if (key === "state") return h("td", {}, h("span", { class: `state ${value}` }, value));
+  if (key === "error") return h("td", { class: "error" }, String(value));
+  return h("td", { class: typeof value === "number" ? "num" : null },
+    typeof value === "object" ? JSON.stringify(value) : String(value));
+}
+
+function section(key, title, columns, items) {
+  const rows = Object.entries(items || {});
   if (!rows.length) return null;
-  const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  const cell = (v) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
-  return [h("h2", {}, title), table(keys.map((k) => k.replaceAll("_", " ")),
-    rows.map((r) => h("tr", {}, keys.map((k) => h("td", { class: k === "state" ? `state ${cell(r[k])}` : null }, cell(r[k]))))))];
+  return [h("h2", {}, title), table(columns.map(([label]) => label), rows.map(([name, item]) =>
+    h("tr", { "data-name": name }, columns.map(([, field]) =>
+      cell(field, field === "name" ? name : item[field])))), { id: key })];
 }
 
 export async function functionsPage(main) {
-  const [listing, health] = await Promise.all([
+  const [listing, brokers] = await Promise.all([
     getJSON("/_/functions"),
-    fetch("/_/health").then((r) => r.json()).catch(() => ({})),
+    getJSON("/_/brokers").catch(() => ({})),
   ]);
-  const functions = Array.isArray(listing) ? listing : listing.functions || [];
-  const extra = Array.isArray(listing) ? {} : listing;
   fill(main,
     h("h1", {}, "Functions"),
-    functions.length
+    listing.length
       ? table(["Function", "Triggers", "Pending#", "Running#", "Dead#", "Workers#"],
-        functions.map(functionRow), { id: "functions" })
+        listing.map(functionRow), { id: "functions" })
       : note("No functions yet: add one with `fnrun new hello --event demo.hello`."),
-    ["sources", "sinks", "brokers"].map((key) => {
-      const items = extra[key] ?? health[key];
-      return items ? section(key[0].toUpperCase() + key.slice(1), items) : null;
-    }));
+    SECTIONS.map(([key, title, columns]) => section(key, title, columns, brokers[key])));
 }
