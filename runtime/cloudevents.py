@@ -21,6 +21,7 @@ from runtime import strict_json
 from runtime.errors import UsageError
 from runtime.event_names import ID_RULE, TYPE_RULE, is_event_id, is_event_type
 from runtime.events import Event
+from runtime.tracing.context import TRACEPARENT, TRACESTATE, trace_extensions
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -130,6 +131,9 @@ def _event(attrs: Mapping[str, Any], data: Any, where: str) -> Event:
     for name in ("datacontenttype", "dataschema"):
         if name in attrs:
             extensions[name] = attrs[name]
+    # A bad traceparent starts a new trace rather than refusing the event (W3C 3.2.2).
+    extensions.update(trace_extensions(extensions.pop(TRACEPARENT, None),
+                                       extensions.pop(TRACESTATE, None)))
     fields: dict[str, Any] = {}
     if "time" in attrs:
         fields["time"] = _time(attrs["time"], where)

@@ -28,6 +28,7 @@ from runtime.invocation import cmd_invoke
 from runtime.manifest import scan_project
 from runtime.specs import HttpSettings, Project
 from runtime.store.base import Store
+from runtime.tracing.context import trace_extensions
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -83,10 +84,12 @@ def cmd_emit(args: argparse.Namespace) -> int:
         arguments.check_id(args.id)
     project = _loadable(args)
     kwargs: dict[str, Any] = {"id": args.id} if args.id is not None else {}
+    extensions: dict[str, Any] = trace_extensions()  # a new trace starts here
     if args.key is not None:
-        kwargs["extensions"] = {"partitionkey": args.key}
+        extensions["partitionkey"] = args.key
     data = arguments.read_data(args.data, project.settings.http.max_body)
-    event = Event(type=args.type, data=data, subject=args.subject, source="fnrun/cli", **kwargs)
+    event = Event(type=args.type, data=data, subject=args.subject, source="fnrun/cli",
+                  extensions=extensions, **kwargs)
     router = plugins.load(f"{plugins.TRIGGERS['event']}:Router")(project)
 
     targets = router.targets(event.type)

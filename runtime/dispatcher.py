@@ -49,8 +49,9 @@ from runtime.store.base import Delivery, Store, Targets
 from runtime.store.polling import idle_poll
 from runtime.store.runs import announce
 
-Route = Callable[[Sequence[Event]], list[tuple[Event, Targets]]]
-"""Fan-out of emitted events: each event with the functions it goes to."""
+Route = Callable[[Sequence[Event], Delivery], list[tuple[Event, Targets]]]
+"""Fan-out of the events a delivery's handler emitted: each event (traced as the
+delivery's, see `runtime.tracing.context.emitted`) with the functions it goes to."""
 
 MAX_PREFETCH = 512
 PREFETCH_HORIZON = 0.05
@@ -349,7 +350,7 @@ class Dispatcher:
             self.metrics.invocation(name, outcome.status, outcome.duration, delivery.attempt)
             if not outcome.ok:
                 await self._record_failure(delivery, outcome)
-        successes = [(d, o, self.route(o.emits)) for d, o in batch if o.ok]
+        successes = [(d, o, self.route(o.emits, d)) for d, o in batch if o.ok]
         if not successes:
             return
         try:

@@ -24,6 +24,7 @@ from runtime.errors import StoreError, UsageError
 from runtime.events import Event, HttpInfo, Outcome
 from runtime.specs import FunctionSpec, Project
 from runtime.store.base import Store
+from runtime.tracing.context import emitted, trace_extensions
 
 WEBHOOK_TYPE = "fnrun.webhook"
 """The type the webhook trigger gives its events (triggers/webhook.py)."""
@@ -63,7 +64,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         return 1
     arguments.print_json(views.plain_result(outcome.result))
     if outcome.emits:
-        _show_emits(project, outcome.emits, publish=args.publish)
+        emits = emitted(outcome.emits, event, spec.name, 1)  # they continue its trace
+        _show_emits(project, emits, publish=args.publish)
     return 0
 
 
@@ -92,7 +94,7 @@ def build_event(args: argparse.Namespace, spec: FunctionSpec, data: Any) -> Even
     only_webhooks = bool(hooks) and len(hooks) == len(spec.triggers)
     if not (asked or only_webhooks):
         return Event(type=args.type or "fnrun.invoke", data=data, subject=args.subject,
-                     source="fnrun/invoke")
+                     source="fnrun/invoke", extensions=trace_extensions())
     path = args.path or (getattr(hooks[0], "path", "/") if hooks else "/")
     declared: dict[str, tuple[str, ...]] = {
         getattr(h, "path", ""): tuple(getattr(h, "methods", ())) for h in hooks
@@ -112,7 +114,7 @@ def build_event(args: argparse.Namespace, spec: FunctionSpec, data: Any) -> Even
         headers.setdefault("content-type", "application/json")
     http = HttpInfo(method, path, _query(args.query), headers)
     return Event(type=args.type or WEBHOOK_TYPE, data=data, subject=args.subject or path,
-                 source="fnrun/invoke", http=http)
+                 source="fnrun/invoke", http=http, extensions=trace_extensions())
 
 
 def _query(items: Sequence[str] | None) -> dict[str, str]:

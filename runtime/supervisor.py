@@ -38,7 +38,8 @@ from runtime.pool import WorkerPool
 from runtime.registry import Diff, diff
 from runtime.settings_loader import serving_problem
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
-from runtime.store.base import Targets
+from runtime.store.base import Delivery, Targets
+from runtime.tracing.context import emitted
 from runtime.warmup import LoadFailure, warm_all
 
 if TYPE_CHECKING:
@@ -150,7 +151,15 @@ class Supervisor:
         router = self._triggers.get("event")
         return router.targets(event_type) if router is not None else []  # type: ignore[attr-defined]
 
-    def route(self, events: Sequence[Event]) -> list[tuple[Event, Targets]]:
+    def route(
+        self, events: Sequence[Event], cause: Delivery | None = None
+    ) -> list[tuple[Event, Targets]]:
+        """Each event with the functions it goes to. Events emitted by `cause`'s
+        handler continue its event's trace and name it as their parent (SPEC 11)."""
+        if not events:
+            return []
+        if cause is not None:
+            events = emitted(events, cause.event, cause.function, cause.attempt)
         return [(event, self.targets(event.type)) for event in events]
 
     async def publish(self, events: Sequence[Event]) -> list[bool]:
@@ -166,7 +175,9 @@ class Supervisor:
         self.calls.add(function, event, outcome)
         if outcome.ok and outcome.emits:
             # Durable before the caller gets its answer, as for any producer (SPEC 5.1).
-            await self.publish(outcome.emits)
+            # A sync call is its own first (and only) attempt.
+            call = Delivery(event.id, function, event, 1)
+            await self.store.publish(self.route(outcome.emits, call))
         return outcome
 
     # -- RuntimeView ----------------------------------------------------------

@@ -27,6 +27,7 @@ from runtime.errors import StoreError
 from runtime.events import Event
 from runtime.ingress import Ingress
 from runtime.specs import Project
+from runtime.tracing.context import trace_extensions
 from runtime.yamlnodes import Node, Reader, suggest
 from triggers.cron import (
     CATCH_UP_POLICIES,
@@ -161,7 +162,9 @@ def tick_event(function: str, spec: ScheduleSpec, tick: float, pastdue: bool) ->
         source=f"fnrun/schedule/{function}",
         time=datetime.fromtimestamp(tick, UTC),
         data=spec.data,
-        extensions={"pastdue": pastdue, "schedule": spec.cron, "timezone": spec.timezone},
+        # A new trace per tick: a tick is caused by nothing upstream.
+        extensions={"pastdue": pastdue, "schedule": spec.cron, "timezone": spec.timezone,
+                    **trace_extensions()},
     )
 
 

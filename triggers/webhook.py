@@ -40,6 +40,7 @@ from runtime import strict_json
 from runtime.events import Event, HttpInfo, new_event_id
 from runtime.ingress import Ingress
 from runtime.specs import Project, TriggerSpec
+from runtime.tracing.context import TRACEPARENT, TRACESTATE, trace_extensions
 from runtime.yamlnodes import Node, Reader
 from triggers import replies
 from triggers.replies import Reply, json_reply
@@ -226,6 +227,8 @@ class Trigger:
             type=EVENT_TYPE, source="fnrun/webhook", subject=spec.path, data=data,
             id=_event_id(spec.path, delivery, idem),
             http=HttpInfo(scope["method"], spec.path, _query(scope), headers),
+            # The caller's trace, when it sent a valid one (W3C trace context).
+            extensions=trace_extensions(headers.get(TRACEPARENT), headers.get(TRACESTATE)),
         )
         if spec.mode == "async":
             await self.ingress.store.publish([(event, [function])])

@@ -32,6 +32,7 @@ from runtime import cloudevents, strict_json
 from runtime.brokers.base import BadMessage, Message
 from runtime.errors import UsageError
 from runtime.events import Event, new_event_id
+from runtime.tracing.context import TRACEPARENT, TRACESTATE, trace_extensions
 
 STRUCTURED = cloudevents.STRUCTURED
 KINDS = ("amqp", "kafka", "mqtt", "mqtt3", "nats", "redis")
@@ -96,6 +97,9 @@ def plain_event(message: Message, type: str, source: str) -> Event:
         data = _json_or_none(message.body) if not media or _is_json(media) else None
         if data is None:
             data = message.body
+    # A producer's W3C trace context header (as AMQP and Kafka clients send it), else a new trace.
+    headers = message.headers or {}
+    extensions.update(trace_extensions(headers.get(TRACEPARENT), headers.get(TRACESTATE)))
     event_id = stable_id(message.position) if message.position else new_event_id()
     return Event(type=type, source=source, id=event_id, data=data, extensions=extensions)
 

@@ -51,7 +51,7 @@ def actions_spec(**options: Any) -> FunctionSpec:
     )
 
 
-def no_route(events: Sequence[Event]) -> list[tuple[Event, Targets]]:
+def no_route(events: Sequence[Event], cause: Delivery) -> list[tuple[Event, Targets]]:
     return [(event, ["nobody"]) for event in events]
 
 

@@ -146,10 +146,11 @@ def _event(rig: Rig, received: Received) -> Event:
     return binding.to_event(rig.kind, received.message, "test.plain", "/test")
 
 
+TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 SAMPLE = Event(
     type="order.created", id="ev-42", source="/shop/orders", subject="order-7",
     time=datetime(2026, 12, 7, 21, 0, tzinfo=UTC), data={"total": 12.5, "items": ["a", "b"]},
-    extensions={"traceparent": "00-4bf92f-00f067-01", "tenant": "acme"},
+    extensions={"traceparent": TRACE, "tenant": "acme"},
 )
 
 
@@ -187,7 +188,7 @@ async def test_cloudevents_from_the_brokers_own_client_read_by_fnrun(
     if structured:
         envelope = {"specversion": "1.0", "id": "ev-42", "type": "order.created",
                     "source": "/shop/orders", "subject": "order-7",
-                    "time": "2026-12-07T21:00:00Z", "traceparent": "00-4bf92f-00f067-01",
+                    "time": "2026-12-07T21:00:00Z", "traceparent": TRACE,
                     "tenant": "acme", "data": SAMPLE.data}
         await rig.native_publish(json.dumps(envelope).encode(), {},
                                  "application/cloudevents+json")
@@ -195,7 +196,7 @@ async def test_cloudevents_from_the_brokers_own_client_read_by_fnrun(
         prefix = PREFIX[rig.kind]
         headers = {"specversion": "1.0", "id": "ev-42", "type": "order.created",
                    "source": "/shop/orders", "subject": "order-7",
-                   "time": "2026-12-07T21:00:00Z", "traceparent": "00-4bf92f-00f067-01",
+                   "time": "2026-12-07T21:00:00Z", "traceparent": TRACE,
                    "tenant": "acme"}
         await rig.native_publish(json.dumps(SAMPLE.data).encode(),
                                  {prefix + k: v for k, v in headers.items()}, "application/json")

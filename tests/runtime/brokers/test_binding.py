@@ -10,9 +10,11 @@ import pytest
 from runtime.brokers import binding
 from runtime.brokers.base import BadMessage, Message
 from runtime.events import Event
+from runtime.tracing.context import parse
 
+TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 ATTRIBUTES = {"specversion": "1.0", "id": "ev-1", "type": "order.created", "source": "/shop",
-              "subject": "o-7", "time": "2026-12-07T21:00:00+00:00", "traceparent": "00-ab-01"}
+              "subject": "o-7", "time": "2026-12-07T21:00:00+00:00", "traceparent": TRACE}
 BINARY_HEADERS = {
     "amqp": {f"cloudEvents_{k}": v for k, v in ATTRIBUTES.items()},
     "amqp-colon": {f"cloudEvents:{k}": v for k, v in ATTRIBUTES.items()},
@@ -31,7 +33,7 @@ def test_binary_mode_keeps_id_type_source_subject_time_and_extensions(case: str)
     assert (event.id, event.type, event.source, event.subject) == ("ev-1", "order.created",
                                                                   "/shop", "o-7")
     assert event.time == datetime(2026, 12, 7, 21, tzinfo=UTC)
-    assert event.extensions["traceparent"] == "00-ab-01"
+    assert event.extensions["traceparent"] == TRACE
     assert event.data == {"total": 3}
 
 
@@ -87,12 +89,20 @@ def test_a_plain_message_is_an_event_of_the_source_type(
 ) -> None:
     event = binding.to_event("kafka", message, "click.recorded", "/sources/clicks")
     assert (event.type, event.source, event.data) == ("click.recorded", "/sources/clicks", data)
-    assert dict(event.extensions) == extensions
+    assert parse(event.extensions["traceparent"]) is not None  # a new trace
+    assert {k: v for k, v in event.extensions.items() if k != "traceparent"} == extensions
     if event_id is not None:
         assert event.id == event_id
         assert binding.to_event("kafka", message, "click.recorded", "/x").id == event_id
     else:  # no broker position: a fresh id each time
         assert binding.to_event("kafka", message, "click.recorded", "/x").id != event.id
+
+
+def test_a_plain_message_keeps_its_producers_trace_context() -> None:
+    headers = {"traceparent": TRACE, "tracestate": "vendor=1"}
+    event = binding.to_event("kafka", Message(b"1", headers), "click.recorded", "/s")
+    assert (event.extensions["traceparent"], event.extensions["tracestate"]) == (
+        TRACE, "vendor=1")
 
 
 def test_a_position_too_long_for_an_id_is_hashed_stably() -> None:
