@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from runtime.catalog import base_url
 from runtime.dashboard.session import CODE_TTL, login_path
+from runtime.logs import colour_wanted
 from runtime.specs import HttpSettings, Settings
 
 BOLD, DIM, RED, RESET = "\033[1m", "\033[2m", "\033[31m", "\033[0m"
@@ -37,7 +38,7 @@ class Shown(Protocol):
 async def show(running: Shown) -> None:
     """Print the start banner of `running` on stderr, in colour on a terminal."""
     listing = await running.functions_json()
-    text = render_banner(listing, running.settings, colour=sys.stderr.isatty(),
+    text = render_banner(listing, running.settings, colour=colour_wanted(sys.stderr),
                          served=running.served, errors=running.declaration_errors)
     print(text, file=sys.stderr, flush=True)
 

@@ -25,6 +25,7 @@ from runtime.errors import ManifestErrors, UsageError
 from runtime.events import Event
 from runtime.inspection import cmd_dead_letters, cmd_history, cmd_replay
 from runtime.invocation import cmd_invoke
+from runtime.logbook import cmd_logs, cmd_trace
 from runtime.manifest import scan_project
 from runtime.specs import HttpSettings, Project
 from runtime.store.base import Store
@@ -65,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--grace must be 0 or more seconds, got {args.grace:g}")
     settings = arguments.settings(args)
     human = args.command == "dev"
-    logs.configure(human=human)
+    logs.configure(human=human, style=None if human else args.log_format)
     reload = human or args.reload
     supervisor = Supervisor(
         settings, grace=args.grace, reload=reload, freeze_heap=True, isolate=True,
@@ -236,6 +237,8 @@ COMMANDS: dict[str, Command] = {
     "ls": cmd_ls,
     "validate": cmd_validate,
     "history": cmd_history,
+    "logs": cmd_logs,
+    "trace": cmd_trace,
     "dead-letters": cmd_dead_letters,
     "replay": cmd_replay,
     "new": cmd_new,

@@ -14,6 +14,10 @@ class UsageError(FnrunError):
     """A user mistake on the command line or in a request (one line, exit 2)."""
 
 
+class NotFound(FnrunError):
+    """A record asked for by id (a run, an event) is not stored, or no longer (exit 1)."""
+
+
 @dataclass(frozen=True)
 class Where:
     """A position in a source file, 1-based, as editors count."""

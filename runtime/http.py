@@ -30,9 +30,10 @@ from runtime.door import Door
 from runtime.errors import StoreError, UsageError
 from runtime.ingress import Ingress
 from runtime.metrics import Metrics
-from runtime.records import MAX_LIMIT, dead_letter_json, invocation_json
+from runtime.records import MAX_LIMIT, dead_letter_json, invocation_json, run_json
 from runtime.specs import Settings
 from runtime.store.base import StoreOutage
+from runtime.tracing import tree
 
 BODY_TIMEOUT = 30.0
 STORE_RETRY_AFTER = 5
@@ -112,6 +113,8 @@ def create_app(
         Route("/_/invocations", api.invocations),
         Route("/_/dead-letters", api.dead_letters),
         *ui.routes,
+        Route("/_/runs/{invocation:path}", api.run),
+        Route("/_/traces/{event:path}", api.trace),
     ], exception_handlers={HTTPException: _http_error, StoreError: api.store_error})
     app.router.default = _not_found
     door = Door(app, http.host, http.allowed_hosts, env.get("FNRUN_TOKEN") or None, ui.gate.admits)
@@ -193,8 +196,22 @@ class _Api:
             function, limit = _filters(request, default_limit=50)
         except UsageError as exc:
             return JSONResponse({"error": str(exc)}, 400)
-        records = await self.view.ingress.store.history(function, limit)
+        records = await self.view.ingress.store.runs(function=function, limit=limit)
         return JSONResponse([invocation_json(r) for r in records])
+
+    async def run(self, request: Request) -> Response:
+        """One run record (SPEC 11): what `fnrun history --json` shows of it."""
+        record = await self.view.ingress.store.run(request.path_params["invocation"])
+        if record is None:
+            return JSONResponse({"error": "no such run (not stored, or past retention)"}, 404)
+        return JSONResponse(run_json(record))
+
+    async def trace(self, request: Request) -> Response:
+        """The trace tree of one event (SPEC 11): what `fnrun trace --json` prints."""
+        found = await tree.trace(self.view.ingress.store, request.path_params["event"])
+        if found is None:
+            return JSONResponse({"error": "no such event (not stored, or past retention)"}, 404)
+        return JSONResponse(found)
 
     async def dead_letters(self, request: Request) -> Response:
         try:

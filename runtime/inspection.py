@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 from datetime import datetime
+from typing import Any
 
 from runtime import arguments, plugins, views
 from runtime.errors import UsageError
@@ -20,9 +21,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     settings = arguments.settings(args)
     if not 1 <= args.limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be from 1 to {MAX_LIMIT}, got {args.limit}")
+    filters = run_filters(args)
 
     async def work(store: Store | None) -> int:
-        found = await store.history(args.function, args.limit) if store else []
+        found = await store.runs(**filters, limit=args.limit) if store else []
         if not found:
             arguments.check_function_name(settings, args.function)
         if args.json:  # what GET /_/invocations answers, in its order
@@ -32,6 +34,27 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
 
     return arguments.existing_store(args, settings, work)
+
+
+def run_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """`Store.runs` filters of `--function`, `--status`, `--type`, `--event`, `--since`.
+
+    Raises:
+        UsageError: a --type that is no pattern, a --since that is no time.
+    """
+    filters: dict[str, Any] = {"function": args.function}
+    for name, key in (("status", "status"), ("type", "event_type"), ("event", "event_id")):
+        filters[key] = getattr(args, name, None)
+    if filters["event_type"] is not None:
+        problem = plugins.load(plugins.TRIGGERS["event"]).check_pattern(filters["event_type"])
+        if problem:
+            raise UsageError(f"--type: {problem}")
+    if getattr(args, "since", None) is not None:
+        try:
+            filters["since"] = parse_since(args.since, datetime.now().timestamp())
+        except ValueError as exc:
+            raise UsageError(f"--since: {exc}") from None
+    return filters
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:

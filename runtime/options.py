@@ -88,10 +88,12 @@ def _serving(sub: Any) -> None:
          "serve HTTP. Ctrl-C stops taking work and lets running invocations finish "
          "(--grace); a second Ctrl-C stops at once.",
          "fnrun run\nfnrun run --port 0          # any free port, named in the 'ready' line\n"
-         "fnrun run --store redis://127.0.0.1:6379/0"),
+         "fnrun run --store redis://127.0.0.1:6379/0\nfnrun run --log-format json"),
         ("dev", "run with hot reload and readable logs",
          "fnrun run --reload with logs for people: a banner of the functions and their "
-         "triggers, a line per reload, each handler line tagged with its function.",
+         "triggers, a line per reload and per finished run (function, event type and id, "
+         "outcome, duration), each handler line tagged with its function and invocation. "
+         "Colour on a terminal, unless NO_COLOR is set.",
          "fnrun dev\nfnrun dev --port 9000"),
     ):
         cmd = _command(sub, name, summary, description, examples)
@@ -103,6 +105,10 @@ def _serving(sub: Any) -> None:
         if name == "run":
             cmd.add_argument("--reload", action="store_true",
                              help="reload on changes to the functions folder and fnrun.yaml")
+            cmd.add_argument("--log-format", choices=["plain", "json"], default="plain",
+                             help="plain lines, or one JSON object a line (time, level, "
+                                  "logger, message, function, invocation, event id) with a "
+                                  "line per finished run (default: %(default)s)")
 
 
 def _producing(sub: Any) -> None:
@@ -175,14 +181,57 @@ def _inspecting(sub: Any) -> None:
     cmd = _command(
         sub, "history", "recent invocations",
         "Recent attempts, oldest first: when each started (local time), the function, "
-        "event, attempt, outcome, duration and error, fitted to the terminal's width.",
+        "event, attempt, outcome, duration, invocation id and error, fitted to the "
+        "terminal's width. Filters combine; --json prints whole run records (logs, "
+        "traceback, return value, emitted event ids).",
         "fnrun history\nfnrun history --function greet --limit 10\n"
+        "fnrun history --status error --since 1h\nfnrun history --type 'order.*'\n"
+        "fnrun history --event 0193a4b2-7c1d-7e5f-9a1b-3f2a9c1b7d4e\n"
         "fnrun history --utc\nfnrun history --json",
     )
     _function_flag(cmd)
+    cmd.add_argument("--status", choices=["ok", "error", "timeout", "crash"],
+                     help="only attempts with this outcome")
+    cmd.add_argument("--type", metavar="PATTERN",
+                     help="only events whose type matches this pattern (order.*, **)")
+    cmd.add_argument("--event", metavar="EVENT_ID", type=given(),
+                     help="only the attempts on this event")
+    cmd.add_argument("--since", metavar="DURATION|TIME",
+                     help="only attempts started since a duration ago (1h) or an ISO time")
     cmd.add_argument("--limit", type=int, default=50, metavar="N",
                      help="the N most recent attempts (default: %(default)s, at most 1000)")
     cmd.add_argument("--utc", action="store_true", help="exact start times in UTC")
+    _json_flag(cmd)
+
+    cmd = _command(
+        sub, "logs", "log lines of runs",
+        "The log lines of one run (INVOCATION, as fnrun dev and fnrun history show it; "
+        "its first 8 characters do), or of the recent runs of a function or of every "
+        "function, oldest first: ctx.log lines and the handler's stdout and stderr. "
+        "--follow keeps printing new runs' lines as they are stored, from any machine "
+        "that reaches the store.",
+        "fnrun logs c36fb385\nfnrun logs --function greet\nfnrun logs --follow\n"
+        "fnrun logs --function greet --follow",
+    )
+    cmd.add_argument("invocation", nargs="?", metavar="INVOCATION", type=given(),
+                     help="one run's invocation id (or its first 8 or more characters)")
+    _function_flag(cmd)
+    cmd.add_argument("--follow", "-f", action="store_true",
+                     help="keep printing the lines of new runs until Ctrl-C")
+    cmd.add_argument("--limit", type=int, default=20, metavar="N",
+                     help="runs to show (default: the %(default)s most recent)")
+    cmd.add_argument("--utc", action="store_true", help="exact times in UTC")
+    _json_flag(cmd)
+
+    cmd = _command(
+        sub, "trace", "the tree of what an event caused",
+        "The trace of one event: the functions it was delivered to, each attempt "
+        "(outcome, duration, invocation id, error), the events each attempt emitted, their "
+        "deliveries, and so on; the same W3C trace id throughout.",
+        "fnrun trace 0193a4b2-7c1d-7e5f-9a1b-3f2a9c1b7d4e\n"
+        "fnrun trace order-1001 --json",
+    )
+    cmd.add_argument("event", metavar="EVENT_ID", type=given(), help="the event's id")
     _json_flag(cmd)
 
 

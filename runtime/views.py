@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from runtime.records import iso
-from runtime.store.base import HistoryRecord
+from runtime.store.base import RunRecord
 
 MIN_ELIDED = 12
 """Narrowest a table's elided column gets, however narrow the terminal."""
@@ -76,7 +76,12 @@ def _elided(text: str, room: int) -> str:
 def _cell(value: Any) -> str:
     """One line of text: a control character (from an event id a client chose) is shown
     escaped, so it can neither break the table nor reach the terminal."""
-    text = "" if value is None else str(value)
+    return clean("" if value is None else str(value))
+
+
+def clean(text: str) -> str:
+    """`text` with its control characters escaped: what a handler or client wrote
+    must not move the cursor or colour the terminal of who reads it."""
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
@@ -115,17 +120,19 @@ def print_brokers(sections: dict[str, Any]) -> None:
                     ("SINK", "BROKER", "EVENTS", "FORMAT", "PENDING"))
 
 
-def print_history(records: Sequence[HistoryRecord], *, utc: bool, width: int | None) -> None:
+def print_history(records: Sequence[RunRecord], *, utc: bool, width: int | None) -> None:
     """`fnrun history`: a row per attempt, oldest first (the latest is nearest the
-    prompt); local times to the second, or exact UTC with `utc`; the error cut to `width`."""
+    prompt); local times to the second, or exact UTC with `utc`; the error cut to `width`.
+    The invocation id is the one `fnrun dev` tags lines with and `fnrun logs` takes."""
     now = datetime.now()
     rows = [
         (iso(r.started) if utc else local_time(r.started, now), r.function, r.event_id,
-         r.attempt, r.status, f"{r.duration * 1000:.1f}ms", (r.error or "").partition("\n")[0])
-        for r in sorted(records, key=lambda r: r.started)
+         r.attempt, r.status, f"{r.duration * 1000:.1f}ms", r.invocation,
+         (r.error or "").partition("\n")[0])
+        for r in sorted(records, key=lambda r: (r.started, r.seq))
     ]
     header = ("STARTED (UTC)" if utc else "STARTED", "FUNCTION", "EVENT", "ATTEMPT", "OUTCOME",
-              "DURATION", "ERROR")
+              "DURATION", "INVOCATION", "ERROR")
     print_table(rows, header, width, elide=len(header) - 1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
@@ -66,3 +67,38 @@ def test_each_function_keeps_one_colour() -> None:
 
     assert hue("charge", "1") == hue("charge", "2")
     assert len({hue(name, "1") for name in ("a", "b", "c", "d", "e", "f", "g")}) > 1
+
+
+def run_record(status: str = "ok", error: str | None = None) -> logging.LogRecord:
+    from runtime.store.base import RunRecord
+
+    run = RunRecord(invocation="3f2a9c1b77aa", event_id="0193a4b2-7c1d-7e5f-9a1b-3f2a9c1b7d4e",
+                    event_type="greet.requested", function="greet", attempt=1, status=status,
+                    started=0.0, duration=0.012, error=error, traceback=None, result=None,
+                    emitted=(), logs=(), seq=0)
+    rec = record("fnrun.runs", "run %s", "3f2a9c1b77aa")
+    rec.run = run
+    return rec
+
+
+def test_fnrun_dev_prints_one_line_per_finished_run() -> None:
+    line = HumanFormatter(colour=False).format(run_record())
+    assert line.split(None, 1)[1].split() == [
+        "greet", "3f2a9c1b", "greet.requested", "9c1b7d4e", "ok", "12", "ms"]
+    failed = HumanFormatter(colour=False).format(run_record("error", "KeyError: 'name'\nmore"))
+    assert failed.endswith("greet.requested  9c1b7d4e  error  12 ms  KeyError: 'name'")
+    assert " WARNING " in failed
+
+
+def test_json_lines_name_function_invocation_and_event() -> None:
+    from runtime.logs import JsonFormatter
+
+    fmt = JsonFormatter()
+    run = json.loads(fmt.format(run_record()))
+    assert (run["logger"], run["level"], run["function"], run["invocation"], run["event_id"]) == (
+        "fnrun.runs", "info", "greet", "3f2a9c1b77aa", "0193a4b2-7c1d-7e5f-9a1b-3f2a9c1b7d4e")
+    handler = json.loads(fmt.format(
+        record("fnrun.fn.charge", "[%s %s] %s", "charge", "87159ea3ecbc", "charging\n42")))
+    assert (handler["function"], handler["invocation"], handler["message"]) == (
+        "charge", "87159ea3ecbc", "charging\n42")
+    assert set(handler) >= {"time", "level", "logger", "message"}
