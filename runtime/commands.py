@@ -161,7 +161,8 @@ def _broker_sections(
         return {}
     sections = declared(project.brokers, project.sources, project.sinks)
     for name, sink in sections["sinks"].items():
-        sink["pending"] = counts[name].pending if name in counts else 0
+        found = counts.get(name)  # not yet exported: waiting or being published
+        sink["pending"] = found.pending + found.running if found else 0
     answer = listing.ask_supervisor(http, "/_/brokers", token)
     live = answer[1] if answer is not None and answer[0] == 200 else None
     if isinstance(live, dict):

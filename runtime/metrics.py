@@ -69,7 +69,7 @@ class Metrics:
         """The Prometheus text exposition, gauges refreshed first."""
         if self._depth is not None:
             depth = await self._depth()
-            self.brokers.pending = {name: counts[0] for name, counts in depth.items()}
+            self.brokers.pending = {name: counts[0] + counts[1] for name, counts in depth.items()}
             for function, (pending, running, dead) in depth.items():
                 for state, value in (("pending", pending), ("running", running), ("dead", dead)):
                     self.queue_depth.labels(function, state).set(value)
@@ -87,7 +87,8 @@ class _Brokers:
     def __init__(self) -> None:
         self.view: Callable[[], Mapping[str, Any]] | None = None
         self.pending: Mapping[str, int] = {}
-        """Pending deliveries by subscriber, as of the last scrape's depth."""
+        """Deliveries not yet done (pending or running) by subscriber, as of the last
+        scrape's depth: for a sink, the events not yet exported."""
 
     def collect(self) -> Iterator[Metric]:
         if self.view is None:

@@ -210,12 +210,13 @@ class Supervisor:
 
     async def brokers_json(self) -> dict[str, Any]:
         """`GET /_/brokers`: brokers, sources and sinks with their state (SPEC 10), and
-        each sink's pending deliveries."""
+        each sink's deliveries not yet exported."""
         out = self.brokers.describe()
         if out["sinks"]:
             counts = await self.store.counts()
             for name, sink in out["sinks"].items():
-                sink["pending"] = counts[name].pending if name in counts else 0
+                found = counts.get(name)  # not yet exported: waiting or being published
+                sink["pending"] = found.pending + found.running if found else 0
         return out
 
     @property

@@ -154,6 +154,10 @@ class Broker(Protocol):
     async def publish(self, endpoint: Endpoint, message: Message) -> None:
         """Send `message`; returns once the broker confirmed it (raises `BrokerError` if not)."""
 
+    async def backlog(self, endpoint: Endpoint) -> int | None:
+        """Messages waiting at the broker for `endpoint`'s consumer (Kafka consumer lag,
+        queue depth, stream pending), or None where the broker does not tell it."""
+
     async def close(self) -> None:
         """Close every connection; unacknowledged messages go back to the broker."""
 

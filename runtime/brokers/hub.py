@@ -180,7 +180,7 @@ class BrokerHub:
             live = self.sources[name]
             source.update(state=live.status.state, since=live.status.since,
                           error=live.status.error,
-                          messages=self._imported.get(name, 0) + live.messages)
+                          messages=self._imported.get(name, 0) + live.messages, lag=live.lag)
         return out
 
 
@@ -197,7 +197,8 @@ def declared(
         },
         "sources": {
             name: {"broker": spec.broker, "type": spec.type, "prefetch": spec.prefetch,
-                   "state": None, "since": None, "error": None, "messages": None}
+                   "state": None, "since": None, "error": None, "messages": None,
+                   "lag": None}
             for name, spec in sorted(sources.items())
         },
         "sinks": {

@@ -40,6 +40,8 @@ class Kafka:
         self._servers = servers(url, DEFAULT_PORT)
         self._session_timeout_ms = int(_session_timeout(url) * 1000)
         self._producer: Any = None
+        self._consumers: dict[tuple[str, str], Any] = {}
+        """Running consumers by (topic, group), which `backlog` asks about their lag."""
 
     async def connect(self) -> None:
         producer = aiokafka.AIOKafkaProducer(
@@ -62,6 +64,7 @@ class Kafka:
             heartbeat_interval_ms=max(100, self._session_timeout_ms // 3),
         )
         consumer.subscribe([topic], listener=_Revoked(offsets))
+        self._consumers[(topic, group)] = consumer
         window = Window(prefetch)
         commit = _committer(consumer, offsets)
         try:
@@ -77,6 +80,8 @@ class Kafka:
         except KafkaError as exc:
             raise BrokerError(f"Kafka refused consuming {topic!r} as {group!r}: {exc}") from exc
         finally:
+            if self._consumers.get((topic, group)) is consumer:
+                del self._consumers[(topic, group)]
             with anyio.CancelScope(shield=True):
                 await consumer.stop()
 
@@ -95,6 +100,24 @@ class Kafka:
             raise BrokerUnavailable(f"lost Kafka at {redact(self._url)}: {exc}") from exc
         except KafkaError as exc:
             raise BrokerError(f"Kafka did not take the message: {exc}") from exc
+
+    async def backlog(self, endpoint: Endpoint) -> int | None:
+        """Consumer lag over this member's partitions: end offsets past the committed ones."""
+        consumer = self._consumers.get((endpoint.topic or "", endpoint.group or ""))
+        if consumer is None:
+            return None
+        partitions = list(consumer.assignment())
+        if not partitions:
+            return 0
+        try:
+            ends = await consumer.end_offsets(partitions)
+            lag = 0
+            for partition in partitions:
+                committed = await consumer.committed(partition)
+                lag += max(0, ends[partition] - (committed or 0))
+        except KafkaError:
+            return None
+        return lag
 
     async def close(self) -> None:
         producer, self._producer = self._producer, None

@@ -97,6 +97,10 @@ class Mqtt:
         except aiomqtt.MqttError as exc:
             raise BrokerUnavailable(f"MQTT did not take the message: {exc}") from exc
 
+    async def backlog(self, endpoint: Endpoint) -> int | None:
+        """MQTT does not tell how many messages a session holds."""
+        return None
+
     async def close(self) -> None:
         publisher, self._publisher = self._publisher, None
         if publisher is not None:

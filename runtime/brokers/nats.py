@@ -104,6 +104,18 @@ class Nats:
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             raise BrokerError(f"NATS did not take the message: {exc}") from exc
 
+    async def backlog(self, endpoint: Endpoint) -> int | None:
+        """The durable consumer's pending count: messages of its stream not yet delivered."""
+        client = self._connected()
+        js = client.jetstream()
+        try:
+            stream = endpoint.stream or await js.find_stream_name_by_subject(
+                _required(endpoint.subject, "subject"))
+            info = await js.consumer_info(stream, _required(endpoint.durable, "durable"))
+        except (*_LOST, nats.errors.Error, nats.js.errors.Error):
+            return None
+        return int(info.num_pending or 0)
+
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None and not client.is_closed:

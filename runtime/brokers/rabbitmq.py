@@ -95,6 +95,18 @@ class RabbitMQ:
         except _LOST as exc:
             raise BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: {exc}") from exc
 
+    async def backlog(self, endpoint: Endpoint) -> int | None:
+        """The queue's ready messages (a passive declare, on a channel of its own: a
+        missing queue closes the channel it is asked on)."""
+        channel = await self._connected().channel()
+        try:
+            queue = await channel.declare_queue(_required(endpoint.queue, "queue"), passive=True)
+            return int(queue.declaration_result.message_count or 0)
+        except (*_LOST, aiormq.exceptions.AMQPError):
+            return None
+        finally:
+            await _close(channel)
+
     async def close(self) -> None:
         connection, self._connection, self._publishing = self._connection, None, None
         if connection is not None:

@@ -85,6 +85,20 @@ class RedisStreams:
         except redis.exceptions.RedisError as exc:
             raise BrokerError(f"Redis did not take the message: {exc}") from exc
 
+    async def backlog(self, endpoint: Endpoint) -> int | None:
+        """The group's lag (entries not yet read; Redis 7 tells it), None before Redis 7."""
+        client = self._connected()
+        try:
+            groups = await client.xinfo_groups(_required(endpoint.stream, "stream"))
+        except (*_LOST, redis.exceptions.RedisError):
+            return None
+        for group in groups:
+            name = group["name"]
+            if (name.decode() if isinstance(name, bytes) else name) == endpoint.group:
+                lag = group.get("lag")
+                return None if lag is None else int(lag)
+        return None
+
     async def close(self) -> None:
         client, self._redis = self._redis, None
         if client is not None:

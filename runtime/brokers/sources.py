@@ -44,6 +44,8 @@ MAX_BATCH = 500
 """Most messages published in one store write."""
 PUBLISH_PATIENCE = 60.0
 """Seconds one publish may take before it is tried again (the messages are not acked)."""
+LAG_EVERY = 5.0
+"""Seconds between two questions to the broker about a source's lag."""
 SourceState = Literal["waiting", "running", "paused", "failing"]
 
 
@@ -92,6 +94,8 @@ class Source:
         self.messages = 0
         """Messages stored and acknowledged (duplicates of stored ones included)."""
         self.status = SourceStatus("waiting", time.time())
+        self.lag: int | None = None
+        """Messages waiting at the broker, where it tells it (refreshed every `LAG_EVERY`)."""
         self._failures = 0
 
     async def run(self) -> None:
@@ -107,17 +111,24 @@ class Source:
                 self.link.lost(broker, exc)
                 self._set("waiting", str(exc))
             except BrokerError as exc:  # refused: a missing stream, a wrong queue type, ...
-                self._failures += 1
-                if self._failures == 1 or self._failures % 10 == 0:
-                    log.error("source %s: %s (trying again)", self.spec.name, exc)
-                self._set("failing", str(exc))
-                await anyio.sleep(backoff(self._failures))
+                await self._failed(str(exc))
+            except Exception as exc:  # a client's own error: logged whole, then tried again
+                log.exception("source %s: unexpected error", self.spec.name)
+                await self._failed(repr(exc))
+
+    async def _failed(self, error: str) -> None:
+        self._failures += 1
+        if self._failures == 1 or self._failures % 10 == 0:
+            log.error("source %s: %s (trying again)", self.spec.name, error)
+        self._set("failing", error)
+        await anyio.sleep(backoff(self._failures))
 
     async def _consume(self, broker: Broker) -> None:
         send, receive = anyio.create_memory_object_stream[Received](self.spec.prefetch)
         failure: list[BaseException] = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._pull, broker, send, failure, tg.cancel_scope)
+            tg.start_soon(self._watch_lag, broker)
             try:
                 await self._import(broker, receive)
             except BrokerError as exc:
@@ -125,6 +136,15 @@ class Source:
             tg.cancel_scope.cancel()
         if failure:
             raise failure[0]
+
+    async def _watch_lag(self, broker: Broker) -> None:
+        while True:
+            try:
+                with anyio.fail_after(LAG_EVERY):
+                    self.lag = await broker.backlog(self.endpoint)
+            except Exception:  # noqa: BLE001 - only a figure shown: never stops the source
+                self.lag = None
+            await anyio.sleep(LAG_EVERY)
 
     async def _pull(
         self, broker: Broker, send: MemoryObjectSendStream[Received],
