@@ -12,7 +12,8 @@ Messages (dicts with a "kind"):
 - child -> parent `ready` {} once the handler is loaded, or
   `load_error` {error, traceback} and exit;
 - parent -> child `invoke` {function, timeout (s), lines, items: [{event:
-  Event.to_dict(), attempt, invocation}]}: a batch, run in order, one at a
+  Event.to_dict() (or a list of them: one call of a `batch:` handler),
+  attempt, invocation}]}: a batch, run in order, one at a
   time; each item's `ctx.deadline` is its own start plus `timeout`; `lines`
   is `logs.max_lines_per_run`;
 - child -> parent `done` {ok, result, emits: [{type, data, subject, id}],

@@ -29,7 +29,7 @@ from runtime.clock import Clock, SystemClock
 from runtime.dispatcher import Dispatcher
 from runtime.errors import UsageError
 from runtime.events import Event, Outcome
-from runtime.flow.lane import FlowLane
+from runtime.flow.batch import flow_dispatcher
 from runtime.ingress import Trigger
 from runtime.launcher import FORK_SERVER
 from runtime.manifest import function_fingerprint, load_project, scan_files
@@ -483,10 +483,8 @@ class Supervisor:
         assert self._tg is not None
         fn_log = logging.getLogger(f"fnrun.fn.{spec.name}")
         pool = pool or self.new_pool(spec)
-        store = self.store if spec.flow is None else FlowLane(
-            self.store, spec.name, spec.flow, self.clock)
-        dispatcher = Dispatcher(
-            spec, pool, store,
+        dispatcher = flow_dispatcher(
+            spec, pool, self.store,
             clock=self.clock, metrics=self.metrics, route=self.route, log=fn_log,
             poll=IDLE_POLL,
         )

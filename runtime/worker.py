@@ -543,10 +543,14 @@ def _encodable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _invoke(runner: Runner, ctx: Context, raw_event: dict[str, Any]) -> dict[str, Any]:
+def _invoke(
+    runner: Runner, ctx: Context, raw_event: dict[str, Any] | list[dict[str, Any]]
+) -> dict[str, Any]:
     """Run one invocation and build its `done` message."""
     try:
-        event = HandlerEvent(raw_event)
+        # A list is a batch (SPEC 12, `batch:`): the handler gets a list of events.
+        event: Any = ([HandlerEvent(raw) for raw in raw_event] if isinstance(raw_event, list)
+                      else HandlerEvent(raw_event))
         value = runner.call(event, ctx)
     except BaseException as exc:  # noqa: BLE001 - whatever the handler raises is its result
         error, text = _describe(exc)

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from runtime.flow.rules import DEFAULT_KEY, FlowRules, RateLimit, key_path_problem
+from runtime.flow.rules import DEFAULT_KEY, Batching, FlowRules, RateLimit, key_path_problem
 from runtime.settings_loader import MAX_CONCURRENCY
 from runtime.yamlnodes import Node, Reader
 
-FLOW_KEYS = ("key", "order", "rate_limit", "debounce")
+FLOW_KEYS = ("key", "order", "rate_limit", "debounce", "batch")
 """Function keys that only flow control reads (`concurrency` may also be a mapping)."""
 MAX_RATE = 1_000_000
 MAX_DEBOUNCE = 7 * 86400.0
+MAX_BATCH = 10_000
+MAX_BATCH_WAIT = 3600.0
 
 
 def declares_flow(keys: Mapping[str, Node]) -> bool:
@@ -85,5 +87,20 @@ def flow_rules(
         debounce = reader.duration(keys["debounce"], f"{owner}.debounce")
         if not 0.001 <= debounce <= MAX_DEBOUNCE:
             raise reader.error(keys["debounce"], f"{owner}.debounce must be between 1ms and 7d")
+    batch = batching(reader, keys["batch"], owner) if "batch" in keys else None
     return FlowRules(key=key, keyed=keyed, order=order, per_key=per_key, limit=limit, rate=rate,
-                     debounce=debounce)
+                     debounce=debounce, batch=batch)
+
+
+def batching(reader: Reader, node: Node, owner: str) -> Batching:
+    what = f"{owner}.batch"
+    fields = reader.mapping(node, what, allowed=("max_size", "max_wait"), required=("max_size",))
+    size = reader.integer(fields["max_size"], f"{what}.max_size", minimum=1)
+    if size > MAX_BATCH:
+        raise reader.error(fields["max_size"], f"{what}.max_size must be at most {MAX_BATCH}")
+    wait = 0.2
+    if "max_wait" in fields:
+        wait = reader.duration(fields["max_wait"], f"{what}.max_wait")
+        if not 0 <= wait <= MAX_BATCH_WAIT:
+            raise reader.error(fields["max_wait"], f"{what}.max_wait must be between 0s and 1h")
+    return Batching(size, wait)

@@ -30,6 +30,14 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class Batching:
+    """Up to `max_size` events per invocation, the first waiting at most `max_wait` s."""
+
+    max_size: int
+    max_wait: float
+
+
+@dataclass(frozen=True)
 class FlowRules:
     """A function's flow-control declarations (SPEC 12), validated.
 
@@ -47,6 +55,17 @@ class FlowRules:
     rate: RateLimit | None = None
     debounce: float | None = None
     """Seconds of quiet per key before its last event runs; earlier ones are superseded."""
+    batch: Batching | None = None
+
+    @property
+    def by_key(self) -> bool:
+        """Whether claims must look at keys or rates (else the store's own claim will do)."""
+        return bool(self.keyed or self.order or self.per_key or self.rate or self.debounce)
+
+    @property
+    def most_running(self) -> int:
+        """Most deliveries running at once: `limit` invocations, each of a batch."""
+        return self.limit * (self.batch.max_size if self.batch else 1)
 
     @property
     def key_limit(self) -> int | None:

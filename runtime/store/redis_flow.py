@@ -44,7 +44,7 @@ class RedisFlow:
         rate = rules.rate
         args: list[Arg] = [
             *self.head, store.consumer, limit, int(now * 1000),
-            int((lease + lease_margin(lease)) * 1000), rules.limit,
+            int((lease + lease_margin(lease)) * 1000), rules.most_running,
             rate.limit if rate else 0, int(rate.period * 1000) if rate else 0,
             "1" if rules.keyed else "0", ADMIT_BATCH,
             int(rules.debounce * 1000) if rules.debounce else 0, RUNS_MAX,

@@ -192,7 +192,7 @@ class SqliteFlow:
         (running,) = conn.execute(
             "SELECT count(*) FROM deliveries WHERE function = ? AND state = 'running'", (fn,)
         ).fetchone()
-        room = min(limit, rules.limit - running)
+        room = min(limit, rules.most_running - running)
         if room <= 0:
             return []
         per_key = rules.key_limit

@@ -93,6 +93,9 @@ def test_plain_function_has_no_rules_and_integer_concurrency_stays(tmp_path: Pat
     ("    rate_limit: {limit: 5, period: 0s}\n", 4, 36, "between 1ms and 7d"),
     ("    debounce: 0s\n", 4, 15, "f.debounce must be between 1ms and 7d"),
     ("    debounce: soon\n", 4, 15, "f.debounce"),
+    ("    batch: {max_size: 0}\n", 4, 23, "f.batch.max_size must be at least 1"),
+    ("    batch: {max_wait: 1s}\n", 4, 12, "needs 'max_size'"),
+    ("    batch: {max_size: 5, max_wait: 2h}\n", 4, 36, "between 0s and 1h"),
 ])
 def test_bad_rules_are_one_line_at_their_position(
     tmp_path: Path, body: str, line: int, column: int, message: str

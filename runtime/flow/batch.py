@@ -1,0 +1,147 @@
+"""`batch: {max_size, max_wait}` (SPEC 12): a handler that takes a list of events.
+
+A `BatchDispatcher` is a `Dispatcher` whose runners wait until `max_size`
+deliveries are buffered or the first has waited `max_wait`, then run them as
+one invocation: the worker gets one item whose event is the list
+(`EventBatch`). The one outcome becomes one per delivery (`split`): a raised
+exception, a timeout or a crash fails them all; a return value
+`{"failed": [event ids]}` (Lambda's partial batch response, as plain ids)
+fails only those, which are retried alone; anything else succeeds them all.
+Emits go with the first delivery that succeeded (its commit), so a batch
+emits at most once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, cast
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from runtime.dispatcher import SETTLERS, Dispatcher, Settling
+from runtime.events import Event, Outcome
+from runtime.flow.lane import FlowLane
+from runtime.pool import WorkerPool
+from runtime.specs import FunctionSpec
+from runtime.store.base import Delivery, Store
+
+
+class EventBatch:
+    """Events that travel to a worker as one invocation's event (a list of envelopes)."""
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.events = list(events)
+        self.id = self.events[0].id
+
+    def to_dict(self) -> list[dict[str, Any]]:  # what the pool sends as the item's event
+        return [event.to_dict() for event in self.events]
+
+
+def failed_ids(outcome: Outcome) -> tuple[set[str] | None, str | None]:
+    """The ids a successful batch reported failed, else None; and what is wrong with them."""
+    result = outcome.result
+    value = result.get("json") if isinstance(result, dict) else None
+    if not isinstance(value, dict) or "failed" not in value:
+        return None, None
+    failed = value["failed"]
+    if not isinstance(failed, list) or not all(isinstance(i, str) for i in failed):
+        return None, "a batch handler's 'failed' must be a list of event ids"
+    return set(failed), None
+
+
+def split(outcome: Outcome, batch: Sequence[Delivery]) -> list[Outcome]:
+    """One outcome per delivery of a batch run (see the module docstring)."""
+    if outcome.ok:
+        failed, problem = failed_ids(outcome)
+        if problem is not None:
+            outcome = replace(outcome, status="error", error=problem, emits=())
+    if not outcome.ok:
+        return [outcome] + [_sibling(outcome, emits=()) for _ in batch[1:]]
+    failed = failed or set()
+    out: list[Outcome] = []
+    emitted = False
+    for delivery in batch:
+        if delivery.event.id in failed:
+            out.append(_sibling(outcome, status="error", emits=(), result=None,
+                                error="the batch handler reported this event failed"))
+        elif emitted:
+            out.append(_sibling(outcome, emits=()))
+        else:
+            out.append(outcome if not out else _sibling(outcome, logs=outcome.logs,
+                                                         emits=outcome.emits))
+            emitted = True
+    return out
+
+
+def _sibling(outcome: Outcome, **changes: Any) -> Outcome:
+    """The outcome of another delivery of the same run: its own invocation id, no logs."""
+    return replace(outcome, **{"invocation": os.urandom(6).hex(), "logs": (), **changes})
+
+
+class BatchDispatcher(Dispatcher):
+    """A `Dispatcher` that runs up to `max_size` deliveries per invocation."""
+
+    def __init__(self, *args: Any, max_size: int, max_wait: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_size = max_size
+        self.max_wait = max_wait
+
+    def _prefetch(self) -> int:
+        return max(super()._prefetch(), self.max_size * self.spec.concurrency)
+
+    async def _fill(self) -> None:
+        """Wait until a batch is full or its first delivery waited `max_wait`."""
+        with anyio.move_on_after(self.max_wait):
+            while len(self._buffer) < self.max_size and not self._stopping:
+                await self._buffer_change()
+
+    async def _run_loop(
+        self,
+        send: MemoryObjectSendStream[Settling],
+        receive: MemoryObjectReceiveStream[Settling],
+        settlers: anyio.abc.TaskGroup,
+    ) -> None:
+        buffer = self._buffer
+        while not self._stopping:
+            if not buffer:
+                self._waiting_runners += 1
+                try:
+                    await self._buffer_change()
+                finally:
+                    self._waiting_runners -= 1
+                continue
+            await self._fill()
+            if not buffer:
+                continue  # another runner took them
+            batch = [buffer.popleft() for _ in range(min(self.max_size, len(buffer)))]
+            self._signal()
+            attempt = max(d.attempt for d in batch)
+            events = cast(Event, EventBatch([d.event for d in batch]))
+            outcomes = await self.pool.invoke_many([(events, attempt)])
+            if not outcomes:  # no worker could load the handler: nothing ran
+                await self._pause(batch)
+                return
+            for settling in zip(batch, split(outcomes[0], batch), strict=True):
+                if self._idle_settlers == 0 and self._settlers < SETTLERS:
+                    self._settlers += 1
+                    settlers.start_soon(self._settle_loop, receive)
+                await send.send(settling)
+
+
+def flow_dispatcher(
+    spec: FunctionSpec, pool: WorkerPool, store: Store, **kwargs: Any
+) -> Dispatcher:
+    """The dispatcher of `spec`: the plain one for a function without flow rules (its
+    claim path untouched), else one through a `FlowLane` and/or batching."""
+    rules = spec.flow
+    if rules is None:
+        return Dispatcher(spec, pool, store, **kwargs)
+    lane: Store | FlowLane = FlowLane(store, spec.name, rules, kwargs["clock"]) \
+        if rules.by_key else store
+    if rules.batch is None:
+        return Dispatcher(spec, pool, lane, **kwargs)
+    return BatchDispatcher(spec, pool, lane, max_size=rules.batch.max_size,
+                           max_wait=rules.batch.max_wait, **kwargs)
