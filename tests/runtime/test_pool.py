@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import anyio
 import pytest
 
 from runtime.errors import Where, WorkerError
-from runtime.events import Event, HttpInfo
+from runtime.events import Event, HttpInfo, Outcome
 from runtime.launcher import FORK_SERVER
 from runtime.pool import WorkerPool
 from runtime.results import decode_result
@@ -80,6 +81,40 @@ def read_spans(folder: Path) -> list[tuple[float, ...]]:
 
 def read_when_there(path: Path) -> Callable[[], str | None]:
     return lambda: path.read_text() if path.exists() else None
+
+
+class Busy:
+    """An invocation running in a pool: its worker's pid, then (after the block) its outcome."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.outcomes: list[Outcome] = []
+
+    @property
+    def outcome(self) -> Outcome:
+        [outcome] = self.outcomes
+        return outcome
+
+
+@asynccontextmanager
+async def busy_worker(pool: WorkerPool, folder: Path, seconds: float | None = None,
+                      ) -> AsyncIterator[Busy]:
+    """A `write_pid_and_wait` invocation (woken after `seconds`, or never) running in
+    `pool` for the block; the block's end waits for its outcome."""
+    pidfile = folder / "pid"
+    data: dict[str, Any] = {"do": "write_pid_and_wait", "pidfile": str(pidfile)}
+    if seconds is not None:
+        data["seconds"] = seconds
+    outcomes: list[Outcome] = []
+
+    async def run() -> None:
+        outcomes.append(await pool.invoke(Event(type="t", data=data), 1))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        busy = Busy(int(await wait_for(read_when_there(pidfile))))
+        busy.outcomes = outcomes
+        yield busy
 
 
 async def test_sync_handler_sees_event_and_ctx(pools: Callable[..., WorkerPool]) -> None:
@@ -280,21 +315,13 @@ async def test_sigkill_of_the_worker_is_a_crash(
     pools: Callable[..., WorkerPool], tmp_path: Path,
 ) -> None:
     pool = pools()
-    pidfile = tmp_path / "pid"
-    outcomes = []
-
-    async def run() -> None:
-        outcomes.append(await pool.invoke(ev(do="write_pid_and_wait", pidfile=str(pidfile)), 1))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        pid = int(await wait_for(read_when_there(pidfile)))
-        os.kill(pid, signal.SIGKILL)
-    assert outcomes[0].status == "crash"
-    assert outcomes[0].error == "worker died from signal SIGKILL"
-    assert not alive(pid)
+    async with busy_worker(pool, tmp_path) as busy:
+        os.kill(busy.pid, signal.SIGKILL)
+    assert busy.outcome.status == "crash"
+    assert busy.outcome.error == "worker died from signal SIGKILL"
+    assert not alive(busy.pid)
     again = await pool.invoke(ev(do="pid"), 2)
-    assert again.status == "ok" and again.result["json"] != pid
+    assert again.status == "ok" and again.result["json"] != busy.pid
 
 
 async def test_timeout_kills_the_process_group(
@@ -496,19 +523,10 @@ async def test_aclose_lets_running_invocations_finish(
     pools: Callable[..., WorkerPool], tmp_path: Path,
 ) -> None:
     pool = pools()
-    pidfile = tmp_path / "pid"
-    outcomes = []
-
-    async def run() -> None:
-        data = {"do": "write_pid_and_wait", "pidfile": str(pidfile), "seconds": 0.5}
-        outcomes.append(await pool.invoke(Event(type="t", data=data), 1))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        pid = int(await wait_for(read_when_there(pidfile)))
+    async with busy_worker(pool, tmp_path, seconds=0.5) as busy:
         await pool.aclose(grace=10)
-    assert outcomes[0].status == "ok" and outcomes[0].result == {"text": "woke"}
-    assert pool.live_workers == 0 and not alive(pid)
+    assert busy.outcome.status == "ok" and busy.outcome.result == {"text": "woke"}
+    assert pool.live_workers == 0 and not alive(busy.pid)
     with pytest.raises(WorkerError):
         await pool.invoke(ev(do="pid"), 1)
 
@@ -517,44 +535,27 @@ async def test_aclose_kills_what_outlives_the_grace(
     pools: Callable[..., WorkerPool], tmp_path: Path,
 ) -> None:
     pool = pools()
-    pidfile = tmp_path / "pid"
-    outcomes = []
-
-    async def run() -> None:
-        outcomes.append(await pool.invoke(ev(do="write_pid_and_wait", pidfile=str(pidfile)), 1))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        pid = int(await wait_for(read_when_there(pidfile)))
+    async with busy_worker(pool, tmp_path) as busy:
         started = time.monotonic()
         await pool.aclose(grace=0.2)
         assert time.monotonic() - started < 5
-    assert outcomes[0].status == "crash"
-    assert not alive(pid)
+    assert busy.outcome.status == "crash"
+    assert not alive(busy.pid)
 
 
 async def test_retire_lets_the_busy_worker_finish_then_exit(
     pools: Callable[..., WorkerPool], tmp_path: Path,
 ) -> None:
     pool = pools(make_spec(concurrency=2))
-    pidfile = tmp_path / "pid"
-    outcomes = []
-
-    async def run() -> None:
-        # Busy for longer than the idle worker can take to exit, even on a loaded machine.
-        data = {"do": "write_pid_and_wait", "pidfile": str(pidfile), "seconds": 4}
-        outcomes.append(await pool.invoke(Event(type="t", data=data), 1))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        busy_pid = int(await wait_for(read_when_there(pidfile)))
+    # Busy for longer than the idle worker can take to exit, even on a loaded machine.
+    async with busy_worker(pool, tmp_path, seconds=4) as busy:
         idle_pid = (await pool.invoke(ev(do="pid"), 1)).result["json"]
-        assert idle_pid != busy_pid
+        assert idle_pid != busy.pid
         pool.retire()
         await wait_for(lambda: not alive(idle_pid))
-        assert alive(busy_pid) and not outcomes
-    assert outcomes[0].status == "ok"
-    await wait_for(lambda: not alive(busy_pid))
+        assert alive(busy.pid) and not busy.outcomes
+    assert busy.outcome.status == "ok"
+    await wait_for(lambda: not alive(busy.pid))
     assert pool.live_workers == 0
 
 
