@@ -29,6 +29,7 @@ from runtime.logbook import cmd_logs, cmd_trace
 from runtime.manifest import scan_project
 from runtime.specs import HttpSettings, Project
 from runtime.store.base import Store
+from runtime.tracing import otel
 from runtime.tracing.context import trace_extensions
 
 Command = Callable[[argparse.Namespace], int]
@@ -72,7 +73,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings, grace=args.grace, reload=reload, freeze_heap=True, isolate=True,
         announce=banner.show if reload else None,
     )
-    anyio.run(supervisor.run, backend_options={"use_uvloop": True})
+    spans = otel.install()  # each attempt a span, when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    try:
+        anyio.run(supervisor.run, backend_options={"use_uvloop": True})
+    finally:
+        if spans is not None:
+            spans.close()
     return 0
 
 

@@ -147,6 +147,8 @@ def configure(
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
+        # Not even when the span export turns the run records on.
+        handler.addFilter(lambda record: record.name != RUNS)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -102,8 +102,9 @@ def run_of_outcome(function: str, event: Event, attempt: int, outcome: Outcome,
 
 
 RUNS_LOG = logging.getLogger("fnrun.runs")
-"""One INFO record per finished run, `extra={"run": RunRecord}` (its `seq` 0): `fnrun
-dev` prints it as a line. Off (WARNING) under `fnrun run` unless configured."""
+"""One INFO record per finished run, `extra={"run": RunRecord, "event": Event}` (its
+`seq` 0): `fnrun dev` prints it as a line, the `otel` export makes it a span in the
+event's trace. Off (WARNING) under `fnrun run` unless configured."""
 
 
 def announce(function: str, event: Event, attempt: int, outcome: Outcome) -> None:
@@ -112,7 +113,7 @@ def announce(function: str, event: Event, attempt: int, outcome: Outcome) -> Non
         return  # no record built: `fnrun run` settles thousands a second
     run = run_of_outcome(function, event, attempt, outcome)
     RUNS_LOG.info("%s %s %s %s %s %.1fms", function, run.invocation[:8], run.event_type,
-                  run.event_id, run.status, run.duration * 1000, extra={"run": run})
+                  run.event_id, run.status, run.duration * 1000, extra={"run": run, "event": event})
 
 
 def has_wildcard(pattern: str) -> bool:
