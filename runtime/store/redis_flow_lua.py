@@ -134,7 +134,7 @@ local function supersede(m, info, by)
     ['function'] = fn, attempt = 0, status = 'superseded', started = now / 1000, duration = 0,
     error = 'superseded by event ' .. by, traceback = cjson.null, result = cjson.null,
     emitted = {}, logs = {}})
-  record(fn, info.e, inv .. ' ' .. string.format('%d', now) .. ' superseded\\n' .. body, hmax)
+  record(fn, info.e, inv .. ' ' .. string.format('%d', now) .. ' superseded\\n' .. body)
 end
 
 local function ms_of(d) return tonumber(string.sub(d, 1, string.find(d, '-', 1, true) - 1)) end
@@ -209,6 +209,7 @@ if room > 0 then
     if #out >= room then break end
   end
 end
+flush_runs(hmax)
 local nxt = redis.call('ZRANGEBYSCORE', FR, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 local due = nxt[2] or ''
 if ready_at ~= '' then ready_at = string.format('%d', ready_at) end
@@ -223,7 +224,7 @@ local out = {}
 for i = 1, count do
   local d, emits = string.match(arg(), '^(%S+) (%d+)$')
   local eid, hist = arg(), arg()
-  record(fn, eid, hist, hmax)
+  record(fn, eid, hist)
   local m = member(d)
   out[i] = 0
   if ours(m, me) then
@@ -242,6 +243,7 @@ for i = 1, count do
   end
 end
 woken[fn] = true
+flush_runs(hmax)
 wake()
 return out
 """
@@ -249,7 +251,8 @@ return out
 FAIL = FLOW + """
 local me, d, eid, hist, hmax = arg(), arg(), arg(), arg(), tonumber(arg())
 local retry_at, now, attempts, err, tb = arg(), arg(), arg(), arg(), arg()
-record(fn, eid, hist, hmax)
+record(fn, eid, hist)
+flush_runs(hmax)
 local m = member(d)
 if not ours(m, me) then return 0 end
 local info = info_of(m)

@@ -41,11 +41,13 @@ class RedisOperations(Store):
                 pipe.xpending(stream, "g")
             pipe.zcard(f"{P}z:{function}")
             pipe.zcard(f"{P}dz:{function}")
+            pipe.hlen(f"{P}fi:{function}")  # flow control's own (redis_flow_lua)
+            pipe.hlen(f"{P}fx:{function}")
         replies = await pipe.execute(raise_on_error=False)
         out = {}
         for i, function in enumerate(functions):
-            *streams, waiting, dead = replies[6 * i : 6 * i + 6]
-            pending, running = waiting, 0
+            *streams, waiting, dead, flow, flow_running = replies[8 * i : 8 * i + 8]
+            pending, running = waiting + flow - flow_running, flow_running
             for length, pel in zip(streams[::2], streams[1::2], strict=True):
                 in_flight = pel["pending"] if isinstance(pel, dict) else 0
                 pending += (length if isinstance(length, int) else 0) - in_flight
