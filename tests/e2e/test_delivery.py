@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 from collections import Counter
 
@@ -11,25 +10,13 @@ import httpx
 import pytest
 
 from tests.e2e.harness import Project, fnrun, wait_until
+from tests.runtime.procs import alive
 
 
 @pytest.fixture
 def project(project_on_each_store: Project) -> Project:
     """Every guarantee below holds on both stores (SPEC 9): each test runs on each."""
     return project_on_each_store
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def drained(project: Project) -> bool:
@@ -187,8 +174,8 @@ def test_timeout_kills_the_process_group_and_retries(project: Project) -> None:
     [event_id] = project.publish([{"type": "slow.go"}])
     wait_until(lambda: any(c["attempt"] == 2 for c in project.calls()), timeout=20)
     grandchild = project.calls()[0]["grandchild"]
-    wait_until(lambda: not pid_alive(grandchild), timeout=5)
-    history = json.loads(fnrun("history", "--json", "--project", str(project.root)).stdout)
+    wait_until(lambda: not alive(grandchild), timeout=5)
+    history = project.history()
     outcomes = sorted((h["attempt"], h["outcome"]) for h in history if h["event_id"] == event_id)
     assert outcomes == [(1, "timeout"), (2, "ok")]
 
@@ -216,7 +203,7 @@ def test_kill9_of_the_supervisor_loses_nothing(project: Project) -> None:
     handled_before = len(project.handled())
     assert handled_before < len(ids), "the drain finished before the kill"
     # Orphaned workers notice their supervisor is gone and exit on their own.
-    wait_until(lambda: not any(pid_alive(p) for p in worker_pids), timeout=20)
+    wait_until(lambda: not any(alive(p) for p in worker_pids), timeout=20)
 
     project.start()
     wait_until(lambda: set(project.handled()) >= set(ids) and drained(project), timeout=60)
@@ -275,7 +262,7 @@ def test_memory_limit_fails_the_attempt_not_the_supervisor(project: Project) -> 
     project.start()
     [event_id] = project.publish([{"type": "eat"}])
     wait_until(lambda: len(project.calls()) >= 2 and drained(project), timeout=20)
-    history = json.loads(fnrun("history", "--json", "--project", str(project.root)).stdout)
+    history = project.history()
     outcomes = sorted((h["attempt"], h["outcome"]) for h in history if h["event_id"] == event_id)
     assert outcomes[0][1] in {"error", "crash"} and outcomes[1] == (2, "ok")
     assert project.healthy()

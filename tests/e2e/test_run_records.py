@@ -7,7 +7,6 @@ Sync webhook calls and `fnrun invoke` keep their traceback too.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anyio
@@ -99,7 +98,7 @@ def test_both_attempts_keep_logs_stderr_emits_and_the_error(project_on_each_stor
 
     assert [e.type for e in anyio.run(stored_events)] == ["mail.send", "stock.take"]
     # The older listing still shows both attempts.
-    listed = json.loads(fnrun("history", "--json", "--project", str(project.root)).stdout)
+    listed = project.history()
     assert [(h["attempt"], h["outcome"]) for h in listed if h["function"] == "pay"] == [
         (2, "ok"), (1, "error")]
 
