@@ -93,8 +93,8 @@ class _Random:
             at = self._next
             if at + digits > len(self._pool):
                 self._pool, at = os.urandom(3072).hex(), 0
-            self._next = at + digits
-            return self._pool[at : at + digits]
+            self._next = end = at + digits
+            return self._pool[at:end]
 
 
 _random = _Random()
@@ -102,11 +102,19 @@ _random = _Random()
 
 def new_trace() -> TraceParent:
     """A new trace: random 16-byte trace id, 8-byte span id, sampled."""
+    value = _new_traceparent()
+    return TraceParent(value[3:35], value[36:52], SAMPLED)
+
+
+def _new_traceparent() -> str:
+    """`new_trace()` as a header value, without the tuple (one per webhook request)."""
     while True:
         digits = _random(48)
-        trace_id, span_id = digits[:32], digits[32:]
-        if trace_id != "0" * 32 and span_id != "0" * 16:
-            return TraceParent(trace_id, span_id, SAMPLED)
+        if digits[:32] != _ZERO_TRACE and digits[32:] != _ZERO_SPAN:
+            return f"00-{digits[:32]}-{digits[32:]}-01"
+
+
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
 def trace_extensions(traceparent: Any = None, tracestate: Any = None) -> dict[str, str]:
@@ -116,9 +124,11 @@ def trace_extensions(traceparent: Any = None, tracestate: Any = None) -> dict[st
     meaningless without one), as a printable ASCII string of at most
     `MAX_TRACESTATE` characters.
     """
+    if traceparent is None:
+        return {TRACEPARENT: _new_traceparent()}
     parent = parse(traceparent)
     if parent is None:
-        return {TRACEPARENT: str(new_trace())}
+        return {TRACEPARENT: _new_traceparent()}
     out = {TRACEPARENT: str(parent)}
     if (isinstance(tracestate, str) and 0 < len(tracestate) <= MAX_TRACESTATE
             and tracestate.isascii() and tracestate.isprintable()):
