@@ -180,6 +180,10 @@ def _broker_sections(
     return sections
 
 
+def _counted(items: Mapping[str, Any], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     scan = scan_project(arguments.settings(args))
     if scan.errors:
@@ -189,6 +193,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     project = scan.project
     count = len(project.functions)
     where = f"{count} function{'s' if count != 1 else ''} in {project.settings.functions}"
+    if project.brokers:
+        where += (f"; {_counted(project.sources, 'source')} and {_counted(project.sinks, 'sink')}"
+                  f" on {_counted(project.brokers, 'broker')}")
     if not args.load:
         print(f"ok: {where}")
         return 0

@@ -25,6 +25,8 @@ def test_a_broker_that_is_down_is_named_and_waited_for(tmp_path: Path) -> None:
     }))
     project.add("f", "functions:\n  f: {handler: f.py:main, triggers: [{event: t.in}]}\n",
                 "def main(event, ctx):\n    pass\n")
+    validated = fnrun("validate", "--project", str(project.root)).stdout
+    assert validated.endswith("; 1 source and 1 sink on 1 broker\n"), validated
     try:
         project.start()
         project.publish([{"type": "t.out", "data": {"n": 1}}])

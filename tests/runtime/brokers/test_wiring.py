@@ -11,8 +11,11 @@ import pytest
 from runtime.brokers.declarations import misfit, render
 from runtime.brokers.hub import Plan, plan
 from runtime.brokers.links import MAX_BACKOFF, MIN_BACKOFF, backoff
+from runtime.brokers.sinks import SinkPublisher
 from runtime.brokers.specs import BrokerSpec, SinkSpec, SourceSpec
+from runtime.clock import SystemClock
 from runtime.errors import Where
+from runtime.events import Event
 
 
 def at(line: int) -> Where:
@@ -71,6 +74,24 @@ def test_backoff_doubles_with_jitter_and_is_capped(failures: int, low: float, hi
 ])
 def test_render(template: str, attributes: dict[str, str | None], expected: str) -> None:
     assert render(template, attributes) == expected
+
+
+def test_a_sink_fills_its_templates_per_event() -> None:
+    spec = SinkSpec("out", at(1), broker="b", events="**", exchange="x", routing_key="{type}")
+    publisher = SinkPublisher(spec, lambda: None, SystemClock())
+    endpoint = publisher.endpoint(Event(type="notify.mail", source="s", subject="u1"))
+    assert (endpoint.exchange, endpoint.routing_key, endpoint.queue) == ("x", "notify.mail", None)
+    nats = SinkSpec("out", at(1), broker="b", events="**", subject="res.{type}.{subject}")
+    endpoint = SinkPublisher(nats, lambda: None, SystemClock()).endpoint(
+        Event(type="a.b", subject="u1"))
+    assert endpoint.subject == "res.a.b.u1"
+
+
+@pytest.mark.anyio
+async def test_a_sink_without_its_broker_fails_the_attempt() -> None:
+    spec = SinkSpec("out", at(1), broker="gone", events="**", queue="q")
+    outcome = await SinkPublisher(spec, lambda: None, SystemClock()).publish(Event(type="a"))
+    assert outcome.status == "error" and "'gone' is not declared" in (outcome.error or "")
 
 
 def sink(**fields: str) -> SinkSpec:
