@@ -66,6 +66,7 @@ FIXED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixed")
 def greet(event, ctx):
     record(event, ctx)
     ctx.log.info("hello %s", event.data["name"])
+    print("printed for", event.data["name"])
     ctx.emit("greet.sent", {"to": event.data["name"]})
     return {"greeting": "hello " + event.data["name"]}
 
@@ -214,8 +215,21 @@ def test_a_sent_event_runs_and_appears_live_then_its_page_shows_everything(ui: P
                                                     ).inner_text()
     assert page.locator("#emitted a").count() == 1
     assert headers_of(page, "#attempts")[0] == "attempt"
+    logs = page.locator("#logs")
+    assert headers_of(page, "#logs") == ["time", "stream", "level", "text"]
+    assert "log\tinfo\thello Ada" in logs.inner_text()
+    assert "stdout\t\tprinted for Ada" in logs.inner_text()
+    trace = page.locator("#trace")
+    assert trace.get_by_text("greet.requested").count() == 1
+    assert trace.get_by_text("greet.sent").count() == 1  # emitted, under greet's attempt
     ui.shot("run")
-    ui.errors.remove(f"404 GET {ui.base}/_/traces/{event_id}")  # until /_/traces lands
+
+    page.locator("#emitted a").click()
+    page.get_by_role("heading", name=re.compile("Trace of")).wait_for()
+    page.locator("#trace").wait_for()
+    assert page.locator("#trace").get_by_text("greet.sent").count() == 1
+    page.locator("#parent").get_by_role("link", name=event_id).wait_for()
+    ui.shot("trace")
 
 
 
@@ -239,17 +253,25 @@ def test_dead_letters_replay_as_they_were_or_with_an_edited_payload(
     editor.get_by_label("Data").fill('{"card": "good", "n": 1}')
     ui.shot("dead-letters-edit")
     editor.get_by_role("button", name="Replay with this data").click()
-    page.get_by_text("with the edited data").wait_for()
+    page.get_by_text(f"Replayed pay.requested {bad[0]} to pay with the edited data").wait_for()
     assert page.locator("tr[data-letter]").count() == 1
 
     (served.root / "fixed").touch()  # the bug is fixed: a plain Replay now succeeds
     second = page.locator("tr[data-letter]", has_text=bad[1])
     second.get_by_role("button", name="Replay", exact=True).click()
-    page.get_by_text(re.compile("Replayed pay.requested")).wait_for()
+    page.get_by_text(f"Replayed pay.requested {bad[1]} to pay.").wait_for()
     assert page.locator("tr[data-letter]").count() == 0
 
     page.get_by_role("link", name="See the runs of pay").click()
     wait_until(lambda: page.locator("#runs .outcome.ok").count() == 2, timeout=20)
+    failed = page.locator("#runs tbody tr", has_text=bad[1]).filter(has=page.locator(
+        ".outcome.error"))
+    failed.get_by_role("link").first.click()
+    page.get_by_role("heading", name="Error", exact=True).wait_for()
+    error = page.locator("h2:has-text('Error') ~ pre").all_inner_texts()
+    assert error[0] == "RuntimeError: card declined"
+    assert "Traceback (most recent call last)" in error[1] and "in pay" in error[1]
+    ui.shot("run-failed")
     replayed = served.calls()
     assert [c["attempt"] for c in replayed if c["id"] == bad[1]] == [1, 1]  # a fresh attempt
     assert httpx.get(served.url("/_/dead-letters")).json() == []
@@ -299,7 +321,7 @@ def test_a_page_from_another_origin_cannot_post(browser: Any, served: Project) -
     page.page.on("response", lambda r: answers.append((r.request.method, r.url, r.status)))
     try:
         page.open("/").wait_for_function("window.outcomes !== undefined")
-        wait_until(lambda: sum(1 for a in answers if a[0] == "POST") >= 3, timeout=10)
+        wait_until(lambda: sum(1 for a in answers if a[0] == "POST") >= 3, timeout=20)
         posts = sorted((url.removeprefix(served.url("")), status)
                        for method, url, status in answers if method == "POST")
         assert posts == [("/_/ui/api/dead-letters/x/replay", 403), ("/_/ui/api/events", 403),

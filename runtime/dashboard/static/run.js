@@ -61,6 +61,8 @@ async function traceOf(eventId) {
     const root = trace.root || trace.tree || trace;
     const id = trace.trace_id || root.trace_id;
     return [id ? h("p", { class: "muted mono" }, `trace ${id}`) : null,
+      root.parent ? h("p", { id: "parent" }, "Emitted by a run of event ",
+        h("a", { class: "mono", href: `#/traces/${path(root.parent)}` }, root.parent)) : null,
       h("ul", { class: "tree root", id: "trace" }, traceNode(root))];
   } catch (err) {
     return note(`No trace: ${err.message}`, true);
