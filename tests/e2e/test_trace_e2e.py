@@ -5,6 +5,9 @@ emits) -> B (emits) -> C, under `fnrun run --log-format json`; `fnrun trace`,
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -109,3 +112,40 @@ def _leaf(tree: dict) -> dict:
     """The C event of the chain (root -> B -> C)."""
     b_event = tree["root"]["deliveries"][0]["attempts"][-1]["emitted"][0]
     return b_event["deliveries"][0]["attempts"][0]["emitted"][0]
+
+
+def test_dev_prints_a_line_per_finished_run(project: Project) -> None:
+    """Six POSTs to a webhook printed nothing in `fnrun dev` (issue 19): now one line each."""
+    project.add("hook", """
+        functions:
+          hook:
+            handler: hook.py:hook
+            triggers:
+              - webhook: {path: /hook}
+              - event: hook.again
+        """, "def hook(event, ctx):\n    if event.type == 'hook.again':\n"
+             "        raise ValueError('no second time')\n")
+    out = project.root / "dev.log"
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "dev", "--project", str(project.root),
+             "--port", str(project.port)], stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    project.procs.append(proc)
+    wait_until(project.healthy)
+    ids = [httpx.post(project.url("/hook"), json={}).json()["id"] for _ in range(3)]
+    failing = fnrun("emit", "hook.again", "--project", str(project.root)).stdout.strip()
+    # time, function, invocation, [WARNING], event type, end of event id, outcome, duration
+    run_lines = re.compile(
+        r"\S+ +hook ([0-9a-f]{8}) (?:WARNING )?(\S+)  (\S+)  (\S+)  [0-9.]+ ms(.*)")
+
+    def lines() -> list[tuple[str, ...]]:
+        text = out.read_text(errors="replace")
+        return [m.groups() for m in map(run_lines.fullmatch, text.splitlines()) if m]
+
+    found = wait_until(lambda: len(lines()) >= 4 and lines())
+    assert sorted((t, e, o) for _, t, e, o, _ in found if t == "fnrun.webhook") == sorted(
+        ("fnrun.webhook", i[-8:], "ok") for i in ids)
+    [(_, _, event, outcome, rest)] = [f for f in found if f[1] == "hook.again"][:1]
+    assert (event, outcome) == (failing[-8:], "error") and "ValueError: no second time" in rest
+    assert "\033[" not in out.read_text()  # not a terminal: no colour
