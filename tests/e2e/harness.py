@@ -183,12 +183,6 @@ class Project:
     def calls(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in appended_lines(self.log)]
 
-    def history(self) -> list[dict[str, Any]]:
-        """`fnrun history --json` of this project: every attempt recorded, newest first."""
-        records: list[dict[str, Any]] = json.loads(
-            fnrun("history", "--json", "--project", str(self.root)).stdout)
-        return records
-
     def handled(self, fn: str | None = None) -> Counter[str]:
         """How many attempts each event id got (of `fn`, if given)."""
         return Counter(c["id"] for c in self.calls() if fn is None or c["fn"] == fn)
@@ -213,10 +207,15 @@ class RedisServer:
              "--save", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        self.wait_ready(self.port)
+
+    @staticmethod
+    def wait_ready(port: int) -> None:
+        """Wait until the redis-server on `port` answers PING."""
 
         def ready() -> bool:
             try:
-                with redis.Redis(port=self.port, socket_connect_timeout=0.5) as client:
+                with redis.Redis(port=port, socket_connect_timeout=0.5) as client:
                     return bool(client.ping())
             except redis.RedisError:
                 return False
