@@ -11,26 +11,32 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 import pytest
+import redis
 
+from runtime import plugins
 from runtime.cli import main
 from runtime.events import Event, LogLine, Outcome
+from runtime.store.base import Store
 from runtime.store.sqlite import SqliteStore
 from runtime.tracing.context import emitted, traced
 from tests.e2e.harness import Project, fnrun, wait_until
+from tests.services import redis_url
 
 pytestmark = pytest.mark.timeout(60)
+REDIS = redis_url(9)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 INCOMING = f"00-{TRACE}-00f067aa0ba902b7-01"
 A1, A2, B1 = "a1a1a1a1a1a1", "a2a2a2a2a2a2", "b1b1b1b1b1b1"
 
 
-def declare(project: Project) -> str:
+def declare(project: Project, store: str | None = None) -> str:
     for name, pattern in (("charge", "order.created"), ("ship", "order.paid")):
         project.add(name, f"""
             functions:
@@ -39,11 +45,14 @@ def declare(project: Project) -> str:
                 triggers:
                   - event: {pattern}
             """, "def handle(event, ctx):\n    pass\n")
+    if store is not None:
+        project.write("fnrun.yaml", f"store: {store}\n")
+        return store
     return f"sqlite:///{project.root}/.fnrun/state.db"
 
 
 async def seed(url: str) -> None:
-    async with SqliteStore(url) as store:
+    async with plugins.store_for(url) as store:
         root = traced(Event(type="order.created", id="ev-root", data={"n": 1}),
                       {"traceparent": INCOMING})
         await store.publish([(root, ["charge"])])
@@ -63,7 +72,7 @@ async def seed(url: str) -> None:
         await ship(store, now + 2)
 
 
-async def ship(store: SqliteStore, now: float, invocation: str = B1) -> None:
+async def ship(store: Store, now: float, invocation: str = B1) -> None:
     [delivery] = await store.claim("ship", 10, now)
     await store.succeed(delivery, Outcome(
         "ok", now, 0.002, invocation=invocation,
@@ -71,9 +80,25 @@ async def ship(store: SqliteStore, now: float, invocation: str = B1) -> None:
 
 
 @pytest.fixture
-def seeded(project: Project) -> Project:
-    anyio.run(seed, declare(project))
-    return project
+def seeded(
+    request: pytest.FixtureRequest, project: Project, service_missing: Callable[[str], NoReturn]
+) -> Iterator[Project]:
+    """The project with its store filled; on Redis (database 9) when the test asks."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        anyio.run(seed, declare(project))
+        yield project
+        return
+    client = redis.Redis.from_url(REDIS)
+    try:
+        client.flushdb()
+    except redis.ConnectionError:
+        service_missing(f"Redis is not running at {REDIS}")
+    try:
+        anyio.run(seed, declare(project, REDIS))
+        yield project
+    finally:
+        client.flushdb()
+        client.close()
 
 
 def run(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
@@ -95,6 +120,7 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str
     return call
 
 
+@pytest.mark.parametrize("seeded", ["sqlite", "redis"], indirect=True)
 def test_trace_shows_the_tree_with_one_trace_id_and_the_retry(
     seeded: Project, cli: Callable[..., tuple[int, str, str]]
 ) -> None:
@@ -117,6 +143,7 @@ def test_trace_shows_the_tree_with_one_trace_id_and_the_retry(
         1, "", "fnrun: no event 'ev-nope' (not stored, or past retention)\n")
 
 
+@pytest.mark.parametrize("seeded", ["sqlite", "redis"], indirect=True)
 def test_logs_of_a_run_by_id_or_prefix_and_of_a_function(
     seeded: Project, cli: Callable[..., tuple[int, str, str]]
 ) -> None:
@@ -140,6 +167,7 @@ def test_logs_of_a_run_by_id_or_prefix_and_of_a_function(
     assert code == 2 and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("seeded", ["sqlite", "redis"], indirect=True)
 def test_history_filters_and_invocation_column(
     seeded: Project, cli: Callable[..., tuple[int, str, str]]
 ) -> None:
