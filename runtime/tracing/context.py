@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -134,17 +134,6 @@ def trace_extensions(traceparent: Any = None, tracestate: Any = None) -> dict[st
             and tracestate.isascii() and tracestate.isprintable()):
         out[TRACESTATE] = tracestate
     return out
-
-
-def traced(event: Event, headers: Mapping[str, str] | None = None) -> Event:
-    """`event` with valid tracing extensions: from `headers` (an HTTP request's
-    `traceparent`/`tracestate`) when given, else its own, else a new trace."""
-    source: Mapping[str, Any] = event.extensions if headers is None else headers
-    found = trace_extensions(source.get(TRACEPARENT), source.get(TRACESTATE))
-    extensions = {k: v for k, v in event.extensions.items() if k not in found}
-    extensions.pop(TRACESTATE, None)
-    extensions.update(found)
-    return event if extensions == dict(event.extensions) else replace(event, extensions=extensions)
 
 
 def attempt_span(event_id: str, function: str, attempt: int) -> str:

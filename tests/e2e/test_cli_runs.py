@@ -24,7 +24,7 @@ from runtime.cli import main
 from runtime.events import Event, LogLine, Outcome
 from runtime.store.base import Store
 from runtime.store.sqlite import SqliteStore
-from runtime.tracing.context import emitted, traced
+from runtime.tracing.context import emitted, trace_extensions
 from tests.e2e.harness import Project, fnrun, wait_until
 from tests.services import redis_url
 
@@ -53,8 +53,8 @@ def declare(project: Project, store: str | None = None) -> str:
 
 async def seed(url: str) -> None:
     async with plugins.store_for(url) as store:
-        root = traced(Event(type="order.created", id="ev-root", data={"n": 1}),
-                      {"traceparent": INCOMING})
+        root = Event(type="order.created", id="ev-root", data={"n": 1},
+                     extensions=trace_extensions(INCOMING))
         await store.publish([(root, ["charge"])])
         now = time.time()
         [first] = await store.claim("charge", 10, now)

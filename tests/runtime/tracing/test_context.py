@@ -13,7 +13,6 @@ from runtime.tracing.context import (
     new_trace,
     parse,
     trace_extensions,
-    traced,
 )
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -72,17 +71,6 @@ def test_incoming_context_is_kept_when_valid_else_a_new_trace_starts(
     assert parse(found["traceparent"]) is not None
     assert (found["traceparent"] == GOOD) is kept_parent
     assert found.get("tracestate") == kept_state
-
-
-def test_traced_takes_request_headers_over_nothing_and_keeps_a_valid_extension() -> None:
-    plain = Event(type="a.b", extensions={"tenant": "t"})
-    from_headers = traced(plain, {"traceparent": GOOD, "tracestate": "a=1"})
-    assert dict(from_headers.extensions) == {"tenant": "t", "traceparent": GOOD,
-                                             "tracestate": "a=1"}
-    assert traced(from_headers) is from_headers  # already valid: unchanged
-    fresh = traced(Event(type="a.b", extensions={"traceparent": "junk", "tracestate": "a=1"}))
-    assert parse(fresh.extensions["traceparent"]) is not None
-    assert "tracestate" not in fresh.extensions
 
 
 def test_emitted_events_continue_the_trace_under_the_attempts_span() -> None:
