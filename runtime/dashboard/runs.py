@@ -13,6 +13,7 @@ supervisor starting to stop, so it never holds up SIGTERM.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, TypedDict
@@ -21,10 +22,12 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from runtime.errors import UsageError
+from runtime.errors import StoreError, UsageError
 from runtime.ingress import Ingress
 from runtime.records import iso
 from runtime.store.base import RunRecord
+
+log = logging.getLogger("fnrun.http")
 
 POLL = 0.5
 BATCH = 200
@@ -161,32 +164,41 @@ class Stream:
         return newest[0].seq if newest else 0
 
     async def _feed(self, wanted: Filters, cursor: int) -> AsyncIterator[str]:
-        store, filtered = self.view.ingress.store, any(wanted.values())
-        started = quiet = time.monotonic()
         if self.open >= MAX_STREAMS:  # others opened since `events` looked
             yield "event: full\ndata: {}\n\n"
             return
         self.open += 1  # here, where `finally` is sure to undo it
         try:
             yield "retry: 1000\n\n"
-            while not self.view.draining and time.monotonic() - started < LIFETIME:
-                # Filtered, the cursor moves on to the head even when nothing matched, so
-                # that no poll scans further back than the previous one.
-                head = await self._head() if filtered else cursor
-                new = await store.runs(**wanted, after_seq=cursor, limit=BATCH)
-                if new:
-                    # Fewer than asked: every match up to `head` is in hand.
-                    cursor = new[0].seq if len(new) == BATCH else max(new[0].seq, head)
-                    quiet = time.monotonic()
-                    rows = json.dumps([row(r) for r in reversed(new)], separators=(",", ":"))
-                    yield f"id: {cursor}\ndata: {rows}\n\n"
-                    if len(new) == BATCH:
-                        continue  # more are waiting: no pause
-                else:
-                    cursor = max(cursor, head)
-                    if time.monotonic() - quiet > HEARTBEAT:
-                        quiet = time.monotonic()
-                        yield ": ping\n\n"
-                await anyio.sleep(POLL)
+            async for message in self._poll(wanted, cursor):
+                yield message
+        except StoreError as exc:
+            # The answer has started: it cannot become a 503. The browser reconnects
+            # (after `retry`) from the last id it got, and gets the 503 while it lasts.
+            log.warning("dashboard stream: %s", exc)
         finally:
             self.open -= 1
+
+    async def _poll(self, wanted: Filters, cursor: int) -> AsyncIterator[str]:
+        """The stream's messages after `cursor`, until the supervisor stops or `LIFETIME`."""
+        store, filtered = self.view.ingress.store, any(wanted.values())
+        started = quiet = time.monotonic()
+        while not self.view.draining and time.monotonic() - started < LIFETIME:
+            # Filtered, the cursor moves on to the head even when nothing matched, so
+            # that no poll scans further back than the previous one.
+            head = await self._head() if filtered else cursor
+            new = await store.runs(**wanted, after_seq=cursor, limit=BATCH)
+            if new:
+                # Fewer than asked: every match up to `head` is in hand.
+                cursor = new[0].seq if len(new) == BATCH else max(new[0].seq, head)
+                quiet = time.monotonic()
+                rows = json.dumps([row(r) for r in reversed(new)], separators=(",", ":"))
+                yield f"id: {cursor}\ndata: {rows}\n\n"
+                if len(new) == BATCH:
+                    continue  # more are waiting: no pause
+            else:
+                cursor = max(cursor, head)
+                if time.monotonic() - quiet > HEARTBEAT:
+                    quiet = time.monotonic()
+                    yield ": ping\n\n"
+            await anyio.sleep(POLL)

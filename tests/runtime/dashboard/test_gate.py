@@ -3,13 +3,18 @@ expiring, signed by the token), and the cross-site checks every write passes."""
 
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runtime.banner import render_banner
 from runtime.dashboard.gate import Gate, cookie_name
 from runtime.dashboard.session import CODE_TTL, SESSION_TTL, Sessions, login_path
 from runtime.door import Door
+from runtime.specs import HttpSettings, Settings
 
 TOKEN = "s3cret-token-value"
 NOW = 1_800_000_000.0
@@ -138,3 +143,17 @@ def test_the_csrf_token_belongs_to_the_session() -> None:
     second = scope(cookie=f"{cookie_name(first)}={Sessions(TOKEN).cookie(NOW + 5)}")
     assert gate.csrf(first) != gate.csrf(second)
     assert gate.csrf(first) != Gate(TOKEN, clock=lambda: NOW).csrf(first)  # per process
+
+
+def test_the_dev_banner_names_the_dashboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    settings = Settings(project=tmp_path, functions=tmp_path / "functions")
+    served = HttpSettings(host="127.0.0.1", port=8123)
+    monkeypatch.delenv("FNRUN_TOKEN", raising=False)
+    assert "\n  ui     http://127.0.0.1:8123/_/ui\n" in render_banner([], settings, served=served)
+    monkeypatch.setenv("FNRUN_TOKEN", TOKEN)
+    text = render_banner([], settings, served=served)
+    found = re.search(r"\n  ui     http://127\.0\.0\.1:8123/_/ui/login\?code=(\S+)  "
+                      r"\(one-time login link, 10 min\)\n", text)
+    assert found is not None and TOKEN not in text
+    assert Sessions(TOKEN).redeem(found[1], time.time())
