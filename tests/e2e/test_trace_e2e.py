@@ -89,6 +89,9 @@ def test_a_webhooks_trace_runs_through_emitted_events_and_retries(project: Proje
     run = httpx.get(project.url(f"/_/runs/{c_run['invocation']}"))
     assert run.status_code == 200
     assert (run.json()["function"], run.json()["event_type"]) == ("c", "chain.c")
+    assert [(x["stream"], x["text"]) for x in run.json()["logs"]] == [("stdout", "c is done")]
+    logs = fnrun("logs", c_run["invocation"], "--project", str(project.root)).stdout
+    assert logs.splitlines()[1].split(None, 2)[1:] == ["stdout", "c is done"]
     missing = httpx.get(project.url("/_/runs/nope"))
     assert (missing.status_code, missing.json()) == (
         404, {"error": "no such run (not stored, or past retention)"})
