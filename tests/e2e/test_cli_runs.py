@@ -240,3 +240,22 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(
     finally:
         os.close(main)
         os.close(other)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["logs", "--limit", "0"], "fnrun: --limit must be from 1 to 1000, got 0"),
+        (["logs", "abc", "--follow"], "fnrun: --follow follows new runs"),
+        (["logs", ""], "fnrun: argument INVOCATION: must not be empty"),
+        (["trace"], "fnrun: the following arguments are required: EVENT_ID"),
+        (["run", "--log-format", "xml"], "fnrun: argument --log-format: invalid choice: 'xml'"),
+        (["history", "--since", "2999-01-01"], "fnrun: --since: '2999-01-01' is in the future"),
+    ],
+)
+def test_mistakes_are_one_line_and_exit_2(
+    project: Project, cli: Callable[..., tuple[int, str, str]], args: list[str], message: str
+) -> None:
+    declare(project)
+    code, out, err = cli(project, *args)
+    assert (code, out) == (2, "") and len(err.splitlines()) == 1 and err.startswith(message), err
