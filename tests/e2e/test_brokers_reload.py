@@ -96,9 +96,16 @@ async def test_sources_and_sinks_follow_the_yaml(rig: RedisRig, tmp_path: Path) 
         await produce(20)
         await until(lambda: handled() == set(range(20)))
 
+        # A mistake keeps the last good declarations running and is named in /_/health.
+        project.write("fnrun.yaml", config(rig, {"prefetch": 5, "broker": "nope"}, sink=True))
+        await until(lambda: "unknown broker 'nope'" in str(health(project)["reload_error"]))
+        assert health(project)["sources"]["s"]["prefetch"] == 10
+        assert "out" not in health(project)["sinks"]
+
         project.write("fnrun.yaml", config(rig, {"prefetch": 5}, sink=True))  # changed
         await until(lambda: health(project)["sources"]["s"]["prefetch"] == 5
                     and "out" in health(project)["sinks"])
+        assert health(project)["reload_error"] is None
         await produce(20)
         await until(lambda: handled() == set(range(40)))
         await until(lambda: _len(direct, f"{rig.name}-out", 20))  # only what came after
