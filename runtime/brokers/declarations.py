@@ -81,6 +81,8 @@ class Parsed:
     brokers: dict[str, Declared] = field(default_factory=dict)
     sources: dict[str, Declared] = field(default_factory=dict)
     sinks: dict[str, Declared] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+    """Brokers declared with an error (reported): what names them is not reported again."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ def parse_sections(
                 out[name_node.value] = parse(name_node, value)
             except ManifestError as exc:
                 errors.append(exc)
+                if section == "brokers":
+                    parsed.failed.add(str(name_node.value))
     return parsed
 
 
@@ -145,7 +149,9 @@ def combine(
     brokers: dict[str, Declared] = {}
     sources: dict[str, Declared] = {}
     sinks: dict[str, Declared] = {}
+    failed: set[str] = set()
     for part in parts:
+        failed |= part.failed
         for section, found, mine in (("broker", brokers, part.brokers),
                                      ("source", sources, part.sources),
                                      ("sink", sinks, part.sinks)):
@@ -163,6 +169,9 @@ def combine(
                     found[name] = declared
     for section, kept in (("source", sources), ("sink", sinks)):
         for name in list(kept):
+            if kept[name].spec.broker in failed and kept[name].spec.broker not in brokers:
+                del kept[name]  # its broker's error is the one to fix
+                continue
             problem = _fits(kept[name], brokers, section)
             if problem is not None:
                 errors.append(problem)

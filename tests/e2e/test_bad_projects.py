@@ -486,6 +486,9 @@ BROKERS: dict[str, Case] = {
                                   "unknown broker URL scheme 'amqpx'"),
     "password in url": broker_case('brokers:\n  b: {url: "amqp://u:secret@h:5672/"}\n',
                                    "use url_env"),
+    "bad broker said once": broker_case(
+        'brokers:\n  b: {url: "amqp://u:pw@h/"}\nsources:\n  s: {broker: b, queue: q, type: a.b}\n'
+        'sinks:\n  o: {broker: b, queue: q, events: a.b}\n', "must not hold a password"),
     "url and url_env": broker_case('brokers:\n  b: {url: "amqp://h/", url_env: X}\n',
                                    "either url or url_env"),
     "neither url": broker_case("brokers:\n  b: {}\n", "either url or url_env"),

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -56,3 +58,30 @@ def test_a_broker_that_is_down_is_named_and_waited_for(tmp_path: Path) -> None:
     finally:
         project.close()
     assert "Traceback" not in project.output()
+
+
+HIDDEN_CLIENT = (
+    "import sys; sys.modules['aiokafka'] = None  # as if fnrun[kafka] were not installed\n"
+    "from runtime.cli import main; main(sys.argv[1:])"
+)
+
+
+def test_a_missing_client_is_one_line_naming_the_extra(tmp_path: Path) -> None:
+    """At validate and at start (`fnrun run` validates first), without a traceback."""
+    project = Project(tmp_path / "project")
+    project.write("fnrun.yaml", json.dumps({
+        "brokers": {"k": {"url_env": "KAFKA_URL"}},
+        "sources": {"s": {"broker": "k", "topic": "t", "type": "t.in"}},
+    }))
+    project.add("f", "functions:\n  f: {handler: f.py:main, triggers: [{event: t.in}]}\n",
+                "def main(event, ctx):\n    pass\n")
+    env = {**os.environ, "KAFKA_URL": "kafka://127.0.0.1:9", "FNRUN_TOKEN": ""}
+    for command in (["validate"], ["run", "--port", "0"]):
+        proc = subprocess.run(
+            [sys.executable, "-c", HIDDEN_CLIENT, *command, "--project", str(project.root)],
+            capture_output=True, text=True, timeout=60, env=env, cwd=project.root)
+        assert proc.returncode == 1, proc.stderr
+        [line] = proc.stderr.splitlines()
+        assert line.startswith(f"{project.root / 'fnrun.yaml'}:1:31: broker 'k'"), line
+        assert line.endswith("kafka:// brokers need the aiokafka client: "
+                             "pip install 'fnrun[kafka]'"), line
