@@ -144,7 +144,8 @@ class Source:
                     self.lag = await broker.backlog(self.endpoint)
             except Exception:  # noqa: BLE001 - only a figure shown: never stops the source
                 self.lag = None
-            await anyio.sleep(LAG_EVERY)
+            # Unknown yet (a durable not created, a slow answer): asked again sooner.
+            await anyio.sleep(LAG_EVERY if self.lag is not None else 1.0)
 
     async def _pull(
         self, broker: Broker, send: MemoryObjectSendStream[Received],
