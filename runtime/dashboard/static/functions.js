@@ -55,7 +55,16 @@ function section(key, title, columns, items) {
       cell(field, field === "name" ? name : item[field])))), { id: key })];
 }
 
+const REFRESH_MS = 5000;
+
 export async function functionsPage(main) {
+  await render(main);
+  // Counts, workers and broker states change: refreshed while the page is shown.
+  const timer = setInterval(() => render(main).catch(() => {}), REFRESH_MS);
+  return () => clearInterval(timer);
+}
+
+async function render(main) {
   const [listing, brokers] = await Promise.all([
     getJSON("/_/functions"),
     getJSON("/_/brokers").catch(() => ({})),

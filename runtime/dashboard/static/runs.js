@@ -4,6 +4,7 @@
 import { duration, getJSON, h, note, outcome, path, postJSON, table, when, fill, field } from "./api.js";
 
 const STATUSES = ["ok", "error", "timeout", "crash"];
+const MAX_ROWS = 500;
 
 export function runRow(run) {
   return h("tr", { "data-invocation": run.invocation, "data-seq": run.seq },
@@ -80,6 +81,14 @@ export async function runsPage(main, query, setStatus) {
       const tr = runRow(run);
       if (fresh) tr.classList.add("new");
       if (top) body.prepend(tr); else body.append(tr);
+    }
+    // A page left open keeps at most MAX_ROWS: the oldest go, and "Load older" brings
+    // them back from the last row kept.
+    while (top && body.rows.length > MAX_ROWS) {
+      seen.delete(body.lastElementChild.dataset.invocation);
+      body.lastElementChild.remove();
+      next = Number(body.lastElementChild.dataset.seq);
+      more.hidden = false;
     }
     empty.hidden = seen.size > 0;
   };
