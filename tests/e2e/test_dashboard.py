@@ -202,6 +202,8 @@ def test_a_sent_event_runs_and_appears_live_then_its_page_shows_everything(ui: P
     row = page.locator("#runs tbody tr", has_text=event_id).filter(has_text="greet.requested")
     row.wait_for()
     assert page.evaluate("window.sameDocument") is True
+    options = page.locator("#filters select[name=function] option").all_inner_texts()
+    assert options == ["any", "greet", "greetings", "nightly", "pay"]  # a sink has runs too
     assert "ok" in row.inner_text()
     assert re.search(r"\d+(\.\d)? ms", row.inner_text())
     assert headers_of(page, "#runs") == ["run", "started", "function", "event type",

@@ -65,11 +65,13 @@ export async function runsPage(main, query, setStatus) {
   const params = new URLSearchParams(query || "");
   const filters = new URLSearchParams();
   for (const key of ["function", "status", "type"]) if (params.get(key)) filters.set(key, params.get(key));
-  const [first, listing] = await Promise.all([
+  const [first, listing, brokers] = await Promise.all([
     getJSON(`/_/ui/api/runs?${filters}`),
     getJSON("/_/functions").catch(() => []),
+    getJSON("/_/brokers").catch(() => ({})),
   ]);
-  const names = (Array.isArray(listing) ? listing : listing.functions || []).map((f) => f.name);
+  // Sinks run deliveries too, and have runs of their own.
+  const names = [...listing.map((f) => f.name), ...Object.keys(brokers.sinks || {})].sort();
   const body = h("tbody");
   const seen = new Set();
   const more = h("button", { type: "button", class: "plain", id: "older" }, "Load older");
