@@ -21,7 +21,7 @@ from bench.procs import REPO
 from bench.report import write
 
 SCENARIOS = ["drain", "latency", "coldstart", "webhook", "schedules", "reload", "redis_scale",
-             "redis_durable", "brokers", "brokers_sinks", "brokers_memory", "dashboard"]
+             "redis_durable", "brokers", "brokers_sinks", "brokers_memory", "dashboard", "flow"]
 RESULTS = REPO / "bench" / "results"
 
 

@@ -48,12 +48,12 @@ def sqlite_url(project: Path) -> str:
 
 
 def preload(store_url: str, event_type: str, targets: Sequence[str], total: int,
-            tree: Path | None = None) -> float:
+            tree: Path | None = None, keys: int = 0) -> float:
     """Durably publish `total` events with their deliveries through the store API of
     the fnrun in `tree` (this checkout by default); return the wall time of the first
     publish (epoch seconds)."""
     argv = [sys.executable, str(REPO / "bench" / "preload.py"), store_url, event_type,
-            ",".join(targets), str(total)]
+            ",".join(targets), str(total), *([str(keys)] if keys else [])]
     env = {**os.environ, "PYTHONPATH": str(tree or REPO)}
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600,
                           check=False)
