@@ -88,14 +88,30 @@ class BatchDispatcher(Dispatcher):
         super().__init__(*args, **kwargs)
         self.max_size = max_size
         self.max_wait = max_wait
+        self._since: float | None = None
 
     def _prefetch(self) -> int:
         return max(super()._prefetch(), self.max_size * self.spec.concurrency)
 
+    def _signal(self) -> None:
+        # The buffer changed: note when it last went from empty to not, the arrival
+        # of its oldest delivery, from which `max_wait` counts.
+        if not self._buffer:
+            self._since = None
+        elif self._since is None:
+            self._since = anyio.current_time()
+        super()._signal()
+
     async def _fill(self) -> None:
-        """Wait until a batch is full or its first delivery waited `max_wait`."""
-        with anyio.move_on_after(self.max_wait):
-            while len(self._buffer) < self.max_size and not self._stopping:
+        """Wait until a batch is full or its oldest delivery waited `max_wait`."""
+        while len(self._buffer) < self.max_size and not self._stopping:
+            since = self._since
+            if since is None:
+                return
+            left = since + self.max_wait - anyio.current_time()
+            if left <= 0:
+                return
+            with anyio.move_on_after(left):
                 await self._buffer_change()
 
     async def _run_loop(
