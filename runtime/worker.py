@@ -275,7 +275,7 @@ class _Capture:
     cut. Costs nothing for an invocation that writes nothing.
     """
 
-    __slots__ = ("lines", "size", "cut", "limit", "by_bytes")
+    __slots__ = ("lines", "size", "cut", "limit", "by_bytes", "dirty", "tees")
 
     def __init__(self) -> None:
         self.lines: list[tuple[float, str, str, str]] = []
@@ -283,8 +283,12 @@ class _Capture:
         self.cut = 0
         self.limit = DEFAULT_LOG_LINES
         self.by_bytes = False
+        self.dirty = False
+        """Whether anything was written since the last `finish`: one read when nothing was."""
+        self.tees: list[_Tee] = []
 
     def add(self, stream: str, level: str, text: str) -> None:
+        self.dirty = True
         if len(self.lines) >= self.limit or self.size >= MAX_LOG_BYTES:
             self.cut += 1
             return
@@ -302,8 +306,12 @@ class _Capture:
         self.size += size
         self.lines.append((time(), stream, level, text))
 
-    def take(self) -> list[tuple[float, str, str, str]] | None:
-        """The lines since the last `take`, with the cut marker; None if there were none."""
+    def finish(self) -> list[tuple[float, str, str, str]] | None:
+        """The lines since the last `finish` (an unfinished one too), with the cut
+        marker; None if there were none. Call it only if `dirty`."""
+        for tee in self.tees:
+            tee.end()
+        self.dirty = False
         if not self.lines and not self.cut:
             return None
         lines, cut = self.lines, self.cut
@@ -332,6 +340,7 @@ class _Tee:
         # normal lookup, building an AttributeError and its message) and called
         # without a Python frame: `_flush` calls it after every invocation.
         self.flush: Callable[[], None] = stream.flush
+        _capture.tees.append(self)
 
     def write(self, text: str) -> int:
         if text:
@@ -343,6 +352,7 @@ class _Tee:
                 self._partial = rest
             else:
                 self._partial += text
+                _capture.dirty = True
             if len(self._partial) > MAX_LOG_LINE:
                 self.end()
         return len(text)
@@ -577,12 +587,6 @@ def _flush() -> None:
             pass
 
 
-def _end_lines() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, _Tee) and stream._partial:
-            stream.end()
-
-
 def _send(fd: int, message: dict[str, Any]) -> None:
     try:
         protocol.write_frame(fd, message)
@@ -612,15 +616,14 @@ def serve(fd: int, runner: Runner) -> None:
         _capture.limit = message.get("lines", DEFAULT_LOG_LINES)
         for item in message["items"]:
             _mark(item["invocation"])  # after the previous item's _flush: its output is before
-            if _capture.lines or _capture.cut:  # (a call less per invocation that wrote nothing)
-                _capture.take()  # what was written between invocations is no one's
+            if _capture.dirty:
+                _capture.finish()  # what was written between invocations is no one's
             # Each item's deadline starts with the item: the pool times items, not batches.
             ctx = Context(function, item["attempt"], time() + timeout, item["invocation"])
             done = _invoke(runner, ctx, item["event"])
             _flush()
-            _end_lines()
-            if _capture.lines or _capture.cut:
-                done["logs"] = _capture.take()
+            if _capture.dirty and (logs := _capture.finish()) is not None:
+                done["logs"] = logs
             if os.getpid() != pid:
                 # A child the handler forked (os.fork) and let return: it must not
                 # answer for the item, nor read the next one off the worker's socket.
