@@ -183,6 +183,12 @@ class Project:
     def calls(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in appended_lines(self.log)]
 
+    def history(self) -> list[dict[str, Any]]:
+        """`fnrun history --json` of this project: every attempt recorded, newest first."""
+        records: list[dict[str, Any]] = json.loads(
+            fnrun("history", "--json", "--project", str(self.root)).stdout)
+        return records
+
     def handled(self, fn: str | None = None) -> Counter[str]:
         """How many attempts each event id got (of `fn`, if given)."""
         return Counter(c["id"] for c in self.calls() if fn is None or c["fn"] == fn)
