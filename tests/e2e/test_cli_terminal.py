@@ -58,11 +58,11 @@ def failed(project: Project) -> Project:
 def test_history_fits_the_terminal_sorted_by_start_in_local_time(failed: Project) -> None:
     records = json.loads(fnrun("history", "--json", cwd=failed.root).stdout)
     zone = "Asia/Kathmandu"  # UTC+05:45: no chance of matching UTC by accident
-    env = {**os.environ, "COLUMNS": "90", "TZ": zone}
+    env = {**os.environ, "COLUMNS": "104", "TZ": zone}
     lines = fnrun("history", cwd=failed.root, env=env).stdout.splitlines()
     assert lines[0].split() == ["STARTED", "FUNCTION", "EVENT", "ATTEMPT", "OUTCOME",
-                                "DURATION", "ERROR"]
-    assert all(len(line) <= 90 for line in lines), lines
+                                "DURATION", "INVOCATION", "ERROR"]
+    assert all(len(line) <= 104 for line in lines), lines
     ordered = sorted(records, key=lambda r: r["started"])
     shown_ids = [line.split("  fail ")[1].split()[0] for line in lines[1:]]
     assert shown_ids == [r["event_id"] for r in ordered]
@@ -72,6 +72,7 @@ def test_history_fits_the_terminal_sorted_by_start_in_local_time(failed: Project
         shown = moment.strftime("%H:%M:%S" if moment.date() == now.date() else "%b %d %H:%M:%S")
         assert line.startswith(f"{shown}  fail"), line
         assert line.endswith("\u2026") and "ValueError: this error message" in line
+        assert record["invocation"] in line
 
 
 def test_history_utc_shows_exact_times_and_a_pipe_gets_whole_errors(failed: Project) -> None:
