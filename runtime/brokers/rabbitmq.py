@@ -149,10 +149,18 @@ async def _source(
     return channel, queue
 
 
+ACK_PATIENCE = 10.0
+"""Seconds an acknowledgement may take: one frame, but aiormq waits for its write forever
+when the connection died under it (a cut connection stalled a source for a minute)."""
+
+
 def _acker(incoming: AbstractIncomingMessage) -> Callable[[], Awaitable[None]]:
     async def ack() -> None:
         try:
-            await incoming.ack()
+            with anyio.fail_after(ACK_PATIENCE):
+                await incoming.ack()
+        except TimeoutError as exc:
+            raise BrokerUnavailable("cannot acknowledge: no answer from RabbitMQ") from exc
         except _LOST as exc:
             raise BrokerUnavailable(f"cannot acknowledge: {exc}") from exc
 
