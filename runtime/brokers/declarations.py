@@ -41,10 +41,11 @@ SOURCE_FIELDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # kind: (required, optional), besides broker, type and prefetch
     "amqp": (("queue",), ("exchange", "routing_key")),
     "kafka": (("topic",), ("group", "from")),
-    "nats": (("subject",), ("stream", "durable")),
+    "nats": (("subject",), ("stream", "durable", "ack_wait")),
     "mqtt": (("topic",), ("qos", "client_id")),
-    "redis": (("stream",), ("group", "from", "consumer")),
+    "redis": (("stream",), ("group", "from", "consumer", "ack_wait")),
 }
+MAX_ACK_WAIT = 3600.0
 SINK_FIELDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # kind: (required, optional), besides broker, events, format, retry, timeout, concurrency
     "amqp": ((), ("queue", "exchange", "routing_key")),
@@ -295,7 +296,7 @@ def _source(reader: Reader, name: Node, node: Node) -> Declared:
     fields = reader.mapping(node, what, allowed=allowed, required=("broker", "type"))
     keys = {k: reader.where(v) for k, v in fields.items()}
     text = {k: reader.string(v, f"{what} {k}") for k, v in fields.items()
-            if k not in ("prefetch", "qos")}
+            if k not in ("prefetch", "qos", "ack_wait")}
     _check_type(reader, fields["type"], text["type"], what)
     values: dict[str, Any] = {k: text[k] for k in ("queue", "exchange", "routing_key", "topic",
                                                     "group", "subject", "stream", "durable",
@@ -312,9 +313,20 @@ def _source(reader: Reader, name: Node, node: Node) -> Declared:
         values["prefetch"] = _bounded(reader, fields["prefetch"], f"{what} prefetch", MAX_PREFETCH)
     if "qos" in fields:
         values["qos"] = _qos(reader, fields["qos"], what)
+    if "ack_wait" in fields:
+        values["ack_wait"] = _ack_wait(reader, fields["ack_wait"], what)
     spec = SourceSpec(name.value, reader.where(name), broker=text["broker"], type=text["type"],
                       **values)
     return Declared(spec, keys)
+
+
+def _ack_wait(reader: Reader, node: Node, what: str) -> float:
+    """How long the broker waits for an acknowledgement before it hands the message out
+    again (NATS ack_wait; Redis: when another consumer's pending entries are claimed)."""
+    seconds = reader.duration(node, f"{what} ack_wait")
+    if not 1 <= seconds <= MAX_ACK_WAIT:
+        raise reader.error(node, f"{what} ack_wait must be 1s to 1h")
+    return seconds
 
 
 def _sink(reader: Reader, name: Node, node: Node, defaults: Defaults) -> Declared:

@@ -66,14 +66,24 @@ class SourceStatus:
 
 def endpoint_of(spec: SourceSpec, node: str) -> Endpoint:
     """Where `spec` consumes; names left out default to ones derived from the source's
-    name (Kafka group, NATS durable, MQTT client id), and the Redis consumer is this
-    node's (`node`), so that several supervisors share a group without sharing a name."""
+    name (Kafka group, NATS durable, MQTT client id), and the Redis consumer (and the MQTT
+    client id of a shared subscription) is this node's (`node`), so that several
+    supervisors share a group without sharing a name."""
     return Endpoint(
         queue=spec.queue, exchange=spec.exchange, routing_key=spec.routing_key,
         topic=spec.topic, group=spec.group or f"fnrun-{spec.name}", start=spec.start,
         subject=spec.subject, stream=spec.stream, durable=spec.durable or f"fnrun-{spec.name}",
-        client_id=spec.client_id or f"fnrun-{spec.name}", consumer=spec.consumer or node,
+        client_id=spec.client_id or _client_id(spec, node), consumer=spec.consumer or node,
+        ack_wait=spec.ack_wait,
     )
+
+
+def _client_id(spec: SourceSpec, node: str) -> str:
+    """An MQTT source's session: one per source, or one per node in a shared subscription
+    (`$share/GROUP/topic`), where every supervisor is a member of the group."""
+    if (spec.topic or "").startswith("$share/"):
+        return f"fnrun-{spec.name}-{node}"
+    return f"fnrun-{spec.name}"
 
 
 def node_name(port: int) -> str:

@@ -49,6 +49,8 @@ class SourceSpec:
     client_id: str | None = None
     consumer: str | None = None
     qos: int = 1
+    ack_wait: float = 30.0
+    """Seconds before the broker redelivers an unacknowledged message (NATS, Redis)."""
 
 
 @dataclass(frozen=True)

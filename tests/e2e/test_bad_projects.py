@@ -513,6 +513,11 @@ BROKERS: dict[str, Case] = {
                                           "prefetch must be 1 to 10000"),
     "source from middle": source_case_of("topic: t, broker: k, type: a.b, from: middle",
                                          "earliest or latest", base=KAFKA),
+    "source ack_wait short": source_case_of(
+        "broker: n, subject: s, type: a.b, ack_wait: 500ms", "ack_wait must be 1s to 1h",
+        base='brokers:\n  n: {url: "nats://127.0.0.1:4222"}\n'),
+    "ack_wait on amqp": source_case_of("broker: b, queue: q, type: a.b, ack_wait: 5s",
+                                       "'ack_wait' does not fit"),
     "source empty queue": source_case_of("broker: b, queue: '', type: a.b",
                                          "1 to 255 characters"),
     "sink bad pattern": sink_case("broker: b, queue: q, events: 'a..b'", "empty segment"),
