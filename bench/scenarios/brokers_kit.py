@@ -521,9 +521,11 @@ class MqttRig(Rig):
     def _client(self, client_id: str | None = None) -> Any:
         import aiomqtt
 
-        return aiomqtt.Client("127.0.0.1", self.port, identifier=client_id,
-                              protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=WINDOW,
-                              max_queued_outgoing_messages=0)
+        client = aiomqtt.Client("127.0.0.1", self.port, identifier=client_id,
+                                protocol=aiomqtt.ProtocolVersion.V5,
+                                max_inflight_messages=WINDOW, max_queued_outgoing_messages=0)
+        client.pending_calls_threshold = WINDOW + 1  # a full window is what we mean to have
+        return client
 
     async def _publish(self, count: int, topic: str) -> float:
         async with self._client() as client:
