@@ -621,6 +621,7 @@ class NatsSide(Side):
 MOSQUITTO_CONF = """\
 listener {port} 127.0.0.1
 allow_anonymous true
+user root
 persistence true
 persistence_location {folder}/
 autosave_interval 1
@@ -630,6 +631,9 @@ max_queued_messages 0
 
 class MqttSide(Side):
     """A Mosquitto of the test's own with persistence (sessions survive its restart), QoS 1.
+
+    `user root`: started as root, Mosquitto otherwise drops to its own user, which
+    cannot write the test's folder: its saves failed and a restart lost the sessions.
 
     MQTT messages have no broker position: fnrun gives them fresh ids, so a
     message redelivered after a crash is imported again (counted, not refused).
