@@ -218,6 +218,7 @@ def test_the_readme_names_every_sample() -> None:
 
 
 @pytest.mark.parametrize("written", ["payments/out/receipts.jsonl", "payments/.fnrun/state.db",
+                                     "orders-brokers/out/fnrun.log",
                                      "shop/.fnrun/state.db", "hello/.fnrun/state.db"])
 def test_what_running_a_sample_writes_is_ignored_by_git(written: str) -> None:
     inside = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--is-inside-work-tree"],
