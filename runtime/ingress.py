@@ -9,14 +9,15 @@ Each module named in `runtime.plugins.TRIGGERS` provides:
 - `Trigger(ingress)`: the live binding, with `bind(project)` (called at start
   and after every reload: swap tables, start/stop nothing blocking) and
   `async run()` (long-running work such as the schedule loop; returns at once
-  when there is none). A trigger that serves HTTP also has an `asgi`
-  attribute, an ASGI app mounted behind fnrun's `/_/` routes.
+  when there is none). A trigger that routes events by type is also a
+  `Router`; one that serves HTTP is also an `HttpTrigger`, whose `asgi` app
+  is mounted behind fnrun's `/_/` routes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from runtime.clock import Clock
 from runtime.events import Event, Outcome
@@ -54,3 +55,19 @@ class Trigger(Protocol):
     def bind(self, project: Project) -> None: ...
 
     async def run(self) -> None: ...
+
+
+@runtime_checkable
+class Router(Protocol):
+    """A trigger that knows which functions an event type goes to (the event trigger)."""
+
+    def targets(self, event_type: str) -> list[str]: ...
+
+
+@runtime_checkable
+class HttpTrigger(Protocol):
+    """A trigger that serves HTTP (webhooks): an ASGI app behind fnrun's `/_/` routes."""
+
+    async def asgi(self, scope: Any, receive: Any, send: Any) -> None:
+        """The ASGI app (starlette's types; not imported here, triggers' peers stay HTTP-free)."""
+        ...

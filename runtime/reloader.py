@@ -47,13 +47,41 @@ STEP_MS = 30
 """Quiet time that ends a burst (ms): a save starts its reload ~30-80 ms later."""
 
 
-class Target(Protocol):
-    """What the reloader needs from the supervisor."""
+@dataclass(frozen=True)
+class ReloadPlan:
+    """What one reload asks of the supervisor, applied whole by `Target.apply`.
 
-    settings: Settings
-    project: Project | None
-    declaration_errors: tuple[str, ...]
-    load_failures: dict[str, LoadFailure]
+    The reloader decides; the supervisor owns what runs and changes it only
+    here. A skipped reload (`project` None) changes nothing but the errors shown.
+    """
+
+    errors: tuple[str, ...]
+    """Declaration errors to show in /_/health (FILE:LINE:COL lines); () for none."""
+    settings: Settings | None = None
+    """The settings to run under from now on; None when the reload was skipped."""
+    project: Project | None = None
+    """Every function to bind (events for it are stored), served or not."""
+    serve: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Function -> fingerprint of the version to serve: the running one is left alone,
+    another is started (added or changed), a function absent here is stopped (removed,
+    or its code does not load) and its deliveries wait in the store (SPEC 5.5)."""
+    pools: Mapping[str, WorkerPool] = dataclasses.field(default_factory=dict)
+    """Pools already warmed for new versions (`new_pool` + `check`)."""
+    failures: Mapping[str, LoadFailure] = dataclasses.field(default_factory=dict)
+    """Functions of `project` whose newest code does not load."""
+
+
+class Target(Protocol):
+    """What the reloader needs from the supervisor: it reads, and changes through `apply`."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def project(self) -> Project | None: ...
+
+    @property
+    def load_failures(self) -> Mapping[str, LoadFailure]: ...
 
     @property
     def draining(self) -> bool: ...
@@ -65,13 +93,9 @@ class Target(Protocol):
 
     def new_pool(self, spec: FunctionSpec) -> WorkerPool: ...
 
-    async def apply(
-        self,
-        project: Project,
-        fingerprints: Mapping[str, str],
-        pools: Mapping[str, WorkerPool] | None = None,
-        failures: Mapping[str, LoadFailure] | None = None,
-    ) -> Diff: ...
+    async def apply(self, plan: ReloadPlan) -> Diff:
+        """Show `plan.errors` and, unless it was skipped, switch to `plan.project`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -200,7 +224,7 @@ class Reloader:
         except Exception as exc:  # a reload must never take the running version down
             log.exception("reload failed; still serving the last good version")
             result = Result(errors=(f"reload failed: {exc!r}",), skipped=True)
-            self.supervisor.declaration_errors = result.errors
+            await self.supervisor.apply(ReloadPlan(result.errors))
         result = dataclasses.replace(result, millis=(self.clock.monotonic() - started) * 1000)
         self.reloads += 1
         self.last = result
@@ -222,14 +246,14 @@ class Reloader:
         try:
             file_settings = await anyio.to_thread.run_sync(load_settings, self.settings.project)
         except (ManifestError, UsageError) as exc:
-            return self._broken([str(exc)])
+            return await self._broken([str(exc)])
         settings, restart = rules.live_settings(self.supervisor.settings, self._file, file_settings)
         scan = await anyio.to_thread.run_sync(scan_files, settings)
         old = self.supervisor.project
         project = rules.with_last_good(scan, old)
         clashes = conflicts(project.functions.values())
         if scan.unusable or clashes:
-            return self._broken([str(e) for e in scan.errors + clashes])
+            return await self._broken([str(e) for e in scan.errors + clashes])
         for line in restart:
             log.warning(line)
         for error in scan.errors:
@@ -247,16 +271,19 @@ class Reloader:
             [project.functions[n] for n in plan.trial], self.supervisor.new_pool, self.check
         )
         project, serve, failures, kept = rules.settle(project, old, plan, failed)
-        self.supervisor.settings = self.settings = settings
-        self.supervisor.declaration_errors = tuple(str(e) for e in scan.errors)
-        change = await self.supervisor.apply(project, serve, pools=pools, failures=failures)
+        errors = tuple(str(e) for e in scan.errors)
+        change = await self.supervisor.apply(ReloadPlan(
+            errors, settings=settings, project=project, serve=serve, pools=pools,
+            failures=failures,
+        ))
+        self.settings = settings
         self._file = file_settings
         return Result(
-            change=change, errors=tuple(str(e) for e in scan.errors), failed=failed,
+            change=change, errors=errors, failed=failed,
             kept=kept, restart=tuple(restart), reasons=rules.reasons(old, project, change.changed),
         )
 
-    def _broken(self, errors: Sequence[str]) -> Result:
+    async def _broken(self, errors: Sequence[str]) -> Result:
         for line in errors:
             log.error("%s", line)
         count = len(errors)
@@ -264,7 +291,7 @@ class Reloader:
             "reload skipped: %d error%s; still serving the last good version",
             count, "" if count == 1 else "s",
         )
-        self.supervisor.declaration_errors = tuple(errors)
+        await self.supervisor.apply(ReloadPlan(tuple(errors)))
         return Result(errors=tuple(errors), skipped=True)
 
 

@@ -30,7 +30,7 @@ from runtime.dispatcher import Dispatcher
 from runtime.errors import UsageError
 from runtime.events import Event, Outcome
 from runtime.flow.batch import flow_dispatcher
-from runtime.ingress import Trigger
+from runtime.ingress import HttpTrigger, Router, Trigger
 from runtime.launcher import FORK_SERVER
 from runtime.manifest import function_fingerprint, load_project, scan_files
 from runtime.metrics import Metrics
@@ -43,6 +43,7 @@ from runtime.tracing.context import emitted
 from runtime.warmup import LoadFailure, warm_all
 
 if TYPE_CHECKING:
+    from runtime.reloader import ReloadPlan
     from runtime.server import Listening
 
 log = logging.getLogger("fnrun")
@@ -130,6 +131,8 @@ class Supervisor:
         self.brokers = BrokerHub(self, node_name(settings.http.port))
         """Links to the project's brokers and its sources (SPEC 10)."""
         self._triggers: dict[str, Trigger] = {}
+        self._router: Router | None = None
+        """The trigger that routes events by type, once triggers are loaded."""
         self._tg: anyio.abc.TaskGroup | None = None
         self._ready = False
         self._draining = False
@@ -148,8 +151,7 @@ class Supervisor:
         return self._ready and not self._draining
 
     def targets(self, event_type: str) -> list[str]:
-        router = self._triggers.get("event")
-        return router.targets(event_type) if router is not None else []  # type: ignore[attr-defined]
+        return self._router.targets(event_type) if self._router is not None else []
 
     def route(
         self, events: Sequence[Event], cause: Delivery | None = None
@@ -184,7 +186,8 @@ class Supervisor:
 
     @property
     def ready(self) -> bool:
-        return self._ready and not self._draining
+        """The same as `accepting`: /_/health answers 200 exactly while events are taken."""
+        return self.accepting
 
     @property
     def draining(self) -> bool:
@@ -379,35 +382,35 @@ class Supervisor:
         """{function: fingerprint} of the versions running now."""
         return {name: r.fingerprint for name, r in self._functions.items()}
 
-    async def apply(
-        self,
-        project: Project,
-        fingerprints: Mapping[str, str],
-        pools: Mapping[str, WorkerPool] | None = None,
-        failures: Mapping[str, LoadFailure] | None = None,
-    ) -> Diff:
-        """Switch to a new version of the project (hot reload), function by function.
+    async def apply(self, plan: ReloadPlan) -> Diff:
+        """Apply one hot reload's plan: the only way a reload changes this supervisor.
 
-        `project` is every function to bind (events for it are stored);
-        `fingerprints` are those of the versions to serve: a function absent
-        there is not served (its code does not load), one whose fingerprint
-        is the running one keeps running untouched. Only added and changed
-        functions get new workers; a changed or removed function's old
-        dispatcher stops taking work and its running invocations finish under
-        the old version (each invocation runs under one version). Deliveries
-        live in the store, so nothing pending is lost: a function not served
-        keeps its deliveries until it comes back (SPEC 5.5). `pools` are
-        already-warmed pools (`new_pool` + `warm`) for new versions, so their
-        first invocation does not wait for a worker to start. `failures` are
-        the functions of `project` whose newest code does not load.
+        `plan.errors` become the declaration errors shown; a skipped reload
+        (`plan.project` None) changes nothing else. Otherwise the supervisor
+        runs under `plan.settings` and switches function by function:
+        `plan.project` is every function to bind (events for it are stored);
+        `plan.serve` has the fingerprints of the versions to serve: a function
+        absent there is not served (its code does not load), one whose
+        fingerprint is the running one keeps running untouched. Only added and
+        changed functions get new workers (`plan.pools`, already warmed, so
+        their first invocation does not wait for a worker to start); a changed
+        or removed function's old dispatcher stops taking work and its running
+        invocations finish under the old version (each invocation runs under
+        one version). Deliveries live in the store, so nothing pending is lost:
+        a function not served keeps its deliveries until it comes back (SPEC 5.5).
         """
+        self.declaration_errors = plan.errors
+        if plan.project is None or plan.settings is None:
+            return Diff()
         assert self._tg is not None, "apply() needs a running supervisor"
+        self.settings = plan.settings
+        project, fingerprints = plan.project, plan.serve
         change = diff({n: r.fingerprint for n, r in self._functions.items()}, fingerprints)
         self.store.configure(_leases(project))
         self._bind_triggers(project)
         for name in change.removed + change.changed:
             self._tg.start_soon(self._stop_function, self._functions.pop(name), self.grace)
-        warmed = dict(pools or {})
+        warmed = dict(plan.pools)
         for name in change.added + change.changed:
             self._start_function(
                 project.functions[name], fingerprints[name], warmed.pop(name, None)
@@ -415,9 +418,7 @@ class Supervisor:
         for unused in warmed.values():
             self._tg.start_soon(unused.aclose, 0.0)
         await self._apply_brokers(project)
-        self.load_failures = {
-            n: f for n, f in (failures or {}).items() if n in project.functions
-        }
+        self.load_failures = {n: f for n, f in plan.failures.items() if n in project.functions}
         return change
 
     async def _apply_brokers(self, project: Project) -> None:
@@ -462,14 +463,17 @@ class Supervisor:
         self.project = project
         if not self._triggers:
             for kind, module in plugins.TRIGGERS.items():
-                self._triggers[kind] = plugins.load(f"{module}:Trigger")(self)
+                trigger = self._triggers[kind] = plugins.load(f"{module}:Trigger")(self)
+                if isinstance(trigger, Router):
+                    self._router = trigger
         for trigger in self._triggers.values():
             trigger.bind(project)
 
     async def _start_http(self, tg: anyio.abc.TaskGroup) -> None:
         from runtime import http, server  # the HTTP stack loads only where it serves
 
-        webhooks = getattr(self._triggers.get("webhook"), "asgi", None)
+        webhooks = next((t.asgi for t in self._triggers.values() if isinstance(t, HttpTrigger)),
+                        None)
         app = http.create_app(self, webhooks)
         self.http_server = await tg.start(server.serve, app, self.settings.http)
 

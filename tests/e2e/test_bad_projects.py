@@ -766,6 +766,7 @@ async def test_the_reload_scan_runs_off_the_event_loop(
     from runtime import reloader
     from runtime.errors import ManifestError
     from runtime.manifest import FileScan
+    from runtime.registry import Diff
     from runtime.settings_loader import load_settings
     from runtime.specs import Project
 
@@ -778,8 +779,14 @@ async def test_the_reload_scan_runs_off_the_event_loop(
         return FileScan(Project(settings, {}), [ManifestError(None, "scanned in a thread")])
 
     monkeypatch.setattr(reloader, "scan_files", waiting_scan)
+    applied: list[reloader.ReloadPlan] = []
+
+    async def apply(plan: reloader.ReloadPlan) -> Diff:
+        applied.append(plan)
+        return Diff()
+
     target = SimpleNamespace(settings=settings, project=None, reload_error=None, draining=False,
-                             declaration_errors=(), load_failures={})
+                             load_failures={}, apply=apply)
     reload = reloader.Reloader(target, settings, changes=_no_changes())  # type: ignore[arg-type]
 
     async def on_the_loop() -> None:
@@ -790,7 +797,8 @@ async def test_the_reload_scan_runs_off_the_event_loop(
         tg.start_soon(on_the_loop)
         result = await reload.reload()
     assert result.errors == ("scanned in a thread",)
-    assert target.declaration_errors == ("scanned in a thread",)
+    assert [plan.errors for plan in applied] == [("scanned in a thread",)]
+    assert applied[0].project is None  # skipped: nothing but the errors changes
 
 
 async def _no_changes() -> AsyncIterator[set[tuple[Change, str]]]:
