@@ -47,7 +47,7 @@ from runtime.retry import next_delay
 from runtime.specs import RetryPolicy
 from runtime.store.base import Delivery, Store, Targets
 from runtime.store.polling import idle_poll
-from runtime.store.runs import announce
+from runtime.store.runs import RUNS_LOG, announce
 
 Route = Callable[[Sequence[Event], Delivery], list[tuple[Event, Targets]]]
 """Fan-out of the events a delivery's handler emitted: each event (traced as the
@@ -364,8 +364,9 @@ class Dispatcher:
             for success in successes:
                 await self._record_success(*success)
         else:
-            for delivery, outcome, _ in successes:
-                announce(name, delivery.event, delivery.attempt, outcome)
+            if RUNS_LOG.isEnabledFor(logging.INFO):  # once a batch: `fnrun run` logs none
+                for delivery, outcome, _ in successes:
+                    announce(name, delivery.event, delivery.attempt, outcome)
 
     async def _settle_leftovers(self, receive: MemoryObjectReceiveStream[Settling]) -> None:
         """Settle outcomes still queued when the settlers were cancelled."""
