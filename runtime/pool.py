@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -61,6 +62,16 @@ UNSENT_RETRIES = 3
 charged the crash (workers that die as soon as they are ready)."""
 
 
+@dataclass(frozen=True)
+class LoadError:
+    """Why the handler's last worker did not load."""
+
+    error: str
+    traceback: str | None
+    until: float
+    """time.monotonic() until which it is answered from memory (`LOAD_ERROR_TTL`)."""
+
+
 _INVOCATIONS = itertools.count(int.from_bytes(os.urandom(2)))
 """Numbers the invocations of this process (see `WorkerPool._run`)."""
 
@@ -91,7 +102,7 @@ class WorkerPool:
         self._quiet: anyio.Event | None = None
         self._closing = False
         self._exiting: set[threading.Thread] = set()
-        self._load_error: tuple[str, str | None, float] | None = None
+        self._load_error: LoadError | None = None
         self._singles = Coalescer(self._slots, self._in_slot, self._no_worker, spec.concurrency)
 
     @property
@@ -107,14 +118,15 @@ class WorkerPool:
     @property
     def load_error(self) -> str | None:
         """The handler's last load failure while it is still being reused, else None."""
-        if self._load_error is None or time.monotonic() > self._load_error[2]:
+        failure = self._load_error
+        if failure is None or time.monotonic() > failure.until:
             return None
-        return self._load_error[0]
+        return failure.error
 
     @property
-    def load_failure(self) -> tuple[str, str | None] | None:
-        """(error, traceback) of the handler's last load failure, however old; else None."""
-        return None if self._load_error is None else self._load_error[:2]
+    def load_failure(self) -> LoadError | None:
+        """The handler's last load failure, however old; else None."""
+        return self._load_error
 
     async def invoke(self, event: Event, attempt: int) -> Outcome:
         """Run one attempt in a worker; handler problems come back as the Outcome.
@@ -129,8 +141,10 @@ class WorkerPool:
         return await self._singles.invoke(event, attempt)
 
     def _no_worker(self) -> Outcome:
-        error, traceback = self._load_error[:2] if self._load_error else ("no worker", None)
-        return Outcome("error", time.time(), 0.0, error=error, traceback=traceback)
+        failure = self._load_error
+        if failure is None:
+            return Outcome("error", time.time(), 0.0, error="no worker")
+        return Outcome("error", time.time(), 0.0, error=failure.error, traceback=failure.traceback)
 
     async def invoke_many(self, items: Sequence[tuple[Event, int]]) -> list[Outcome]:
         """Run (event, attempt) items in order in one worker; an Outcome per item that ran.
@@ -392,7 +406,7 @@ class WorkerPool:
         # One line, at the failing line of the handler's code where the traceback shows it.
         self.log.error("function %s: cannot load %s: %s", self.spec.name, self.spec.handler,
                        locate(self.spec, error, traceback))
-        self._load_error = (error, traceback, time.monotonic() + LOAD_ERROR_TTL)
+        self._load_error = LoadError(error, traceback, time.monotonic() + LOAD_ERROR_TTL)
 
     def _release(self, worker: WorkerProcess, *, fatal: bool) -> None:
         """Back to the idle list, or retired if used up, broken or the pool is closing."""

@@ -117,7 +117,7 @@ async def warm_all(
             pools[group[0].name] = pool
             return
         failure = pool.load_failure
-        traceback = failure[1] if failure else None
+        traceback = failure.traceback if failure else None
         for spec in group:
             failed[spec.name] = locate(spec, error, traceback)
         await pool.aclose(grace=0)
