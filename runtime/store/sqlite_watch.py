@@ -67,7 +67,7 @@ class ExternalCommits:
 
     def _hand_over_watch(self, leaving: str) -> None:
         """Wake one other waiter so that it becomes the watcher."""
-        for function in self._store._wakeups:  # those waiting now
+        for function in self._store.waiting():
             if function != leaving:
                 self._store.notify(function)
                 return

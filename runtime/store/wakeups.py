@@ -32,6 +32,10 @@ class WakeUps:
         else:
             self._woken.add(function)
 
+    def waiting(self) -> tuple[str, ...]:
+        """The functions whose dispatcher waits for a wake-up now."""
+        return tuple(self._wakeups)
+
     def take_wakeup(self, function: str) -> bool:
         """Consume a wake-up of `function` that came while no one waited."""
         if function in self._woken:
