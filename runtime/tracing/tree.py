@@ -175,7 +175,7 @@ def _event_lines(node: Mapping[str, Any], indent: str, out: list[str]) -> None:
     if node.get("cut"):
         out.append(f"{indent}event {node['id']} (not shown: trace too large)")
         return
-    kind = node.get("type") or "(past retention)"
+    kind = node.get("type") or "(not stored: a sync call's event, or past retention)"
     out.append(f"{indent}event {node['id']} {kind}")
     deliveries = node["deliveries"]
     if not deliveries:
