@@ -55,12 +55,15 @@ from runtime.store.sqlite_schema import (
     DEAD_FILTER,
     HISTORY_INSERT,
     MAX_RESULT,
+    PLAIN_HEAD,
     create_schema,
     finish,
     history_row,
     id_list,
     insert_history,
+    is_plain,
     path_of,
+    plain_row,
     run_record,
 )
 from runtime.store.sqlite_watch import ExternalCommits
@@ -72,6 +75,10 @@ HISTORY_HEAD = HISTORY_INSERT.partition(" VALUES")[0]
 
 def add_history(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     insert_all(conn, HISTORY_HEAD, rows)
+
+
+def add_plain_history(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    insert_all(conn, PLAIN_HEAD, rows)
 
 
 def finish_plain(conn: sqlite3.Connection, ids: Sequence[tuple[Any]]) -> None:
@@ -235,18 +242,26 @@ class SqliteStore(Store):
     async def succeed_many(self, items: Sequence[Success]) -> None:
         # One write for the lot: the history rows and plain completions go in
         # two statements; only deliveries with emits need one of their own.
-        history = [history_row(d.event, d.function, d.attempt, o) for d, o, _ in items]
+        quiet: list[tuple[Any, ...]] = []
+        history: list[tuple[Any, ...]] = []
+        for d, o, _ in items:
+            if is_plain(o):
+                quiet.append(plain_row(d.event, d.function, d.attempt, o))
+            else:
+                history.append(history_row(d.event, d.function, d.attempt, o))
         plain = [(d.id,) for d, _, emits in items if not emits]
         emitting = [(d, list(e), rows_of(list(e))) for d, _, e in items if e]
         if not emitting:  # nothing to wake: merged with other settlers' writes
             if self._writer is None:
                 raise StoreError(f"store {self.path} is not open")
             await self._writer.write_rows(
-                ((add_history, history), (finish_plain, plain)), linger=True
+                ((add_plain_history, quiet), (add_history, history), (finish_plain, plain)),
+                linger=True,
             )
             return
 
         def work(conn: sqlite3.Connection) -> set[str]:
+            add_plain_history(conn, quiet)
             add_history(conn, history)
             finish_plain(conn, plain)
             woken: set[str] = set()

@@ -222,6 +222,25 @@ def history_row(event: Event, function: str, attempt: int, outcome: Outcome) -> 
     )
 
 
+PLAIN_HEAD = (
+    "INSERT INTO history (event_id, function, attempt, status, started, duration, result,"
+    " invocation, event_type)"
+)
+"""The run record of a quiet success: what it lacks (error, traceback, emitted, logs)
+stays NULL by omission, 4 values fewer to bind (~1,000 instructions each, counted)."""
+
+
+def plain_row(event: Event, function: str, attempt: int, outcome: Outcome) -> tuple[Any, ...]:
+    """A `PLAIN_HEAD` row: for an outcome without error, traceback, emits or logs."""
+    return (event.id, function, attempt, outcome.status, outcome.started, outcome.duration,
+            result_json(outcome.result), outcome.invocation or new_invocation(), event.type)
+
+
+def is_plain(outcome: Outcome) -> bool:
+    """Whether `plain_row` holds all of the outcome's record."""
+    return not (outcome.logs or outcome.emits or outcome.error or outcome.traceback)
+
+
 def run_record(row: Sequence[Any]) -> RunRecord:
     """A `RUN_SELECT` row as a record."""
     (seq, invocation, event_id, event_type, function, attempt, status, started, duration,
