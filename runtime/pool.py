@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -72,6 +72,18 @@ class LoadError:
     """time.monotonic() until which it is answered from memory (`LOAD_ERROR_TTL`)."""
 
 
+@dataclass(eq=False)
+class _SpareStart:
+    """A replacement worker being started in the background (`WorkerPool._start_spare`)."""
+
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    """Cancelled by `aclose`: an anyio scope, not Task.cancel, lets a started Popen finish,
+    so no worker leaks."""
+    done: anyio.Event = field(default_factory=anyio.Event)
+    task: asyncio.Task[None] | None = None
+    """Held here: the event loop keeps only a weak reference to a task."""
+
+
 _INVOCATIONS = itertools.count(int.from_bytes(os.urandom(2)))
 """Numbers the invocations of this process (see `WorkerPool._run`)."""
 
@@ -95,8 +107,7 @@ class WorkerPool:
         self._slots = anyio.Semaphore(spec.concurrency, fast_acquire=True)
         self._idle: list[WorkerProcess] = []
         self._spares: list[WorkerProcess] = []
-        self._spawning: set[asyncio.Task[None]] = set()
-        self._spare_scopes: set[anyio.CancelScope] = set()
+        self._starting: set[_SpareStart] = set()
         self._workers: set[WorkerProcess] = set()
         self._running = 0
         self._quiet: anyio.Event | None = None
@@ -308,10 +319,10 @@ class WorkerPool:
                 # It died while idle (or spoke unasked): replaced, and no item is charged.
                 self._retire_worker(worker, kill=False)
                 continue
-            if not self._spawning:
+            if not self._starting:
                 return await self._spawn()
             # A replacement is on its way: waiting for it beats starting another.
-            await asyncio.wait(set(self._spawning))
+            await self._spares_started()
 
     async def warm(self) -> str | None:
         """Start one worker now, so the first invocation finds it ready.
@@ -331,29 +342,33 @@ class WorkerPool:
 
     def _start_spare(self) -> None:
         """Start a replacement in the background, so a recycle never stalls an invocation."""
-        task = asyncio.get_running_loop().create_task(self._spawn_spare())
-        self._spawning.add(task)
-        task.add_done_callback(self._spawning.discard)
+        start = _SpareStart()
+        self._starting.add(start)
+        start.task = asyncio.get_running_loop().create_task(self._spawn_spare(start))
 
-    async def _spawn_spare(self) -> None:
-        # An anyio scope, not Task.cancel: it lets a started Popen finish, so no worker leaks.
-        with anyio.CancelScope() as scope:
-            self._spare_scopes.add(scope)
-            try:
-                worker = await self._spawn()
-            except Exception:
-                self.log.exception("function %s: could not start a spare worker", self.spec.name)
+    async def _spawn_spare(self, start: _SpareStart) -> None:
+        try:
+            with start.scope:
+                try:
+                    worker = await self._spawn()
+                except Exception:
+                    self.log.exception("function %s: could not start a spare worker",
+                                       self.spec.name)
+                    return
+            if start.scope.cancelled_caught or worker is None:
                 return
-            finally:
-                self._spare_scopes.discard(scope)
-        if scope.cancelled_caught:
-            return
-        if worker is None:
-            return
-        if self._closing:
-            self._retire_worker(worker, kill=False)
-        else:
-            self._spares.append(worker)
+            if self._closing:
+                self._retire_worker(worker, kill=False)
+            else:
+                self._spares.append(worker)
+        finally:
+            self._starting.discard(start)
+            start.done.set()
+
+    async def _spares_started(self) -> None:
+        """Wait until every replacement being started is ready (or failed)."""
+        for start in list(self._starting):
+            await start.done.wait()
 
     async def _spawn(self) -> WorkerProcess | None:
         """Start a worker and wait for `ready`; None (and `_load_error` set) if it failed."""
@@ -453,14 +468,13 @@ class WorkerPool:
         self.retire()
         with anyio.move_on_after(grace):
             await self._wait_quiet()
-        for scope in self._spare_scopes:
-            scope.cancel()
+        for start in self._starting:
+            start.scope.cancel()
         for worker in list(self._workers):
             worker.kill()  # the running invocations see EOF and report a crash
         with anyio.move_on_after(STOP_WAIT):
             await self._wait_quiet()
-        if self._spawning:
-            await asyncio.wait(set(self._spawning))
+        await self._spares_started()
         for worker in list(self._workers):
             self._retire_worker(worker, kill=True)
         exiting, self._exiting = self._exiting, set()
