@@ -339,31 +339,49 @@ class KafkaRig(Rig):
             auto_offset_reset="earliest")
         await consumer.start()
         try:
-            seen, first, deadline = 0, 0.0, time.monotonic() + within
+            # The records' own timestamps (the producer's, fnrun's publish time): a reader
+            # that joins late must not time its own catch-up.
+            seen, first, last = 0, float("inf"), 0.0
+            deadline = time.monotonic() + within
             while seen < count:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{seen} of {count} exported messages arrived")
                 batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-                got = sum(len(records) for records in batches.values())
-                if got and not seen:
-                    first = time.time()
-                seen += got
-            return first, time.time()
+                for records in batches.values():
+                    seen += len(records)
+                    first = min([first, *(r.timestamp / 1000 for r in records)])
+                    last = max([last, *(r.timestamp / 1000 for r in records)])
+            return first, last
         finally:
             await consumer.stop()
 
     async def unsettled(self) -> int:
+        """Offsets not committed by fnrun's group; the ends are read by consuming the topic,
+        since Tansu's ListOffsets answers low after batched produce requests."""
         import aiokafka
 
+        reader = aiokafka.AIOKafkaConsumer(self.name, bootstrap_servers=self.bootstrap,
+                                           group_id=None, auto_offset_reset="earliest")
+        await reader.start()
+        ends: dict[int, int] = {}
+        try:
+            quiet = 0
+            while quiet < 2:
+                batches = await reader.getmany(timeout_ms=300, max_records=10_000)
+                quiet = 0 if batches else quiet + 1
+                for tp, records in batches.items():
+                    ends[tp.partition] = max(ends.get(tp.partition, 0), records[-1].offset + 1)
+        finally:
+            await reader.stop()
         consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=self.bootstrap,
                                              group_id=f"{self.name}-g", enable_auto_commit=False)
         await consumer.start()
         try:
-            parts = [aiokafka.TopicPartition(self.name, p) for p in range(self.partitions)]
-            ends = await consumer.end_offsets(parts)
-            return sum(end - (await consumer.committed(tp) or 0) for tp, end in ends.items())
+            committed = [await consumer.committed(aiokafka.TopicPartition(self.name, p)) or 0
+                         for p in range(self.partitions)]
         finally:
             await consumer.stop()
+        return sum(end - committed[p] for p, end in ends.items())
 
 
 class NatsRig(Rig):
@@ -451,7 +469,8 @@ class NatsRig(Rig):
         try:
             sub = await js.pull_subscribe(f"{self.name}.out", durable="reader",
                                           stream=self.stream)
-            seen, first, deadline = 0, 0.0, time.monotonic() + within
+            seen, first, last = 0, float("inf"), 0.0
+            deadline = time.monotonic() + within
             while seen < count:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{seen} of {count} exported messages arrived")
@@ -459,12 +478,12 @@ class NatsRig(Rig):
                     batch = await sub.fetch(1000, timeout=1)
                 except nats.errors.TimeoutError:
                     continue
-                if not seen:
-                    first = time.time()
-                for msg in batch:
+                for msg in batch:  # the stream's own store time of each message
+                    stored = msg.metadata.timestamp.timestamp()
+                    first, last = min(first, stored), max(last, stored)
                     await msg.ack()
                 seen += len(batch)
-            return first, time.time()
+            return first, last
         finally:
             await client.close()
 
@@ -654,11 +673,11 @@ class RedisRig(Rig):
                 if not reply:
                     continue
                 entries = reply[0][1]
-                if not seen:
-                    first = time.time()
+                if not seen:  # entry ids are the server's milliseconds at XADD
+                    first = int(entries[0][0].split(b"-")[0]) / 1000
                 cursor = entries[-1][0]
                 seen += len(entries)
-            return first, time.time()
+            return first, int(cursor.split(b"-")[0]) / 1000
         finally:
             await client.aclose()
 

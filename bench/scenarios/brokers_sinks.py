@@ -3,7 +3,9 @@
 fnrun: a project with one sink of `bench.out` events and no function; 10,000
 events are posted to `POST /_/events` (batches of 500) and the broker's own
 client, subscribed where the sink writes, counts them: the rate is count /
-(last arrival - first arrival). The bare client publishes the same count with
+(last - first), by the broker's own clock where it stamps messages (Kafka record
+timestamps, JetStream store times, Redis entry ids), else by arrival (RabbitMQ,
+MQTT, whose readers subscribe before fnrun starts). The bare client publishes the same count with
 confirmation (publisher confirms, acks=all, PubAck, QoS 1 PUBACK, XADD reply),
 at most 100 unconfirmed at once. The issue's targets: at least 0.7x the bare
 client (RabbitMQ, NATS, MQTT), at least 0.8x fnrun's own drain for Kafka and
