@@ -42,6 +42,8 @@ log = logging.getLogger("fnrun.brokers")
 
 MAX_BATCH = 500
 """Most messages published in one store write."""
+IN_FLIGHT = 4
+"""Most batches being stored or acknowledged at once (a store group-commits them)."""
 PUBLISH_PATIENCE = 60.0
 """Seconds one publish may take before it is tried again (the messages are not acked)."""
 LAG_EVERY = 5.0
@@ -139,11 +141,7 @@ class Source:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._pull, broker, send, failure, tg.cancel_scope)
             tg.start_soon(self._watch_lag, broker)
-            try:
-                await self._import(broker, receive)
-            except BrokerError as exc:
-                failure.insert(0, exc)
-            tg.cancel_scope.cancel()
+            tg.start_soon(self._import, broker, receive, failure, tg.cancel_scope)
         if failure:
             raise failure[0]
 
@@ -171,18 +169,41 @@ class Source:
             failure.append(BrokerUnavailable(f"source {self.spec.name}: the consumer ended"))
         scope.cancel()
 
-    async def _import(self, broker: Broker, receive: MemoryObjectReceiveStream[Received]) -> None:
-        with receive:
-            async for first in receive:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
+    async def _import(
+        self, broker: Broker, receive: MemoryObjectReceiveStream[Received],
+        failure: list[BaseException], scope: anyio.CancelScope,
+    ) -> None:
+        """Batches of what the buffer holds, up to `IN_FLIGHT` being stored or acknowledged
+        at once: while one batch waits for its write and its acks, the next one forms."""
+        slots = anyio.Semaphore(IN_FLIGHT)
+        async with anyio.create_task_group() as batches:
+            with receive:
+                while True:
+                    await slots.acquire()
                     try:
-                        batch.append(receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        batch = [await receive.receive()]
+                    except anyio.EndOfStream:
                         break
-                events = [self._event(broker, r) for r in batch]
-                await self._store_then_ack(events, batch)
-                self._failures = 0
+                    while len(batch) < MAX_BATCH:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    events = [self._event(broker, r) for r in batch]
+                    batches.start_soon(self._batch, events, batch, slots, failure, scope)
+
+    async def _batch(
+        self, events: list[Event], batch: list[Received], slots: anyio.Semaphore,
+        failure: list[BaseException], scope: anyio.CancelScope,
+    ) -> None:
+        try:
+            await self._store_then_ack(events, batch)
+            self._failures = 0
+        except BrokerError as exc:
+            failure.insert(0, exc)
+            scope.cancel()
+        finally:
+            slots.release()
 
     def _event(self, broker: Broker, received: Received) -> Event:
         try:

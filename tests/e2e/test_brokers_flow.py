@@ -132,7 +132,7 @@ class Outbox:
         reader = getattr(self, f"_read_{self.rig.kind}")
         with anyio.move_on_after(20):
             while len(set(exported_ids(self.rig, self.found))) < count:
-                await reader(count - len(self.found))
+                await reader(max(1, count - len(self.found)))  # duplicates count in found
         return self.found
 
     async def _read_amqp(self, count: int) -> None:
