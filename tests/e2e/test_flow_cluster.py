@@ -1,6 +1,7 @@
-"""order: key and per-key limits across 3 supervisors on one Redis (SPEC 12 and 9):
-one run per key at a time for the whole cluster, in publish order, through a kill -9
-of one node (its runs are taken over once its heartbeat is gone)."""
+"""order: key across 3 supervisors on one Redis (SPEC 12 and 9): one run per key at a
+time for the whole cluster, in publish order; with FNRUN_FULL_FLOW=1 (10,000 events)
+through a kill -9 of one node too, whose runs are taken over once its heartbeat is
+gone (10 s, so CI leaves it to test_flow_order's kills on Redis)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def flow_redis(service_missing: object) -> Iterator[str]:
         client.flushdb()
 
 
-def test_order_key_holds_across_three_nodes_and_a_kill9(project: Project, flow_redis: str) -> None:
+def test_order_key_holds_across_three_nodes(project: Project, flow_redis: str) -> None:
     ordered_project(project)
     nodes = [start_node(project, flow_redis) for _ in range(3)]
     project.port = nodes[0][1]
@@ -41,7 +42,8 @@ def test_order_key_holds_across_three_nodes_and_a_kill9(project: Project, flow_r
     project.publish(items)
     wait_until(lambda: sum(1 for c in project.calls() if c["ok"]) >= len(items) // 3,
                timeout=120)
-    project.kill9(nodes[1][0])  # its runs wait for its heartbeat to expire, then move
+    if FULL:  # its runs wait for its heartbeat to expire (10 s), then move
+        project.kill9(nodes[1][0])
 
     def all_done() -> bool:
         done = {(c["key"], c["seq"]) for c in project.calls() if c["ok"]}
