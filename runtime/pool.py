@@ -13,7 +13,6 @@ and environment live in `runtime.process`; the socket protocol in
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import socket
@@ -82,10 +81,6 @@ class _SpareStart:
     done: anyio.Event = field(default_factory=anyio.Event)
     task: asyncio.Task[None] | None = None
     """Held here: the event loop keeps only a weak reference to a task."""
-
-
-_INVOCATIONS = itertools.count(int.from_bytes(os.urandom(2)))
-"""Numbers the invocations of this process (see `WorkerPool._run`)."""
 
 
 class WorkerPool:
@@ -199,12 +194,9 @@ class WorkerPool:
         not running anything: unless `charge_unsent`, no item is charged.
         """
         loop, timeout = asyncio.get_running_loop(), self.spec.timeout
-        # One getrandom call for the batch, not one per item: 8 random hex digits each
-        # (the part `fnrun dev` shows), then 4 of a counter, which keep the run
-        # records' index on them cheap to write (`runtime.store.sqlite_schema`).
-        ids = os.urandom(4 * len(items)).hex()
-        invocations = [f"{ids[i : i + 8]}{next(_INVOCATIONS) & 0xFFFF:04x}"
-                       for i in range(0, len(ids), 8)]
+        # One getrandom call for the batch, not one per item: 12 hex digits each.
+        ids = os.urandom(6 * len(items)).hex()
+        invocations = [ids[i : i + 12] for i in range(0, len(ids), 12)]
         outcomes: list[Outcome] = []
         fatal = False
         started, t0 = time.time(), time.monotonic()

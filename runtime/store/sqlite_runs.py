@@ -71,8 +71,6 @@ def runs_for_events_query(event_ids: Sequence[str]) -> tuple[str, tuple[str]]:
             (json.dumps(list(event_ids)),))
 
 
-RUN_BY_INVOCATION = (RUN_SELECT + " WHERE substr(invocation, 9) = substr(?1, 9)"
-                     " AND +invocation = ?1 ORDER BY id DESC LIMIT 1")
-"""By `history_invocation_tail`: an invocation id's last digits are a counter. The unary
-+ keeps SQLite from putting ?1 for `invocation` in the indexed expression, which then
-matches no index (SQLite 3.40 scanned the table)."""
+RUN_BY_INVOCATION = RUN_SELECT + " WHERE invocation = ? ORDER BY id DESC LIMIT 1"
+"""Walks back from the newest record, so a recent run is found at once and the oldest
+of 100,000 in ~35 ms (bench/README.md): no index on every outcome's commit for it."""
