@@ -670,7 +670,6 @@ SUBSET = [
     "handler: 300,000 terms", "special file: yaml fifo", "special file: yaml dev zero",
     "special file: handler link loop", "special file: yaml link loop",
     "special file: config fifo", "fnrun.yaml: config deep", "brokers: password in url",
-    "brokers: duplicate source across files",
 ]
 
 

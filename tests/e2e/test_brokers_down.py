@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.harness import Project, fnrun, free_port, wait_until
 
 
+@pytest.mark.slow  # ~4-8 s: a sink attempt waits its 1 s timeout, then a graceful stop
 def test_a_broker_that_is_down_is_named_and_waited_for(tmp_path: Path) -> None:
     project = Project(tmp_path / "project")
     dead = free_port()  # nothing listens there
