@@ -67,7 +67,7 @@ async def measure(name: str, store: Store, count: int) -> None:
     kept = len(await store.runs(limit=1_000_000)) if name == "redis" else count
     mid = newest[0].seq - kept // 2
     some = [c[1].id for c in batches[-1][:10]]
-    invocation = batches[-1][500][2].invocation
+    recent, oldest = batches[-1][500][2].invocation, batches[0][0][2].invocation
     queries: dict[str, Callable[[], Awaitable[Any]]] = {
         "runs(limit=50)": lambda: store.runs(limit=50),
         "runs(limit=50, before_seq=middle)": lambda: store.runs(limit=50, before_seq=mid),
@@ -78,7 +78,8 @@ async def measure(name: str, store: Store, count: int) -> None:
         "runs(event_type=rare.*) (1 in 50)": lambda: store.runs(event_type="rare.*"),
         "runs(event_type=none.*) (no match)": lambda: store.runs(event_type="none.*"),
         "runs(after_seq=newest-100)": lambda: store.runs(after_seq=newest[0].seq - 100),
-        "run(invocation)": lambda: store.run(invocation),
+        "run(invocation) of a recent run": lambda: store.run(recent),
+        "run(invocation) of the oldest run": lambda: store.run(oldest),
         "runs_for_events(10 ids)": lambda: store.runs_for_events(some),
         "history(limit=50)": lambda: store.history(limit=50),
     }
