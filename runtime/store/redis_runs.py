@@ -34,6 +34,8 @@ class RunFilter:
         """The most selective sorted set that holds every match."""
         if self.event_id is not None:
             return f"{P}runs:e:{self.event_id}"
+        if self.status is not None and self.status != "ok":  # failures are few
+            return f"{P}runs:s:{self.status}"
         if self.function is not None:
             return f"{P}runs:f:{self.function}"
         if self.status is not None:
