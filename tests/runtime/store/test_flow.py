@@ -70,3 +70,17 @@ async def test_debounce_supersedes_what_waits(store: Store) -> None:
     assert sorted(d.event.id for d in later) == ["a-4", "b-4"]
     superseded = [r for r in await store.history("f", 50) if r.status == "superseded"]
     assert len(superseded) == 8
+
+
+async def test_dead_letter_frees_its_key_and_replay_puts_it_back_first(store: Store) -> None:
+    flow = lane(store, order=True, limit=8)
+    await store.publish([(keyed(n, "a"), ["f"]) for n in range(3)])
+    [a0] = await flow.claim("f", 10, time.time())
+    await flow.fail(a0, FAILED, None)  # dead letter: the key goes on
+    [a1] = await flow.claim("f", 10, time.time())
+    assert a1.event.id == "a-1"
+    await flow.succeed(a1, OK, [])
+    assert await store.replay_dead(time.time(), "f") == 1
+    [again] = await flow.claim("f", 10, time.time())
+    assert (again.event.id, again.attempt) == ("a-0", 1)  # ahead of a-2, fresh attempts
+    assert await flow.claim("f", 10, time.time()) == []
