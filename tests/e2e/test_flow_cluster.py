@@ -5,14 +5,16 @@ gone (10 s, so CI leaves it to test_flow_order's kills on Redis)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis
 
 from tests.e2e.flow_checks import FULL, assert_key_order, max_overlap
-from tests.e2e.harness import Project, wait_until
-from tests.e2e.test_cluster import start_node
+from tests.e2e.harness import Project, free_port, wait_until
 from tests.e2e.test_flow_order import events, ordered_project
 from tests.services import redis_url
 
@@ -34,9 +36,38 @@ def flow_redis(service_missing: object) -> Iterator[str]:
         client.flushdb()
 
 
+Node = tuple[subprocess.Popen[bytes], int]
+
+
+def start_nodes(project: Project, store: str, count: int) -> list[Node]:
+    """`count` more `fnrun run` nodes sharing `store`, started together; waits for health."""
+    nodes: list[Node] = []
+    for _ in range(count):
+        port = free_port()
+        with open(project.root / f"supervisor-{len(project.procs)}.log", "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "runtime", "run", "--project", str(project.root),
+                 "--store", store, "--port", str(port)],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        project.procs.append(proc)
+        nodes.append((proc, port))
+
+    def up(proc: subprocess.Popen[bytes], port: int) -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"fnrun run exited {proc.returncode}:\n{project.output()}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/_/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(lambda: all(up(proc, port) for proc, port in nodes), timeout=60)
+    return nodes
+
+
 def test_order_key_holds_across_three_nodes(project: Project, flow_redis: str) -> None:
     ordered_project(project)
-    nodes = [start_node(project, flow_redis) for _ in range(3)]
+    nodes = start_nodes(project, flow_redis, 3)
     project.port = nodes[0][1]
     items, expected = events()
     project.publish(items)
