@@ -177,6 +177,7 @@ class SqliteFlow:
         self.rate = RateLog(function, rules)
         self._ready = False
         self._purged = 0.0
+        self._claimed_at = 0.0
 
     def _claim(self, conn: sqlite3.Connection, limit: int, now: float) -> list[tuple[Any, ...]]:
         fn, rules = self.function, self.rules
@@ -220,6 +221,7 @@ class SqliteFlow:
         return sorted((row_id, attempts, bodies[eid]) for row_id, attempts, eid in claimed)
 
     async def claim(self, limit: int, now: float) -> list[Delivery]:
+        self._claimed_at = now
         rows = await self.store._write(
             lambda conn: self._claim(conn, limit, now), durable=False)
         return [Delivery(str(row_id), self.function, StoredEvent.of(json.loads(body)), attempts)
@@ -229,9 +231,13 @@ class SqliteFlow:
         """The next time a claim may find work that no settle will announce: a retry
         falling due, or the rate budget freeing up. A key held by a running
         delivery is freed by its settle, which wakes the dispatcher."""
+        # Due after the last claim's time, not after `now`: a delivery that fell due
+        # between the two (a debounce ending while the claim waited for the writer)
+        # was not taken, and must not wait for the idle poll. What was due by then and
+        # not taken waits behind a running delivery, whose settle wakes the dispatcher.
         rows = await self.store._read(
             "SELECT min(due) FROM deliveries WHERE function = ? AND state = 'pending' AND due > ?",
-            (self.function, now))
+            (self.function, min(now, self._claimed_at)))
         due: float | None = rows[0][0]
         ready = self.rate.ready_at
         if ready is not None:
