@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -13,36 +11,6 @@ from typing import NoReturn
 import pytest
 
 from tests.e2e.harness import RedisServer, free_port
-
-_worker_redis: subprocess.Popen[bytes] | None = None
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist, every worker but the first gets a redis-server of its own.
-
-    The suite flushes the Redis databases it uses (tests/services.py); two workers on one
-    server would flush each other's. Runs before any test module imports tests.services.
-    """
-    global _worker_redis
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    if worker == "gw0" or shutil.which("redis-server") is None:
-        return
-    port = free_port()
-    folder = tempfile.mkdtemp(prefix=f"fnrun-redis-{worker}-")
-    _worker_redis = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", folder,
-         "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    os.environ["FNRUN_TEST_REDIS_PORT"] = str(port)
-    RedisServer.wait_ready(port)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if _worker_redis is not None:
-        _worker_redis.kill()
-        _worker_redis.wait()
-        shutil.rmtree(_worker_redis.args[6], ignore_errors=True)
 
 
 @pytest.fixture
