@@ -68,7 +68,7 @@ class Supervisor:
 
     def __init__(self, ctx: Context, project: Path, store: str, *, reload: bool = False,
                  name: str = "fnrun", tree: Path | None = None) -> None:
-        require("runtime.cli", "the fnrun CLI")
+        require("runtime.cli.main", "the fnrun CLI")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         argv = [sys.executable, "-m", "runtime", "run", "--project", str(project),

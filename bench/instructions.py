@@ -15,7 +15,7 @@ per process, for each revision checked out in a detached worktree:
   MAX_PREFETCH): under valgrind the supervisor is ~50x slower, sees long
   invocations and would otherwise claim and batch in small steps, which
   no native drain does. Workers run natively.
-- worker: `runtime.worker.main` of the revision under callgrind, fed batches
+- worker: `runtime.worker.child.main` of the revision under callgrind, fed batches
   of 64 no-op invocations by a native process over its socket, run for
   2,000 and for N + 2,000 invocations; the difference of the two counts of
   the process that serves (a revision with a guard has two) divided by N.
@@ -51,7 +51,7 @@ def pinned(argv: list[str]) -> None:
     """`python -m runtime` with the dispatcher's batching pinned to a native drain's."""
     import runpy
 
-    from runtime import dispatcher
+    from runtime.delivery import dispatcher
 
     size = dispatcher.batch_size
     dispatcher.batch_size = lambda mean, buffered, runners: size(1e-6, buffered, runners)
@@ -68,7 +68,7 @@ def serve(argv: list[str]) -> None:
                      pass_fds=[ours.fileno()])
     ours.close()
     os.environ["BENCH_STAMPS"] = folder
-    from runtime import worker
+    from runtime.worker import child as worker
 
     worker.main([f"proto={theirs.fileno()}", f"lifeline={lifeline}",
                  f"file={folder}/noop.py", "attr=noop", "function=noop"])
@@ -76,7 +76,7 @@ def serve(argv: list[str]) -> None:
 
 def feed(argv: list[str]) -> None:
     """Send `count` no-op invocations in batches of `BATCH`, reading every answer."""
-    from runtime import protocol
+    from runtime.worker import protocol
 
     fd, count = int(argv[0]), int(argv[1])
     if protocol.read_frame(fd) != {"kind": "ready"}:

@@ -1,6 +1,6 @@
 """fnrun runtime: supervisor, workers, delivery and stores.
 
-Kept tiny on purpose: the worker child imports `runtime.worker`, and nothing
+Kept tiny on purpose: the worker child imports `runtime.worker.child`, and nothing
 here may pull supervisor code into it.
 """
 

@@ -2,7 +2,7 @@
 `decode_result` where the answer is shaped (a sync webhook's reply, `fnrun invoke`).
 
 A leaf imported by the worker child, so: standard library only, and only
-modules that cost nothing to import (not `json`, not `re`; see `runtime.protocol`).
+modules that cost nothing to import (not `json`, not `re`; see `runtime.worker.protocol`).
 `json_value` also checks what a handler emits.
 """
 

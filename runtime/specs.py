@@ -1,6 +1,6 @@
 """What a project declares, after validation: frozen settings and function specs.
 
-Leaf module. `runtime.manifest` builds these from YAML; everything else only
+Leaf module. `runtime.project.manifest` builds these from YAML; everything else only
 reads them. Durations are float seconds, sizes are int bytes.
 """
 

@@ -18,33 +18,35 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from runtime import confine, plugins, sandbox
+from runtime import plugins
 from runtime.brokers.hub import BrokerHub
 from runtime.brokers.sinks import SinkPublisher
 from runtime.brokers.sources import node_name
 from runtime.brokers.specs import SinkSpec
-from runtime.calls import CallHistory
-from runtime.catalog import base_url, describe_functions, webhook_lines
 from runtime.clock import Clock, SystemClock
-from runtime.dispatcher import Dispatcher
+from runtime.delivery.calls import CallHistory
+from runtime.delivery.dispatcher import Dispatcher
 from runtime.errors import UsageError
 from runtime.events import Event, Outcome
 from runtime.flow.batch import flow_dispatcher
+from runtime.http.catalog import base_url, describe_functions, webhook_lines
 from runtime.ingress import HttpTrigger, Router, Trigger
-from runtime.launcher import FORK_SERVER
-from runtime.manifest import function_fingerprint, load_project, scan_files
 from runtime.metrics import Metrics
-from runtime.pool import WorkerPool
-from runtime.registry import Diff, diff
-from runtime.settings_loader import serving_problem
+from runtime.pool import sandbox
+from runtime.pool.launcher import FORK_SERVER
+from runtime.pool.warmup import LoadFailure, warm_all
+from runtime.pool.workerpool import WorkerPool
+from runtime.project.manifest import function_fingerprint, load_project, scan_files
+from runtime.project.registry import Diff, diff
+from runtime.project.settings_loader import serving_problem
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
 from runtime.store.base import Delivery, Targets
 from runtime.tracing.context import emitted
-from runtime.warmup import LoadFailure, warm_all
+from runtime.worker import confine
 
 if TYPE_CHECKING:
-    from runtime.reloader import ReloadPlan
-    from runtime.server import Listening
+    from runtime.http.server import Listening
+    from runtime.project.reloader import ReloadPlan
 
 log = logging.getLogger("fnrun")
 
@@ -264,7 +266,7 @@ class Supervisor:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Load, bind, serve, and drain on stop."""
-        from runtime import http  # the HTTP stack loads only where it serves
+        from runtime.http import app as http  # the HTTP stack loads only where it serves
 
         # One clear line for a host that cannot be bound (or a blank token), where the
         # token rule below would say "set FNRUN_TOKEN"; a thread, as a name is looked up.
@@ -354,7 +356,9 @@ class Supervisor:
                     for line in webhook_lines(project, self.served):
                         log.info("%s", line)
                 if self.reload:
-                    from runtime.reloader import Reloader  # watchfiles loads only when reloading
+                    from runtime.project.reloader import (
+                        Reloader,  # watchfiles loads only when reloading
+                    )
 
                     # The reloader announces first: no reload line comes before the banner.
                     tg.start_soon(Reloader(self, self.settings, announce=self._announce).run)
@@ -370,7 +374,7 @@ class Supervisor:
             await self.announce(self)
 
     def _confine_workers(self) -> None:
-        """Blocking: close the store to workers and plan their sandbox (`runtime.sandbox`)."""
+        """Blocking: close the store to workers and plan their sandbox (`runtime.pool.sandbox`)."""
         sandbox.seal_store(self.settings)
         planned = sandbox.plan(self.settings)
         FORK_SERVER.configure(planned)
@@ -470,7 +474,8 @@ class Supervisor:
             trigger.bind(project)
 
     async def _start_http(self, tg: anyio.abc.TaskGroup) -> None:
-        from runtime import http, server  # the HTTP stack loads only where it serves
+        from runtime.http import app as http  # the HTTP stack loads only where it serves
+        from runtime.http import server
 
         webhooks = next((t.asgi for t in self._triggers.values() if isinstance(t, HttpTrigger)),
                         None)

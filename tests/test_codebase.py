@@ -39,11 +39,11 @@ def test_import_contracts() -> None:
 def test_worker_child_imports_no_supervisor_code() -> None:
     """Starting a worker must never load supervisor code, anyio or yaml (SPEC 6, STYLE)."""
     code = (
-        "import sys, runtime.worker; "
+        "import sys, runtime.worker.child; "
         "bad = [m for m in sys.modules if m.split('.')[0] in {'anyio', 'yaml', 'triggers', "
         "'starlette', 'uvicorn', 'redis'} or m in {'runtime.supervisor', "
-        "'runtime.pool', 'runtime.dispatcher', 'runtime.store', "
-        "'runtime.manifest'}]; print(bad)"
+        "'runtime.pool.workerpool', 'runtime.delivery.dispatcher', 'runtime.store', "
+        "'runtime.project.manifest'}]; print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, timeout=60, check=True).stdout

@@ -19,9 +19,9 @@ import yaml
 
 from runtime.errors import FnrunError
 from runtime.ingress import Ingress
+from runtime.project.yamlnodes import Node, Reader
 from runtime.specs import Project, TriggerSpec
 from runtime.topics import matches as matches  # re-exported: routing and replay use it
-from runtime.yamlnodes import Node, Reader
 
 log = logging.getLogger("fnrun.triggers.event")
 

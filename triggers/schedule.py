@@ -26,9 +26,9 @@ from croniter import croniter
 from runtime.errors import StoreError
 from runtime.events import Event
 from runtime.ingress import Ingress
+from runtime.project.yamlnodes import Node, Reader, suggest
 from runtime.specs import Project
 from runtime.tracing.context import trace_extensions
-from runtime.yamlnodes import Node, Reader, suggest
 from triggers.cron import (
     CATCH_UP_POLICIES,
     CatchUp,

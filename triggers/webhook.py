@@ -39,9 +39,9 @@ from starlette.types import Receive, Scope, Send
 from runtime import strict_json
 from runtime.events import Event, HttpInfo, new_event_id
 from runtime.ingress import Ingress
+from runtime.project.yamlnodes import Node, Reader
 from runtime.specs import Project, TriggerSpec
 from runtime.tracing.context import TRACEPARENT, TRACESTATE, trace_extensions
-from runtime.yamlnodes import Node, Reader
 from triggers import replies
 from triggers.replies import Reply, json_reply
 from triggers.requests import BodyError, Deadlines, authenticate, read_body

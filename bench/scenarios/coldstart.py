@@ -1,6 +1,6 @@
 """Scenario 3: worker cold start (spawn -> ready) and idle worker RSS.
 
-fnrun: a fresh `runtime.pool.WorkerPool` per sample, timed over its first
+fnrun: a fresh `runtime.pool.workerpool.WorkerPool` per sample, timed over its first
 invocation of a no-op (start, import, ready, one round trip). Its workers fork
 from the fork server's template (started once per process, not timed here);
 the second fnrun case forces the fallback, a new interpreter per worker, through
@@ -43,10 +43,10 @@ def _summary(starts: list[float], rss: list[float]) -> dict[str, float]:
 
 
 def fnrun_worker(ctx: Context, env: dict[str, str] | None = None) -> dict[str, float]:
-    fnrun_app.require("runtime.pool", "the worker pool")
+    fnrun_app.require("runtime.pool.workerpool", "the worker pool")
     from runtime.errors import Where
     from runtime.events import Event
-    from runtime.pool import WorkerPool
+    from runtime.pool.workerpool import WorkerPool
     from runtime.specs import FunctionSpec
 
     folder = ctx.scratch("coldstart")

@@ -24,10 +24,10 @@ from runtime import plugins
 from runtime.brokers.base import KINDS
 from runtime.brokers.specs import BrokerSpec, SinkSpec, SourceSpec
 from runtime.errors import ManifestError, Where
-from runtime.projectfiles import read_regular
-from runtime.settings_loader import retry_policy, timeout
+from runtime.project.projectfiles import read_regular
+from runtime.project.settings_loader import retry_policy, timeout
+from runtime.project.yamlnodes import Node, Reader, decode, suggest
 from runtime.specs import Defaults
-from runtime.yamlnodes import Node, Reader, decode, suggest
 
 SECTIONS = ("brokers", "sources", "sinks")
 NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")

@@ -1,7 +1,7 @@
 """The dashboard's two locks: who may read (a session cookie standing in for the
 Bearer token) and who may write (only the dashboard's own page).
 
-`Gate.admits` is what `runtime.door.Door` asks once the Bearer header is
+`Gate.admits` is what `runtime.http.door.Door` asks once the Bearer header is
 missing or wrong: the page shell, its static files and the login are open
 (they hold no data); a valid session cookie opens every read of `/_/` and
 the dashboard's own writes. A cookie never opens other `/_/` writes (`POST

@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from runtime.errors import StoreError, UsageError
+from runtime.http.records import iso
 from runtime.ingress import Ingress
-from runtime.records import iso
 from runtime.store.base import RunRecord
 
 log = logging.getLogger("fnrun.http")

@@ -21,10 +21,10 @@ from typing import Any, cast
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from runtime.dispatcher import SETTLERS, Dispatcher, Settling
+from runtime.delivery.dispatcher import SETTLERS, Dispatcher, Settling
 from runtime.events import Event, Outcome
 from runtime.flow.lane import FlowLane
-from runtime.pool import WorkerPool
+from runtime.pool.workerpool import WorkerPool
 from runtime.specs import FunctionSpec
 from runtime.store.base import Delivery, Store
 

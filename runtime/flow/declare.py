@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from runtime.flow.rules import DEFAULT_KEY, Batching, FlowRules, RateLimit, key_path_problem
-from runtime.settings_loader import MAX_CONCURRENCY
-from runtime.yamlnodes import Node, Reader
+from runtime.project.settings_loader import MAX_CONCURRENCY
+from runtime.project.yamlnodes import Node, Reader
 
 FLOW_KEYS = ("key", "order", "rate_limit", "debounce", "batch")
 """Function keys that only flow control reads (`concurrency` may also be a mapping)."""

@@ -22,8 +22,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from runtime import __version__
+from runtime.cli.logs import RUNS
 from runtime.events import Event
-from runtime.logs import RUNS
 from runtime.store.runs import RunRecord
 from runtime.tracing.context import TRACEPARENT, attempt_span, new_trace, parse
 

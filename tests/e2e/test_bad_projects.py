@@ -29,7 +29,7 @@ import httpx
 import pytest
 from watchfiles import Change
 
-from runtime.cli import main
+from runtime.cli.main import main
 from tests.e2e.harness import Project, wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -762,11 +762,11 @@ async def test_the_reload_scan_runs_off_the_event_loop(
     """A scan that waits (a slow or hung filesystem: the one thing not driven for
     real here) must leave the event loop serving. The scan below returns only
     once a task on the loop has run; on the loop itself it would never return."""
-    from runtime import reloader
     from runtime.errors import ManifestError
-    from runtime.manifest import FileScan
-    from runtime.registry import Diff
-    from runtime.settings_loader import load_settings
+    from runtime.project import reloader
+    from runtime.project.manifest import FileScan
+    from runtime.project.registry import Diff
+    from runtime.project.settings_loader import load_settings
     from runtime.specs import Project
 
     (tmp_path / "functions").mkdir()

@@ -64,7 +64,7 @@ def test_a_broker_that_is_down_is_named_and_waited_for(tmp_path: Path) -> None:
 
 HIDDEN_CLIENT = (
     "import sys; sys.modules['aiokafka'] = None  # as if fnrun[kafka] were not installed\n"
-    "from runtime.cli import main; main(sys.argv[1:])"
+    "from runtime.cli.main import main; main(sys.argv[1:])"
 )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtime.options import build_parser
+from runtime.cli.options import build_parser
 from tests.e2e.harness import Project, fnrun, wait_until
 
 pytestmark = pytest.mark.timeout(120)

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from runtime import plugins
-from runtime.cli import main
+from runtime.cli.main import main
 from runtime.events import Event, LogLine, Outcome
 from runtime.store.base import Store
 from runtime.store.sqlite import SqliteStore
@@ -108,7 +108,7 @@ def run(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    """The same command line in this process (`runtime.cli.main`): for tables of cases,
+    """The same command line in this process (`runtime.cli.main.main`): for tables of cases,
     where a new interpreter per case would cost a second each."""
 
     def call(project: Project, *args: str) -> tuple[int, str, str]:
@@ -226,7 +226,7 @@ def test_logs_follow_prints_runs_stored_after_it_started(seeded: Project) -> Non
 def test_colour_only_on_a_terminal_and_never_with_no_color(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from runtime.logs import colour_wanted
+    from runtime.cli.logs import colour_wanted
 
     main, other = os.openpty()
     try:

@@ -31,7 +31,8 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime import confine, sandbox
+from runtime.pool import sandbox
+from runtime.worker import confine
 from tests.e2e.harness import Project, fnrun, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -245,7 +246,7 @@ def attacked(
             triggers: [{webhook: {path: /spy, mode: sync}}]
     """, SPY)
     # A variable read at interpreter start: this one's workers are spawned (in
-    # bubblewrap, under `runtime.confine.enter`), not forked from the template.
+    # bubblewrap, under `runtime.worker.confine.enter`), not forked from the template.
     project.add("spawnspy", """
         functions:
           spawnspy:
@@ -300,7 +301,7 @@ def test_a_handler_reaches_nothing_that_is_not_its_own(
             starter = int(Path(f"/proc/{guard}/stat").read_text().rpartition(")")[2].split()[1])
             argv = Path(f"/proc/{starter}/cmdline").read_bytes().split(b"\0")
             if spy == "/spy":
-                assert any(b"runtime.forkserver" in arg for arg in argv), argv
+                assert any(b"runtime.worker.forkserver" in arg for arg in argv), argv
             else:
                 assert argv[0].endswith(b"bwrap") and starter in _children(sup), argv
         # Unharmed: not stopped, it serves, delivers, and its store holds nothing of the spy's.

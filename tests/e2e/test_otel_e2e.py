@@ -118,7 +118,8 @@ def _value(value: Any) -> Any:
 
 def test_without_the_variable_nothing_of_opentelemetry_is_imported() -> None:
     code = (
-        "import sys, runtime.cli, runtime.commands, runtime.supervisor, runtime.tracing.otel as o;"
+        "import sys, runtime.cli.main, runtime.cli.commands, runtime.supervisor, "
+        "runtime.tracing.otel as o;"
         "assert o.install({}) is None;"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"
     )

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from runtime import plugins
-from runtime.settings_loader import load_settings
+from runtime.project.settings_loader import load_settings
 from runtime.store.base import RunRecord
 from tests.e2e.harness import Project, fnrun, wait_until
 

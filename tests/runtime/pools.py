@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from runtime.launcher import FORK_SERVER
-from runtime.pool import WorkerPool
+from runtime.pool.launcher import FORK_SERVER
+from runtime.pool.workerpool import WorkerPool
 from runtime.specs import FunctionSpec
 
 

@@ -19,7 +19,7 @@ import anyio
 import httpx
 import pytest
 
-from runtime.manifest import load_settings
+from runtime.project.manifest import load_settings
 from runtime.store import sqlite, sqlite_commit
 from runtime.supervisor import Supervisor
 

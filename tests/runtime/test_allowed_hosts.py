@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.door import Door, host_name
 from runtime.errors import ManifestError
-from runtime.settings_loader import load_settings
+from runtime.http.door import Door, host_name
+from runtime.project.settings_loader import load_settings
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from runtime import calls
-from runtime.calls import CallHistory
+from runtime.delivery import calls
+from runtime.delivery.calls import CallHistory
 from runtime.events import Event, Outcome
 from runtime.store.sqlite import SqliteStore
 

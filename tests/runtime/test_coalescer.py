@@ -10,10 +10,10 @@ from typing import Any
 import anyio
 import pytest
 
-from runtime.coalescer import fair_share
 from runtime.errors import Where
 from runtime.events import Event, Outcome
-from runtime.pool import WorkerPool
+from runtime.pool.coalescer import fair_share
+from runtime.pool.workerpool import WorkerPool
 from runtime.specs import FunctionSpec
 from tests.runtime.procs import appended_lines
 

@@ -1,4 +1,4 @@
-"""Which files make a handler's code: what hot reload compares (`runtime.code_files`)."""
+"""Which files make a handler's code: what hot reload compares (`runtime.project.code_files`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.code_files import code_files
+from runtime.project.code_files import code_files
 
 TREE = {
     "h.py": "import helpers\nfrom pkg import sub\nimport json\n"

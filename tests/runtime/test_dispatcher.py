@@ -12,11 +12,11 @@ import anyio
 import pytest
 
 from runtime.clock import SystemClock
-from runtime.dispatcher import MAX_BATCH, Dispatcher, batch_size
+from runtime.delivery.dispatcher import MAX_BATCH, Dispatcher, batch_size
 from runtime.errors import Where
 from runtime.events import Event, Outcome
 from runtime.metrics import Metrics
-from runtime.pool import WorkerPool
+from runtime.pool.workerpool import WorkerPool
 from runtime.specs import FunctionSpec, RetryPolicy
 from runtime.store.base import Delivery, Targets
 from runtime.store.sqlite import SqliteStore

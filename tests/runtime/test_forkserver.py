@@ -17,9 +17,9 @@ import pytest
 
 from runtime.errors import Where
 from runtime.events import Event
-from runtime.launcher import FORK_SERVER, FORK_WAIT
-from runtime.pool import WorkerPool
-from runtime.process import ENV_ALLOWLIST
+from runtime.pool.launcher import FORK_SERVER, FORK_WAIT
+from runtime.pool.process import ENV_ALLOWLIST
+from runtime.pool.workerpool import WorkerPool
 from runtime.specs import FunctionSpec
 from tests.runtime.pools import worker_pools
 from tests.runtime.procs import alive, wait_for
@@ -36,7 +36,7 @@ HANDLER = textwrap.dedent("""\
             return int(f.read().rpartition(")")[2].split()[1])
 
     def state():
-        # The worker is the handler's guard (runtime.guard): "ppid" is the guard's parent.
+        # The worker is the handler's guard (runtime.worker.guard): "ppid" is the guard's parent.
         return {"pid": os.getpid(), "guard": os.getppid(), "ppid": parent_of(os.getppid()),
                 "sid": os.getsid(0), "env": dict(os.environ), "argv": sys.argv,
                 "cwd": os.getcwd()}
@@ -125,9 +125,9 @@ async def test_a_forked_handler_sees_what_a_spawned_one_sees(
     forked_modules, forked_argv = await call(pools(file=clean))
     # A PYTHON* variable of its own: started as a fresh interpreter instead.
     spawned_modules, spawned_argv = await call(pools(file=clean, env={"PYTHONFNRUN": "1"}))
-    assert set(forked_modules) - set(spawned_modules) <= {"runtime.forkserver", "select",
+    assert set(forked_modules) - set(spawned_modules) <= {"runtime.worker.forkserver", "select",
                                                           "_socket"}
-    supervisor_side = {"anyio", "yaml", "runtime.pool", "runtime.launcher"}
+    supervisor_side = {"anyio", "yaml", "runtime.pool.workerpool", "runtime.pool.launcher"}
     assert not supervisor_side & set(forked_modules)
     fds = ("proto=", "lifeline=")  # fd numbers differ, the rest is the same
     assert [a for a in forked_argv if not a.startswith(fds)] == [
@@ -257,8 +257,8 @@ import anyio, logging, sys
 from pathlib import Path
 from runtime.errors import Where
 from runtime.events import Event
-from runtime.launcher import FORK_SERVER, FORK_WAIT
-from runtime.pool import WorkerPool
+from runtime.pool.launcher import FORK_SERVER, FORK_WAIT
+from runtime.pool.workerpool import WorkerPool
 from runtime.specs import FunctionSpec
 
 async def main():

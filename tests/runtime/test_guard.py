@@ -1,4 +1,4 @@
-"""A worker's guard (runtime/guard.py) against real processes: recycle, reaping, drains.
+"""A worker's guard (runtime/worker/guard.py) against real processes: recycle, reaping, drains.
 
 The end-to-end cases (timeout, worker death, kill -9, supervisor stop) are in
 tests/e2e/test_daemons.py; here are the ones only a pool can drive: a worker
@@ -23,7 +23,7 @@ import pytest
 
 from runtime.errors import Where
 from runtime.events import Event
-from runtime.pool import WorkerPool
+from runtime.pool.workerpool import WorkerPool
 from runtime.specs import FunctionSpec
 from tests.runtime.pools import worker_pools
 from tests.runtime.procs import alive, wait_for

@@ -24,9 +24,9 @@ import pytest
 from runtime.clock import Clock, SystemClock
 from runtime.errors import UsageError, Where
 from runtime.events import Event, Outcome
-from runtime.http import check_bind, create_app
+from runtime.http.app import check_bind, create_app
+from runtime.http.server import Listening, ProtocolPath, serve
 from runtime.metrics import Metrics
-from runtime.server import Listening, ProtocolPath, serve
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
 from runtime.store.base import Store
 from runtime.store.sqlite import SqliteStore

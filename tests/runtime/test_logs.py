@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from runtime.logs import HumanFormatter
+from runtime.cli.logs import HumanFormatter
 
 
 def record(name: str, msg: str, *args: object, level: int = logging.INFO) -> logging.LogRecord:
@@ -91,7 +91,7 @@ def test_fnrun_dev_prints_one_line_per_finished_run() -> None:
 
 
 def test_json_lines_name_function_invocation_and_event() -> None:
-    from runtime.logs import JsonFormatter
+    from runtime.cli.logs import JsonFormatter
 
     fmt = JsonFormatter()
     run = json.loads(fmt.format(run_record()))

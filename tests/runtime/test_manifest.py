@@ -11,14 +11,14 @@ import pytest
 
 from runtime import plugins
 from runtime.errors import ManifestErrors, Where
-from runtime.manifest import (
+from runtime.project.manifest import (
     conflicts,
     function_fingerprint,
     load_project,
     scan_project,
     top_level_names,
 )
-from runtime.settings_loader import load_settings
+from runtime.project.settings_loader import load_settings
 from runtime.specs import FunctionSpec, Project, TriggerSpec
 from triggers.event import EventSpec
 

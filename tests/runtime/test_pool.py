@@ -17,8 +17,8 @@ import pytest
 
 from runtime.errors import Where, WorkerError
 from runtime.events import Event, HttpInfo, Outcome
-from runtime.launcher import FORK_SERVER
-from runtime.pool import WorkerPool
+from runtime.pool.launcher import FORK_SERVER
+from runtime.pool.workerpool import WorkerPool
 from runtime.results import decode_result
 from runtime.specs import FunctionSpec
 from tests.runtime.procs import alive, appended_lines, wait_for
@@ -67,7 +67,7 @@ def children_of(parent: int) -> set[int]:
 
 def children() -> set[int]:
     """Pids of the processes running this process's handlers: the children of its
-    workers' guards (`runtime.guard`), which are its children and the fork server's."""
+    workers' guards (`runtime.worker.guard`), which are its children and the fork server's."""
     template = FORK_SERVER.pid
     guards = children_of(os.getpid())
     if template is not None:
@@ -206,7 +206,7 @@ async def test_exception_gives_error_with_traceback(pools: Callable[..., WorkerP
     assert outcome.error == "KeyError: 'missing-thing'"
     assert outcome.traceback is not None
     assert "raise_error" in outcome.traceback and "KeyError" in outcome.traceback
-    assert "runtime/worker.py" not in outcome.traceback
+    assert "runtime/worker/child.py" not in outcome.traceback
     assert (await pool.invoke(ev(do="pid"), 1)).status == "ok"
     assert pool.live_workers == 1  # an exception does not cost the worker
 
@@ -564,7 +564,7 @@ import anyio, logging, sys
 from pathlib import Path
 from runtime.errors import Where
 from runtime.events import Event
-from runtime.pool import WorkerPool
+from runtime.pool.workerpool import WorkerPool
 from runtime.specs import FunctionSpec
 
 async def main():

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from runtime import process
 from runtime.errors import Where
-from runtime.launcher import Spawned
+from runtime.pool import process
+from runtime.pool.launcher import Spawned
 from runtime.specs import FunctionSpec
 
 
 def test_compile_worker_writes_fresh_bytecode_even_when_python_would_not() -> None:
     """Under PYTHONDONTWRITEBYTECODE (set on CI) each worker would compile itself."""
-    source = Path(process.source_files("runtime.worker")[-1])
+    source = Path(process.source_files("runtime.worker.child")[-1])
     assert source.is_file()
     cached = Path(importlib.util.cache_from_source(str(source)))
     if cached.exists():
@@ -33,7 +33,7 @@ def test_compile_worker_writes_fresh_bytecode_even_when_python_would_not() -> No
 def test_compile_worker_covers_every_module_a_worker_imports() -> None:
     """A module missing from WORKER_MODULES is compiled from source by every worker."""
     code = ("import sys\n"
-            "import runtime.worker, runtime.forkserver, runtime.confine\n"
+            "import runtime.worker.child, runtime.worker.forkserver, runtime.worker.confine\n"
             "print(' '.join(m for m in sys.modules if m.split('.')[0] == 'runtime'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=process.RUNTIME_ROOT, timeout=60, check=True).stdout
@@ -60,7 +60,7 @@ def test_spawned_and_forked_workers_share_one_command_shape() -> None:
                         handler_file=Path("/x/h.py"), handler_attr="run", memory_mb=64)
     command = process.child_command(spec, 7)
     assert command[:2] == [sys.executable, "-S"]
-    assert "from runtime.worker import main" in command[3]
+    assert "from runtime.worker.child import main" in command[3]
     assert command[4:] == ["proto=7", f"lifeline={process.lifeline()}",
                            *process.worker_options(spec)]
     assert process.worker_options(spec) == [

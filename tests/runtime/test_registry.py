@@ -1,6 +1,6 @@
 import pytest
 
-from runtime.registry import Diff, diff
+from runtime.project.registry import Diff, diff
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import Where
-from runtime.manifest import function_fingerprint
-from runtime.reload_rules import plan, settle
+from runtime.pool.warmup import LoadFailure
+from runtime.project.manifest import function_fingerprint
+from runtime.project.reload_rules import plan, settle
 from runtime.specs import FunctionSpec, Project, Settings
-from runtime.warmup import LoadFailure
 
 Case = tuple[Project, Project, dict[str, str], dict[str, LoadFailure]]
 NAMES = ("same", "edited", "config", "new", "failing", "bad-file", "bad-file-down")

@@ -20,13 +20,13 @@ import pytest
 from anyio.streams.memory import MemoryObjectSendStream
 from watchfiles import Change
 
-from runtime.banner import render_banner, trigger_line
+from runtime.cli.banner import render_banner, trigger_line
 from runtime.events import Event
-from runtime.manifest import function_fingerprint, load_project, load_settings
-from runtime.pool import WorkerPool
-from runtime.registry import Diff
-from runtime.reload_rules import SourceFilter, live_settings, reload_line
-from runtime.reloader import Reloader, Result
+from runtime.pool.workerpool import WorkerPool
+from runtime.project.manifest import function_fingerprint, load_project, load_settings
+from runtime.project.registry import Diff
+from runtime.project.reload_rules import SourceFilter, live_settings, reload_line
+from runtime.project.reloader import Reloader, Result
 from runtime.specs import Defaults, HttpSettings, Retention, Settings
 from runtime.supervisor import Supervisor
 from tests.runtime.procs import appended_lines

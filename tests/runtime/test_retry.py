@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.retry import next_delay
+from runtime.delivery.retry import next_delay
 from runtime.specs import RetryPolicy
 
 pytestmark = pytest.mark.timeout(10)

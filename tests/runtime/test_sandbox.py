@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime import sandbox
 from runtime.errors import ManifestError, UsageError
-from runtime.settings_loader import load_settings
+from runtime.pool import sandbox
+from runtime.project.settings_loader import load_settings
 from tests.e2e.harness import wait_until
 
 NOBODY = 65534
@@ -146,7 +146,7 @@ def test_isolation_user_is_read_from_fnrun_yaml(tmp_path: Path) -> None:
 
 
 def test_configuring_a_sandbox_replaces_a_template_started_without_it(tmp_path: Path) -> None:
-    from runtime.launcher import FORK_SERVER
+    from runtime.pool.launcher import FORK_SERVER
 
     try:
         FORK_SERVER.start()

@@ -1,6 +1,6 @@
 """Which protocol path serves: the fast one only on a uvicorn it was checked against.
 
-`runtime.fast_protocol` reads uvicorn's private internals; a uvicorn
+`runtime.http.fast_protocol` reads uvicorn's private internals; a uvicorn
 series it was not read against must fail here, loudly, before it ships.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from runtime import server
 from runtime.errors import UsageError
-from runtime.plain_protocol import PlainProtocol
+from runtime.http import server
+from runtime.http.plain_protocol import PlainProtocol
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -28,12 +28,12 @@ def test_uvicorn_is_a_series_the_fast_path_was_checked_against() -> None:
     series = server.uvicorn_series()
     assert series in server.CHECKED_UVICORN, (
         f"uvicorn {uvicorn.__version__} is installed, "
-        "but runtime/fast_protocol.py was checked "
+        "but runtime/http/fast_protocol.py was checked "
         f"against {sorted(server.CHECKED_UVICORN)} only: read uvicorn's httptools_impl.py "
         "(HttpToolsProtocol.on_response_complete, RequestResponseCycle.transport) and "
         "h11_impl.py for changes, then add the series to CHECKED_UVICORN and pyproject.toml"
     )
-    from runtime.fast_protocol import FastProtocol
+    from runtime.http.fast_protocol import FastProtocol
 
     assert server.protocol_class() is FastProtocol
 
@@ -62,7 +62,7 @@ def test_an_unknown_uvicorn_series_takes_the_plain_path(
 def test_without_httptools_auto_takes_the_plain_path(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for name in ("runtime.fast_protocol", "uvicorn.protocols.http.httptools_impl"):
+    for name in ("runtime.http.fast_protocol", "uvicorn.protocols.http.httptools_impl"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setitem(sys.modules, "httptools", None)  # import httptools -> ImportError
     with caplog.at_level(logging.WARNING, "fnrun.http"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import ManifestError, UsageError
-from runtime.settings_loader import load_settings, resolve_store_url
+from runtime.project.settings_loader import load_settings, resolve_store_url
 from runtime.specs import Defaults, HttpSettings, Retention, RetryPolicy
 from runtime.store.sqlite_schema import path_of
 
@@ -235,7 +235,7 @@ def test_a_project_folder_the_system_refuses_is_a_usage_error(tmp_path: Path) ->
 
 
 def test_logs_max_lines_per_run_reaches_every_function(tmp_path: Path) -> None:
-    from runtime.manifest import load_project
+    from runtime.project.manifest import load_project
 
     (tmp_path / "functions").mkdir()
     (tmp_path / "functions" / "a.py").write_text("def run(event):\n    return 1\n")

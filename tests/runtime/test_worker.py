@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from runtime import protocol, results
+from runtime import results
 from runtime.events import Event
-from runtime.protocol import ProtocolError
 from runtime.results import decode_result, encode_result
+from runtime.worker import protocol
+from runtime.worker.protocol import ProtocolError
 
 HANDLERS = Path(__file__).parent / "handlers"
 
@@ -132,13 +133,13 @@ def test_frames_round_trip_and_reject_garbage() -> None:
 
 
 class Child:
-    """A worker started with `python -m runtime.worker`, driven over its socket."""
+    """A worker started with `python -m runtime.worker.child`, driven over its socket."""
 
     def __init__(self, attr: str, file: Path = HANDLERS / "actions.py") -> None:
         ours, theirs = socket.socketpair()
         self.lifeline_r, self.lifeline_w = os.pipe()
         argv = [
-            sys.executable, "-m", "runtime.worker", f"proto={theirs.fileno()}",
+            sys.executable, "-m", "runtime.worker.child", f"proto={theirs.fileno()}",
             f"lifeline={self.lifeline_r}", f"file={file}", f"attr={attr}", "function=fn",
         ]
         self.process = subprocess.Popen(

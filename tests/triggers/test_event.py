@@ -11,12 +11,12 @@ import pytest
 from runtime.clock import Clock, SystemClock
 from runtime.errors import ManifestError
 from runtime.events import Event, Outcome
-from runtime.manifest import load_project
-from runtime.settings_loader import load_settings
+from runtime.project.manifest import load_project
+from runtime.project.settings_loader import load_settings
+from runtime.project.yamlnodes import Reader
 from runtime.specs import Project
 from runtime.store.base import Store
 from runtime.store.sqlite import SqliteStore
-from runtime.yamlnodes import Reader
 from triggers.event import EventSpec, Router, Trigger, check_pattern, matches, parse
 
 pytestmark = pytest.mark.timeout(20)

@@ -12,10 +12,10 @@ import pytest
 
 from runtime.errors import ManifestError, Where
 from runtime.events import Event
+from runtime.project.yamlnodes import Reader
 from runtime.specs import FunctionSpec, Project, Settings
 from runtime.store.base import Store
 from runtime.store.sqlite import SqliteStore
-from runtime.yamlnodes import Reader
 from triggers.schedule import MAX_SLEEP, ScheduleSpec, Trigger, parse, schedule_key
 
 pytestmark = pytest.mark.timeout(60)

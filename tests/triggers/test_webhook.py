@@ -16,8 +16,8 @@ from starlette.types import Message
 from runtime import strict_json
 from runtime.errors import ManifestError, Where
 from runtime.events import Outcome, new_event_id
+from runtime.project.yamlnodes import Reader
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
-from runtime.yamlnodes import Reader
 from triggers import replies, webhook
 from triggers.requests import BodyError, Deadlines, read_body
 from triggers.webhook import Trigger, WebhookSpec, parse

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from runtime.banner import render_banner
+from runtime.cli.banner import render_banner
 from runtime.dashboard.gate import Gate, cookie_name
 from runtime.dashboard.session import CODE_TTL, SESSION_TTL, Sessions, login_path
-from runtime.door import Door
+from runtime.http.door import Door
 from runtime.specs import HttpSettings, Settings
 
 TOKEN = "s3cret-token-value"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from runtime.flow.rules import DEFAULT_KEY, FlowRules, RateLimit, key_of, key_path_problem
-from runtime.manifest import load_project, load_settings
+from runtime.project.manifest import load_project, load_settings
 from tests.runtime.test_manifest import one_error, project
 
 pytestmark = pytest.mark.timeout(20)

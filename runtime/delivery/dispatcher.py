@@ -1,0 +1,448 @@
+"""Runs one function's deliveries: claim from the store, invoke in the pool, settle.
+
+Three kinds of task share a buffer:
+- the claimer tops the buffer up from the store (`Store.claim`), sized to
+  what the runners can start soon, so claims are batched without hoarding
+  work another node could take;
+- `concurrency` runners each take a batch of deliveries sized to last a few
+  milliseconds (`batch_size`), run it in one worker (`WorkerPool.invoke_many`)
+  and queue the outcomes for settling without waiting, so the worker slot is
+  free at once. Items of a batch that never started (the worker crashed or
+  timed out before them) go back to the front of the buffer: their claim and
+  attempt are still valid;
+- settlers write success (with emits) or failure (retry or dead letter).
+  They are started as the queue of outcomes needs them (up to `SETTLERS`)
+  and each writes one outcome at a time, so that many writes wait together
+  and the store group-commits them. The queue is bounded: runners wait when
+  the store falls behind.
+
+Once a claim comes back short (nothing else is due), the dispatcher attaches
+to the store as its function's consumer: fresh deliveries then arrive
+already claimed in the publish's own write (`Store.attach`), skipping a claim
+round trip. It takes them only while caught up, so older work (a backlog,
+retries falling due) is still claimed first, in order.
+
+A delivery is acknowledged only by `Store.succeed`; anything that dies before
+that stays `running` in the store and is recovered (SPEC 5.2, 5.3).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from runtime.clock import Clock
+from runtime.delivery.retry import next_delay
+from runtime.errors import StoreError, StoreUnavailable
+from runtime.events import Event, Outcome
+from runtime.flow.lane import FlowLane
+from runtime.metrics import Metrics
+from runtime.pool.coalescer import fair_share
+from runtime.specs import RetryPolicy
+from runtime.store.base import Delivery, Store, Targets
+from runtime.store.polling import idle_poll
+from runtime.store.runs import RUNS_LOG, announce
+
+Route = Callable[[Sequence[Event], Delivery], list[tuple[Event, Targets]]]
+"""Fan-out of the events a delivery's handler emitted: each event (traced as the
+delivery's, see `runtime.tracing.context.emitted`) with the functions it goes to."""
+
+MAX_PREFETCH = 512
+PREFETCH_HORIZON = 0.05
+"""Claim roughly what the runners can start within this many seconds."""
+MAX_BATCH = 64
+BATCH_SPAN = 0.005
+"""Size batches to run about this long, so that a batch costs little latency."""
+MAX_SETTLING = 4096
+"""Bound on outcomes waiting for their store write."""
+SETTLERS = 16
+"""Most store writes one function has waiting at once; the store group-commits them."""
+SETTLE_BATCH = 256
+"""Most successes one settler writes in one store call."""
+STORE_BACKOFF, MAX_STORE_BACKOFF = 0.25, 5.0
+"""Waits (s) between attempts while the store is unavailable: doubling, capped."""
+SETTLE_PATIENCE = 60.0
+"""Seconds an outcome's write is tried again while the store is unavailable; after
+that the delivery stays `running` in the store and runs again after a restart."""
+
+
+def backoff(failures: int) -> float:
+    """The wait after the `failures`-th failed attempt in a row to reach the store."""
+    return min(MAX_STORE_BACKOFF, STORE_BACKOFF * 2.0 ** min(failures - 1, 16))
+
+
+def batch_size(mean_duration: float, buffered: int, runners: int) -> int:
+    """How many buffered deliveries one runner takes: about `BATCH_SPAN` of work,
+    at most its fair share of the buffer among the `runners` free to take some
+    (itself included), at least one."""
+    span = int(BATCH_SPAN / max(mean_duration, 1e-6))
+    return fair_share(buffered, runners, min(MAX_BATCH, span))
+
+
+Settling = tuple[Delivery, Outcome]
+
+
+class Subscriber(Protocol):
+    """What the dispatcher reads of a function (or of a sink, SPEC 10)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def retry(self) -> RetryPolicy: ...
+
+
+class Executor(Protocol):
+    """Runs a batch of deliveries: a function's worker pool, or a sink's publisher."""
+
+    async def invoke_many(self, items: Sequence[tuple[Event, int]]) -> list[Outcome]:
+        """One outcome per item that ran, in order; fewer when the rest never started
+        (none: the executor cannot run anything now)."""
+        ...
+
+
+class Dispatcher:
+    """The delivery loop of one function on this node."""
+
+    def __init__(
+        self,
+        spec: Subscriber,
+        pool: Executor,
+        store: Store | FlowLane,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        route: Route,
+        log: logging.Logger,
+        poll: float = 1.0,
+    ) -> None:
+        self.spec = spec
+        self.pool = pool
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self.route = route
+        self.log = log
+        self.poll = idle_poll(poll)
+        """Longest idle wait without a wake-up; `FNRUN_IDLE_POLL` overrides it (tests)."""
+        self._buffer: deque[Delivery] = deque()
+        self._buffer_changed = anyio.Event()
+        self._watchers = 0
+        """Tasks waiting on `_buffer_changed`; with none, a change needs no new event."""
+        self._waiting_runners = 0
+        """Runners waiting for work, or woken and not yet run: they share the buffer."""
+        self._stopping = False
+        self._idle = anyio.CancelScope()
+        self._mean_duration = 0.01
+        self._settlers = 0
+        self._idle_settlers = 0
+        self._caught_up = False
+        """The last claim found nothing more due: fresh work may be handed over."""
+        self._reserved = 0
+        self.broken = False
+        self.store_error: str | None = None
+        """Why claims fail while the store is unavailable (shown by /_/health), else None."""
+
+    def stop(self) -> None:
+        """Stop taking work: runners finish their current batch and return."""
+        self._stopping = True
+        self._idle.cancel()  # an idle wait that began before this call
+        self._signal()
+
+    def reserve(self, count: int) -> int:
+        """`Consumer`: room for `count` fresh deliveries, only while caught up."""
+        if self._stopping or not self._caught_up:
+            return 0
+        granted = max(0, min(count, self._prefetch() - len(self._buffer) - self._reserved))
+        if granted < count:
+            self._caught_up = False  # the rest waits in the store: claim it in order
+        self._reserved += granted
+        return granted
+
+    def take(self, deliveries: Sequence[Delivery], reserved: int) -> list[Delivery]:
+        """`Consumer`: queue handed deliveries; refuse them once stopping."""
+        self._reserved -= reserved
+        if self._stopping:
+            return list(deliveries)
+        if deliveries:
+            self._buffer.extend(deliveries)
+            self._signal()
+        return []
+
+    def _signal(self) -> None:
+        # Wakes every task waiting in `_buffer_change`. Those woken stay counted
+        # until they run, so the signals of one hand-over after the first (one
+        # per published event) find the event set already and cost nothing.
+        if self._watchers and not self._buffer_changed.is_set():
+            self._buffer_changed.set()
+
+    async def _buffer_change(self) -> None:
+        if self._buffer_changed.is_set():
+            # A fresh event per wait, not per signal: an anyio.Event costs
+            # more than the rest of a small batch.
+            self._buffer_changed = anyio.Event()
+        self._watchers += 1
+        try:
+            await self._buffer_changed.wait()
+        finally:
+            self._watchers -= 1
+
+    async def run(self) -> None:
+        """Deliver until `stop()`; then release unstarted claims and settle what ran."""
+        send, receive = anyio.create_memory_object_stream[Settling](MAX_SETTLING)
+        self.store.attach(self.spec.name, self)
+        try:
+            async with anyio.create_task_group() as settlers:
+                with send:
+                    async with anyio.create_task_group() as loops:
+                        loops.start_soon(self._claim_loop)
+                        for _ in range(self.spec.concurrency):
+                            loops.start_soon(self._run_loop, send, receive, settlers)
+                # `send` is closed: the settlers drain the queue and return.
+        finally:
+            self.store.detach(self.spec.name, self)
+            self._stopping = True  # a publish still in flight gets its deliveries refused
+            with anyio.CancelScope(shield=True):
+                await self._release_buffer()
+                await self._settle_leftovers(receive)
+
+    def _prefetch(self) -> int:
+        per_slot = max(1, math.floor(PREFETCH_HORIZON / max(self._mean_duration, 1e-4)))
+        return min(MAX_PREFETCH, self.spec.concurrency * per_slot)
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        try:
+            while not self._stopping:
+                try:
+                    await self._claim()
+                except StoreError as exc:
+                    # The store is down or another process holds its lock: the
+                    # deliveries wait in it, and so does this loop, rather than
+                    # take the supervisor down (the webhooks meanwhile answer 503).
+                    if not failures:
+                        self.log.error("cannot claim deliveries, trying again until the store "
+                                       "answers: %s", exc)
+                    self.store_error = str(exc)
+                    failures += 1
+                    await self._wait_idle(anyio.sleep, backoff(failures))
+                    continue
+                if failures:
+                    self.log.info("claiming deliveries again (%d attempts failed)", failures)
+                    failures, self.store_error = 0, None
+        finally:
+            self.store_error = None
+
+    async def _claim(self) -> None:
+        """Top the buffer up once; wait for room, or for work when caught up."""
+        name = self.spec.name
+        room = self._prefetch() - len(self._buffer)
+        if room <= 0:
+            await self._buffer_change()
+            return
+        claimed = await self.store.claim(name, room, self.clock.now())
+        self._caught_up = len(claimed) < room
+        if claimed:
+            self._buffer.extend(claimed)
+            self._signal()
+        if not self._caught_up:
+            return
+        due = await self.store.next_due(name)
+        wait = self.poll if due is None else min(self.poll, due - self.clock.now())
+        if wait > 0:
+            await self._wait_idle(self.store.wait_for_work, name, wait)
+
+    async def _wait_idle(self, wait: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """`wait(*args)` in a scope that stop() cancels: a store wake-up sent before
+        this wait began would be missed, and the wait can last `poll` (30 s)."""
+        if not self._stopping:
+            with anyio.CancelScope() as self._idle:
+                await wait(*args)
+
+    async def _run_loop(
+        self,
+        send: MemoryObjectSendStream[Settling],
+        receive: MemoryObjectReceiveStream[Settling],
+        settlers: anyio.abc.TaskGroup,
+    ) -> None:
+        buffer = self._buffer
+        while not self._stopping:
+            if not buffer:
+                self._waiting_runners += 1
+                try:
+                    await self._buffer_change()
+                finally:
+                    self._waiting_runners -= 1
+                continue
+            # Shared with the runners that are free, not with those still busy
+            # with a batch: halving the buffer for a busy runner left a tail of
+            # one-item batches, each costing a worker round trip.
+            size = batch_size(self._mean_duration, len(buffer), self._waiting_runners + 1)
+            batch = [buffer.popleft() for _ in range(size)]
+            self._signal()
+            outcomes = await self.pool.invoke_many([(d.event, d.attempt) for d in batch])
+            if not outcomes:  # no worker could load the handler: nothing ran
+                await self._pause(batch)
+                return
+            mean = sum(o.duration for o in outcomes) / len(outcomes)
+            self._mean_duration = 0.9 * self._mean_duration + 0.1 * mean
+            unstarted = batch[len(outcomes) :]
+            if unstarted:
+                buffer.extendleft(reversed(unstarted))
+                self._signal()
+            for settling in zip(batch, outcomes, strict=False):
+                if self._idle_settlers == 0 and self._settlers < SETTLERS:
+                    self._settlers += 1
+                    settlers.start_soon(self._settle_loop, receive)
+                try:
+                    send.send_nowait(settling)
+                except anyio.WouldBlock:
+                    await send.send(settling)  # the store is behind: wait for room
+
+    async def _pause(self, deliveries: Sequence[Delivery]) -> None:
+        """Bad code must not burn attempts: stop, and let the deliveries wait (SPEC 5.5).
+
+        The function stays down until a reload brings a version that loads.
+        Nothing is logged here: the pool has logged the load error, with the
+        function and the handler, once per failure and for every caller.
+        """
+        self.broken = True
+        self.stop()
+        with anyio.CancelScope(shield=True):
+            await self.store.release(deliveries)
+
+    async def _settle_loop(self, receive: MemoryObjectReceiveStream[Settling]) -> None:
+        """Write outcomes until the queue is closed and empty, all queued ones at once."""
+        while True:
+            try:
+                batch = [receive.receive_nowait()]
+            except anyio.WouldBlock:
+                self._idle_settlers += 1
+                try:
+                    batch = [await receive.receive()]
+                except anyio.EndOfStream:
+                    return
+                finally:
+                    self._idle_settlers -= 1
+            except anyio.EndOfStream:
+                return
+            while len(batch) < SETTLE_BATCH:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            with anyio.CancelScope(shield=True):
+                await self._settle_batch(batch)
+
+    async def _settle_batch(self, batch: Sequence[Settling]) -> None:
+        """Successes in one store write (each still atomic with its emits); failures one by one."""
+        name = self.spec.name
+        for delivery, outcome in batch:
+            self.metrics.invocation(name, outcome.status, outcome.duration, delivery.attempt)
+            if not outcome.ok:
+                await self._record_failure(delivery, outcome)
+        successes = [(d, o, self.route(o.emits, d)) for d, o in batch if o.ok]
+        if not successes:
+            return
+        try:
+            await self._patiently(self.store.succeed_many, successes)
+        except StoreUnavailable as exc:
+            self._unrecorded(f"{len(successes)} outcomes", exc)
+        except Exception:
+            # One bad item must not hold back the others: write them one by one.
+            self.log.warning("batch write of %d outcomes failed; writing each", len(successes),
+                             exc_info=True)
+            for success in successes:
+                await self._record_success(*success)
+        else:
+            if RUNS_LOG.isEnabledFor(logging.INFO):  # once a batch: `fnrun run` logs none
+                for delivery, outcome, _ in successes:
+                    announce(name, delivery.event, delivery.attempt, outcome)
+
+    async def _settle_leftovers(self, receive: MemoryObjectReceiveStream[Settling]) -> None:
+        """Settle outcomes still queued when the settlers were cancelled."""
+        leftovers: list[Settling] = []
+        while True:
+            try:
+                leftovers.append(receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        receive.close()
+        if leftovers:
+            await self._settle_batch(leftovers)
+
+    async def _record_success(
+        self, delivery: Delivery, outcome: Outcome, emits: Sequence[tuple[Event, Targets]]
+    ) -> None:
+        try:
+            await self._patiently(self.store.succeed, delivery, outcome, emits)
+            announce(self.spec.name, delivery.event, delivery.attempt, outcome)
+        except StoreError as exc:
+            self._unrecorded(f"the outcome of {delivery.event.id}", exc)
+        except Exception:
+            self.log.exception("could not record the outcome of %s", delivery.event.id)
+
+    async def _record_failure(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Schedule the retry, or dead-letter the delivery once its attempts are used up."""
+        try:
+            delay = next_delay(self.spec.retry, delivery.attempt)
+            retry_at = None if delay is None else self.clock.now() + delay
+            await self._patiently(self.store.fail, delivery, outcome, retry_at)
+            announce(self.spec.name, delivery.event, delivery.attempt, outcome)
+            self._log_failure(delivery, outcome, retry_at)
+            self.store.notify(self.spec.name)
+        except StoreError as exc:
+            self._unrecorded(f"the outcome of {delivery.event.id}", exc)
+        except Exception:
+            self.log.exception("could not record the outcome of %s", delivery.event.id)
+
+    async def _patiently(self, write: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """`write(*args)`, tried again while the store is unavailable, for up to
+        `SETTLE_PATIENCE` seconds, and not at all once stopping."""
+        failures, deadline = 0, math.inf  # no clock read while the store answers
+        while True:
+            try:
+                return await write(*args)
+            except StoreUnavailable:
+                failures += 1
+                now = anyio.current_time()
+                deadline = min(deadline, now + SETTLE_PATIENCE)
+                if self._stopping or now + backoff(failures) > deadline:
+                    raise
+            await anyio.sleep(backoff(failures))
+
+    def _unrecorded(self, what: str, exc: StoreError) -> None:
+        # Not lost: the delivery stays `running` in the store, and runs again
+        # once this node restarts (or, on Redis, once its lease is taken over).
+        self.log.error("could not record %s; the delivery runs again after a restart: %s",
+                       what, exc)
+
+    def _log_failure(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
+        event_id, attempt = delivery.event.id, delivery.attempt
+        if retry_at is None:
+            self.metrics.dead_letter(self.spec.name)
+            self.log.warning(
+                "event %s: attempt %d failed (%s), dead-lettered: %s",
+                event_id, attempt, outcome.status, outcome.error,
+            )
+        else:
+            self.log.warning(
+                "event %s: attempt %d failed (%s), retry in %.1fs: %s",
+                event_id, attempt, outcome.status, retry_at - self.clock.now(), outcome.error,
+            )
+
+    async def _release_buffer(self) -> None:
+        """Give back claimed deliveries that never started."""
+        if self._buffer:
+            unstarted = list(self._buffer)
+            self._buffer.clear()
+            await self.store.release(unstarted)
