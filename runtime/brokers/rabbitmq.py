@@ -163,6 +163,10 @@ def _acker(incoming: AbstractIncomingMessage) -> Callable[[], Awaitable[None]]:
             raise BrokerUnavailable("cannot acknowledge: no answer from RabbitMQ") from exc
         except _LOST as exc:
             raise BrokerUnavailable(f"cannot acknowledge: {exc}") from exc
+        except Exception as exc:
+            # aiormq fails the write of an ack on a connection that died under it with a
+            # bare `Exception` (its drain future); the connection is gone either way.
+            raise BrokerUnavailable(f"cannot acknowledge: {exc!r}") from exc
 
     return ack
 

@@ -126,6 +126,9 @@ class Source:
                 await self._failed(str(exc))
             except Exception as exc:  # a client's own error: logged whole, then tried again
                 log.exception("source %s: unexpected error", self.spec.name)
+                # On a new connection: a client can fail this way for good on the one it has
+                # (aio-pika's "Connection ... closed" after a cut, retried forever in CI).
+                self.link.lost(broker, exc)
                 await self._failed(repr(exc))
 
     async def _failed(self, error: str) -> None:
