@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import BinaryIO, Protocol
 
 import runtime
+from runtime.events import LogLine
 from runtime.pool.channel import Channel
 from runtime.specs import FunctionSpec
 from runtime.worker import protocol
@@ -251,6 +252,11 @@ def _level(raw: bytes) -> tuple[int, bytes]:
     return _LEVELS.get(name.decode("ascii", "replace"), logging.INFO), raw[:at] + text
 
 
+TAIL_LINES = 200
+"""Output lines kept of the invocation running, for the record of a run that times out or
+crashes (the worker sends a finished run's own lines with its reply)."""
+
+
 class WorkerProcess:
     """One live worker: its process, protocol channel and output drain."""
 
@@ -264,6 +270,9 @@ class WorkerProcess:
         self.uses = 0
         self.replaced = False
         """Whether a replacement has been started for when this one is used up."""
+        self._tail: tuple[str, list[LogLine]] = ("-", [])
+        """The invocation whose output the drain is reading, and its first lines. Only the
+        drain thread writes it, replacing the pair (never emptying a list another reads)."""
         try:
             # Readable once the worker (its guard) has ended: the drain's stop signal.
             ended: int | None = os.pidfd_open(handle.pid)
@@ -331,12 +340,26 @@ class WorkerProcess:
         if at >= 0:
             if at:  # a line the last invocation left unfinished
                 self._log_line(invocation, raw[:at])
-            return raw[at + len(protocol.OUTPUT_MARK) :].decode("ascii", "replace")
+            started = raw[at + len(protocol.OUTPUT_MARK) :].decode("ascii", "replace")
+            self._tail = (started, [])
+            return started
+        marked = protocol.LEVEL_MARK in raw
         level, raw = _level(raw)
+        of, kept = self._tail
         for part in range(0, max(len(raw), 1), MAX_LINE):
             line = raw[part : part + MAX_LINE].rstrip(b"\r").decode("utf-8", "replace")
             self.log.log(level, "[%s %s] %s", self.function, invocation, line)
+            if of == invocation and len(kept) < TAIL_LINES:
+                # A marked line is ctx.log's or stderr's (marked WARNING): the drain cannot
+                # tell those two apart, so both are kept as "log" lines with their level.
+                kept.append(LogLine(time.time(), "log" if marked else "stdout",
+                                    logging.getLevelName(level).lower() if marked else "", line))
         return invocation
+
+    def output_of(self, invocation: str) -> tuple[LogLine, ...]:
+        """The lines the drain kept of `invocation` (once the worker has ended: all of them)."""
+        of, kept = self._tail
+        return tuple(kept) if of == invocation else ()
 
     def kill(self) -> None:
         """End the worker and every process its handler started (`kill_worker`)."""

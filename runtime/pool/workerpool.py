@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -216,8 +216,9 @@ class WorkerPool:
                 now, t1 = time.time(), time.monotonic()
                 invocation = invocations[len(outcomes)]
                 if reply is None or reply.get("kind") != "done":
-                    await self._discard(worker, kill=True)
-                    outcomes.append(self._broken(reply, started, t1 - t0, invocation))
+                    await self._discard(worker, kill=True)  # its output drain has ended too
+                    broken = self._broken(reply, started, t1 - t0, invocation)
+                    outcomes.append(self._with_output(broken, worker))
                     return outcomes
                 worker.uses += 1
                 outcomes.append(self._outcome(reply, started, t1 - t0, invocation))
@@ -228,9 +229,9 @@ class WorkerPool:
         except CHANNEL_ERRORS as exc:
             self.log.debug("worker %s of %s: %r", worker.pid, self.spec.name, exc)
             code = await self._discard(worker, kill=False)
-            outcomes.append(Outcome("crash", started, time.monotonic() - t0,
-                                    error=describe_exit(code),
-                                    invocation=invocations[len(outcomes)]))
+            crashed = Outcome("crash", started, time.monotonic() - t0, error=describe_exit(code),
+                              invocation=invocations[len(outcomes)])
+            outcomes.append(self._with_output(crashed, worker))
             return outcomes
         except BaseException:
             # Cancelled mid-invocation: the worker's state is unknown, so it goes.
@@ -266,6 +267,12 @@ class WorkerPool:
         return Outcome("crash", started, duration,
                        error=f"worker sent {reply.get('kind')!r}, not 'done'",
                        invocation=invocation)
+
+    def _with_output(self, outcome: Outcome, worker: WorkerProcess) -> Outcome:
+        """A timed-out or crashed run's record keeps the lines its worker printed before it
+        ended (the reply that carries a finished run's own lines never came)."""
+        lines = worker.output_of(outcome.invocation)[: self.spec.log_lines]
+        return replace(outcome, logs=lines) if lines else outcome
 
     def _outcome(
         self, reply: dict[str, Any], started: float, duration: float, invocation: str,

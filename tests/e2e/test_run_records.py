@@ -122,3 +122,46 @@ def test_sync_calls_and_invoke_keep_their_traceback(project_on_each_store: Proje
     assert older == call and newest.seq > call.seq
     assert newest.traceback is not None and 'raise ValueError("kaboom")' in newest.traceback
     assert [(line.stream, line.text) for line in newest.logs] == [("stdout", "hook called")]
+
+
+ENDS = """
+    functions:
+      slow:
+        handler: ends.py:slow
+        triggers: [{event: job.slow}]
+        timeout: 1s
+        retry: false
+      dies:
+        handler: ends.py:dies
+        triggers: [{event: job.dies}]
+        retry: false
+"""
+ENDS_CODE = """
+    import os, sys, time
+
+    def slow(event, ctx):
+        ctx.log.info("started %s", event.data)
+        print("before the wait", flush=True)
+        time.sleep(30)
+
+    def dies(event, ctx):
+        print("about to exit", flush=True)
+        print("on stderr", file=sys.stderr, flush=True)
+        os._exit(3)
+"""
+
+
+def test_a_timed_out_or_crashed_run_keeps_what_it_printed(project_on_each_store: Project) -> None:
+    project = project_on_each_store
+    project.add("ends", ENDS, ENDS_CODE)
+    project.start()
+    project.publish([{"type": "job.slow", "data": 1}, {"type": "job.dies", "data": 2}])
+    [slow] = wait_until(lambda: runs(project, function="slow"))
+    [dies] = wait_until(lambda: runs(project, function="dies"))
+
+    assert slow.status == "timeout"
+    assert [(line.stream, line.level, line.text) for line in slow.logs] == [
+        ("log", "info", "started 1"), ("stdout", "", "before the wait")]
+    assert dies.status == "crash"
+    assert [(line.stream, line.level, line.text) for line in dies.logs] == [
+        ("stdout", "", "about to exit"), ("log", "warning", "on stderr")]
