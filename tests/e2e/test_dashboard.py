@@ -266,6 +266,7 @@ def test_dead_letters_replay_as_they_were_or_with_an_edited_payload(
 
     page.get_by_role("link", name="See the runs of pay").click()
     wait_until(lambda: page.locator("#runs .outcome.ok").count() == 2, timeout=20)
+    ui.shot("runs-after-replay")  # the Runs list, before a failed run is opened
     failed = page.locator("#runs tbody tr", has_text=bad[1]).filter(has=page.locator(
         ".outcome.error"))
     failed.get_by_role("link").first.click()
@@ -277,7 +278,6 @@ def test_dead_letters_replay_as_they_were_or_with_an_edited_payload(
     replayed = served.calls()
     assert [c["attempt"] for c in replayed if c["id"] == bad[1]] == [1, 1]  # a fresh attempt
     assert httpx.get(served.url("/_/dead-letters")).json() == []
-    ui.shot("runs-after-replay")
 
 
 class _Attacker(BaseHTTPRequestHandler):
