@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +24,9 @@ from runtime.brokers.sinks import SinkPublisher
 from runtime.brokers.sources import node_name
 from runtime.brokers.specs import SinkSpec
 from runtime.clock import Clock, SystemClock
-from runtime.delivery.calls import CallHistory
 from runtime.delivery.dispatcher import Dispatcher
+from runtime.delivery.intake import Intake, Phase
 from runtime.errors import UsageError
-from runtime.events import Event, Outcome
 from runtime.flow.batch import flow_dispatcher
 from runtime.http.catalog import base_url, describe_functions, webhook_lines
 from runtime.ingress import HttpTrigger, Router, Trigger
@@ -40,8 +39,6 @@ from runtime.project.manifest import function_fingerprint, load_project, scan_fi
 from runtime.project.registry import Diff, diff
 from runtime.project.settings_loader import serving_problem
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
-from runtime.store.base import Delivery, Targets
-from runtime.tracing.context import emitted
 from runtime.worker import confine
 
 if TYPE_CHECKING:
@@ -89,7 +86,7 @@ class RunningSink:
 
 
 class Supervisor:
-    """Runs a project until told to stop. Implements `Ingress` and `RuntimeView`."""
+    """Runs a project until told to stop. Implements `RuntimeView`; its `ingress` takes events."""
 
     def __init__(
         self,
@@ -118,7 +115,8 @@ class Supervisor:
         self.handle_signals = handle_signals
         self.metrics = Metrics()
         self.store = plugins.store_for(settings.store)
-        self.calls = CallHistory(self.store, log)
+        self.ingress = Intake(self.store, self.clock, self.metrics, self._pool_of)
+        """Where events come in: triggers, the HTTP API and broker sources publish there."""
         self.project: Project | None = None
         """Every function declared and bound (events for it are stored), served or not."""
         self.declaration_errors: tuple[str, ...] = ()
@@ -130,70 +128,19 @@ class Supervisor:
         """Where HTTP is served, once it is (the real port when 0 was asked for)."""
         self._functions: dict[str, Running] = {}
         self._sinks: dict[str, RunningSink] = {}
-        self.brokers = BrokerHub(self, node_name(settings.http.port))
+        self.brokers = BrokerHub(self.ingress, node_name(settings.http.port))
         """Links to the project's brokers and its sources (SPEC 10)."""
         self._triggers: dict[str, Trigger] = {}
-        self._router: Router | None = None
-        """The trigger that routes events by type, once triggers are loaded."""
         self._tg: anyio.abc.TaskGroup | None = None
-        self._ready = False
-        self._draining = False
         self._stop = anyio.Event()
         self.metrics.set_sources(self._depth, self._live_workers)
         self.metrics.brokers.view = self.brokers.describe
 
-    # -- Ingress ------------------------------------------------------------
-
-    @property
-    def ingress(self) -> Supervisor:
-        return self
-
-    @property
-    def accepting(self) -> bool:
-        return self._ready and not self._draining
-
-    def targets(self, event_type: str) -> list[str]:
-        return self._router.targets(event_type) if self._router is not None else []
-
-    def route(
-        self, events: Sequence[Event], cause: Delivery | None = None
-    ) -> list[tuple[Event, Targets]]:
-        """Each event with the functions it goes to. Events emitted by `cause`'s
-        handler continue its event's trace and name it as their parent (SPEC 11)."""
-        if not events:
-            return []
-        if cause is not None:
-            events = emitted(events, cause.event, cause.function, cause.attempt)
-        return [(event, self.targets(event.type)) for event in events]
-
-    async def publish(self, events: Sequence[Event]) -> list[bool]:
-        return await self.store.publish(self.route(events))
-
-    async def invoke(self, function: str, event: Event) -> Outcome:
-        running = self._functions.get(function)
-        if running is None:
-            now = self.clock.now()
-            return Outcome("error", now, 0.0, error=f"function {function!r} is not loaded")
-        outcome = await running.pool.invoke(event, 1)
-        self.metrics.invocation(function, outcome.status, outcome.duration, 1)
-        self.calls.add(function, event, outcome)
-        if outcome.ok and outcome.emits:
-            # Durable before the caller gets its answer, as for any producer (SPEC 5.1).
-            # A sync call is its own first (and only) attempt.
-            call = Delivery(event.id, function, event, 1)
-            await self.store.publish(self.route(outcome.emits, call))
-        return outcome
-
     # -- RuntimeView ----------------------------------------------------------
 
     @property
-    def ready(self) -> bool:
-        """The same as `accepting`: /_/health answers 200 exactly while events are taken."""
-        return self.accepting
-
-    @property
     def draining(self) -> bool:
-        return self._draining
+        return self.ingress.phase is Phase.STOPPING
 
     @property
     def served(self) -> HttpSettings:
@@ -240,7 +187,7 @@ class Supervisor:
         claims = next((t for t in troubles if t is not None), None)
         return {
             "functions": len(self._functions),
-            "draining": self._draining,
+            "draining": self.draining,
             "reload_error": self.reload_error,
             "load_errors": {name: f.line for name, f in sorted(self.load_failures.items())},
             # Informative, not a 503: restarting a node cannot bring its store back.
@@ -248,6 +195,10 @@ class Supervisor:
             # Informative too: a broker that is down is named, and reconnected meanwhile.
             **self.brokers.describe(),
         }
+
+    def _pool_of(self, function: str) -> WorkerPool | None:
+        running = self._functions.get(function)
+        return running.pool if running is not None else None
 
     def _live_workers(self) -> Mapping[str, int]:
         return {name: r.pool.live_workers for name, r in self._functions.items()}
@@ -341,7 +292,7 @@ class Supervisor:
                     self.brokers.node = node_name(self.http_server.port)
                 await self._apply_brokers(project)
                 tg.start_soon(self._retention_loop)
-                tg.start_soon(self.calls.run)
+                tg.start_soon(self.ingress.calls.run)
                 if self.freeze_heap:
                     # What startup loaded lives as long as the process: keep it
                     # out of the collector's full passes, each of which stalled
@@ -349,7 +300,7 @@ class Supervisor:
                     gc.freeze()
                     _, older, oldest = gc.get_threshold()
                     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
-                self._ready = True
+                self.ingress.serve()
                 log.info("ready: %d functions, serving %s", len(project.functions),
                          base_url(self.served))
                 if self.announce is None:
@@ -441,7 +392,8 @@ class Supervisor:
         publisher = SinkPublisher(spec, lambda: self.brokers.link(spec.broker), self.clock)
         dispatcher = Dispatcher(
             spec, publisher, self.store, clock=self.clock, metrics=self.metrics,
-            route=self.route, log=logging.getLogger(f"fnrun.sink.{spec.name}"), poll=IDLE_POLL,
+            route=self.ingress.route, log=logging.getLogger(f"fnrun.sink.{spec.name}"),
+            poll=IDLE_POLL,
         )
         running = self._sinks[spec.name] = RunningSink(spec, publisher, dispatcher)
         self._tg.start_soon(self._run_sink, running)
@@ -467,9 +419,9 @@ class Supervisor:
         self.project = project
         if not self._triggers:
             for kind, module in plugins.TRIGGERS.items():
-                trigger = self._triggers[kind] = plugins.load(f"{module}:Trigger")(self)
+                trigger = self._triggers[kind] = plugins.load(f"{module}:Trigger")(self.ingress)
                 if isinstance(trigger, Router):
-                    self._router = trigger
+                    self.ingress.route_by(trigger)
         for trigger in self._triggers.values():
             trigger.bind(project)
 
@@ -494,7 +446,7 @@ class Supervisor:
         pool = pool or self.new_pool(spec)
         dispatcher = flow_dispatcher(
             spec, pool, self.store,
-            clock=self.clock, metrics=self.metrics, route=self.route, log=fn_log,
+            clock=self.clock, metrics=self.metrics, route=self.ingress.route, log=fn_log,
             poll=IDLE_POLL,
         )
         running = Running(spec, fingerprint or function_fingerprint(spec), pool, dispatcher)
@@ -528,7 +480,7 @@ class Supervisor:
             await running.pool.aclose(grace=max(0.0, deadline - anyio.current_time()))
 
     async def _drain(self) -> None:
-        self._draining = True
+        self.ingress.stop()
         log.info("stopping: letting running invocations finish (grace %.0fs)", self.grace)
         await self.brokers.stop_sources()  # each acknowledges what it stored, no more
         async with anyio.create_task_group() as tg:

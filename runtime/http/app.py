@@ -52,12 +52,9 @@ class RuntimeView(Protocol):
     def ingress(self) -> Ingress: ...
 
     @property
-    def ready(self) -> bool:
-        """Functions loaded and triggers bound, and not stopping."""
+    def draining(self) -> bool:
+        """Stopping: not accepting any more (while not accepting, else starting)."""
         ...
-
-    @property
-    def draining(self) -> bool: ...
 
     async def functions_json(self) -> list[dict[str, Any]]: ...
 
@@ -159,7 +156,7 @@ class _Api:
     async def health(self, request: Request) -> Response:
         view = self.view
         detail = view.health_detail()
-        if view.ready:
+        if view.ingress.accepting:  # ready: /_/health is 200 exactly while events are taken
             return JSONResponse({**detail, "status": "ok"})
         state = "stopping" if view.draining else "starting"
         return JSONResponse({**detail, "status": state}, 503)

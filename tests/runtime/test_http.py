@@ -56,10 +56,6 @@ class View:
     def ingress(self) -> View:
         return self
 
-    @property
-    def ready(self) -> bool:
-        return self.accepting and not self.draining
-
     def targets(self, event_type: str) -> list[str]:
         return ["sink"] if event_type.startswith("order.") else []
 

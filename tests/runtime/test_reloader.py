@@ -89,7 +89,7 @@ class Rig:
         return self.reloader.last
 
     async def version(self, name: str) -> Any:
-        outcome = await self.supervisor.invoke(name, Event(type="t.go", source="tests"))
+        outcome = await self.supervisor.ingress.invoke(name, Event(type="t.go", source="tests"))
         assert outcome.ok, outcome.error
         assert isinstance(outcome.result, dict)
         return outcome.result["json"]["version"]
@@ -148,13 +148,13 @@ async def test_a_code_edit_is_served_by_new_workers(rig: Rig) -> None:
 
 
 async def test_a_declaration_edit_is_a_config_reload_and_rebinds_triggers(rig: Rig) -> None:
-    assert rig.supervisor.targets("t.go") == ["echo"]
+    assert rig.supervisor.ingress.targets("t.go") == ["echo"]
     rig.write("functions/echo.yaml", declare("echo", "t.other"))
     result = await rig.save("functions/echo.yaml")
     assert result.reasons == {"echo": "config"}
     assert rig.checked == []  # the code that runs already loaded: no trial start
-    assert rig.supervisor.targets("t.go") == []
-    assert rig.supervisor.targets("t.other") == ["echo"]
+    assert rig.supervisor.ingress.targets("t.go") == []
+    assert rig.supervisor.ingress.targets("t.other") == ["echo"]
 
 
 async def test_broken_yaml_keeps_the_last_good_version_and_shows_the_error(rig: Rig) -> None:
@@ -167,7 +167,7 @@ async def test_broken_yaml_keeps_the_last_good_version_and_shows_the_error(rig: 
     detail = rig.supervisor.health_detail()
     assert detail["reload_error"].startswith(f"{yaml_file}:")
     assert await rig.version("echo") == 1
-    assert rig.supervisor.targets("t.go") == ["echo"]
+    assert rig.supervisor.ingress.targets("t.go") == ["echo"]
     rig.write("functions/echo.yaml", declare("echo", "t.go"))
     result = await rig.save("functions/echo.yaml")
     assert not result.errors
@@ -212,9 +212,9 @@ async def test_a_new_function_that_cannot_import_is_not_served_and_its_events_wa
     assert result.failed["bad"] == f"{rig.functions / 'bad.py'}:1:1: RuntimeError: boom at import"
     assert rig.supervisor.fingerprints().keys() == {"echo"}
     # Declared, so bound: its events are stored and wait for a version that loads.
-    assert rig.supervisor.targets("t.bad") == ["bad"]
+    assert rig.supervisor.ingress.targets("t.bad") == ["bad"]
     [event] = [Event(type="t.bad", source="tests")]
-    assert await rig.supervisor.publish([event])
+    assert await rig.supervisor.ingress.publish([event])
     listing = {f["name"]: f for f in await rig.supervisor.functions_json()}
     assert listing["bad"]["load_error"] == result.failed["bad"]
     assert listing["echo"]["load_error"] is None
@@ -243,7 +243,7 @@ async def test_a_bad_yaml_file_does_not_block_other_functions(rig: Rig) -> None:
     assert result.change == Diff(added=("fresh",), changed=("other",))
     assert len(result.errors) == 1 and result.errors[0].startswith(f"{rig.functions}/echo.yaml:")
     assert await rig.version("echo") == 1 and await rig.version("other") == 2
-    assert rig.supervisor.targets("t.go") == ["echo"]
+    assert rig.supervisor.ingress.targets("t.go") == ["echo"]
     assert rig.supervisor.reload_error == result.errors[0]
     # A function first declared in a bad file stays out until the file is fixed.
     rig.write("functions/new.yaml", declare("new", "t.new", "    triggers: []\n"))
@@ -282,13 +282,13 @@ async def test_dropped_in_function_goes_live_and_deleted_one_keeps_its_deliverie
     result = await rig.save("functions/slow/slow.py", "functions/slow/slow.yaml")
     assert result.change == Diff(added=("slow",))
     events = [Event(type="t.slow", source="tests", data={"sleep": 0.2}) for _ in range(6)]
-    assert all(await rig.supervisor.publish(events))
+    assert all(await rig.supervisor.ingress.publish(events))
     await until(rig.handled)  # the first one is running
     for suffix in ("py", "yaml"):
         (rig.functions / f"slow/slow.{suffix}").unlink()
     result = await rig.save("functions/slow/slow.py", "functions/slow/slow.yaml")
     assert result.change == Diff(removed=("slow",))
-    assert rig.supervisor.targets("t.slow") == []
+    assert rig.supervisor.ingress.targets("t.slow") == []
     # The old version finishes what it runs and gives back what it had claimed.
     with anyio.fail_after(20):
         while (counts := (await rig.supervisor.store.counts())["slow"]).running:
