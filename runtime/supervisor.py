@@ -37,13 +37,13 @@ from runtime.pool.warmup import LoadFailure, warm_all
 from runtime.pool.workerpool import WorkerPool
 from runtime.project.manifest import function_fingerprint, load_project, scan_files
 from runtime.project.registry import Diff, diff
+from runtime.project.reload_plan import ReloadPlan, Serving
 from runtime.project.settings_loader import serving_problem
 from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
 from runtime.worker import confine
 
 if TYPE_CHECKING:
     from runtime.http.server import Listening
-    from runtime.project.reloader import ReloadPlan
 
 log = logging.getLogger("fnrun")
 
@@ -333,9 +333,12 @@ class Supervisor:
         for note in planned.notes:
             log.warning("isolation: %s", note)
 
-    def fingerprints(self) -> dict[str, str]:
-        """{function: fingerprint} of the versions running now."""
-        return {name: r.fingerprint for name, r in self._functions.items()}
+    def serving(self) -> Serving:
+        """What runs now, as the reloader plans from it (a snapshot: it changes only in `apply`)."""
+        return Serving(
+            self.project, {name: r.fingerprint for name, r in self._functions.items()},
+            dict(self.load_failures), bool(self.declaration_errors or self.load_failures),
+        )
 
     async def apply(self, plan: ReloadPlan) -> Diff:
         """Apply one hot reload's plan: the only way a reload changes this supervisor.

@@ -20,20 +20,20 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import anyio
 from watchfiles import Change
 
 from runtime.clock import Clock, SystemClock
 from runtime.errors import ManifestError, UsageError
-from runtime.pool.warmup import LoadFailure, warm_all
+from runtime.pool.warmup import warm_all
 from runtime.pool.workerpool import WorkerPool
 from runtime.project import reload_rules as rules
 from runtime.project.manifest import conflicts, load_settings, scan_files
 from runtime.project.registry import Diff
+from runtime.project.reload_plan import ReloadPlan, Target
 from runtime.project.settings_loader import CONFIG_FILE
-from runtime.specs import FunctionSpec, Project, Settings
+from runtime.specs import Settings
 
 log = logging.getLogger("fnrun.reload")
 
@@ -45,57 +45,6 @@ DEBOUNCE_MS = 1600
 """Longest a burst of changes is grouped before a reload starts anyway."""
 STEP_MS = 30
 """Quiet time that ends a burst (ms): a save starts its reload ~30-80 ms later."""
-
-
-@dataclass(frozen=True)
-class ReloadPlan:
-    """What one reload asks of the supervisor, applied whole by `Target.apply`.
-
-    The reloader decides; the supervisor owns what runs and changes it only
-    here. A skipped reload (`project` None) changes nothing but the errors shown.
-    """
-
-    errors: tuple[str, ...]
-    """Declaration errors to show in /_/health (FILE:LINE:COL lines); () for none."""
-    settings: Settings | None = None
-    """The settings to run under from now on; None when the reload was skipped."""
-    project: Project | None = None
-    """Every function to bind (events for it are stored), served or not."""
-    serve: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    """Function -> fingerprint of the version to serve: the running one is left alone,
-    another is started (added or changed), a function absent here is stopped (removed,
-    or its code does not load) and its deliveries wait in the store (SPEC 5.5)."""
-    pools: Mapping[str, WorkerPool] = dataclasses.field(default_factory=dict)
-    """Pools already warmed for new versions (`new_pool` + `check`)."""
-    failures: Mapping[str, LoadFailure] = dataclasses.field(default_factory=dict)
-    """Functions of `project` whose newest code does not load."""
-
-
-class Target(Protocol):
-    """What the reloader needs from the supervisor: it reads, and changes through `apply`."""
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def project(self) -> Project | None: ...
-
-    @property
-    def load_failures(self) -> Mapping[str, LoadFailure]: ...
-
-    @property
-    def draining(self) -> bool: ...
-
-    @property
-    def reload_error(self) -> str | None: ...
-
-    def fingerprints(self) -> Mapping[str, str]: ...
-
-    def new_pool(self, spec: FunctionSpec) -> WorkerPool: ...
-
-    async def apply(self, plan: ReloadPlan) -> Diff:
-        """Show `plan.errors` and, unless it was skipped, switch to `plan.project`."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -138,6 +87,7 @@ class Reloader:
         """
         self.supervisor = supervisor
         self.settings = settings
+        """The settings of the last plan applied (the supervisor's, as it started)."""
         self.clock: Clock = clock or SystemClock()
         self.check: LoadCheck = check or _warm
         self.announce = announce
@@ -196,7 +146,7 @@ class Reloader:
         """Watch until the functions folder moves, appears or disappears."""
         from watchfiles import awatch  # the Rust watcher loads only where files are watched
 
-        settings = self.supervisor.settings
+        settings = self.settings
         watch_filter = rules.SourceFilter(settings.functions, settings.project / CONFIG_FILE)
         self._rewatch = anyio.Event()
         self._watched = settings.functions if settings.functions.is_dir() else None
@@ -218,7 +168,7 @@ class Reloader:
     async def reload(self) -> Result:
         """Re-read settings and functions, and switch what changed; never raises."""
         started = self.clock.monotonic()
-        was_broken = self.supervisor.reload_error is not None
+        was_broken = self.supervisor.serving().broken
         try:
             result = await self._reload()
         except Exception as exc:  # a reload must never take the running version down
@@ -228,7 +178,7 @@ class Reloader:
         result = dataclasses.replace(result, millis=(self.clock.monotonic() - started) * 1000)
         self.reloads += 1
         self.last = result
-        functions = self.supervisor.settings.functions
+        functions = self.settings.functions
         if self._watched != (functions if functions.is_dir() else None):
             self._rewatch.set()
         if not result.skipped:
@@ -236,7 +186,7 @@ class Reloader:
                 result.change, result.reasons, result.millis,
                 kept=result.kept, down=sorted(set(result.failed) - set(result.kept)),
                 errors=len(result.errors),
-                fixed=was_broken and self.supervisor.reload_error is None,
+                fixed=was_broken and not self.supervisor.serving().broken,
             ))
         return result
 
@@ -247,9 +197,13 @@ class Reloader:
             file_settings = await anyio.to_thread.run_sync(load_settings, self.settings.project)
         except (ManifestError, UsageError) as exc:
             return await self._broken([str(exc)])
-        settings, restart = rules.live_settings(self.supervisor.settings, self._file, file_settings)
+        settings, restart = rules.live_settings(self.settings, self._file, file_settings)
         scan = await anyio.to_thread.run_sync(scan_files, settings)
-        old = self.supervisor.project
+        # Fingerprints are taken before any new code is loaded, never after: a
+        # save that lands while this reload warms workers then still differs
+        # from what runs, and the next reload picks it up instead of losing it.
+        serving = self.supervisor.serving()
+        old = serving.project
         project = rules.with_last_good(scan, old)
         clashes = conflicts(project.functions.values())
         if scan.unusable or clashes:
@@ -258,10 +212,7 @@ class Reloader:
             log.warning(line)
         for error in scan.errors:
             log.error("%s", error)
-        # Fingerprints are taken before any new code is loaded, never after: a
-        # save that lands while this reload warms workers then still differs
-        # from what runs, and the next reload picks it up instead of losing it.
-        running, failures = self.supervisor.fingerprints(), dict(self.supervisor.load_failures)
+        running, failures = serving.fingerprints, dict(serving.failures)
         last_good = set(project.functions) - set(scan.project.functions)
         # plan fingerprints the files and same_code reads them: in the thread too.
         plan = await anyio.to_thread.run_sync(

@@ -766,6 +766,7 @@ async def test_the_reload_scan_runs_off_the_event_loop(
     from runtime.project import reloader
     from runtime.project.manifest import FileScan
     from runtime.project.registry import Diff
+    from runtime.project.reload_plan import ReloadPlan, Serving
     from runtime.project.settings_loader import load_settings
     from runtime.specs import Project
 
@@ -778,14 +779,14 @@ async def test_the_reload_scan_runs_off_the_event_loop(
         return FileScan(Project(settings, {}), [ManifestError(None, "scanned in a thread")])
 
     monkeypatch.setattr(reloader, "scan_files", waiting_scan)
-    applied: list[reloader.ReloadPlan] = []
+    applied: list[ReloadPlan] = []
 
-    async def apply(plan: reloader.ReloadPlan) -> Diff:
+    async def apply(plan: ReloadPlan) -> Diff:
         applied.append(plan)
         return Diff()
 
-    target = SimpleNamespace(settings=settings, project=None, reload_error=None, draining=False,
-                             load_failures={}, apply=apply)
+    nothing = Serving(project=None, fingerprints={}, failures={}, broken=False)
+    target = SimpleNamespace(serving=lambda: nothing, draining=False, apply=apply)
     reload = reloader.Reloader(target, settings, changes=_no_changes())  # type: ignore[arg-type]
 
     async def on_the_loop() -> None:

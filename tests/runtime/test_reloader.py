@@ -210,7 +210,7 @@ async def test_a_new_function_that_cannot_import_is_not_served_and_its_events_wa
     # echo does not import bad.py: it does not reload.
     assert result.change == Diff() and result.kept == ()
     assert result.failed["bad"] == f"{rig.functions / 'bad.py'}:1:1: RuntimeError: boom at import"
-    assert rig.supervisor.fingerprints().keys() == {"echo"}
+    assert rig.supervisor.serving().fingerprints.keys() == {"echo"}
     # Declared, so bound: its events are stored and wait for a version that loads.
     assert rig.supervisor.ingress.targets("t.bad") == ["bad"]
     [event] = [Event(type="t.bad", source="tests")]
@@ -249,7 +249,7 @@ async def test_a_bad_yaml_file_does_not_block_other_functions(rig: Rig) -> None:
     rig.write("functions/new.yaml", declare("new", "t.new", "    triggers: []\n"))
     rig.write("functions/new.py", rig.code(1))
     result = await rig.save("functions/new.yaml")
-    assert "new" not in rig.supervisor.fingerprints() and len(result.errors) == 2
+    assert "new" not in rig.supervisor.serving().fingerprints and len(result.errors) == 2
     rig.write("functions/new.yaml", declare("new", "t.new"))
     rig.write("functions/echo.yaml", declare("echo", "t.go"))
     result = await rig.save("functions/new.yaml", "functions/echo.yaml")
@@ -334,7 +334,8 @@ async def test_a_burst_of_saves_coalesces_into_few_reloads(rig: Rig) -> None:
     spec = load_project(rig.supervisor.settings).functions["echo"]  # as the files are now
     # .get: a reload may read echo.yaml between its truncation and its write (the
     # scan runs in a thread), find no function there, and remove echo for a moment.
-    await until(lambda: rig.supervisor.fingerprints().get("echo") == function_fingerprint(spec))
+    new = function_fingerprint(spec)
+    await until(lambda: rig.supervisor.serving().fingerprints.get("echo") == new)
     assert await rig.version("echo") == 11
     # Saves that land while a reload runs fold into the next one.
     assert 1 <= rig.reloader.reloads - before < 10
