@@ -38,6 +38,7 @@ from runtime.store.sqlite_commit import (
     BUSY_TIMEOUT_MS,
     GroupCommit,
     Work,
+    Writes,
     connect,
     store_error,
 )
@@ -239,7 +240,9 @@ class SqliteStore(Store):
 
         self._notify_all(await self._write(work))
 
-    async def succeed_many(self, items: Sequence[Success]) -> None:
+    async def succeed_many(self, items: Sequence[Success], *, also: Writes = ()) -> None:
+        """Settle successes in one write; `also` joins it, after the deliveries ended
+        (the flow part's rows, which must end with them)."""
         # One write for the lot: the history rows and plain completions go in
         # two statements; only deliveries with emits need one of their own.
         quiet: list[tuple[Any, ...]] = []
@@ -255,7 +258,7 @@ class SqliteStore(Store):
             if self._writer is None:
                 raise StoreError(f"store {self.path} is not open")
             await self._writer.write_rows(
-                ((add_plain_history, quiet), (add_history, history), (finish_plain, plain)),
+                ((add_plain_history, quiet), (add_history, history), (finish_plain, plain), *also),
                 linger=True,
             )
             return
@@ -267,6 +270,8 @@ class SqliteStore(Store):
             woken: set[str] = set()
             for delivery, emits, rows in emitting:
                 woken |= finish(conn, delivery, emits, rows)
+            for writer, own in also:
+                writer(conn, own)
             return woken
 
         self._notify_all(await self._write(work))

@@ -9,8 +9,10 @@ commit order, under the file's write lock.
 
 A claim then picks, per key, what may start: for `order: key` the key's head
 (its lowest delivery id not dead-lettered) if it is pending and due, so a
-running or failed-and-waiting head holds its key; for `per_key: n` the
-earliest due pending deliveries up to n minus those running. `limit` bounds
+running or failed-and-waiting head holds its key. It finds the heads by one
+index seek per key (`HEADS`), so its cost follows the function's keys, not its
+backlog; a success removes its delivery's key row in the same commit. For
+`per_key: n` the earliest due pending deliveries up to n minus those running. `limit` bounds
 the running deliveries of the function, and a rate limit the starts in any
 window of `period` (a log of recent starts per key, `flow_starts`).
 """
@@ -27,6 +29,7 @@ from runtime.events import Outcome
 from runtime.flow.rules import FlowRules, key_of
 from runtime.store.base import Delivery, Success
 from runtime.store.envelope import StoredEvent
+from runtime.store.sqlite_rows import delete_ids
 from runtime.store.sqlite_schema import HISTORY_INSERT, history_row
 
 if TYPE_CHECKING:
@@ -43,19 +46,32 @@ CREATE INDEX IF NOT EXISTS flow_starts_key ON flow_starts (function, key, at);
 """
 ADMIT_BATCH = 5000
 """Most deliveries one claim admits; the rest wait for the next claim."""
-PURGE_EVERY = 1.0
-"""Seconds between purges of finished deliveries' keys."""
+PURGE_EVERY = 30.0
+"""Seconds between purges of keys whose deliveries ended without a flow settle (a
+crash between a success and its `forget`, `fnrun dead-letters drop`, pruning)."""
 
 LIVE = (
     "FROM flow_keys AS f JOIN deliveries AS d ON d.id = f.delivery"
     " WHERE f.function = :fn AND d.state != 'dead'"
 )
-HEADS = (
-    "SELECT id, key FROM (SELECT d.id AS id, f.key AS key, d.state AS state, d.due AS due,"
-    " row_number() OVER (PARTITION BY f.key ORDER BY f.delivery) AS rank " + LIVE + ")"
-    " WHERE rank = 1 AND state = 'pending' AND due <= :now ORDER BY due, id"
+KEYS = (
+    "WITH RECURSIVE keys(key) AS ("
+    " SELECT (SELECT min(key) FROM flow_keys WHERE function = :fn)"
+    " UNION ALL SELECT (SELECT min(key) FROM flow_keys WHERE function = :fn AND key > keys.key)"
+    " FROM keys WHERE keys.key IS NOT NULL) "
 )
-"""`order: key`: each key's oldest live delivery, if it is pending and due."""
+"""The function's distinct keys, one index seek each (not a scan of its deliveries)."""
+HEADS = KEYS + (
+    ", heads(id, key) AS MATERIALIZED (SELECT (SELECT f.delivery FROM flow_keys AS f"
+    " JOIN deliveries AS d ON d.id = f.delivery WHERE f.function = :fn AND f.key = keys.key"
+    " AND d.state != 'dead' ORDER BY f.delivery LIMIT 1), key FROM keys"
+    " WHERE keys.key IS NOT NULL)"
+    " SELECT d.id, heads.key FROM heads JOIN deliveries AS d ON d.id = heads.id"
+    " WHERE d.state = 'pending' AND d.due <= :now ORDER BY d.due, d.id"
+)
+"""`order: key`: each key's oldest live delivery, if it is pending and due. Per key one
+seek in `flow_keys_function` to its lowest delivery not dead-lettered (finished ones
+leave `flow_keys` at their settle), so a claim costs the keys, not the backlog."""
 PER_KEY = (
     "SELECT id, key FROM (SELECT d.id AS id, f.key AS key, d.state AS state, d.due AS due,"
     " sum(d.state = 'running') OVER (PARTITION BY f.key) AS busy,"
@@ -124,6 +140,13 @@ def debounce(
     conn.execute("DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?))", (gone,))
     conn.execute("DELETE FROM flow_keys WHERE delivery IN (SELECT value FROM json_each(?))",
                  (gone,))
+
+
+def forget(conn: sqlite3.Connection, ids: Sequence[tuple[Any]]) -> None:
+    """Ended deliveries leave `flow_keys`: a key's head probe would walk past them. One
+    still there (dead-lettered meanwhile) keeps its key, for a replay of it."""
+    delete_ids(conn, "DELETE FROM flow_keys WHERE NOT EXISTS (SELECT 1 FROM deliveries"
+                     " WHERE id = flow_keys.delivery) AND delivery IN", ids)
 
 
 class RateLog:
@@ -245,7 +268,7 @@ class SqliteFlow:
         return due
 
     async def succeed_many(self, items: Sequence[Success]) -> None:
-        await self.store.succeed_many(items)
+        await self.store.succeed_many(items, also=((forget, [(d.id,) for d, _, _ in items]),))
 
     async def fail(self, delivery: Delivery, outcome: Outcome, retry_at: float | None) -> None:
         await self.store.fail(delivery, outcome, retry_at)

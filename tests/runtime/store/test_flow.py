@@ -4,6 +4,7 @@ the limit and per-key bounds hold, debounce supersedes, and counts see it all.""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from runtime.events import Event, Outcome
 from runtime.flow.lane import FlowLane
 from runtime.flow.rules import FlowRules
 from runtime.store.base import Store
+from runtime.store.sqlite import SqliteStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -84,3 +86,28 @@ async def test_dead_letter_frees_its_key_and_replay_puts_it_back_first(store: St
     [again] = await flow.claim("f", 10, time.time())
     assert (again.event.id, again.attempt) == ("a-0", 1)  # ahead of a-2, fresh attempts
     assert await flow.claim("f", 10, time.time()) == []
+
+
+async def test_order_key_walks_heads_of_many_keys_and_forgets_what_ended(store: Store) -> None:
+    # 40 keys, 5 deliveries each, published interleaved: every claim hands out
+    # exactly the heads of the free keys, in publish order per key, and what
+    # succeeded leaves the SQLite store's key index (a dead letter stays in it).
+    flow = lane(store, order=True, limit=64)
+    keys = [f"k{i:02d}" for i in range(40)]
+    await store.publish([(keyed(n, k), ["f"]) for n in range(5) for k in keys])
+    seen: dict[str, list[int]] = {k: [] for k in keys}
+    for round_ in range(5):
+        claimed = await flow.claim("f", 64, time.time())
+        assert sorted(d.event.data["k"] for d in claimed) == keys
+        for delivery in claimed:
+            seen[delivery.event.data["k"]].append(delivery.event.data["n"])
+            if (delivery.event.data["k"], round_) == ("k00", 2):
+                await flow.fail(delivery, FAILED, None)
+            else:
+                await flow.succeed(delivery, OK, [])
+    assert seen == {k: [0, 1, 2, 3, 4] for k in keys}
+    assert await flow.claim("f", 64, time.time()) == []
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(store.path) as conn:
+            rows = conn.execute("SELECT key FROM flow_keys WHERE function = 'f'").fetchall()
+        assert rows == [("k00",)]
