@@ -10,11 +10,13 @@ Three kinds of task share a buffer:
   free at once. Items of a batch that never started (the worker crashed or
   timed out before them) go back to the front of the buffer: their claim and
   attempt are still valid;
-- settlers write success (with emits) or failure (retry or dead letter).
-  They are started as the queue of outcomes needs them (up to `SETTLERS`)
-  and each writes one outcome at a time, so that many writes wait together
-  and the store group-commits them. The queue is bounded: runners wait when
-  the store falls behind.
+- `SETTLERS` settlers, started with the dispatcher, write success (with
+  emits) or failure (retry or dead letter). A runner queues ONE message per
+  batch (`Ran`: all its outcomes), so a batch is never split between
+  settlers; a settler takes one message and whatever else is waiting, and
+  writes their successes in one store call, while the other settler's write
+  waits for its commit: the store group-commits them. The queue is bounded
+  (`MAX_SETTLING` batches): runners wait when the store falls behind.
 
 Once a claim comes back short (nothing else is due), the dispatcher attaches
 to the store as its function's consumer: fresh deliveries then arrive
@@ -59,12 +61,13 @@ PREFETCH_HORIZON = 0.05
 MAX_BATCH = 64
 BATCH_SPAN = 0.005
 """Size batches to run about this long, so that a batch costs little latency."""
-MAX_SETTLING = 4096
-"""Bound on outcomes waiting for their store write."""
-SETTLERS = 16
-"""Most store writes one function has waiting at once; the store group-commits them."""
+MAX_SETTLING = 64
+"""Bound on batches whose outcomes wait for their store write (at most 64 outcomes each)."""
+SETTLERS = 2
+"""Settlers per dispatcher: one gathers what ran while the other's write commits. More
+buy nothing, since each writes everything waiting at once, and cost memory per function."""
 SETTLE_BATCH = 256
-"""Most successes one settler writes in one store call."""
+"""Outcomes past which a settler stops gathering more messages for one store call."""
 STORE_BACKOFF, MAX_STORE_BACKOFF = 0.25, 5.0
 """Waits (s) between attempts while the store is unavailable: doubling, capped."""
 SETTLE_PATIENCE = 60.0
@@ -86,6 +89,8 @@ def batch_size(mean_duration: float, buffered: int, runners: int) -> int:
 
 
 Settling = tuple[Delivery, Outcome]
+Ran = list[Settling]
+"""One message to the settlers: every delivery of a batch that ran, with its outcome."""
 
 
 class Subscriber(Protocol):
@@ -143,8 +148,6 @@ class Dispatcher:
         self._stopping = False
         self._idle = anyio.CancelScope()
         self._mean_duration = 0.01
-        self._settlers = 0
-        self._idle_settlers = 0
         self._caught_up = False
         """The last claim found nothing more due: fresh work may be handed over."""
         self._reserved = 0
@@ -198,15 +201,17 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Deliver until `stop()`; then release unstarted claims and settle what ran."""
-        send, receive = anyio.create_memory_object_stream[Settling](MAX_SETTLING)
+        send, receive = anyio.create_memory_object_stream[Ran](MAX_SETTLING)
         self.store.attach(self.spec.name, self)
         try:
             async with anyio.create_task_group() as settlers:
+                for _ in range(SETTLERS):
+                    settlers.start_soon(self._settle_loop, receive)
                 with send:
                     async with anyio.create_task_group() as loops:
                         loops.start_soon(self._claim_loop)
                         for _ in range(self.spec.concurrency):
-                            loops.start_soon(self._run_loop, send, receive, settlers)
+                            loops.start_soon(self._run_loop, send)
                 # `send` is closed: the settlers drain the queue and return.
         finally:
             self.store.detach(self.spec.name, self)
@@ -268,12 +273,7 @@ class Dispatcher:
             with anyio.CancelScope() as self._idle:
                 await wait(*args)
 
-    async def _run_loop(
-        self,
-        send: MemoryObjectSendStream[Settling],
-        receive: MemoryObjectReceiveStream[Settling],
-        settlers: anyio.abc.TaskGroup,
-    ) -> None:
+    async def _run_loop(self, send: MemoryObjectSendStream[Ran]) -> None:
         buffer = self._buffer
         while not self._stopping:
             if not buffer:
@@ -299,14 +299,15 @@ class Dispatcher:
             if unstarted:
                 buffer.extendleft(reversed(unstarted))
                 self._signal()
-            for settling in zip(batch, outcomes, strict=False):
-                if self._idle_settlers == 0 and self._settlers < SETTLERS:
-                    self._settlers += 1
-                    settlers.start_soon(self._settle_loop, receive)
-                try:
-                    send.send_nowait(settling)
-                except anyio.WouldBlock:
-                    await send.send(settling)  # the store is behind: wait for room
+            await self._queue(send, list(zip(batch, outcomes, strict=False)))
+
+    @staticmethod
+    async def _queue(send: MemoryObjectSendStream[Ran], ran: Ran) -> None:
+        """Hand a batch's outcomes to the settlers, waiting only while the queue is full."""
+        try:
+            send.send_nowait(ran)
+        except anyio.WouldBlock:
+            await send.send(ran)  # the store is behind: wait for room
 
     async def _pause(self, deliveries: Sequence[Delivery]) -> None:
         """Bad code must not burn attempts: stop, and let the deliveries wait (SPEC 5.5).
@@ -320,36 +321,37 @@ class Dispatcher:
         with anyio.CancelScope(shield=True):
             await self.store.release(deliveries)
 
-    async def _settle_loop(self, receive: MemoryObjectReceiveStream[Settling]) -> None:
+    async def _settle_loop(self, receive: MemoryObjectReceiveStream[Ran]) -> None:
         """Write outcomes until the queue is closed and empty, all queued ones at once."""
         while True:
             try:
-                batch = [receive.receive_nowait()]
+                batch = receive.receive_nowait()
             except anyio.WouldBlock:
-                self._idle_settlers += 1
                 try:
-                    batch = [await receive.receive()]
+                    batch = await receive.receive()
                 except anyio.EndOfStream:
                     return
-                finally:
-                    self._idle_settlers -= 1
             except anyio.EndOfStream:
                 return
             while len(batch) < SETTLE_BATCH:
                 try:
-                    batch.append(receive.receive_nowait())
+                    batch += receive.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
             with anyio.CancelScope(shield=True):
                 await self._settle_batch(batch)
 
     async def _settle_batch(self, batch: Sequence[Settling]) -> None:
-        """Successes in one store write (each still atomic with its emits); failures one by one."""
+        """Successes in one store write (each still atomic with its emits); failures each
+        in its own write."""
         name = self.spec.name
+        failures = []
         for delivery, outcome in batch:
             self.metrics.invocation(name, outcome.status, outcome.duration, delivery.attempt)
             if not outcome.ok:
-                await self._record_failure(delivery, outcome)
+                failures.append((delivery, outcome))
+        if failures:
+            await self._record_failures(failures)
         successes = [(d, o, self.route(o.emits, d)) for d, o in batch if o.ok]
         if not successes:
             return
@@ -368,12 +370,12 @@ class Dispatcher:
                 for delivery, outcome, _ in successes:
                     announce(name, delivery.event, delivery.attempt, outcome)
 
-    async def _settle_leftovers(self, receive: MemoryObjectReceiveStream[Settling]) -> None:
+    async def _settle_leftovers(self, receive: MemoryObjectReceiveStream[Ran]) -> None:
         """Settle outcomes still queued when the settlers were cancelled."""
-        leftovers: list[Settling] = []
+        leftovers: Ran = []
         while True:
             try:
-                leftovers.append(receive.receive_nowait())
+                leftovers += receive.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream):
                 break
         receive.close()
@@ -390,6 +392,16 @@ class Dispatcher:
             self._unrecorded(f"the outcome of {delivery.event.id}", exc)
         except Exception:
             self.log.exception("could not record the outcome of %s", delivery.event.id)
+
+    async def _record_failures(self, failures: Sequence[Settling]) -> None:
+        """Each failure in its own write, all at once: a batch that failed whole must
+        not wait for one commit per delivery, one after the other."""
+        if len(failures) == 1:
+            await self._record_failure(*failures[0])
+            return
+        async with anyio.create_task_group() as tg:
+            for delivery, outcome in failures:
+                tg.start_soon(self._record_failure, delivery, outcome)
 
     async def _record_failure(self, delivery: Delivery, outcome: Outcome) -> None:
         """Schedule the retry, or dead-letter the delivery once its attempts are used up."""

@@ -19,9 +19,9 @@ from dataclasses import replace
 from typing import Any, cast
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
-from runtime.delivery.dispatcher import SETTLERS, Dispatcher, Settling
+from runtime.delivery.dispatcher import Dispatcher, Ran
 from runtime.events import Event, Outcome
 from runtime.flow.lane import FlowLane
 from runtime.pool.workerpool import WorkerPool
@@ -114,12 +114,7 @@ class BatchDispatcher(Dispatcher):
             with anyio.move_on_after(left):
                 await self._buffer_change()
 
-    async def _run_loop(
-        self,
-        send: MemoryObjectSendStream[Settling],
-        receive: MemoryObjectReceiveStream[Settling],
-        settlers: anyio.abc.TaskGroup,
-    ) -> None:
+    async def _run_loop(self, send: MemoryObjectSendStream[Ran]) -> None:
         buffer = self._buffer
         while not self._stopping:
             if not buffer:
@@ -140,11 +135,7 @@ class BatchDispatcher(Dispatcher):
             if not outcomes:  # no worker could load the handler: nothing ran
                 await self._pause(batch)
                 return
-            for settling in zip(batch, split(outcomes[0], batch), strict=True):
-                if self._idle_settlers == 0 and self._settlers < SETTLERS:
-                    self._settlers += 1
-                    settlers.start_soon(self._settle_loop, receive)
-                await send.send(settling)
+            await self._queue(send, list(zip(batch, split(outcomes[0], batch), strict=True)))
 
 
 def flow_dispatcher(
