@@ -274,32 +274,49 @@ class Dispatcher:
                 await wait(*args)
 
     async def _run_loop(self, send: MemoryObjectSendStream[Ran]) -> None:
-        buffer = self._buffer
+        """One runner: take a batch, run it, queue its outcomes for the settlers."""
         while not self._stopping:
-            if not buffer:
+            if not self._buffer:
                 self._waiting_runners += 1
                 try:
                     await self._buffer_change()
                 finally:
                     self._waiting_runners -= 1
                 continue
-            # Shared with the runners that are free, not with those still busy
-            # with a batch: halving the buffer for a busy runner left a tail of
-            # one-item batches, each costing a worker round trip.
-            size = batch_size(self._mean_duration, len(buffer), self._waiting_runners + 1)
-            batch = [buffer.popleft() for _ in range(size)]
-            self._signal()
-            outcomes = await self.pool.invoke_many([(d.event, d.attempt) for d in batch])
-            if not outcomes:  # no worker could load the handler: nothing ran
+            batch = await self._take()
+            if not batch:
+                continue  # another runner took them
+            ran = await self._run(batch)
+            if ran is None:  # no worker could load the handler: nothing ran
                 await self._pause(batch)
                 return
-            mean = sum(o.duration for o in outcomes) / len(outcomes)
-            self._mean_duration = 0.9 * self._mean_duration + 0.1 * mean
-            unstarted = batch[len(outcomes) :]
-            if unstarted:
-                buffer.extendleft(reversed(unstarted))
-                self._signal()
-            await self._queue(send, list(zip(batch, outcomes, strict=False)))
+            await self._queue(send, ran)
+
+    async def _take(self) -> list[Delivery]:
+        """The batching step: the deliveries this runner runs next, from a buffer
+        that is not empty (`BatchDispatcher` may wait for more first)."""
+        buffer = self._buffer
+        # Shared with the runners that are free, not with those still busy
+        # with a batch: halving the buffer for a busy runner left a tail of
+        # one-item batches, each costing a worker round trip.
+        size = batch_size(self._mean_duration, len(buffer), self._waiting_runners + 1)
+        batch = [buffer.popleft() for _ in range(size)]
+        self._signal()
+        return batch
+
+    async def _run(self, batch: list[Delivery]) -> Ran | None:
+        """Run `batch` in one worker: each delivery that ran with its outcome, or None
+        when nothing could run. Those that never started go back to the buffer."""
+        outcomes = await self.pool.invoke_many([(d.event, d.attempt) for d in batch])
+        if not outcomes:
+            return None
+        mean = sum(o.duration for o in outcomes) / len(outcomes)
+        self._mean_duration = 0.9 * self._mean_duration + 0.1 * mean
+        unstarted = batch[len(outcomes) :]
+        if unstarted:
+            self._buffer.extendleft(reversed(unstarted))
+            self._signal()
+        return list(zip(batch, outcomes, strict=False))
 
     @staticmethod
     async def _queue(send: MemoryObjectSendStream[Ran], ran: Ran) -> None:

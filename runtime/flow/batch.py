@@ -19,7 +19,6 @@ from dataclasses import replace
 from typing import Any, cast
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from runtime.delivery.dispatcher import Dispatcher, Ran
 from runtime.events import Event, Outcome
@@ -82,7 +81,8 @@ def _sibling(outcome: Outcome, **changes: Any) -> Outcome:
 
 
 class BatchDispatcher(Dispatcher):
-    """A `Dispatcher` that runs up to `max_size` deliveries per invocation."""
+    """A `Dispatcher` that runs up to `max_size` deliveries per invocation: the
+    dispatcher's run loop, with its own batching step (`_take`) and run (`_run`)."""
 
     def __init__(self, *args: Any, max_size: int, max_wait: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -114,28 +114,23 @@ class BatchDispatcher(Dispatcher):
             with anyio.move_on_after(left):
                 await self._buffer_change()
 
-    async def _run_loop(self, send: MemoryObjectSendStream[Ran]) -> None:
+    async def _take(self) -> list[Delivery]:
+        """Up to `max_size` deliveries, once a batch is full or its oldest waited `max_wait`."""
+        await self._fill()
         buffer = self._buffer
-        while not self._stopping:
-            if not buffer:
-                self._waiting_runners += 1
-                try:
-                    await self._buffer_change()
-                finally:
-                    self._waiting_runners -= 1
-                continue
-            await self._fill()
-            if not buffer:
-                continue  # another runner took them
-            batch = [buffer.popleft() for _ in range(min(self.max_size, len(buffer)))]
+        batch = [buffer.popleft() for _ in range(min(self.max_size, len(buffer)))]
+        if batch:
             self._signal()
-            attempt = max(d.attempt for d in batch)
-            events = cast(Event, EventBatch([d.event for d in batch]))
-            outcomes = await self.pool.invoke_many([(events, attempt)])
-            if not outcomes:  # no worker could load the handler: nothing ran
-                await self._pause(batch)
-                return
-            await self._queue(send, list(zip(batch, split(outcomes[0], batch), strict=True)))
+        return batch
+
+    async def _run(self, batch: list[Delivery]) -> Ran | None:
+        """`batch` as one invocation; its one outcome split into one per delivery."""
+        attempt = max(d.attempt for d in batch)
+        events = cast(Event, EventBatch([d.event for d in batch]))
+        outcomes = await self.pool.invoke_many([(events, attempt)])
+        if not outcomes:
+            return None
+        return list(zip(batch, split(outcomes[0], batch), strict=True))
 
 
 def flow_dispatcher(
