@@ -397,6 +397,7 @@ class Supervisor:
             spec, publisher, self.store, clock=self.clock, metrics=self.metrics,
             route=self.ingress.route, log=logging.getLogger(f"fnrun.sink.{spec.name}"),
             poll=IDLE_POLL,
+            pipelined=publisher.pipelined,
         )
         running = self._sinks[spec.name] = RunningSink(spec, publisher, dispatcher)
         self._tg.start_soon(self._run_sink, running)

@@ -4,15 +4,17 @@ A `Broker` holds the connections to one broker URL. `consume` hands out
 `Received` messages, at most `prefetch` of them not yet acknowledged;
 `Received.ack` settles one with the broker (AMQP ack, Kafka offset commit,
 NATS ack, MQTT PUBACK, XACK). `publish` returns only once the broker
-confirmed the message. Connection loss surfaces as `BrokerUnavailable`:
-the caller closes the adapter and opens a new one later (with its own
-backoff), and whatever was not acknowledged is delivered again.
+confirmed the message; `publish_many` sends a batch without waiting between
+messages and reports each one's confirmation (or error) as it comes.
+Connection loss surfaces as `BrokerUnavailable`: the caller closes the
+adapter and opens a new one later (with its own backoff), and whatever was
+not acknowledged is delivered again.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -85,6 +87,28 @@ class Endpoint:
     ack_wait: float = 30.0
 
 
+Settle = Callable[[int, BrokerError | None], None]
+"""Called once per message of a `publish_many`, as soon as its fate is known: the
+message's index, and None once the broker confirmed it, else the error that failed it
+(`BrokerUnavailable` when the connection is gone)."""
+
+
+async def publish_one(
+    publish_many: Callable[[Sequence[tuple[Endpoint, Message]], Settle], Awaitable[None]],
+    endpoint: Endpoint, message: Message,
+) -> None:
+    """`Broker.publish` by way of the adapter's `publish_many`: raise what failed it."""
+    errors: list[BrokerError] = []
+
+    def settle(_index: int, error: BrokerError | None) -> None:
+        if error is not None:
+            errors.append(error)
+
+    await publish_many([(endpoint, message)], settle)
+    if errors:
+        raise errors[0]
+
+
 class Received:
     """A consumed message and the one way to settle it, `ack()` (once; later calls do nothing)."""
 
@@ -153,6 +177,13 @@ class Broker(Protocol):
 
     async def publish(self, endpoint: Endpoint, message: Message) -> None:
         """Send `message`; returns once the broker confirmed it (raises `BrokerError` if not)."""
+
+    async def publish_many(self, messages: Sequence[tuple[Endpoint, Message]],
+                           settle: Settle) -> None:
+        """Send every message at once, confirmations awaited together (publisher confirms,
+        one producer flush, gathered PubAcks, QoS 1 PUBACKs, one pipeline of XADDs);
+        `settle` each as its confirmation or error comes. Returns once all are settled;
+        when cancelled first, those not settled yet have an unknown fate."""
 
     async def backlog(self, endpoint: Endpoint) -> int | None:
         """Messages waiting at the broker for `endpoint`'s consumer (Kafka consumer lag,

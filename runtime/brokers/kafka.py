@@ -15,7 +15,8 @@ unacknowledged tail goes to whoever holds them next.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,7 +24,16 @@ import aiokafka
 import anyio
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
+from runtime.brokers.base import (
+    BrokerError,
+    BrokerUnavailable,
+    Endpoint,
+    Message,
+    Received,
+    Settle,
+    Window,
+    publish_one,
+)
 from runtime.brokers.offsets import Offsets
 from runtime.brokers.urls import redact, servers
 
@@ -86,20 +96,44 @@ class Kafka:
                 await consumer.stop()
 
     async def publish(self, endpoint: Endpoint, message: Message) -> None:
-        if self._producer is None:
+        await publish_one(self.publish_many, endpoint, message)
+
+    async def publish_many(self, messages: Sequence[tuple[Endpoint, Message]],
+                           settle: Settle) -> None:
+        """Every message appended to the producer's batches first, then their acks awaited:
+        the producer sends them in a few requests instead of one round trip each."""
+        producer = self._producer
+        if producer is None:
             raise BrokerUnavailable("not connected to Kafka")
-        headers = [(name, value.encode()) for name, value in message.headers.items()]
-        if message.content_type:
-            headers.append(("content-type", message.content_type.encode()))
+        sent: list[tuple[int, asyncio.Future[Any]]] = []
         try:
-            # send_and_wait returns once the leader had the write from all in-sync replicas.
-            await self._producer.send_and_wait(
-                _required(endpoint.topic, "topic"), message.body, key=message.key, headers=headers
-            )
-        except KafkaConnectionError as exc:
-            raise BrokerUnavailable(f"lost Kafka at {redact(self._url)}: {exc}") from exc
-        except KafkaError as exc:
-            raise BrokerError(f"Kafka did not take the message: {exc}") from exc
+            for index, (endpoint, message) in enumerate(messages):
+                headers = [(name, value.encode()) for name, value in message.headers.items()]
+                if message.content_type:
+                    headers.append(("content-type", message.content_type.encode()))
+                try:
+                    future = await producer.send(_required(endpoint.topic, "topic"), message.body,
+                                                 key=message.key, headers=headers)
+                except KafkaError as exc:
+                    settle(index, self._refused(exc))
+                else:
+                    sent.append((index, future))
+            for index, future in sent:
+                try:
+                    # acks=all: resolved once the leader had the write from all in-sync replicas.
+                    await future
+                except KafkaError as exc:
+                    settle(index, self._refused(exc))
+                else:
+                    settle(index, None)
+        finally:
+            for _, future in sent:  # cancelled while waiting: nobody reads these any more
+                future.add_done_callback(_retrieve)
+
+    def _refused(self, exc: KafkaError) -> BrokerError:
+        if isinstance(exc, KafkaConnectionError):
+            return BrokerUnavailable(f"lost Kafka at {redact(self._url)}: {exc}")
+        return BrokerError(f"Kafka did not take the message: {exc}")
 
     async def backlog(self, endpoint: Endpoint) -> int | None:
         """Consumer lag over this member's partitions: end offsets past the committed ones."""
@@ -123,6 +157,12 @@ class Kafka:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a send's outcome read, so that asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 class _Revoked(aiokafka.ConsumerRebalanceListener):  # type: ignore[misc]

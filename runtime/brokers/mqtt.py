@@ -18,15 +18,25 @@ a redelivered message is imported again.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiomqtt
+import anyio
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
+from runtime.brokers.base import (
+    BrokerError,
+    BrokerUnavailable,
+    Endpoint,
+    Message,
+    Received,
+    Settle,
+    Window,
+    publish_one,
+)
 from runtime.brokers.urls import credentials, redact
 
 KEEPALIVE = 10
@@ -84,21 +94,41 @@ class Mqtt:
             _forget_disconnection(client)
 
     async def publish(self, endpoint: Endpoint, message: Message) -> None:
-        if self._publisher is None:
+        await publish_one(self.publish_many, endpoint, message)
+
+    async def publish_many(self, messages: Sequence[tuple[Endpoint, Message]],
+                           settle: Settle) -> None:
+        """Every message published at once at QoS 1, each settled by its own PUBACK."""
+        publisher = self._publisher
+        if publisher is None:
             raise BrokerUnavailable("not connected to MQTT")
-        properties = None
-        if self.v5:
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            if message.content_type:
-                properties.ContentType = message.content_type
-            if message.headers:
-                properties.UserProperty = list(message.headers.items())
-        try:
-            # QoS 1: returns once the broker's PUBACK came.
-            await self._publisher.publish(_required(endpoint.topic, "topic"), message.body,
-                                          qos=1, properties=properties)
-        except aiomqtt.MqttError as exc:
-            raise BrokerUnavailable(f"MQTT did not take the message: {exc}") from exc
+
+        async def one(index: int, endpoint: Endpoint, message: Message) -> None:
+            try:
+                # QoS 1: returns once the broker's PUBACK came.
+                await publisher.publish(_required(endpoint.topic, "topic"), message.body,
+                                        qos=1, properties=self._properties(message))
+            except aiomqtt.MqttError as exc:
+                settle(index, BrokerUnavailable(f"MQTT did not take the message: {exc}"))
+            except BrokerError as exc:
+                settle(index, exc)
+            else:
+                settle(index, None)
+
+        async with anyio.create_task_group() as tg:
+            for index, (endpoint, message) in enumerate(messages):
+                tg.start_soon(one, index, endpoint, message)
+
+    def _properties(self, message: Message) -> Properties | None:
+        """MQTT 5's content type and user properties (the headers); none in 3.1.1."""
+        if not self.v5:
+            return None
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if message.content_type:
+            properties.ContentType = message.content_type
+        if message.headers:
+            properties.UserProperty = list(message.headers.items())
+        return properties
 
     async def backlog(self, endpoint: Endpoint) -> int | None:
         """MQTT does not tell how many messages a session holds."""

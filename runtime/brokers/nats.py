@@ -14,7 +14,8 @@ loop with `BrokerUnavailable`, like every other adapter.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -24,14 +25,26 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.client import JetStreamContext
 
-from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
+from runtime.brokers.base import (
+    BrokerError,
+    BrokerUnavailable,
+    Endpoint,
+    Message,
+    Received,
+    Settle,
+    Window,
+    publish_one,
+)
 from runtime.brokers.urls import redact
 
 _LOST = (OSError, nats.errors.ConnectionClosedError, nats.errors.NoServersError,
          nats.errors.StaleConnectionError, nats.errors.UnexpectedEOF)
 _MSG_ID = "Nats-Msg-Id"
 _FETCH_WAIT = 1.0  # seconds one fetch request waits on an empty stream
+PUBACK_WAIT = 5.0
+"""Seconds a published message waits for its PubAck (nats-py's own request timeout)."""
 
 
 class Nats:
@@ -42,6 +55,8 @@ class Nats:
     def __init__(self, url: str) -> None:
         self._url = url
         self._client: Client | None = None
+        self._js: JetStreamContext | None = None
+        """The publishing context: it keeps the PubAck subscription of `publish_async`."""
 
     async def connect(self) -> None:
         try:
@@ -87,22 +102,47 @@ class Nats:
                     await _unsubscribe(subscription)
 
     async def publish(self, endpoint: Endpoint, message: Message) -> None:
+        await publish_one(self.publish_many, endpoint, message)
+
+    async def publish_many(self, messages: Sequence[tuple[Endpoint, Message]],
+                           settle: Settle) -> None:
+        """Every message published at once (JetStream's `publish_async`), then the PubAcks
+        awaited together: each one means the stream has stored its message. A PubAck
+        that does not come within `PUBACK_WAIT` fails its message."""
         client = self._connected()
-        headers = dict(message.headers)
-        if message.content_type:
-            headers["content-type"] = message.content_type
-        if message.message_id:
-            headers[_MSG_ID] = message.message_id
+        if self._js is None:
+            self._js = client.jetstream()
+        sent: list[tuple[int, asyncio.Future[Any]]] = []
         try:
-            # JetStream's publish waits for the PubAck: the stream has stored it.
-            await client.jetstream().publish(
-                _required(endpoint.subject, "subject"), message.body, stream=endpoint.stream,
-                headers=headers or None,
-            )
-        except _LOST as exc:
-            raise BrokerUnavailable(f"lost NATS at {redact(self._url)}: {exc}") from exc
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
-            raise BrokerError(f"NATS did not take the message: {exc}") from exc
+            for index, (endpoint, message) in enumerate(messages):
+                try:
+                    future = await _publish_async(self._js, endpoint, message)
+                except (*_LOST, nats.errors.Error, nats.js.errors.Error) as exc:
+                    settle(index, self._refused(exc))
+                else:
+                    sent.append((index, future))
+            if sent:
+                with anyio.move_on_after(PUBACK_WAIT):
+                    await asyncio.wait([future for _, future in sent])
+            for index, future in sent:
+                settle(index, self._pub_ack(future))
+        finally:
+            for _, future in sent:  # frees its slot of nats-py's pending PubAcks
+                future.cancel()
+
+    def _pub_ack(self, future: asyncio.Future[Any]) -> BrokerError | None:
+        """What a PubAck's future says once waited for: None (stored), else the error."""
+        if not future.done():
+            return self._refused(nats.errors.TimeoutError())
+        if future.cancelled():  # nats-py gave up on it: the connection closed
+            return self._refused(nats.errors.ConnectionClosedError())
+        error = future.exception()
+        return None if error is None else self._refused(error)
+
+    def _refused(self, exc: BaseException) -> BrokerError:
+        if isinstance(exc, _LOST) or self._client is None or self._client.is_closed:
+            return BrokerUnavailable(f"lost NATS at {redact(self._url)}: {exc!r}")
+        return BrokerError(f"NATS did not take the message: {exc!r}")
 
     async def backlog(self, endpoint: Endpoint) -> int | None:
         """The durable consumer's pending count: messages of its stream not yet delivered."""
@@ -117,7 +157,7 @@ class Nats:
         return int(info.num_pending or 0)
 
     async def close(self) -> None:
-        client, self._client = self._client, None
+        client, self._client, self._js = self._client, None, None
         if client is not None and not client.is_closed:
             await client.close()
 
@@ -173,6 +213,18 @@ def _message(msg: Msg) -> Message:
         message_id=headers.pop(_MSG_ID, None),
         position=f"nats:{meta.stream}:{meta.sequence.stream}", metadata=metadata,
     )
+
+
+async def _publish_async(js: JetStreamContext, endpoint: Endpoint, message: Message
+                         ) -> asyncio.Future[Any]:
+    """Send `message` with its headers (`Nats-Msg-Id` = its id); the future of its PubAck."""
+    headers = dict(message.headers)
+    if message.content_type:
+        headers["content-type"] = message.content_type
+    if message.message_id:
+        headers[_MSG_ID] = message.message_id
+    return await js.publish_async(_required(endpoint.subject, "subject"), message.body,
+                                  stream=endpoint.stream, headers=headers or None)
 
 
 def _required(value: str | None, what: str) -> str:

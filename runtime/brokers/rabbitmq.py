@@ -13,7 +13,7 @@ not seen acknowledged.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -22,11 +22,21 @@ import anyio
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
+    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
 )
 
-from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
+from runtime.brokers.base import (
+    BrokerError,
+    BrokerUnavailable,
+    Endpoint,
+    Message,
+    Received,
+    Settle,
+    Window,
+    publish_one,
+)
 from runtime.brokers.urls import redact
 
 _LOST = (OSError, asyncio.TimeoutError, aiormq.exceptions.AMQPConnectionError,
@@ -42,6 +52,8 @@ class RabbitMQ:
         self._url = url
         self._connection: AbstractConnection | None = None
         self._publishing: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        """Exchanges published to, by name (looked up on the publishing channel)."""
 
     async def connect(self) -> None:
         try:
@@ -49,6 +61,7 @@ class RabbitMQ:
             self._publishing = await self._connection.channel(
                 publisher_confirms=True, on_return_raises=True
             )
+            self._exchanges = {}
         except (*_LOST, aiormq.exceptions.AMQPError) as exc:
             raise BrokerUnavailable(f"cannot reach RabbitMQ at {redact(self._url)}: {exc}") from exc
 
@@ -75,25 +88,47 @@ class RabbitMQ:
         raise BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: channel closed")
 
     async def publish(self, endpoint: Endpoint, message: Message) -> None:
+        await publish_one(self.publish_many, endpoint, message)
+
+    async def publish_many(self, messages: Sequence[tuple[Endpoint, Message]],
+                           settle: Settle) -> None:
+        """Every message published at once on the confirming channel; each waits for its
+        own confirm (or return), so one slow confirm holds up only its own message."""
         channel = self._publishing
         if channel is None or self._connection is None:
             raise BrokerUnavailable("not connected to RabbitMQ")
-        outgoing = aio_pika.Message(
-            body=message.body, headers=dict(message.headers), content_type=message.content_type,
-            message_id=message.message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
-        try:
-            if endpoint.exchange:
-                exchange = await channel.get_exchange(endpoint.exchange)
-                key = endpoint.routing_key or ""
+
+        async def one(index: int, endpoint: Endpoint, message: Message) -> None:
+            try:
+                exchange, key = await self._target(channel, endpoint)
+                # With publisher confirms on, publish returns once the broker confirmed.
+                await exchange.publish(_outgoing(message), routing_key=key, mandatory=True)
+            except aio_pika.exceptions.DeliveryError as exc:
+                settle(index, BrokerError(f"RabbitMQ did not take the message: {exc}"))
+            except _LOST as exc:
+                settle(index, BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: {exc}"))
+            except aiormq.exceptions.AMQPError as exc:  # a missing exchange, ...
+                settle(index, BrokerError(f"RabbitMQ refused the message: {exc!r}"))
+            except BrokerError as exc:
+                settle(index, exc)
             else:
-                exchange, key = channel.default_exchange, _required(endpoint.queue, "queue")
-            # With publisher confirms on, publish returns once the broker confirmed.
-            await exchange.publish(outgoing, routing_key=key, mandatory=True)
-        except aio_pika.exceptions.DeliveryError as exc:
-            raise BrokerError(f"RabbitMQ did not take the message: {exc}") from exc
-        except _LOST as exc:
-            raise BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: {exc}") from exc
+                settle(index, None)
+
+        async with anyio.create_task_group() as tg:
+            for index, (endpoint, message) in enumerate(messages):
+                tg.start_soon(one, index, endpoint, message)
+
+    async def _target(self, channel: AbstractChannel, endpoint: Endpoint
+                      ) -> tuple[AbstractExchange, str]:
+        """The exchange and routing key of `endpoint`; a named exchange is looked up (a
+        passive declare, one round trip) once per connection."""
+        if not endpoint.exchange:
+            return channel.default_exchange, _required(endpoint.queue, "queue")
+        exchange = self._exchanges.get(endpoint.exchange)
+        if exchange is None:
+            exchange = self._exchanges[endpoint.exchange] = await channel.get_exchange(
+                endpoint.exchange)
+        return exchange, endpoint.routing_key or ""
 
     async def backlog(self, endpoint: Endpoint) -> int | None:
         """The queue's ready messages (a passive declare, on a channel of its own: a
@@ -186,6 +221,13 @@ def _message(incoming: AbstractIncomingMessage, queue: str) -> Message:
 def _text_headers(headers: Mapping[str, Any]) -> dict[str, str]:
     return {name: value.decode() if isinstance(value, bytes) else str(value)
             for name, value in headers.items()}
+
+
+def _outgoing(message: Message) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=message.body, headers=dict(message.headers), content_type=message.content_type,
+        message_id=message.message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
 
 
 def _required(value: str | None, what: str) -> str:

@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio
 import redis.exceptions
 
-from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
+from runtime.brokers.base import (
+    BrokerError,
+    BrokerUnavailable,
+    Endpoint,
+    Message,
+    Received,
+    Settle,
+    Window,
+    publish_one,
+)
 from runtime.brokers.urls import redact
 
 _LOST = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -73,17 +82,34 @@ class RedisStreams:
             raise BrokerUnavailable(f"lost Redis at {redact(self._url)}: {exc}") from exc
 
     async def publish(self, endpoint: Endpoint, message: Message) -> None:
+        await publish_one(self.publish_many, endpoint, message)
+
+    async def publish_many(self, messages: Sequence[tuple[Endpoint, Message]],
+                           settle: Settle) -> None:
+        """One pipeline of XADDs (no MULTI): one round trip, a reply per entry."""
         client = self._connected()
-        fields: dict[str, str | bytes] = dict(message.headers)
-        if message.content_type:
-            fields["content-type"] = message.content_type
-        fields["data"] = message.body
+        pipe = client.pipeline(transaction=False)
+        for endpoint, message in messages:
+            fields: dict[str, str | bytes] = dict(message.headers)
+            if message.content_type:
+                fields["content-type"] = message.content_type
+            fields["data"] = message.body
+            pipe.xadd(_required(endpoint.stream, "stream"), fields)  # type: ignore[arg-type]
         try:
-            await client.xadd(_required(endpoint.stream, "stream"), fields)  # type: ignore[arg-type]
+            replies = await pipe.execute(raise_on_error=False)
         except _LOST as exc:
-            raise BrokerUnavailable(f"lost Redis at {redact(self._url)}: {exc}") from exc
+            lost = BrokerUnavailable(f"lost Redis at {redact(self._url)}: {exc}")
+            for index in range(len(messages)):
+                settle(index, lost)
+            return
         except redis.exceptions.RedisError as exc:
-            raise BrokerError(f"Redis did not take the message: {exc}") from exc
+            refused = BrokerError(f"Redis did not take the messages: {exc}")
+            for index in range(len(messages)):
+                settle(index, refused)
+            return
+        for index, reply in enumerate(replies):
+            settle(index, BrokerError(f"Redis did not take the message: {reply}")
+                   if isinstance(reply, Exception) else None)
 
     async def backlog(self, endpoint: Endpoint) -> int | None:
         """The group's lag (entries not yet read; Redis 7 tells it), None before Redis 7."""

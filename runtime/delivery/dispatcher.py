@@ -80,11 +80,13 @@ def backoff(failures: int) -> float:
     return min(MAX_STORE_BACKOFF, STORE_BACKOFF * 2.0 ** min(failures - 1, 16))
 
 
-def batch_size(mean_duration: float, buffered: int, runners: int) -> int:
-    """How many buffered deliveries one runner takes: about `BATCH_SPAN` of work,
-    at most its fair share of the buffer among the `runners` free to take some
-    (itself included), at least one."""
-    span = int(BATCH_SPAN / max(mean_duration, 1e-6))
+def batch_size(mean_duration: float, buffered: int, runners: int, pipelined: bool = False
+               ) -> int:
+    """How many buffered deliveries one runner takes: about `BATCH_SPAN` of work
+    (`MAX_BATCH` for a pipelined executor, whose items wait together rather than
+    one after another), at most its fair share of the buffer among the `runners`
+    free to take some (itself included), at least one."""
+    span = MAX_BATCH if pipelined else int(BATCH_SPAN / max(mean_duration, 1e-6))
     return fair_share(buffered, runners, min(MAX_BATCH, span))
 
 
@@ -129,8 +131,14 @@ class Dispatcher:
         route: Route,
         log: logging.Logger,
         poll: float = 1.0,
+        pipelined: bool = False,
     ) -> None:
+        """Args:
+            pipelined: `pool` runs a batch's items at once, each waiting on I/O (a
+                sink's publishes): it takes full batches, not `BATCH_SPAN`'s worth.
+        """
         self.spec = spec
+        self.pipelined = pipelined
         self.pool = pool
         self.store = store
         self.clock = clock
@@ -222,6 +230,8 @@ class Dispatcher:
 
     def _prefetch(self) -> int:
         per_slot = max(1, math.floor(PREFETCH_HORIZON / max(self._mean_duration, 1e-4)))
+        if self.pipelined:  # each of those runs is a batch, its items all waiting at once
+            per_slot *= MAX_BATCH
         return min(MAX_PREFETCH, self.spec.concurrency * per_slot)
 
     async def _claim_loop(self) -> None:
@@ -299,7 +309,8 @@ class Dispatcher:
         # Shared with the runners that are free, not with those still busy
         # with a batch: halving the buffer for a busy runner left a tail of
         # one-item batches, each costing a worker round trip.
-        size = batch_size(self._mean_duration, len(buffer), self._waiting_runners + 1)
+        size = batch_size(self._mean_duration, len(buffer), self._waiting_runners + 1,
+                          self.pipelined)
         batch = [buffer.popleft() for _ in range(size)]
         self._signal()
         return batch

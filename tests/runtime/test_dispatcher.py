@@ -43,6 +43,14 @@ def test_batch_size(mean: float, buffered: int, runners: int, expected: int) -> 
     assert batch_size(mean, buffered, runners) == expected
 
 
+def test_a_pipelined_executor_takes_full_batches_whatever_its_items_last() -> None:
+    """A sink's publishes of one batch wait on the broker together: 2 ms each is no reason
+    to run only 2-3 of them at once."""
+    assert batch_size(0.002, 1000, 2) == 2
+    assert batch_size(0.002, 1000, 2, pipelined=True) == MAX_BATCH
+    assert batch_size(0.002, 10, 2, pipelined=True) == 5  # still a fair share of the buffer
+
+
 def actions_spec(**options: Any) -> FunctionSpec:
     """Function "fn" running tests/runtime/handlers/actions.py:handle."""
     return FunctionSpec(

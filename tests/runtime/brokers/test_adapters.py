@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 import pytest
@@ -23,6 +24,11 @@ from runtime.brokers.base import (
     Received,
     open_broker,
 )
+from runtime.brokers.links import Link
+from runtime.brokers.sinks import SinkPublisher
+from runtime.brokers.specs import BrokerSpec, SinkSpec
+from runtime.clock import SystemClock
+from runtime.errors import Where
 from runtime.events import Event
 from tests.runtime.brokers.rigs import Rig, body_of
 
@@ -96,6 +102,19 @@ async def test_every_confirmed_publish_is_consumed_and_acknowledged(rig: Rig) ->
 
 async def _none_unsettled(rig: Rig) -> bool:
     return await rig.unsettled() == 0
+
+
+async def test_a_batch_published_at_once_is_settled_message_by_message(rig: Rig) -> None:
+    settled: list[tuple[int, BrokerError | None]] = []
+    batch = [(rig.endpoint(), Message(body_of(i), {"n": str(i)}, "application/json"))
+             for i in range(N)]
+    async with opened(rig) as broker:
+        await broker.publish_many(batch, lambda index, error: settled.append((index, error)))
+        assert sorted(index for index, _ in settled) == list(range(N)), "each settled once"
+        assert [error for _, error in settled if error is not None] == []
+        async with consuming(broker, rig.endpoint(), prefetch=100, ack=True) as got:
+            await until(lambda: len(got) >= N)
+        assert sorted(numbers(got)) == list(range(N))
 
 
 async def test_prefetch_bounds_unacknowledged_messages(rig: Rig) -> None:
@@ -231,6 +250,50 @@ async def test_publishing_where_the_broker_has_nowhere_to_put_it_is_an_error(rig
     async with opened(rig) as broker:
         with pytest.raises(BrokerError):
             await broker.publish(nowhere, Message(b"{}"))
+
+
+@pytest.mark.parametrize("rig", ["rabbitmq", "nats"], indirect=True)
+async def test_in_a_batch_only_the_messages_with_nowhere_to_go_fail(rig: Rig) -> None:
+    nowhere = Endpoint(queue=f"{rig.name}-missing", subject=f"{rig.name}-nowhere.x")
+    batch = [(nowhere if i % 3 == 1 else rig.endpoint(), Message(body_of(i)))
+             for i in range(30)]
+    settled: dict[int, BrokerError | None] = {}
+
+    def settle(index: int, error: BrokerError | None) -> None:
+        assert index not in settled, f"message {index} settled twice"
+        settled[index] = error
+
+    async with opened(rig) as broker:
+        await broker.publish_many(batch, settle)
+        failed = sorted(i for i, error in settled.items() if error is not None)
+        assert failed == [i for i in range(30) if i % 3 == 1]
+        assert not any(isinstance(settled[i], BrokerUnavailable) for i in failed)
+        async with consuming(broker, rig.endpoint(), prefetch=50, ack=True) as got:
+            await until(lambda: len(got) >= 20)
+            with anyio.move_on_after(0.5):
+                await until(lambda: len(got) > 20)
+        assert sorted(numbers(got)) == [i for i in range(30) if i % 3 != 1]
+
+
+@pytest.mark.parametrize("rig", ["nats"], indirect=True)
+async def test_a_sinks_batch_has_one_outcome_per_event_in_order(rig: Rig) -> None:
+    """A sink publishes its batch at once; an event with nowhere to go (no stream takes its
+    subject) fails only its own attempt, and the events around it are confirmed."""
+    where = Where(Path("fnrun.yaml"), 1, 1)
+    link = Link(BrokerSpec("b", where, url=rig.url))
+    sink = SinkPublisher(SinkSpec("out", where, broker="b", events="**", subject="{subject}"),
+                         lambda: link, SystemClock())
+    subjects = [f"{rig.name}.in" if i % 4 else "nowhere.x" for i in range(40)]
+    events = [Event(type="t", subject=s, data={"n": i}) for i, s in enumerate(subjects)]
+    async with anyio.create_task_group() as group:
+        group.start_soon(link.run)
+        outcomes = await sink.invoke_many([(event, 1) for event in events])
+        group.cancel_scope.cancel()
+    assert [o.status for o in outcomes] == ["ok" if i % 4 else "error" for i in range(40)]
+    assert all("NATS did not take" in (o.error or "") for o in outcomes[::4])
+    found = await rig.native_read(30)
+    assert sorted(json.loads(m.body)["n"] for m in found) == [i for i in range(40) if i % 4]
+    assert {m.headers["ce-id"] for m in found} == {e.id for i, e in enumerate(events) if i % 4}
 
 
 async def test_a_cut_connection_ends_consuming_with_broker_unavailable_or_heals(rig: Rig) -> None:
