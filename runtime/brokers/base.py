@@ -93,22 +93,6 @@ message's index, and None once the broker confirmed it, else the error that fail
 (`BrokerUnavailable` when the connection is gone)."""
 
 
-async def publish_one(
-    publish_many: Callable[[Sequence[tuple[Endpoint, Message]], Settle], Awaitable[None]],
-    endpoint: Endpoint, message: Message,
-) -> None:
-    """`Broker.publish` by way of the adapter's `publish_many`: raise what failed it."""
-    errors: list[BrokerError] = []
-
-    def settle(_index: int, error: BrokerError | None) -> None:
-        if error is not None:
-            errors.append(error)
-
-    await publish_many([(endpoint, message)], settle)
-    if errors:
-        raise errors[0]
-
-
 class Received:
     """A consumed message and the one way to settle it, `ack()` (once; later calls do nothing)."""
 

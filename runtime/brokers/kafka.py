@@ -24,17 +24,9 @@ import aiokafka
 import anyio
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from runtime.brokers.base import (
-    BrokerError,
-    BrokerUnavailable,
-    Endpoint,
-    Message,
-    Received,
-    Settle,
-    Window,
-    publish_one,
-)
+from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
 from runtime.brokers.offsets import Offsets
+from runtime.brokers.publishing import Settle, publish_one
 from runtime.brokers.urls import redact, servers
 
 DEFAULT_PORT = 9092

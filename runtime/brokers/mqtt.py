@@ -23,20 +23,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiomqtt
-import anyio
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from runtime.brokers.base import (
-    BrokerError,
-    BrokerUnavailable,
-    Endpoint,
-    Message,
-    Received,
-    Settle,
-    Window,
-    publish_one,
-)
+from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
+from runtime.brokers.publishing import Settle, publish_concurrently
 from runtime.brokers.urls import credentials, redact
 
 KEEPALIVE = 10
@@ -94,30 +85,19 @@ class Mqtt:
             _forget_disconnection(client)
 
     async def publish(self, endpoint: Endpoint, message: Message) -> None:
-        await publish_one(self.publish_many, endpoint, message)
+        if self._publisher is None:
+            raise BrokerUnavailable("not connected to MQTT")
+        try:
+            # QoS 1: returns once the broker's PUBACK came.
+            await self._publisher.publish(_required(endpoint.topic, "topic"), message.body,
+                                          qos=1, properties=self._properties(message))
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(f"MQTT did not take the message: {exc}") from exc
 
     async def publish_many(self, messages: Sequence[tuple[Endpoint, Message]],
                            settle: Settle) -> None:
         """Every message published at once at QoS 1, each settled by its own PUBACK."""
-        publisher = self._publisher
-        if publisher is None:
-            raise BrokerUnavailable("not connected to MQTT")
-
-        async def one(index: int, endpoint: Endpoint, message: Message) -> None:
-            try:
-                # QoS 1: returns once the broker's PUBACK came.
-                await publisher.publish(_required(endpoint.topic, "topic"), message.body,
-                                        qos=1, properties=self._properties(message))
-            except aiomqtt.MqttError as exc:
-                settle(index, BrokerUnavailable(f"MQTT did not take the message: {exc}"))
-            except BrokerError as exc:
-                settle(index, exc)
-            else:
-                settle(index, None)
-
-        async with anyio.create_task_group() as tg:
-            for index, (endpoint, message) in enumerate(messages):
-                tg.start_soon(one, index, endpoint, message)
+        await publish_concurrently(messages, self.publish, settle)
 
     def _properties(self, message: Message) -> Properties | None:
         """MQTT 5's content type and user properties (the headers); none in 3.1.1."""

@@ -27,16 +27,8 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
 
-from runtime.brokers.base import (
-    BrokerError,
-    BrokerUnavailable,
-    Endpoint,
-    Message,
-    Received,
-    Settle,
-    Window,
-    publish_one,
-)
+from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
+from runtime.brokers.publishing import Settle, publish_one
 from runtime.brokers.urls import redact
 
 _LOST = (OSError, nats.errors.ConnectionClosedError, nats.errors.NoServersError,

@@ -27,16 +27,8 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
-from runtime.brokers.base import (
-    BrokerError,
-    BrokerUnavailable,
-    Endpoint,
-    Message,
-    Received,
-    Settle,
-    Window,
-    publish_one,
-)
+from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
+from runtime.brokers.publishing import Settle, publish_concurrently
 from runtime.brokers.urls import redact
 
 _LOST = (OSError, asyncio.TimeoutError, aiormq.exceptions.AMQPConnectionError,
@@ -88,35 +80,25 @@ class RabbitMQ:
         raise BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: channel closed")
 
     async def publish(self, endpoint: Endpoint, message: Message) -> None:
-        await publish_one(self.publish_many, endpoint, message)
+        channel = self._publishing
+        if channel is None or self._connection is None:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        try:
+            exchange, key = await self._target(channel, endpoint)
+            # With publisher confirms on, publish returns once the broker confirmed.
+            await exchange.publish(_outgoing(message), routing_key=key, mandatory=True)
+        except aio_pika.exceptions.DeliveryError as exc:
+            raise BrokerError(f"RabbitMQ did not take the message: {exc}") from exc
+        except _LOST as exc:
+            raise BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: {exc}") from exc
+        except aiormq.exceptions.AMQPError as exc:  # a missing exchange, ...
+            raise BrokerError(f"RabbitMQ refused the message: {exc!r}") from exc
 
     async def publish_many(self, messages: Sequence[tuple[Endpoint, Message]],
                            settle: Settle) -> None:
         """Every message published at once on the confirming channel; each waits for its
         own confirm (or return), so one slow confirm holds up only its own message."""
-        channel = self._publishing
-        if channel is None or self._connection is None:
-            raise BrokerUnavailable("not connected to RabbitMQ")
-
-        async def one(index: int, endpoint: Endpoint, message: Message) -> None:
-            try:
-                exchange, key = await self._target(channel, endpoint)
-                # With publisher confirms on, publish returns once the broker confirmed.
-                await exchange.publish(_outgoing(message), routing_key=key, mandatory=True)
-            except aio_pika.exceptions.DeliveryError as exc:
-                settle(index, BrokerError(f"RabbitMQ did not take the message: {exc}"))
-            except _LOST as exc:
-                settle(index, BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: {exc}"))
-            except aiormq.exceptions.AMQPError as exc:  # a missing exchange, ...
-                settle(index, BrokerError(f"RabbitMQ refused the message: {exc!r}"))
-            except BrokerError as exc:
-                settle(index, exc)
-            else:
-                settle(index, None)
-
-        async with anyio.create_task_group() as tg:
-            for index, (endpoint, message) in enumerate(messages):
-                tg.start_soon(one, index, endpoint, message)
+        await publish_concurrently(messages, self.publish, settle)
 
     async def _target(self, channel: AbstractChannel, endpoint: Endpoint
                       ) -> tuple[AbstractExchange, str]:

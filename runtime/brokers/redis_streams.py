@@ -21,16 +21,8 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from runtime.brokers.base import (
-    BrokerError,
-    BrokerUnavailable,
-    Endpoint,
-    Message,
-    Received,
-    Settle,
-    Window,
-    publish_one,
-)
+from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
+from runtime.brokers.publishing import Settle, publish_one
 from runtime.brokers.urls import redact
 
 _LOST = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
