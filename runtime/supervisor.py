@@ -12,8 +12,8 @@ import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -28,7 +28,8 @@ from runtime.delivery.dispatcher import Dispatcher
 from runtime.delivery.intake import Intake, Phase
 from runtime.errors import UsageError
 from runtime.flow.batch import flow_dispatcher
-from runtime.http.catalog import base_url, describe_functions, webhook_lines
+from runtime.http.catalog import base_url, webhook_lines
+from runtime.http.view import LiveView
 from runtime.ingress import HttpTrigger, Router, Trigger
 from runtime.metrics import Metrics
 from runtime.pool import sandbox
@@ -39,7 +40,7 @@ from runtime.project.manifest import function_fingerprint, load_project, scan_fi
 from runtime.project.registry import Diff, diff
 from runtime.project.reload_plan import ReloadPlan, Serving
 from runtime.project.settings_loader import serving_problem
-from runtime.specs import FunctionSpec, HttpSettings, Project, Settings
+from runtime.specs import FunctionSpec, Project, Settings
 from runtime.worker import confine
 
 if TYPE_CHECKING:
@@ -86,7 +87,8 @@ class RunningSink:
 
 
 class Supervisor:
-    """Runs a project until told to stop. Implements `RuntimeView`; its `ingress` takes events."""
+    """Runs a project until told to stop: composition, lifecycle and the one writer of what
+    runs. Events come in through its `ingress`; `/_/` reads it through its `view`."""
 
     def __init__(
         self,
@@ -98,7 +100,7 @@ class Supervisor:
         reload: bool = False,
         freeze_heap: bool = False,
         isolate: bool = False,
-        announce: Callable[[Supervisor], Awaitable[None]] | None = None,
+        announce: Callable[[LiveView], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.announce = announce
@@ -133,75 +135,27 @@ class Supervisor:
         self._triggers: dict[str, Trigger] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._stop = anyio.Event()
-        self.metrics.set_sources(self._depth, self._live_workers)
+        self.metrics.set_sources(self._depth, self.live_workers)
         self.metrics.brokers.view = self.brokers.describe
+        self.view = LiveView(self, self.ingress, self.metrics, self.brokers, self.clock)
+        """What the HTTP API, the dashboard and the banner read of this node."""
 
-    # -- RuntimeView ----------------------------------------------------------
+    # -- what runs, as the view reads it ---------------------------------------
 
     @property
     def draining(self) -> bool:
         return self.ingress.phase is Phase.STOPPING
 
-    @property
-    def served(self) -> HttpSettings:
-        """The HTTP settings with the port listened on: `--port 0` asks for any free one."""
-        http = self.settings.http
-        return http if self.http_server is None else replace(http, port=self.http_server.port)
+    def live_workers(self) -> Mapping[str, int]:
+        return {name: r.pool.live_workers for name, r in self._functions.items()}
 
-    async def functions_json(self) -> list[dict[str, Any]]:
-        if self.project is None:
-            return []
-        counts = await self.store.counts()
-        listing = describe_functions(
-            self.project, counts, self.clock.now(), self._live_workers(), self.served
-        )
-        for function in listing:
-            failure = self.load_failures.get(function["name"])
-            function["load_error"] = failure.line if failure else None
-        return listing
-
-    async def brokers_json(self) -> dict[str, Any]:
-        """`GET /_/brokers`: brokers, sources and sinks with their state (SPEC 10), and
-        each sink's deliveries not yet exported."""
-        out = self.brokers.describe()
-        if out["sinks"]:
-            counts = await self.store.counts()
-            for name, sink in out["sinks"].items():
-                found = counts.get(name)  # not yet exported: waiting or being published
-                sink["pending"] = found.pending + found.running if found else 0
-        return out
-
-    @property
-    def reload_error(self) -> str | None:
-        """What keeps the project from running as it is on disk: one line per problem."""
-        lines = list(self.declaration_errors)
-        for name, failure in sorted(self.load_failures.items()):
-            state = "keeps its last good version" if name in self._functions else "is not running"
-            lines.append(f"{failure.line} (function {name} {state})")
-        return "\n".join(lines) or None
-
-    def health_detail(self) -> dict[str, Any]:
-        # Claims that fail, or else what producers were last refused for (a
-        # node with no claims going on learns of an outage only from them).
+    def claim_error(self) -> str | None:
         troubles = (r.dispatcher.store_error for r in self._functions.values())
-        claims = next((t for t in troubles if t is not None), None)
-        return {
-            "functions": len(self._functions),
-            "draining": self.draining,
-            "reload_error": self.reload_error,
-            "load_errors": {name: f.line for name, f in sorted(self.load_failures.items())},
-            # Informative, not a 503: restarting a node cannot bring its store back.
-            "store_error": claims or self.store.outage.error,
-            # Informative too: a broker that is down is named, and reconnected meanwhile.
-            **self.brokers.describe(),
-        }
+        return next((t for t in troubles if t is not None), None)
 
     def _pool_of(self, function: str) -> WorkerPool | None:
         running = self._functions.get(function)
         return running.pool if running is not None else None
-
-    def _live_workers(self) -> Mapping[str, int]:
-        return {name: r.pool.live_workers for name, r in self._functions.items()}
 
     async def _depth(self) -> Mapping[str, tuple[int, int, int]]:
         counts = await self.store.counts()
@@ -302,9 +256,9 @@ class Supervisor:
                     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
                 self.ingress.serve()
                 log.info("ready: %d functions, serving %s", len(project.functions),
-                         base_url(self.served))
+                         base_url(self.view.served))
                 if self.announce is None:
-                    for line in webhook_lines(project, self.served):
+                    for line in webhook_lines(project, self.view.served):
                         log.info("%s", line)
                 if self.reload:
                     from runtime.project.reloader import (
@@ -322,7 +276,7 @@ class Supervisor:
 
     async def _announce(self) -> None:
         if self.announce is not None:
-            await self.announce(self)
+            await self.announce(self.view)
 
     def _confine_workers(self) -> None:
         """Blocking: close the store to workers and plan their sandbox (`runtime.pool.sandbox`)."""
@@ -435,7 +389,7 @@ class Supervisor:
 
         webhooks = next((t.asgi for t in self._triggers.values() if isinstance(t, HttpTrigger)),
                         None)
-        app = http.create_app(self, webhooks)
+        app = http.create_app(self.view, webhooks)
         self.http_server = await tg.start(server.serve, app, self.settings.http)
 
     def new_pool(self, spec: FunctionSpec) -> WorkerPool:

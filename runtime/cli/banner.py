@@ -26,8 +26,11 @@ MAX_LISTED = 200
 class Shown(Protocol):
     """What the banner shows of a running supervisor."""
 
-    settings: Settings
-    declaration_errors: tuple[str, ...]
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def declaration_errors(self) -> tuple[str, ...]: ...
 
     @property
     def served(self) -> HttpSettings: ...

@@ -43,7 +43,8 @@ HEADERS = {
 class DashboardView(Protocol):
     """What the dashboard reads from the running supervisor (part of `RuntimeView`)."""
 
-    settings: Settings
+    @property
+    def settings(self) -> Settings: ...
 
     @property
     def ingress(self) -> Ingress: ...

@@ -45,8 +45,10 @@ log = logging.getLogger("fnrun.http")
 class RuntimeView(Protocol):
     """What the HTTP API reads from the running supervisor."""
 
-    settings: Settings
     metrics: Metrics
+
+    @property
+    def settings(self) -> Settings: ...
 
     @property
     def ingress(self) -> Ingress: ...

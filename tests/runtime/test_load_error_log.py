@@ -34,7 +34,7 @@ async def test_a_load_failure_is_logged_once_with_function_and_handler(
         assert answer.status_code == 202
         # Loaded at start, in a worker: not served, its delivery waits (SPEC 5.5).
         assert "b" not in supervisor.serving().fingerprints
-        assert supervisor.health_detail()["load_errors"] == {
+        assert supervisor.view.health_detail()["load_errors"] == {
             "b": f"{functions / 'b.py'}:4:1: RuntimeError: not deployable yet"
         }
         counts = await supervisor.store.counts()

@@ -164,14 +164,14 @@ async def test_broken_yaml_keeps_the_last_good_version_and_shows_the_error(rig: 
     assert result.errors and result.change == Diff()
     yaml_file = rig.functions / "echo.yaml"
     assert all(line.startswith(f"{yaml_file}:") for line in result.errors), result.errors
-    detail = rig.supervisor.health_detail()
+    detail = rig.supervisor.view.health_detail()
     assert detail["reload_error"].startswith(f"{yaml_file}:")
     assert await rig.version("echo") == 1
     assert rig.supervisor.ingress.targets("t.go") == ["echo"]
     rig.write("functions/echo.yaml", declare("echo", "t.go"))
     result = await rig.save("functions/echo.yaml")
     assert not result.errors
-    assert rig.supervisor.health_detail()["reload_error"] is None
+    assert rig.supervisor.view.health_detail()["reload_error"] is None
 
 
 async def test_a_syntax_error_keeps_the_old_version(rig: Rig) -> None:
@@ -192,12 +192,12 @@ async def test_an_import_error_keeps_the_old_version_serving(rig: Rig) -> None:
     assert not result.errors
     assert result.change == Diff()
     assert "no_such_module_here" in result.failed["echo"]
-    assert "no_such_module_here" in rig.supervisor.health_detail()["reload_error"]
+    assert "no_such_module_here" in rig.supervisor.view.health_detail()["reload_error"]
     assert await rig.version("echo") == 1
     rig.function("echo", 3)
     result = await rig.save("functions/echo.py")
     assert result.change == Diff(changed=("echo",)) and not result.failed
-    assert rig.supervisor.health_detail()["reload_error"] is None
+    assert rig.supervisor.view.health_detail()["reload_error"] is None
     assert await rig.version("echo") == 3
 
 
@@ -215,21 +215,21 @@ async def test_a_new_function_that_cannot_import_is_not_served_and_its_events_wa
     assert rig.supervisor.ingress.targets("t.bad") == ["bad"]
     [event] = [Event(type="t.bad", source="tests")]
     assert await rig.supervisor.ingress.publish([event])
-    listing = {f["name"]: f for f in await rig.supervisor.functions_json()}
+    listing = {f["name"]: f for f in await rig.supervisor.view.functions_json()}
     assert listing["bad"]["load_error"] == result.failed["bad"]
     assert listing["echo"]["load_error"] is None
-    assert rig.supervisor.health_detail()["load_errors"] == {"bad": result.failed["bad"]}
+    assert rig.supervisor.view.health_detail()["load_errors"] == {"bad": result.failed["bad"]}
     # A save of another file does not try it again (nor log its error again).
     rig.checked.clear()
     rig.function("echo", 2)
     result = await rig.save("functions/echo.py")
     assert result.change == Diff(changed=("echo",)) and rig.checked == ["echo"]
-    assert "bad" in rig.supervisor.health_detail()["load_errors"]
+    assert "bad" in rig.supervisor.view.health_detail()["load_errors"]
     rig.function("bad", 1, topic="t.bad")
     result = await rig.save("functions/bad.py")
     assert result.change == Diff(added=("bad",)) and not result.failed
     await until(lambda: event.id in rig.handled())
-    assert rig.supervisor.health_detail()["load_errors"] == {}
+    assert rig.supervisor.view.health_detail()["load_errors"] == {}
 
 
 async def test_a_bad_yaml_file_does_not_block_other_functions(rig: Rig) -> None:
@@ -244,7 +244,7 @@ async def test_a_bad_yaml_file_does_not_block_other_functions(rig: Rig) -> None:
     assert len(result.errors) == 1 and result.errors[0].startswith(f"{rig.functions}/echo.yaml:")
     assert await rig.version("echo") == 1 and await rig.version("other") == 2
     assert rig.supervisor.ingress.targets("t.go") == ["echo"]
-    assert rig.supervisor.reload_error == result.errors[0]
+    assert rig.supervisor.view.reload_error == result.errors[0]
     # A function first declared in a bad file stays out until the file is fixed.
     rig.write("functions/new.yaml", declare("new", "t.new", "    triggers: []\n"))
     rig.write("functions/new.py", rig.code(1))
@@ -254,7 +254,7 @@ async def test_a_bad_yaml_file_does_not_block_other_functions(rig: Rig) -> None:
     rig.write("functions/echo.yaml", declare("echo", "t.go"))
     result = await rig.save("functions/new.yaml", "functions/echo.yaml")
     assert result.change == Diff(added=("new",)) and not result.errors
-    assert rig.supervisor.reload_error is None
+    assert rig.supervisor.view.reload_error is None
 
 
 async def test_only_functions_whose_files_changed_reload(rig: Rig) -> None:
