@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import fnrun_app, queues
+from bench import fnrun_app, queues, redisdb
 from bench.harness import Case, Context, Scenario
 from bench.peers import stamps
 from bench.procs import wait_until
+from bench.redisdb import NOTHING
 from bench.scenarios.drain import total
 
 KEYS = 100
@@ -45,14 +46,16 @@ def noop_batch(events):
 
 
 def flow_drain(
-    handler: str, concurrency: int, rules: str
+    handler: str, concurrency: int, rules: str, *, redis: bool = False
 ) -> Callable[[Context], dict[str, float]]:
     def case(ctx: Context) -> dict[str, float]:
         folder = queues.stamp_folder(ctx)
         text = DECLARATION.format(handler=handler, concurrency=concurrency, stamps=folder,
                                   rules=rules)
         project = fnrun_app.write_project(ctx.scratch("flow"), text, {"noop.py": HANDLER})
-        url = fnrun_app.sqlite_url(project)
+        url = ctx.redis(NOTHING) if redis else fnrun_app.sqlite_url(project)
+        if redis:
+            redisdb.flush(url)
         count = total(ctx)
         fnrun_app.preload(url, "bench.noop", ["noop"], count, keys=KEYS)
         supervisor = fnrun_app.Supervisor(ctx, project, url, name="fnrun-flow")
@@ -63,6 +66,8 @@ def flow_drain(
                        "the last outcomes", every=queues.POLL)
         finally:
             supervisor.stop()
+            if redis:
+                redisdb.flush(url)
         return {"events/s": runs / (last - first)}
     return case
 
@@ -78,9 +83,12 @@ SCENARIO = Scenario(
         Case("order: key, concurrency 8", flow_drain("noop", 8, ORDERED)),
         Case("batch 100, concurrency 2",
              flow_drain("noop_batch", 2, "    batch: {max_size: 100, max_wait: 200ms}\n")),
+        Case("redis: unordered, concurrency 8", flow_drain("noop", 8, "", redis=True)),
+        Case("redis: order: key, concurrency 8", flow_drain("noop", 8, ORDERED, redis=True)),
     ],
     notes=(
-        "SQLite store, durable commits, the backlog published through the store API "
+        "SQLite store, durable commits (the redis: cases on the run's Redis that keeps "
+        "nothing), the backlog published through the store API "
         "before `fnrun run` starts, each event's partitionkey one of 100 keys. order: key "
         "runs one event per key at a time in publish order (SPEC 12); batch hands the "
         "handler up to 100 events per call. --drain-events sets the backlog."
