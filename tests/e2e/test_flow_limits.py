@@ -3,11 +3,16 @@ checked from the intervals the handlers record."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from tests.e2e.flow_checks import FLOW_RECORDER, FULL, by_key, max_overlap
+from tests.e2e.flow_checks import (
+    FLOW_RECORDER,
+    FULL,
+    by_key,
+    max_overlap,
+    starts_within,
+    within_rate,
+)
 from tests.e2e.harness import Project, wait_until
 
 
@@ -38,27 +43,6 @@ def handle(event, ctx):
     for key, attempts in by_key(calls).items():
         assert max_overlap(attempts) == 1, f"two runs of key {key} at once"
     assert max_overlap(calls) == 4, "the limit of 4 was exceeded or never reached"
-
-
-def within_rate(calls: list[dict[str, Any]], limit: int) -> bool:
-    """Starts within `limit` per second. The budget is spent when a node claims a
-    delivery, and its handler starts a dispatch later (a few ms, more on a loaded
-    machine), which shifts a start into the next second now and then: so any
-    0.75 s holds at most `limit` starts, and the whole run at most `limit` a second."""
-    starts = sorted(c["start"] for c in calls)
-    seconds = round(starts[-1] - starts[0]) + 1  # n bursts span n - 1 periods, give or take jitter
-    return starts_within(calls, 0.75) <= limit and len(starts) <= limit * seconds
-
-
-def starts_within(calls: list[dict[str, Any]], window: float) -> int:
-    """Most attempts that started within any `window` seconds."""
-    starts = sorted(c["start"] for c in calls)
-    most, first = 0, 0
-    for last, at in enumerate(starts):
-        while at - starts[first] >= window:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 RATE = 20 if FULL else 8
