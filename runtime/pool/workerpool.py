@@ -7,7 +7,8 @@ item that was running and the items after it are known never to have
 started. Concurrency is unchanged: a worker runs one item at a time, and at
 most `spec.concurrency` batches run at once. Workers, their command line
 and environment live in `runtime.pool.process`; the socket protocol in
-`runtime.pool.channel`.
+`runtime.pool.channel`; which workers are alive, idle or spare, and ending
+them in the background, in `runtime.pool.roster`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import asyncio
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,6 +39,7 @@ from runtime.pool.process import (
     lifeline,
     worker_env,
 )
+from runtime.pool.roster import Roster
 from runtime.pool.warmup import locate
 from runtime.specs import FunctionSpec
 from runtime.worker import protocol
@@ -100,21 +101,19 @@ class WorkerPool:
         self._spare_at = max(1, max_uses - max(1, int(max_uses * SPARE_LEAD)))
         self._env = worker_env(spec, os.environ if env_base is None else env_base, log)
         self._slots = anyio.Semaphore(spec.concurrency, fast_acquire=True)
-        self._idle: list[WorkerProcess] = []
-        self._spares: list[WorkerProcess] = []
+        self._workers = Roster()
         self._starting: set[_SpareStart] = set()
-        self._workers: set[WorkerProcess] = set()
+        """Replacements being started in the background (`_start_spare`)."""
         self._running = 0
         self._quiet: anyio.Event | None = None
         self._closing = False
-        self._exiting: set[threading.Thread] = set()
         self._load_error: LoadError | None = None
         self._singles = Coalescer(self._slots, self._in_slot, self._no_worker, spec.concurrency)
 
     @property
     def live_workers(self) -> int:
         """Worker processes alive now (busy, idle or spare)."""
-        return len(self._workers)
+        return len(self._workers.live)
 
     @property
     def running(self) -> int:
@@ -235,7 +234,7 @@ class WorkerPool:
             return outcomes
         except BaseException:
             # Cancelled mid-invocation: the worker's state is unknown, so it goes.
-            self._retire_worker(worker, kill=True)
+            self._workers.retire(worker, kill=True)
             raise
         self._release(worker, fatal=fatal)
         return outcomes
@@ -311,12 +310,12 @@ class WorkerPool:
     async def _acquire(self) -> WorkerProcess | None:
         """A warm worker, a ready spare, the spare being started, or a new one."""
         while True:
-            if self._idle or self._spares:
-                worker = self._idle.pop() if self._idle else self._spares.pop()
+            worker = self._workers.take()
+            if worker is not None:
                 if worker.channel.usable:
                     return worker
                 # It died while idle (or spoke unasked): replaced, and no item is charged.
-                self._retire_worker(worker, kill=False)
+                self._workers.retire(worker, kill=False)
                 continue
             if not self._starting:
                 return await self._spawn()
@@ -331,12 +330,12 @@ class WorkerPool:
         """
         if self._closing:
             raise WorkerError(f"the worker pool of {self.spec.name} is closed")
-        if self._idle or self._spares:
+        if self._workers.waiting:
             return None
         worker = await self._spawn()
         if worker is None:
             return self.load_error or "the handler did not load"
-        self._idle.append(worker)
+        self._workers.idle.append(worker)
         return None
 
     def _start_spare(self) -> None:
@@ -357,9 +356,9 @@ class WorkerPool:
             if start.scope.cancelled_caught or worker is None:
                 return
             if self._closing:
-                self._retire_worker(worker, kill=False)
+                self._workers.retire(worker, kill=False)
             else:
-                self._spares.append(worker)
+                self._workers.spares.append(worker)
         finally:
             self._starting.discard(start)
             start.done.set()
@@ -392,7 +391,7 @@ class WorkerPool:
             abandon(handle)
             raise
         worker = WorkerProcess(handle, channel, self.spec.name, self.log)
-        self._workers.add(worker)
+        self._workers.live.add(worker)
         deadline = asyncio.get_running_loop().time() + LOAD_TIMEOUT + self.spec.timeout
         try:
             first = await channel.receive(deadline)
@@ -425,42 +424,29 @@ class WorkerPool:
     def _release(self, worker: WorkerProcess, *, fatal: bool) -> None:
         """Back to the idle list, or retired if used up, broken or the pool is closing."""
         if fatal or self._closing or worker.uses >= self.max_uses:
-            self._retire_worker(worker, kill=False)
-            if self._spares and not self._closing:
-                self._idle.append(self._spares.pop())
+            self._workers.retire(worker, kill=False)
+            if not self._closing:
+                self._workers.promote_spare()
             return
         if worker.uses >= self._spare_at and not worker.replaced:
             worker.replaced = True
             self._start_spare()
-        self._idle.append(worker)
+        self._workers.idle.append(worker)
 
     async def _discard(self, worker: WorkerProcess, *, kill: bool) -> int | None:
         """Forget the worker and end it; its exit code."""
-        self._workers.discard(worker)
+        self._workers.forget(worker)
         worker.channel.close()
         if kill:
             worker.kill()
         return await anyio.to_thread.run_sync(worker.finish, STOP_WAIT if kill else 1.0)
-
-    def _retire_worker(self, worker: WorkerProcess, *, kill: bool) -> None:
-        """End a worker in the background, so no invocation waits for its exit."""
-        self._workers.discard(worker)
-        worker.channel.close()  # EOF: the worker exits
-        if kill:
-            worker.kill()
-        thread = threading.Thread(target=worker.finish, args=(STOP_WAIT,), daemon=True)
-        thread.start()
-        self._exiting = {t for t in self._exiting if t.is_alive()}
-        self._exiting.add(thread)
 
     # -- stopping --------------------------------------------------------------
 
     def retire(self) -> None:
         """Take no new invocations; idle workers exit now, busy ones after their current one."""
         self._closing = True
-        idle, self._idle, spares, self._spares = self._idle, [], self._spares, []
-        for worker in idle + spares:
-            self._retire_worker(worker, kill=False)
+        self._workers.retire_waiting()
 
     async def aclose(self, grace: float = 30.0) -> None:
         """Stop: running invocations get `grace` seconds, then every worker is killed and reaped."""
@@ -469,16 +455,14 @@ class WorkerPool:
             await self._wait_quiet()
         for start in self._starting:
             start.scope.cancel()
-        for worker in list(self._workers):
+        for worker in list(self._workers.live):
             worker.kill()  # the running invocations see EOF and report a crash
         with anyio.move_on_after(STOP_WAIT):
             await self._wait_quiet()
         await self._spares_started()
-        for worker in list(self._workers):
-            self._retire_worker(worker, kill=True)
-        exiting, self._exiting = self._exiting, set()
-        for thread in exiting:
-            await anyio.to_thread.run_sync(thread.join)
+        for worker in list(self._workers.live):
+            self._workers.retire(worker, kill=True)
+        await self._workers.join()
 
     async def _wait_quiet(self) -> None:
         while self._running:
