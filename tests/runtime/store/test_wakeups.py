@@ -97,7 +97,7 @@ async def test_another_process_committing_wakes_a_dispatcher_busy_meanwhile(
             await anyio.wait_all_tasks_blocked()
             await emit.publish([(Event(type="x", id="e1"), ["a"])])
             with anyio.fail_after(PROMPT):  # c sees the commit and wakes everyone...
-                while "c" in supervisor._wakeups:
+                while "c" in supervisor.waiting():
                     await anyio.sleep(0.01)
         # ...a too, though it was not waiting: its claim ran before that commit.
         await returns_promptly(supervisor, "a")
