@@ -321,7 +321,7 @@ class Supervisor:
         self.store.configure(_leases(project))
         self._bind_triggers(project)
         for name in change.removed + change.changed:
-            self._tg.start_soon(self._stop_function, self._functions.pop(name), self.grace)
+            self._tg.start_soon(self._stop_loop, self._functions.pop(name), self.grace)
         warmed = dict(plan.pools)
         for name in change.added + change.changed:
             self._start_function(
@@ -339,7 +339,7 @@ class Supervisor:
         await self.brokers.apply(self._tg, project.brokers, project.sources, project.sinks)
         for name, running in list(self._sinks.items()):
             if project.sinks.get(name) != running.spec:
-                self._tg.start_soon(self._stop_sink, self._sinks.pop(name), self.grace)
+                self._tg.start_soon(self._stop_loop, self._sinks.pop(name), self.grace)
         for name, spec in project.sinks.items():
             if name not in self._sinks:
                 self._start_sink(spec)
@@ -354,24 +354,7 @@ class Supervisor:
             pipelined=publisher.pipelined,
         )
         running = self._sinks[spec.name] = RunningSink(spec, publisher, dispatcher)
-        self._tg.start_soon(self._run_sink, running)
-
-    async def _run_sink(self, running: RunningSink) -> None:
-        try:
-            with running.scope:
-                await running.dispatcher.run()
-        finally:
-            running.done.set()
-
-    async def _stop_sink(self, running: RunningSink, grace: float) -> None:
-        """No new deliveries; publishes under way get `grace` to be confirmed."""
-        running.dispatcher.stop()
-        with anyio.move_on_after(grace):
-            await running.done.wait()
-        if not running.done.is_set():
-            running.scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await running.done.wait()
+        self._tg.start_soon(self._run_loop, running)
 
     def _bind_triggers(self, project: Project) -> None:
         self.project = project
@@ -409,23 +392,23 @@ class Supervisor:
         )
         running = Running(spec, fingerprint or function_fingerprint(spec), pool, dispatcher)
         self._functions[spec.name] = running
-        self._tg.start_soon(self._run_function, running)
+        self._tg.start_soon(self._run_loop, running)
 
-    async def _run_function(self, running: Running) -> None:
+    async def _run_loop(self, running: Running | RunningSink) -> None:
         try:
             with running.scope:
                 await running.dispatcher.run()
         finally:
             running.done.set()
 
-    async def _stop_function(self, running: Running, grace: float) -> None:
-        """Stop one function: no new work, running invocations finish within `grace`.
+    async def _stop_loop(self, running: Running | RunningSink, grace: float) -> None:
+        """Stop one function or sink: no new work, what runs finishes within `grace`.
 
-        Invocations still running after it are cancelled, which kills their
-        workers; their deliveries stay `running` and are retried on the next
-        start (SPEC 5.7), without counting as a failure now. Sync webhook
-        calls, which the dispatcher does not track, get what is left of the
-        grace period from the pool.
+        Invocations (or publishes) still running after it are cancelled, which
+        kills their workers; their deliveries stay `running` and are retried on
+        the next start (SPEC 5.7), without counting as a failure now. Sync
+        webhook calls, which the dispatcher does not track, get what is left
+        of the grace period from the pool (a sink's publisher has nothing to close).
         """
         deadline = anyio.current_time() + grace
         running.dispatcher.stop()
@@ -443,9 +426,9 @@ class Supervisor:
         await self.brokers.stop_sources()  # each acknowledges what it stored, no more
         async with anyio.create_task_group() as tg:
             for running in list(self._functions.values()):
-                tg.start_soon(self._stop_function, running, self.grace)
+                tg.start_soon(self._stop_loop, running, self.grace)
             for sink in list(self._sinks.values()):
-                tg.start_soon(self._stop_sink, sink, self.grace)
+                tg.start_soon(self._stop_loop, sink, self.grace)
         self._functions.clear()
         self._sinks.clear()
         await self.brokers.close()
