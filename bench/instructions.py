@@ -54,7 +54,8 @@ def pinned(argv: list[str]) -> None:
     from runtime.delivery import dispatcher
 
     size = dispatcher.batch_size
-    dispatcher.batch_size = lambda mean, buffered, runners: size(1e-6, buffered, runners)
+    dispatcher.batch_size = lambda mean, buffered, runners, *rest: size(  # (rest: pipelined)
+        1e-6, buffered, runners, *rest)
     dispatcher.Dispatcher._prefetch = lambda self: dispatcher.MAX_PREFETCH  # type: ignore
     sys.argv = ["runtime", *argv]
     runpy.run_module("runtime", run_name="__main__", alter_sys=True)
