@@ -43,7 +43,7 @@ log = logging.getLogger("fnrun.http")
 
 
 class RuntimeView(Protocol):
-    """What the HTTP API reads from the running supervisor."""
+    """What the HTTP API reads from the running supervisor (`runtime.http.view.LiveView`)."""
 
     metrics: Metrics
 
