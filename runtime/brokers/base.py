@@ -3,9 +3,10 @@
 A `Broker` holds the connections to one broker URL. `consume` hands out
 `Received` messages, at most `prefetch` of them not yet acknowledged;
 `Received.ack` settles one with the broker (AMQP ack, Kafka offset commit,
-NATS ack, MQTT PUBACK, XACK). `publish` returns only once the broker
-confirmed the message; `publish_many` sends a batch without waiting between
-messages and reports each one's confirmation (or error) as it comes.
+NATS ack, MQTT PUBACK, XACK), `ack_all` many in as few broker calls as the
+adapter can. `publish` returns only once the broker confirmed the message;
+`publish_many` sends a batch without waiting between messages and reports
+each one's confirmation (or error) as it comes.
 Connection loss surfaces as `BrokerUnavailable`: the caller closes the
 adapter and opens a new one later (with its own backoff), and whatever was
 not acknowledged is delivered again.
@@ -93,16 +94,25 @@ message's index, and None once the broker confirmed it, else the error that fail
 (`BrokerUnavailable` when the connection is gone)."""
 
 
+Acks = Callable[[Sequence[Any]], Awaitable[None]]
+"""An adapter's acknowledgement of some of one consumer's messages, by their tokens, in as
+few broker calls as it can (one XACK, one Kafka commit, one AMQP `multiple` ack, ...)."""
+
+
 class Received:
-    """A consumed message and the one way to settle it, `ack()` (once; later calls do nothing)."""
+    """A consumed message and the one way to settle it, `ack()` (once; later calls do nothing).
 
-    __slots__ = ("message", "_ack", "_release", "_settled")
+    `token` is the adapter's own handle on it (an AMQP delivery, a Kafka offset, a stream
+    entry id, ...), handed to its consumer's `Acks`; `ack_all` settles many at once.
+    """
 
-    def __init__(
-        self, message: Message, ack: Callable[[], Awaitable[None]], release: Callable[[], None]
-    ) -> None:
+    __slots__ = ("message", "token", "_acks", "_release", "_settled")
+
+    def __init__(self, message: Message, token: Any, acks: Acks, release: Callable[[], None]
+                 ) -> None:
         self.message = message
-        self._ack = ack
+        self.token = token
+        self._acks = acks
         self._release = release
         self._settled = False
 
@@ -113,13 +123,35 @@ class Received:
             BrokerUnavailable: the connection that delivered it is gone (the
                 broker will deliver it again).
         """
-        if self._settled:
-            return
-        self._settled = True
-        try:
-            await self._ack()
-        finally:
-            self._release()
+        await ack_all((self,))
+
+
+async def ack_all(batch: Sequence[Received]) -> None:
+    """Acknowledge each of `batch` not settled yet: one `Acks` call per consumer they came
+    from (a source's batch all come from one), then free their `prefetch` slots.
+
+    Raises:
+        BrokerUnavailable: a connection that delivered some of them is gone (each
+            consumer was asked; the first error is raised).
+    """
+    groups: dict[int, tuple[Acks, list[Received]]] = {}
+    for received in batch:
+        if not received._settled:
+            received._settled = True
+            groups.setdefault(id(received._acks), (received._acks, []))[1].append(received)
+    errors: list[BrokerError] = []
+    try:
+        for acks, members in groups.values():
+            try:
+                await acks([received.token for received in members])
+            except BrokerError as exc:
+                errors.append(exc)
+    finally:
+        for _, members in groups.values():
+            for received in members:
+                received._release()
+    if errors:
+        raise errors[0]
 
 
 class Window:
@@ -142,9 +174,9 @@ class Window:
     def give_back(self) -> None:
         self._slots.release()
 
-    def received(self, message: Message, ack: Callable[[], Awaitable[None]]) -> Received:
-        """`message` with its `ack`, holding the slot taken for it."""
-        return Received(message, ack, self._slots.release)
+    def received(self, message: Message, token: Any, acks: Acks) -> Received:
+        """`message` with its `token` for `acks`, holding the slot taken for it."""
+        return Received(message, token, acks, self._slots.release)
 
 
 class Broker(Protocol):

@@ -3,8 +3,8 @@
 A source is a member of its consumer group with auto-commit off; an
 acknowledgement commits the partition's offset only when it and every
 offset before it were acknowledged (`offsets.Offsets`), so a crash
-redelivers exactly the unfinished tail. Concurrent acknowledgements share
-one commit request. A sink's producer waits for all in-sync replicas
+redelivers exactly the unfinished tail. A batch of acknowledgements is one
+commit request, and concurrent ones share one. A sink's producer waits for all in-sync replicas
 (`acks="all"`); it is not idempotent, because brokers such as Tansu do not
 support that, and a retried send may therefore duplicate a message (the
 event id travels with it, so consumers can dedupe). aiokafka reconnects
@@ -24,6 +24,7 @@ import aiokafka
 import anyio
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from runtime.brokers.acking import Acks
 from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
 from runtime.brokers.offsets import Offsets
 from runtime.brokers.publishing import Settle, publish_one
@@ -68,7 +69,7 @@ class Kafka:
         consumer.subscribe([topic], listener=_Revoked(offsets))
         self._consumers[(topic, group)] = consumer
         window = Window(prefetch)
-        commit = _committer(consumer, offsets)
+        acks = _acks(offsets, _committer(consumer, offsets))
         try:
             await consumer.start()
             while True:
@@ -76,7 +77,7 @@ class Kafka:
                 record = await consumer.getone()
                 partition = aiokafka.TopicPartition(record.topic, record.partition)
                 offsets.handed(partition, record.offset)
-                yield window.received(_message(record), _acker(offsets, partition, record, commit))
+                yield window.received(_message(record), (partition, record.offset), acks)
         except KafkaConnectionError as exc:
             raise BrokerUnavailable(f"lost Kafka at {redact(self._url)}: {exc}") from exc
         except KafkaError as exc:
@@ -188,11 +189,11 @@ def _committer(consumer: Any, offsets: Offsets) -> Callable[[], Awaitable[None]]
     return commit
 
 
-def _acker(
-    offsets: Offsets, partition: Any, record: Any, commit: Callable[[], Awaitable[None]]
-) -> Callable[[], Awaitable[None]]:
-    async def ack() -> None:
-        offsets.ack(partition, record.offset)
+def _acks(offsets: Offsets, commit: Callable[[], Awaitable[None]]) -> Acks:
+    """Mark each (partition, offset) acknowledged, then one commit of what became due."""
+    async def ack(tokens: Sequence[tuple[Any, int]]) -> None:
+        for partition, offset in tokens:
+            offsets.ack(partition, offset)
         await commit()
 
     return ack

@@ -18,7 +18,7 @@ a redelivered message is imported again.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,6 +26,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from runtime.brokers.acking import Acks
 from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
 from runtime.brokers.publishing import Settle, publish_concurrently
 from runtime.brokers.urls import credentials, redact
@@ -71,6 +72,7 @@ class Mqtt:
         paho = client._client  # no public manual-ack switch in aiomqtt
         paho.manual_ack_set(True)
         window = Window(prefetch)
+        acks = _acks(paho)
         try:
             async with client:
                 await client.subscribe(topic, qos=1)
@@ -78,7 +80,7 @@ class Mqtt:
                 while True:
                     await window.take()
                     incoming = await anext(messages)
-                    yield window.received(_message(incoming), _acker(paho, incoming))
+                    yield window.received(_message(incoming), (incoming.mid, incoming.qos), acks)
         except aiomqtt.MqttError as exc:
             raise BrokerUnavailable(f"lost MQTT at {redact(self._url)}: {exc}") from exc
         finally:
@@ -155,11 +157,13 @@ def _forget_disconnection(client: aiomqtt.Client) -> None:
         disconnected.exception()
 
 
-def _acker(paho: Any, incoming: aiomqtt.Message) -> Callable[[], Awaitable[None]]:
-    async def ack() -> None:
-        # paho queues a PUBACK without a connection and reports success: ask first.
-        if not paho.is_connected() or paho.ack(incoming.mid, incoming.qos) != 0:
-            raise BrokerUnavailable("cannot acknowledge: the MQTT connection is gone")
+def _acks(paho: Any) -> Acks:
+    """A PUBACK per (mid, qos): MQTT has no cumulative acknowledgement."""
+    async def ack(tokens: Sequence[tuple[int, int]]) -> None:
+        for mid, qos in tokens:
+            # paho queues a PUBACK without a connection and reports success: ask first.
+            if not paho.is_connected() or paho.ack(mid, qos) != 0:
+                raise BrokerUnavailable("cannot acknowledge: the MQTT connection is gone")
 
     return ack
 

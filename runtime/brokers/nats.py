@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
 
+from runtime.brokers.acking import Acks
 from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
 from runtime.brokers.publishing import Settle, publish_one
 from runtime.brokers.urls import redact
@@ -65,7 +66,7 @@ class Nats:
         config = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT,
                                 ack_wait=endpoint.ack_wait, filter_subject=subject)
         window = Window(prefetch)
-        ack_flushed = _flusher(client)
+        acks = _acks(_flusher(client))
         subscription: Any = None
         try:
             subscription = await client.jetstream().pull_subscribe(
@@ -83,7 +84,7 @@ class Nats:
                 for index, msg in enumerate(batch):
                     if index:  # the first one has the slot taken before the fetch
                         await window.take()
-                    yield window.received(_message(msg), _acker(msg, ack_flushed))
+                    yield window.received(_message(msg), msg, acks)
         except _LOST as exc:
             raise BrokerUnavailable(f"lost NATS at {redact(self._url)}: {exc}") from exc
         except nats.js.errors.NotFoundError as exc:
@@ -183,10 +184,12 @@ def _flusher(client: Client) -> Callable[[], Awaitable[None]]:
     return flushed
 
 
-def _acker(msg: Msg, flushed: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-    async def ack() -> None:
+def _acks(flushed: Callable[[], Awaitable[None]]) -> Acks:
+    """Send each ack (buffered, no round trip), then one flush for them all."""
+    async def ack(msgs: Sequence[Msg]) -> None:
         try:
-            await msg.ack()
+            for msg in msgs:
+                await msg.ack()
             await flushed()
         except (*_LOST, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"cannot acknowledge: {exc}") from exc

@@ -7,13 +7,15 @@ queue) or to an exchange, `mandatory` so that a message no queue takes is
 an error rather than a silent drop. The connection is aio-pika's plain one,
 not its robust one: a lost connection ends the consume loop with
 `BrokerUnavailable`, and RabbitMQ requeues whatever it had delivered and
-not seen acknowledged.
+not seen acknowledged. A batch of acknowledgements is one `basic.ack` with
+`multiple` up to the longest acknowledged prefix of the channel's
+deliveries (`DeliveryTags`), and single acks for those past it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -27,6 +29,7 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
+from runtime.brokers.acking import Acks, DeliveryTags
 from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
 from runtime.brokers.publishing import Settle, publish_concurrently
 from runtime.brokers.urls import redact
@@ -60,6 +63,8 @@ class RabbitMQ:
     async def consume(self, endpoint: Endpoint, prefetch: int) -> AsyncIterator[Received]:
         connection = self._connected()
         window = Window(prefetch)
+        tags = DeliveryTags()
+        acks = _acks(tags)
         try:
             channel, queue = await _source(connection, endpoint, prefetch)
         except _LOST as exc:
@@ -70,7 +75,8 @@ class RabbitMQ:
             async with queue.iterator() as messages:
                 async for incoming in messages:
                     await window.take()
-                    yield window.received(_message(incoming, queue.name), _acker(incoming))
+                    tags.handed(_tag(incoming))
+                    yield window.received(_message(incoming, queue.name), incoming, acks)
         except _LOST as exc:
             raise BrokerUnavailable(f"lost RabbitMQ at {redact(self._url)}: {exc}") from exc
         finally:
@@ -171,11 +177,17 @@ ACK_PATIENCE = 10.0
 when the connection died under it (a cut connection stalled a source for a minute)."""
 
 
-def _acker(incoming: AbstractIncomingMessage) -> Callable[[], Awaitable[None]]:
-    async def ack() -> None:
+def _acks(tags: DeliveryTags) -> Acks:
+    """One `multiple` ack up to the acknowledged prefix, single acks past it."""
+    async def ack(incoming: Sequence[AbstractIncomingMessage]) -> None:
+        by_tag = {_tag(message): message for message in incoming}
+        settlement = tags.settle(by_tag)
         try:
             with anyio.fail_after(ACK_PATIENCE):
-                await incoming.ack()
+                if settlement.multiple is not None:
+                    await by_tag[settlement.multiple].ack(multiple=True)
+                for tag in settlement.singles:
+                    await by_tag[tag].ack()
         except TimeoutError as exc:
             raise BrokerUnavailable("cannot acknowledge: no answer from RabbitMQ") from exc
         except _LOST as exc:
@@ -186,6 +198,13 @@ def _acker(incoming: AbstractIncomingMessage) -> Callable[[], Awaitable[None]]:
             raise BrokerUnavailable(f"cannot acknowledge: {exc!r}") from exc
 
     return ack
+
+
+def _tag(incoming: AbstractIncomingMessage) -> int:
+    tag = incoming.delivery_tag
+    if tag is None:  # only consumers without acknowledgements get none
+        raise BrokerError("RabbitMQ delivered a message without a delivery tag")
+    return tag
 
 
 def _message(incoming: AbstractIncomingMessage, queue: str) -> Message:

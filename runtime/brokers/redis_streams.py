@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis.asyncio
 import redis.exceptions
 
+from runtime.brokers.acking import Acks
 from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
 from runtime.brokers.publishing import Settle, publish_one
 from runtime.brokers.urls import redact
@@ -53,6 +54,7 @@ class RedisStreams:
         consumer = endpoint.consumer or "fnrun"
         window = Window(prefetch)
         held: set[str] = set()
+        acks = _acks(client, stream, group, held)
         try:
             await _ensure_group(client, stream, group, endpoint.start)
             reads = _Reads(client, stream, group, consumer, endpoint.ack_wait, held)
@@ -66,10 +68,7 @@ class RedisStreams:
                     if index:  # the first one has the slot taken before the read
                         await window.take()
                     held.add(entry_id)
-                    yield window.received(
-                        _message(stream, entry_id, fields),
-                        _acker(client, stream, group, entry_id, held),
-                    )
+                    yield window.received(_message(stream, entry_id, fields), entry_id, acks)
         except _LOST as exc:
             raise BrokerUnavailable(f"lost Redis at {redact(self._url)}: {exc}") from exc
 
@@ -170,15 +169,15 @@ async def _ensure_group(client: redis.asyncio.Redis, stream: str, group: str, st
             raise BrokerError(f"cannot create group {group!r} on {stream!r}: {exc}") from exc
 
 
-def _acker(client: redis.asyncio.Redis, stream: str, group: str, entry_id: str,
-           held: set[str]) -> Callable[[], Awaitable[None]]:
-    async def ack() -> None:
+def _acks(client: redis.asyncio.Redis, stream: str, group: str, held: set[str]) -> Acks:
+    """One XACK for every entry id acknowledged at once."""
+    async def ack(entry_ids: Sequence[str]) -> None:
         try:
-            await client.xack(stream, group, entry_id)
+            await client.xack(stream, group, *entry_ids)
         except _LOST as exc:
             raise BrokerUnavailable(f"cannot acknowledge: {exc}") from exc
         finally:
-            held.discard(entry_id)
+            held.difference_update(entry_ids)
 
     return ack
 

@@ -5,9 +5,10 @@ the puller takes messages from `Broker.consume` (at most `prefetch` not yet
 acknowledged: the adapter's window) into a buffer, and the importer takes
 what the buffer holds at once, converts it (`binding.to_event`), publishes it
 through the same durable ingress as `POST /_/events` in one call, and only
-then acknowledges each message (SPEC 10). While the store refuses writes the
-importer retries the same batch with backoff and acknowledges nothing; the
-window stays full, so the puller stops fetching. Publish is idempotent by
+then acknowledges the batch (SPEC 10), in as few broker calls as the adapter
+can. While the store refuses writes the importer retries the same batch with
+backoff and acknowledges nothing; the window stays full, so the puller stops
+fetching. Publish is idempotent by
 event id, so a message redelivered after a crash is stored once when its id
 is stable (a CloudEvent id or the broker's position).
 """
@@ -32,6 +33,7 @@ from runtime.brokers.base import (
     BrokerUnavailable,
     Endpoint,
     Received,
+    ack_all,
 )
 from runtime.brokers.links import Link, backoff
 from runtime.brokers.specs import SourceSpec
@@ -229,7 +231,7 @@ class Source:
                 # acknowledges what it stored, rather than leave it to a redelivery.
                 with anyio.CancelScope(shield=True), anyio.fail_after(PUBLISH_PATIENCE):
                     await self.ingress.publish(events)
-                    await _ack_all(batch)
+                    await ack_all(batch)
                 break
             except (StoreError, TimeoutError) as exc:
                 failures += 1
@@ -254,22 +256,3 @@ class Source:
             since = self.status.since if state == self.status.state else time.time()
             self.status = SourceStatus(state, since, error)
 
-
-async def _ack_all(batch: Sequence[Received]) -> None:
-    """Acknowledge each, at once (Kafka's commits and NATS's flushes are then shared)."""
-    if len(batch) == 1:
-        await batch[0].ack()
-        return
-    errors: list[BrokerError] = []
-
-    async def ack(received: Received) -> None:
-        try:
-            await received.ack()
-        except BrokerError as exc:
-            errors.append(exc)
-
-    async with anyio.create_task_group() as tg:
-        for received in batch:
-            tg.start_soon(ack, received)
-    if errors:
-        raise errors[0]

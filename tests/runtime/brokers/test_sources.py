@@ -1,16 +1,21 @@
 """A source against a real RabbitMQ and a real Redis store that goes away (SPEC 10):
 nothing is acknowledged while the store refuses writes, fetching stops at `prefetch`,
-and once the store is back every message is stored and acknowledged."""
+and once the store is back every message is stored and acknowledged. A client's own
+unexpected error costs the connection, not the source: it consumes again on a new one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from pathlib import Path
 from typing import NoReturn
 
 import anyio
 import pytest
 
+from runtime.brokers import rabbitmq
+from runtime.brokers.base import Endpoint, Received
 from runtime.brokers.links import Link
 from runtime.brokers.sources import Source
 from runtime.brokers.specs import BrokerSpec, SourceSpec
@@ -33,13 +38,18 @@ class Ingress:
     def __init__(self, store: RedisStore) -> None:
         self.store = store
         self.refused = 0
+        self.numbers: set[int] = set()
+        """The messages' `n` of every event stored."""
 
     async def publish(self, events: Sequence[Event]) -> list[bool]:
         try:
-            return await self.store.publish([(e, ["f"]) for e in events])
+            fresh = await self.store.publish([(e, ["f"]) for e in events])
         except Exception:
             self.refused += 1
             raise
+        self.numbers.update(json.loads(e.data)["n"] if isinstance(e.data, str) else e.data["n"]
+                            for e in events)
+        return fresh
 
 
 async def until(check: Callable[[], object], within: float = 20) -> None:
@@ -97,3 +107,60 @@ async def test_a_source_pauses_while_the_store_refuses_writes(
 
 async def _zero(rig: RabbitRig) -> bool:
     return await rig.unsettled() == 0
+
+
+async def test_a_clients_unexpected_error_reconnects_and_every_message_is_imported(
+    tmp_path: Path, own_redis: RedisServer, service_missing: Callable[[str], NoReturn],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bare `RuntimeError` out of a real RabbitMQ adapter's consume, after a third of the
+    messages, leaves that adapter failing for good (as aio-pika's "Connection ... closed" did
+    after a cut, 8122236): the source must drop the connection, not retry on it."""
+    rig = make_rig("rabbitmq", tmp_path, service_missing)
+    assert isinstance(rig, RabbitRig)
+    real = rabbitmq.RabbitMQ.consume
+    broken: list[rabbitmq.RabbitMQ] = []
+    opened: list[rabbitmq.RabbitMQ] = []
+
+    async def consume(self: rabbitmq.RabbitMQ, endpoint: Endpoint, prefetch: int
+                      ) -> AsyncIterator[Received]:
+        opened.append(self)
+        if self in broken:
+            raise RuntimeError("Connection to amqp://guest:******@127.0.0.1/ closed")
+        async with aclosing(real(self, endpoint, prefetch)) as messages:
+            async for handed, received in aenumerate(messages):
+                if handed == N // 3 and not broken:
+                    broken.append(self)
+                    raise RuntimeError("the client failed (not a BrokerError)")
+                yield received
+
+    monkeypatch.setattr(rabbitmq.RabbitMQ, "consume", consume)
+    await rig.setup()
+    store = RedisStore(own_redis.url)
+    await store.open()
+    try:
+        ingress = Ingress(store)
+        link = Link(BrokerSpec("b", HERE, url=rig.url, kind="amqp"))
+        spec = SourceSpec("s", HERE, broker="b", type="t.in", prefetch=PREFETCH, queue=rig.name)
+        source = Source(spec, link, ingress, "node")
+        for i in range(N):
+            await rig.native_publish(body_of(i), {}, "application/json")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(link.run)
+            tg.start_soon(source.run)
+            await until(lambda: len(ingress.numbers) == N, within=30)
+            await until(lambda: _zero(rig))
+            tg.cancel_scope.cancel()
+        assert ingress.numbers == set(range(N))
+        assert len(broken) == 1
+        assert len({id(adapter) for adapter in opened}) >= 2  # consumed on a new connection
+    finally:
+        await store.close()
+        await rig.teardown()
+
+
+async def aenumerate(items: AsyncIterator[Received]) -> AsyncIterator[tuple[int, Received]]:
+    index = 0
+    async for item in items:
+        yield index, item
+        index += 1
