@@ -1,7 +1,9 @@
 """Flow control on the Redis store (SPEC 12), cluster-wide: the scripts in
 `redis_flow_lua` keep per-key queues, running counts and rate logs in Redis,
 so every node sharing it sees one budget, one run per key at a time, and a
-dead node's runs taken over once its heartbeat or their lease is gone."""
+dead node's runs taken over once its heartbeat or their lease is gone. Those
+times are on Redis's clock; the due times a claim reports are turned back into
+this node's."""
 
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class RedisFlow:
         self.head: list[Arg] = [function, rules.key_limit or 0, "1" if rules.order else "0"]
         self._ready_at: float | None = None
         self._due: float | None = None
+        self.wall = time.time
+        """This node's wall clock, which may differ from Redis's (a test skews it)."""
 
     async def claim(self, limit: int, now: float) -> list[Delivery]:
         from runtime.store.redis import RUNS_MAX, lease_margin
@@ -44,15 +48,16 @@ class RedisFlow:
         rate = rules.rate
         args: list[Arg] = [
             *self.head, store.consumer, limit, int(now * 1000),
-            int((lease + lease_margin(lease)) * 1000), rules.most_running,
+            int((lease + lease_margin(lease)) * 1000), int(self.wall() * 1000), rules.most_running,
             rate.limit if rate else 0, int(rate.period * 1000) if rate else 0,
             "1" if rules.keyed else "0", ADMIT_BATCH,
             int(rules.debounce * 1000) if rules.debounce else 0, RUNS_MAX,
             len(rules.key), *rules.key,
         ]
-        rows, ready_at, due = await store._call("flow_claim", args)
-        self._ready_at = float(ready_at) / 1000 if ready_at else None
-        self._due = float(due) / 1000 if due else None
+        rows, ready_at, due, then = await store._call("flow_claim", args)
+        ahead = now - float(then) / 1000  # this node's clock minus Redis's
+        self._ready_at = float(ready_at) / 1000 + ahead if ready_at else None
+        self._due = float(due) / 1000 + ahead if due else None
         return [Delivery(f"{self.function}/{first}", self.function,
                          StoredEvent.of(json.loads(body)), int(attempt))
                 for first, attempt, body in rows]
@@ -85,7 +90,7 @@ class RedisFlow:
         args: list[Arg] = [
             *self.head, self.store.consumer, delivery.id.partition("/")[2], delivery.event.id,
             record, RUNS_MAX,
-            "" if retry_at is None else int(retry_at * 1000), repr(time.time()),
+            "" if retry_at is None else int(retry_at * 1000), repr(self.wall()),
             delivery.attempt, outcome.error or "", outcome.traceback or "",
         ]
         await self.store._call("flow_fail", args)
@@ -93,6 +98,6 @@ class RedisFlow:
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
-        args: list[Arg] = [*self.head, self.store.consumer, int(time.time() * 1000),
-                           len(deliveries), *(d.id.partition("/")[2] for d in deliveries)]
+        args: list[Arg] = [*self.head, self.store.consumer, len(deliveries),
+                           *(d.id.partition("/")[2] for d in deliveries)]
         await self.store._call("flow_release", args)

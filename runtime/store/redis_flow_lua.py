@@ -14,6 +14,11 @@ Key layout (under `fnrun:`), per function `fn` with flow rules:
 | `fl:{fn}` | sorted set | running delivery -> lease end (ms); past it, another node takes it over |
 | `fs:{fn}:{key}` | sorted set | starts within the rate period (score = ms) |
 
+Times stored here (due `u`, rate log scores, lease ends) are Redis's clock
+(`TIME`), so every node measures one rate window, one quiet period and one
+lease, whatever its own clock says; a node's `now` moves it only by how far
+its (injectable) clock is ahead of its wall clock, which tests use to jump ahead.
+
 Fresh deliveries arrive in `q:{fn}` (and dead-letter replays, with their
 first id); a flow claim moves them into the structures above in stream
 order (*admission*), computing each one's key from its event once. Every
@@ -74,10 +79,17 @@ local function unrun(m, info)
 end
 
 local function ours(m, me) return redis.call('HGET', FX, m) == me end
+
+-- Redis's clock (ms), plus `ahead`: how far the caller's clock runs ahead of its wall.
+local function clock(ahead)
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ahead
+end
 """
 
 CLAIM = FLOW + """
 local me, room, now, lease = arg(), tonumber(arg()), tonumber(arg()), tonumber(arg())
+now = clock(now - tonumber(arg()))  -- the node's now minus its wall: both its clock
 local total, rate, period, keyed = tonumber(arg()), tonumber(arg()), tonumber(arg()), arg() == '1'
 local admit_max, debounce, hmax = tonumber(arg()), tonumber(arg()), tonumber(arg())
 local depth = tonumber(arg())
@@ -213,7 +225,7 @@ flush_runs(hmax)
 local nxt = redis.call('ZRANGEBYSCORE', FR, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 local due = nxt[2] or ''
 if ready_at ~= '' then ready_at = string.format('%d', ready_at) end
-return {out, ready_at, due}
+return {out, ready_at, due, string.format('%d', now)}
 """
 
 SUCCEED = FLOW + """
@@ -259,7 +271,7 @@ local info = info_of(m)
 unrun(m, info)
 woken[fn] = true
 if retry_at ~= '' then
-  info.u = tonumber(retry_at)
+  info.u = clock(tonumber(retry_at) - tonumber(now) * 1000)  -- its backoff from now
   wait(m, info)
   wake()
   return 1
@@ -277,7 +289,8 @@ return 2
 
 RELEASE = FLOW + """
 -- Give back claimed deliveries that never started: due now, the attempt not counted.
-local me, now, count = arg(), tonumber(arg()), tonumber(arg())
+local me, count = arg(), tonumber(arg())
+local now = clock(0)
 local done = 0
 for _ = 1, count do
   local m = member(arg())
