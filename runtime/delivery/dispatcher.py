@@ -18,11 +18,11 @@ Three kinds of task share a buffer:
   waits for its commit: the store group-commits them. The queue is bounded
   (`MAX_SETTLING` batches): runners wait when the store falls behind.
 
-Once a claim comes back short (nothing else is due), the dispatcher attaches
-to the store as its function's consumer: fresh deliveries then arrive
-already claimed in the publish's own write (`Store.attach`), skipping a claim
-round trip. It takes them only while caught up, so older work (a backlog,
-retries falling due) is still claimed first, in order.
+The dispatcher is attached to the store as its function's `Consumer`: once
+a claim comes back short (nothing else is due) it is caught up, and fresh
+deliveries then arrive already claimed in the publish's own write, skipping a
+claim round trip (`runtime/store/handoff.py` owns that hand-off). Older work
+(a backlog, retries falling due) is thus still claimed first, in order.
 
 A delivery is acknowledged only by `Store.succeed`; anything that dies before
 that stays `running` in the store and is recovered (SPEC 5.2, 5.3).
@@ -47,7 +47,7 @@ from runtime.flow.lane import FlowLane
 from runtime.metrics import Metrics
 from runtime.pool.coalescer import fair_share
 from runtime.specs import RetryPolicy
-from runtime.store.base import Delivery, Store, Targets
+from runtime.store.base import Delivery, Inlet, Store, Targets
 from runtime.store.polling import idle_poll
 from runtime.store.runs import RUNS_LOG, announce
 
@@ -156,9 +156,8 @@ class Dispatcher:
         self._stopping = False
         self._idle = anyio.CancelScope()
         self._mean_duration = 0.01
-        self._caught_up = False
-        """The last claim found nothing more due: fresh work may be handed over."""
-        self._reserved = 0
+        self._inlet = Inlet(self)
+        """Its side of the hand-off, attached to the store while it runs."""
         self.broken = False
         self.store_error: str | None = None
         """Why claims fail while the store is unavailable (shown by /_/health), else None."""
@@ -169,25 +168,14 @@ class Dispatcher:
         self._idle.cancel()  # an idle wait that began before this call
         self._signal()
 
-    def reserve(self, count: int) -> int:
-        """`Consumer`: room for `count` fresh deliveries, only while caught up."""
-        if self._stopping or not self._caught_up:
-            return 0
-        granted = max(0, min(count, self._prefetch() - len(self._buffer) - self._reserved))
-        if granted < count:
-            self._caught_up = False  # the rest waits in the store: claim it in order
-        self._reserved += granted
-        return granted
+    def room(self) -> int:
+        """`Consumer`: how many fresh deliveries it can start soon; none once stopping."""
+        return 0 if self._stopping else self._prefetch() - len(self._buffer)
 
-    def take(self, deliveries: Sequence[Delivery], reserved: int) -> list[Delivery]:
-        """`Consumer`: queue handed deliveries; refuse them once stopping."""
-        self._reserved -= reserved
-        if self._stopping:
-            return list(deliveries)
-        if deliveries:
-            self._buffer.extend(deliveries)
-            self._signal()
-        return []
+    def accept(self, deliveries: Sequence[Delivery]) -> None:
+        """`Consumer`: queue handed deliveries (a stopped dispatcher releases its buffer)."""
+        self._buffer.extend(deliveries)
+        self._signal()
 
     def _signal(self) -> None:
         # Wakes every task waiting in `_buffer_change`. Those woken stay counted
@@ -210,7 +198,7 @@ class Dispatcher:
     async def run(self) -> None:
         """Deliver until `stop()`; then release unstarted claims and settle what ran."""
         send, receive = anyio.create_memory_object_stream[Ran](MAX_SETTLING)
-        self.store.attach(self.spec.name, self)
+        self._inlet = self.store.attach(self.spec.name, self)
         try:
             async with anyio.create_task_group() as settlers:
                 for _ in range(SETTLERS):
@@ -222,8 +210,8 @@ class Dispatcher:
                             loops.start_soon(self._run_loop, send)
                 # `send` is closed: the settlers drain the queue and return.
         finally:
-            self.store.detach(self.spec.name, self)
-            self._stopping = True  # a publish still in flight gets its deliveries refused
+            self._stopping = True
+            self.store.detach(self.spec.name, self._inlet)  # later hand-overs are refused
             with anyio.CancelScope(shield=True):
                 await self._release_buffer()
                 await self._settle_leftovers(receive)
@@ -265,11 +253,11 @@ class Dispatcher:
             await self._buffer_change()
             return
         claimed = await self.store.claim(name, room, self.clock.now())
-        self._caught_up = len(claimed) < room
+        caught_up = self._inlet.caught_up = len(claimed) < room
         if claimed:
             self._buffer.extend(claimed)
             self._signal()
-        if not self._caught_up:
+        if not caught_up:
             return
         due = await self.store.next_due(name)
         wait = self.poll if due is None else min(self.poll, due - self.clock.now())

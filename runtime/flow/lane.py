@@ -15,7 +15,7 @@ from typing import Protocol
 from runtime.clock import Clock
 from runtime.events import Event, Outcome
 from runtime.flow.rules import FlowRules
-from runtime.store.base import Consumer, Delivery, Store, Success, Targets
+from runtime.store.base import Consumer, Delivery, Inlet, Store, Success, Targets
 
 
 class FlowBackend(Protocol):
@@ -44,10 +44,12 @@ class FlowLane:
         self.clock = clock
         self.backend: FlowBackend = store.flow(function, rules)
 
-    def attach(self, function: str, consumer: Consumer) -> None:
-        """No hand-off: a delivery stored claimed would skip its key's checks."""
+    def attach(self, function: str, consumer: Consumer) -> Inlet:
+        """No hand-off: a delivery stored claimed would skip its key's checks, so
+        the inlet is never attached to the store and never granted room."""
+        return Inlet(consumer)
 
-    def detach(self, function: str, consumer: Consumer) -> None:
+    def detach(self, function: str, inlet: Inlet) -> None:
         """Nothing was attached."""
 
     def notify(self, function: str) -> None:

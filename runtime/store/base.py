@@ -18,26 +18,25 @@ fail, fire_tick) returns only after the write is durable. Adapters batch
 concurrent writes into one commit (group commit).
 
 Hand-off. A dispatcher of this process that has nothing left to claim can
-`attach` itself as its function's `Consumer`. An adapter may then store a
-fresh delivery for it already claimed, in the publish's own write, and hand
-it over as soon as that write is committed (SQLite: before its fsync; the
-publish itself still returns only once it is durable): the claim, a second
-store write between publish and handler start, is skipped. A handed
-delivery is a claim like any other (running, attempt 1), so a crash
-recovers it the same way.
+`attach` itself as its function's `Consumer`; an adapter may then store its
+fresh deliveries already claimed in the publish's own write and hand them
+over, skipping the claim. `runtime/store/handoff.py` owns all of it, with its
+one invariant.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from runtime.errors import StoreError
 from runtime.events import JSON, Event, LogLine, Outcome
+from runtime.store.delivery import Delivery, Targets
+from runtime.store.handoff import Consumer, Handoff, Inlet
 from runtime.store.runs import RunRecord
 from runtime.store.wakeups import WakeUps
 
@@ -45,44 +44,13 @@ if TYPE_CHECKING:
     from runtime.flow.rules import FlowRules
 
 __all__ = [
-    "Call", "Consumer", "Counts", "DeadLetter", "Delivery", "Grants", "HistoryRecord", "LogLine",
+    "Call", "Consumer", "Counts", "DeadLetter", "Delivery", "HistoryRecord", "Inlet", "LogLine",
     "RunRecord", "Store", "StoreOutage", "Success", "Targets",
 ]
-
-Targets = Sequence[str]
-"""Names of the functions that get a delivery of one event."""
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One function's claim on one event, as handed out by `claim`."""
-
-    id: str
-    function: str
-    event: Event
-    attempt: int
-    """The attempt this claim is, 1-based (already counted)."""
-
-
-class Consumer(Protocol):
-    """A dispatcher of this process that takes fresh deliveries straight from publish."""
-
-    def reserve(self, count: int) -> int:
-        """How many of `count` new deliveries it can start soon; it holds room for them."""
-
-    def take(self, deliveries: Sequence[Delivery], reserved: int) -> list[Delivery]:
-        """Start `deliveries` and free the rest of the `reserved` room.
-
-        Returns those it can no longer run (it stopped meanwhile): the store
-        makes them pending again.
-        """
 
 
 Call = tuple[str, Event, Outcome]
 """A sync call to record in history: function, event, outcome (always attempt 1)."""
-
-Grants = dict[str, tuple[Consumer, int]]
-"""Room reserved for one publish's deliveries: per function, its consumer and how many."""
 
 Success = tuple[Delivery, Outcome, Sequence[tuple[Event, Targets]]]
 """A successful attempt to record: the delivery, its outcome, its routed emits."""
@@ -144,11 +112,6 @@ class StoreOutage:
         self.error = None
 
 
-def _distinct(targets: Targets) -> Iterable[str]:
-    """Each function once: an event has one delivery per target function."""
-    return targets if len(targets) < 2 else dict.fromkeys(targets)
-
-
 class Store(WakeUps, ABC):
     """Durable state of one project (or of a cluster, for shared stores)."""
 
@@ -156,61 +119,17 @@ class Store(WakeUps, ABC):
         super().__init__()
         self.url = url
         self.leases: dict[str, float] = {}
-        self.consumers: dict[str, Consumer] = {}
         self.outage = StoreOutage()
+        self.handoff = Handoff(self.notify)
+        """Fresh deliveries for this process's dispatchers (adapters that store them claimed)."""
 
-    def attach(self, function: str, consumer: Consumer) -> None:
-        """Offer `function`'s fresh deliveries to `consumer` (see Hand-off above)."""
-        self.consumers[function] = consumer
+    def attach(self, function: str, consumer: Consumer) -> Inlet:
+        """Offer `function`'s fresh deliveries to `consumer` (`runtime.store.handoff`)."""
+        return self.handoff.attach(function, consumer)
 
-    def detach(self, function: str, consumer: Consumer) -> None:
+    def detach(self, function: str, inlet: Inlet) -> None:
         """Stop offering; a newer consumer attached since stays."""
-        if self.consumers.get(function) is consumer:
-            del self.consumers[function]
-
-    def reserve_handoff(self, items: Sequence[tuple[Event, Targets]]) -> Grants:
-        """For an adapter's publish: the room attached consumers grant its deliveries."""
-        consumers = self.consumers
-        if not consumers:
-            return {}
-        wanted: dict[str, int] = {}
-        for _, targets in items:
-            for fn in _distinct(targets):
-                if fn in consumers:
-                    wanted[fn] = wanted.get(fn, 0) + 1
-        return {fn: (consumers[fn], consumers[fn].reserve(n)) for fn, n in wanted.items()}
-
-    @staticmethod
-    def cancel_handoff(grants: Grants) -> None:
-        """The publish failed: free the room reserved for it."""
-        for consumer, reserved in grants.values():
-            consumer.take((), reserved)
-
-    def hand_over_fresh(
-        self, items: Sequence[tuple[Event, Targets]], fresh: Sequence[bool],
-        handed: Sequence[tuple[int, str, int | str]], grants: Grants,
-    ) -> list[Delivery]:
-        """After a publish's write: give each consumer the deliveries stored claimed
-        for it (item index, function, delivery id), and wake each function that
-        got deliveries it was not handed (they wait in the store). Returns those a
-        consumer refused, for the adapter to release."""
-        by_function: dict[str, list[Delivery]] = {fn: [] for fn in grants}
-        for index, function, delivery_id in handed:
-            by_function[function].append(
-                Delivery(str(delivery_id), function, items[index][0], 1))
-        stored: dict[str, int] = {}
-        for (_, targets), new in zip(items, fresh, strict=True):
-            if new:
-                for fn in _distinct(targets):
-                    stored[fn] = stored.get(fn, 0) + 1
-        for fn, count in stored.items():
-            got = by_function.get(fn)
-            if got is None or len(got) < count:
-                self.notify(fn)
-        refused: list[Delivery] = []
-        for function, (consumer, reserved) in grants.items():
-            refused += consumer.take(by_function[function], reserved)
-        return refused
+        self.handoff.detach(function, inlet)
 
     def configure(self, leases: Mapping[str, float]) -> None:
         """Tell the store how long an attempt of each function may run (its timeout).
@@ -406,7 +325,7 @@ class Store(WakeUps, ABC):
     def wake_all(self) -> None:
         """Wake every dispatcher of this process, waiting or not: work arrived that
         no `notify` named (another process committed, a listener lost entries)."""
-        for function in {*self.consumers, *self._wakeups}:
+        for function in {*self.handoff.functions(), *self._wakeups}:
             self.notify(function)
 
     async def wait_for_work(self, function: str, timeout: float) -> None:  # noqa: ASYNC109

@@ -44,7 +44,7 @@ from runtime.store.sqlite_commit import (
 )
 from runtime.store.sqlite_flow import SqliteFlow
 from runtime.store.sqlite_lock import SupervisorLock
-from runtime.store.sqlite_rows import Inserted, delete_ids, insert_all, rows_of
+from runtime.store.sqlite_rows import delete_ids, insert_all, rows_of
 from runtime.store.sqlite_runs import (
     RUN_BY_INVOCATION,
     TOPIC_FUNCTION,
@@ -175,26 +175,19 @@ class SqliteStore(Store):
         items = list(items)
         if self._writer is None:
             raise StoreError(f"store {self.path} is not open")
-        grants = self.reserve_handoff(items)
-        refused: list[Delivery] = []
-
-        def visible(inserted: Inserted) -> None:
-            # Before the fsync (see sqlite_commit): handlers need not wait for
-            # the disk, only the producer's acknowledgement does.
-            refused.extend(self.hand_over_fresh(items, *inserted, grants))
-            grants.clear()
-
+        grant = self.handoff.grant(items)
         try:
-            inserted = await self._writer.publish(
-                rows_of(items), {fn: n for fn, (_, n) in grants.items() if n}, visible
-            )
+            # Handed over when the commit is visible, before the fsync (see
+            # sqlite_commit): handlers need not wait for the disk, only the
+            # producer's acknowledgement does.
+            inserted = await self._writer.publish(rows_of(items), grant.counts, grant.hand_over)
         except BaseException:
-            self.cancel_handoff(grants)  # unless the commit was seen: then it is empty
+            grant.cancel()  # unless the commit was seen: then nothing is held
             raise
         finally:
-            if refused:
+            if grant.refused:
                 with anyio.CancelScope(shield=True):
-                    await self.release(refused)
+                    await self.release(grant.refused)
         self.outage.recovered()
         return inserted.fresh
 

@@ -174,17 +174,25 @@ def idle_dispatcher(store: SqliteStore) -> Dispatcher:
 
 async def test_fresh_work_is_handed_over_only_once_caught_up(store: SqliteStore) -> None:
     dispatcher = idle_dispatcher(store)
-    assert dispatcher.reserve(1) == 0  # nothing claimed yet: a backlog may wait in the store
-    dispatcher._caught_up = True  # as after a claim that came back short
-    room = dispatcher._prefetch()
-    assert dispatcher.reserve(room + 5) == room  # more than it has room for...
-    assert dispatcher.reserve(1) == 0  # ...so the rest, and what follows, is claimed in order
-    assert dispatcher.take([], room) == [] and dispatcher._reserved == 0
-    dispatcher._caught_up = True
+    inlet = store.attach("fn", dispatcher)
+    assert inlet.reserve(1) == 0  # nothing claimed yet: a backlog may wait in the store
+    inlet.caught_up = True  # as after a claim that came back short
+    room = dispatcher.room()
+    assert room == dispatcher._prefetch()
+    assert inlet.reserve(room + 5) == room  # more than it has room for...
+    assert inlet.reserve(1) == 0  # ...so the rest, and what follows, is claimed in order
+    assert not inlet.caught_up
+    assert inlet.settle([], room) == [] and inlet.reserved == 0
+    inlet.caught_up = True
+    handed = Delivery("1", "fn", Event(type="t"), 1)
+    assert inlet.reserve(1) == 1 and inlet.settle([handed], 1) == []
+    assert list(dispatcher._buffer) == [handed] and dispatcher.room() == room - 1
     dispatcher.stop()
-    assert dispatcher.reserve(1) == 0
-    refused = Delivery("1", "fn", Event(type="t"), 1)
-    assert dispatcher.take([refused], 0) == [refused]  # stopped: the store releases it
+    assert dispatcher.room() == 0 and inlet.reserve(1) == 0
+    store.detach("fn", inlet)
+    refused = Delivery("2", "fn", Event(type="t"), 1)
+    assert inlet.settle([refused], 0) == [refused]  # detached: the store releases it
+    assert list(dispatcher._buffer) == [handed]
 
 
 async def test_events_published_to_an_idle_dispatcher_skip_the_claim(

@@ -29,7 +29,7 @@ from runtime.store import (
     sqlite_upkeep,
     sqlite_watch,
 )
-from runtime.store.base import Counts, Delivery
+from runtime.store.base import Counts, Delivery, Inlet
 from runtime.store.sqlite import SqliteStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -456,32 +456,31 @@ async def test_store_works_while_the_default_thread_pool_is_full(store: SqliteSt
 
 
 class Room:
-    """A consumer (`Store.attach`) with a fixed amount of room that records what it got."""
+    """A consumer (`Store.attach`) with room for `capacity` deliveries that records what it got."""
 
-    def __init__(self, room: int, *, stopped: bool = False) -> None:
-        self.room, self.stopped = room, stopped
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
         self.taken: list[Delivery] = []
-        self.reserved = 0
 
-    def reserve(self, count: int) -> int:
-        granted = min(count, self.room)
-        self.room -= granted
-        self.reserved += granted
-        return granted
+    def room(self) -> int:
+        return self.capacity - len(self.taken)
 
-    def take(self, deliveries: Sequence[Delivery], reserved: int) -> list[Delivery]:
-        self.reserved -= reserved
-        if self.stopped:
-            return list(deliveries)
+    def accept(self, deliveries: Sequence[Delivery]) -> None:
         self.taken += deliveries
-        return []
+
+
+def attach(store: SqliteStore, function: str, consumer: Room) -> Inlet:
+    """Attach `consumer` as a dispatcher is after a claim that came back short."""
+    inlet = store.attach(function, consumer)
+    inlet.caught_up = True
+    return inlet
 
 
 async def test_an_attached_consumer_gets_fresh_deliveries_already_claimed(
     store: SqliteStore,
 ) -> None:
     room = Room(2)
-    store.attach("a", room)
+    inlet = attach(store, "a", room)
     await store.publish([(Event(type="x", id="old"), ["a"])])  # takes one unit of room
     events = [Event(type="x", id=f"e{n}") for n in range(3)]
     fresh = await store.publish([(e, ["a", "b"]) for e in [*events, Event(type="x", id="old")]])
@@ -489,7 +488,7 @@ async def test_an_attached_consumer_gets_fresh_deliveries_already_claimed(
     assert [(d.event.id, d.attempt, d.function) for d in room.taken] == [
         ("old", 1, "a"), ("e0", 1, "a"),
     ]
-    assert room.reserved == 0
+    assert inlet.reserved == 0 and not inlet.caught_up  # asked for 4, had room for 1
     assert (await store.counts())["a"] == Counts(pending=2, running=2)
     assert (await store.counts())["b"] == Counts(pending=3)  # "old" was not new
     # A handed delivery is a claim like any other: it finishes, or a crash recovers it.
@@ -501,14 +500,29 @@ async def test_an_attached_consumer_gets_fresh_deliveries_already_claimed(
     assert {d.event.id: d.attempt for d in claimed}["e0"] == 2  # the handed attempt counted
 
 
-async def test_deliveries_a_stopped_consumer_refuses_are_pending_again(
+async def test_deliveries_handed_to_a_consumer_that_detached_meanwhile_are_pending_again(
     store: SqliteStore,
 ) -> None:
-    store.attach("a", Room(5, stopped=True))
-    await store.publish([(Event(type="x", id=f"e{n}"), ["a"]) for n in range(3)])
+    room = Room(5)
+    inlet = attach(store, "a", room)
+    gate = threading.Event()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store._write, lambda conn: gate.wait(5))  # holds the writer...
+            await anyio.wait_all_tasks_blocked()
+            events = [(Event(type="x", id=f"e{n}"), ["a"]) for n in range(3)]
+            tg.start_soon(store.publish, events)  # ...so this one is granted room, not written
+            await anyio.wait_all_tasks_blocked()
+            assert inlet.reserved == 3
+            store.detach("a", inlet)  # the dispatcher stops before the write is visible
+            gate.set()
+    assert room.taken == [] and inlet.reserved == 0
     assert (await store.counts())["a"] == Counts(pending=3)
     claimed = await store.claim("a", 10, time.time())
     assert [d.attempt for d in claimed] == [1, 1, 1]  # the refused hand-off is not counted
+    store.attach("a", room)  # attached, but not caught up: nothing is handed over
+    await store.publish([(Event(type="x", id="e3"), ["a"])])
+    assert room.taken == [] and (await store.counts())["a"] == Counts(pending=1, running=3)
 
 
 async def test_checkpoints_run_on_their_own_thread_not_inside_a_commit(
@@ -577,7 +591,7 @@ async def test_a_handed_delivery_starts_before_the_fsync_and_publish_returns_aft
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     room = Room(1)
-    store.attach("a", room)
+    attach(store, "a", room)
     disk = threading.Event()
     fdatasync = sqlite_commit.os.fdatasync
 
@@ -607,7 +621,7 @@ async def test_writes_commit_while_the_write_before_them_syncs_and_answer_after_
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     room = Room(1)
-    store.attach("a", room)
+    attach(store, "a", room)
     disk = threading.Event()
     synced: list[float] = []
     fdatasync = sqlite_commit.os.fdatasync
@@ -689,7 +703,7 @@ async def test_a_partly_handed_publish_wakes_the_function_for_the_rest(
     store: SqliteStore,
 ) -> None:
     room = Room(1)
-    store.attach("a", room)
+    attach(store, "a", room)
     woke = anyio.Event()
 
     async def wait() -> None:
@@ -705,7 +719,7 @@ async def test_a_partly_handed_publish_wakes_the_function_for_the_rest(
     assert len(room.taken) == 1
     assert (await store.counts())["a"] == Counts(pending=2, running=1)
     # All handed over: no wake-up is needed (nothing to claim).
-    store.attach("a", Room(5))
+    attach(store, "a", Room(5))
     with anyio.move_on_after(0.5) as idle:
         async with anyio.create_task_group() as tg:
             tg.start_soon(store.wait_for_work, "a", 30)

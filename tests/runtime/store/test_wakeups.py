@@ -30,11 +30,11 @@ PROMPT = 2.0
 class Busy:
     """A dispatcher of this process that takes no hand-off (as when its buffer is full)."""
 
-    def reserve(self, count: int) -> int:
+    def room(self) -> int:
         return 0
 
-    def take(self, deliveries: Sequence[Delivery], reserved: int) -> list[Delivery]:
-        return list(deliveries)
+    def accept(self, deliveries: Sequence[Delivery]) -> None:
+        raise AssertionError("a consumer without room was handed deliveries")
 
 
 def no_poll(store: Store) -> None:
@@ -54,7 +54,7 @@ async def test_work_published_between_an_empty_claim_and_the_wait_ends_the_wait(
     store: Store,
 ) -> None:
     no_poll(store)
-    store.attach("f", Busy())
+    store.attach("f", Busy()).caught_up = True
     assert await store.claim("f", 10, time.time()) == []  # nothing: the dispatcher will wait
     await store.publish([(Event(type="x", id="e1"), ["f"])])  # before it waits
     await returns_promptly(store, "f")
@@ -90,7 +90,7 @@ async def test_another_process_committing_wakes_a_dispatcher_busy_meanwhile(
     monkeypatch.setattr(sqlite_watch, "EXTERNAL_POLL", 0.05)
     url = f"sqlite:///{tmp_path / 'state.db'}"
     async with SqliteStore(url) as supervisor, SqliteStore(url) as emit:
-        supervisor.attach("a", Busy())
+        supervisor.attach("a", Busy()).caught_up = True
         assert await supervisor.claim("a", 10, time.time()) == []  # a is busy, not waiting
         async with anyio.create_task_group() as tg:
             tg.start_soon(supervisor.wait_for_work, "c", LONG)  # c watches meanwhile
