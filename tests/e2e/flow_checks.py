@@ -79,9 +79,11 @@ def assert_key_order(calls: list[dict[str, Any]], expected: dict[str, list[int]]
         assert done == expected[key], key
 
 
-DYING = 0.5
+DYING = 1.0
 """Most seconds a killed node's workers may outlive it: they end when they see its end
-(their lifeline), and one may start a dispatch the node sent just before."""
+(their lifeline), and one may start a dispatch the node sent just before. Its runs
+count against the limits until its heartbeat expires (7.5 s or more), so a cut
+attempt counted as running this long overlaps nothing it should not."""
 
 
 def attempts_through_kills(lines: list[dict[str, Any]], killed: dict[int, float],

@@ -47,7 +47,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(300)]
 
 SHARED = redis_url(12)
 HEARTBEAT = 10.0
-"""A killed node's runs move once its heartbeat expires: 7.5 to 10 s after the kill."""
+"""A killed node's runs move once its heartbeat expires: 7.5 to 10 s after the kill
+(less if a beat came late on a loaded machine); a lease would take 60 s or more."""
 
 
 @pytest.fixture
@@ -219,7 +220,7 @@ def handle(event, ctx):
     assert [(c.get("cut", False), c["node"] == victim.pid) for c in slow] == [
         (True, True), (False, False)], slow
     assert slow[1]["ok"] and slow[1]["attempt"] == 2
-    assert slow[1]["start"] >= killed[victim.pid] + HEARTBEAT * 0.75 - DYING, "taken over early"
+    assert slow[1]["start"] >= killed[victim.pid] + HEARTBEAT / 2, "taken over early"
     meanwhile = [c for c in attempts if killed[victim.pid] < c["start"] < slow[1]["start"]]
     assert len(meanwhile) >= 20, "other keys waited for the dead node"
 
