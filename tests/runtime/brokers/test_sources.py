@@ -40,6 +40,8 @@ class Ingress:
         self.refused = 0
         self.numbers: set[int] = set()
         """The messages' `n` of every event stored."""
+        self.batches: list[int] = []
+        """How many events each publish stored."""
 
     async def publish(self, events: Sequence[Event]) -> list[bool]:
         try:
@@ -47,6 +49,7 @@ class Ingress:
         except Exception:
             self.refused += 1
             raise
+        self.batches.append(len(events))
         self.numbers.update(json.loads(e.data)["n"] if isinstance(e.data, str) else e.data["n"]
                             for e in events)
         return fresh
@@ -154,6 +157,39 @@ async def test_a_clients_unexpected_error_reconnects_and_every_message_is_import
         assert ingress.numbers == set(range(N))
         assert len(broken) == 1
         assert len({id(adapter) for adapter in opened}) >= 2  # consumed on a new connection
+    finally:
+        await store.close()
+        await rig.teardown()
+
+
+async def test_a_backlog_is_imported_in_batches_of_half_the_window(
+    tmp_path: Path, own_redis: RedisServer, service_missing: Callable[[str], NoReturn],
+) -> None:
+    """The importer takes what the puller hands over in a row, up to half of `prefetch`
+    (the other half is fetched meanwhile), not the few messages buffered at one instant."""
+    rig = make_rig("redis", tmp_path, service_missing)
+    await rig.setup()
+    store = RedisStore(own_redis.url)
+    await store.open()
+    backlog, prefetch = 300, 40
+    try:
+        for i in range(backlog):
+            await rig.native_publish(body_of(i), {}, "application/json")
+        ingress = Ingress(store)
+        link = Link(BrokerSpec("b", HERE, url=rig.url, kind="redis"))
+        spec = SourceSpec("s", HERE, broker="b", type="t.in", prefetch=prefetch,
+                          stream=rig.name, group="source")
+        source = Source(spec, link, ingress, "node")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(link.run)
+            tg.start_soon(source.run)
+            await until(lambda: source.messages == backlog)
+            tg.cancel_scope.cancel()
+        assert ingress.numbers == set(range(backlog))
+        assert sum(ingress.batches) == backlog
+        assert max(ingress.batches) == prefetch // 2
+        assert sum(ingress.batches) / len(ingress.batches) >= prefetch // 4, ingress.batches
+        assert await rig.unsettled() == 0
     finally:
         await store.close()
         await rig.teardown()
