@@ -117,6 +117,37 @@ class Executor(Protocol):
         ...
 
 
+class Bell:
+    """Wakes every task waiting for a change of a dispatcher's buffer.
+
+    An anyio.Event costs more than the rest of a small batch, so a ring with
+    nobody waiting costs a comparison, and a fresh event is made per wait after
+    a ring, not per ring: those woken stay counted until they run, so the
+    rings of one hand-over after the first (one per published event) find the
+    event set already and cost nothing.
+    """
+
+    __slots__ = ("_event", "_waiting")
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self._waiting = 0
+
+    def ring(self) -> None:
+        if self._waiting and not self._event.is_set():
+            self._event.set()
+
+    async def wait(self) -> None:
+        """Until the next ring."""
+        if self._event.is_set():
+            self._event = anyio.Event()
+        self._waiting += 1
+        try:
+            await self._event.wait()
+        finally:
+            self._waiting -= 1
+
+
 class Dispatcher:
     """The delivery loop of one function on this node."""
 
@@ -148,9 +179,8 @@ class Dispatcher:
         self.poll = idle_poll(poll)
         """Longest idle wait without a wake-up; `FNRUN_IDLE_POLL` overrides it (tests)."""
         self._buffer: deque[Delivery] = deque()
-        self._buffer_changed = anyio.Event()
-        self._watchers = 0
-        """Tasks waiting on `_buffer_changed`; with none, a change needs no new event."""
+        self._changed = Bell()
+        """Rung when the buffer changed or the dispatcher stops."""
         self._waiting_runners = 0
         """Runners waiting for work, or woken and not yet run: they share the buffer."""
         self._stopping = False
@@ -178,22 +208,8 @@ class Dispatcher:
         self._signal()
 
     def _signal(self) -> None:
-        # Wakes every task waiting in `_buffer_change`. Those woken stay counted
-        # until they run, so the signals of one hand-over after the first (one
-        # per published event) find the event set already and cost nothing.
-        if self._watchers and not self._buffer_changed.is_set():
-            self._buffer_changed.set()
-
-    async def _buffer_change(self) -> None:
-        if self._buffer_changed.is_set():
-            # A fresh event per wait, not per signal: an anyio.Event costs
-            # more than the rest of a small batch.
-            self._buffer_changed = anyio.Event()
-        self._watchers += 1
-        try:
-            await self._buffer_changed.wait()
-        finally:
-            self._watchers -= 1
+        """The buffer changed: wake the tasks waiting for that."""
+        self._changed.ring()
 
     async def run(self) -> None:
         """Deliver until `stop()`; then release unstarted claims and settle what ran."""
@@ -250,7 +266,7 @@ class Dispatcher:
         name = self.spec.name
         room = self._prefetch() - len(self._buffer)
         if room <= 0:
-            await self._buffer_change()
+            await self._changed.wait()
             return
         claimed = await self.store.claim(name, room, self.clock.now())
         caught_up = self._inlet.caught_up = len(claimed) < room
@@ -277,7 +293,7 @@ class Dispatcher:
             if not self._buffer:
                 self._waiting_runners += 1
                 try:
-                    await self._buffer_change()
+                    await self._changed.wait()
                 finally:
                     self._waiting_runners -= 1
                 continue

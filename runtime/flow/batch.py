@@ -121,7 +121,7 @@ class BatchDispatcher(Dispatcher):
             if left <= 0:
                 return
             with anyio.move_on_after(left):
-                await self._buffer_change()
+                await self._changed.wait()
 
     async def _take(self) -> list[Delivery]:
         """Up to `max_size` deliveries, once a batch is full or its oldest waited `max_wait`."""

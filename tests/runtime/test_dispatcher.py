@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from runtime.clock import SystemClock
-from runtime.delivery.dispatcher import MAX_BATCH, Dispatcher, batch_size
+from runtime.delivery.dispatcher import MAX_BATCH, Bell, Dispatcher, batch_size
 from runtime.errors import Where
 from runtime.events import Event, Outcome
 from runtime.metrics import Metrics
@@ -49,6 +49,31 @@ def test_a_pipelined_executor_takes_full_batches_whatever_its_items_last() -> No
     assert batch_size(0.002, 1000, 2) == 2
     assert batch_size(0.002, 1000, 2, pipelined=True) == MAX_BATCH
     assert batch_size(0.002, 10, 2, pipelined=True) == 5  # still a fair share of the buffer
+
+
+async def test_a_bell_wakes_every_waiter_once_and_remembers_no_ring() -> None:
+    bell, woken = Bell(), []
+
+    async def waiter(name: str) -> None:
+        await bell.wait()
+        woken.append(name)
+
+    bell.ring()  # nobody waits: nothing to remember
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for name in "ab":
+                tg.start_soon(waiter, name)
+            await anyio.wait_all_tasks_blocked()
+            assert woken == []
+            bell.ring()
+            bell.ring()  # both already woken: costs nothing, wakes nobody twice
+            await anyio.wait_all_tasks_blocked()
+            assert sorted(woken) == ["a", "b"]
+            tg.start_soon(waiter, "c")  # a wait after a ring waits for the next one
+            await anyio.wait_all_tasks_blocked()
+            assert "c" not in woken
+            bell.ring()
+    assert sorted(woken) == ["a", "b", "c"]
 
 
 def actions_spec(**options: Any) -> FunctionSpec:
