@@ -44,7 +44,7 @@ from runtime.store.sqlite_commit import (
 )
 from runtime.store.sqlite_flow import SqliteFlow
 from runtime.store.sqlite_lock import SupervisorLock
-from runtime.store.sqlite_rows import delete_ids, insert_all, rows_of
+from runtime.store.sqlite_rows import BODIES, delete_ids, insert_all, rows_of
 from runtime.store.sqlite_runs import (
     RUN_BY_INVOCATION,
     TOPIC_FUNCTION,
@@ -197,12 +197,7 @@ class SqliteStore(Store):
             # Bodies by primary key in one statement: a subquery inside
             # RETURNING is planned as a full scan of events (SQLite 3.40).
             ids = json.dumps([row[3] for row in claimed])
-            bodies = dict(
-                conn.execute(
-                    "SELECT id, body FROM events WHERE id IN (SELECT value FROM json_each(?))",
-                    (ids,),
-                ).fetchall()
-            )
+            bodies = dict(conn.execute(BODIES, (ids,)).fetchall())
             return [(*row[:3], bodies[row[3]]) for row in claimed]
 
         # Not durable: a claim acknowledges nothing (see sqlite_commit). Retries
