@@ -45,6 +45,8 @@ _PREFIXES: Mapping[str, tuple[str, ...]] = {
     "nats": ("ce-",),
 }
 _MAX_ID = 255  # what ctx.emit and cloudevents.check_id take
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""Built once: `json.dumps` with options builds an encoder per call."""
 
 
 def to_event(kind: str, message: Message, type: str, source: str) -> Event:
@@ -115,18 +117,23 @@ def to_message(kind: str, event: Event, structured: bool = False) -> Message:
     """`event` as a message of `kind`, binary mode unless `structured` (or MQTT 3.1.1).
 
     The message id is the event id, so consumers downstream can dedupe; a
-    `partitionkey` extension becomes the Kafka key.
+    `partitionkey` extension becomes the Kafka key. Built from the event's
+    envelope (`Event.to_dict`), which a claimed event hands over as the store
+    keeps it: its time already formatted, its data not parsed back.
     """
-    key = event.extensions.get("partitionkey")
-    fields: dict[str, Any] = {"message_id": event.id}
+    envelope = event.to_dict()
+    extensions: Mapping[str, Any] = envelope.get("extensions") or {}
+    fields: dict[str, Any] = {"message_id": envelope["id"]}
+    key = extensions.get("partitionkey")
     if kind == "kafka" and key is not None:
         fields["key"] = str(key).encode()
     if structured or kind == "mqtt3":
-        body = json.dumps(_structured(event), separators=(",", ":"), ensure_ascii=False)
+        body = _COMPACT.encode(_structured(envelope, extensions))
         return Message(body=body.encode(), content_type=STRUCTURED, **fields)
     prefix = _PREFIXES[kind][0]
-    headers = {prefix + name: _header(value) for name, value in _flat(event).items()}
-    body_bytes, content_type = _data(event)
+    headers = {prefix + name: _header(value)
+               for name, value in _flat(envelope, extensions).items()}
+    body_bytes, content_type = _data(envelope, extensions)
     return Message(body=body_bytes, headers=headers, content_type=content_type, **fields)
 
 
@@ -151,53 +158,54 @@ def _keyed(event: Event, message: Message) -> Event:
                  subject=event.subject, data=event.data, extensions=extensions)
 
 
-def _flat(event: Event) -> dict[str, Any]:
+def _flat(envelope: Mapping[str, Any], extensions: Mapping[str, Any]) -> dict[str, Any]:
     """The event's context attributes, extensions beside the core ones, data left out."""
     attributes: dict[str, Any] = {
-        "specversion": "1.0", "id": event.id, "source": event.source, "type": event.type,
-        "time": event.time.isoformat(),
+        "specversion": "1.0", "id": envelope["id"], "source": envelope.get("source", "fnrun"),
+        "type": envelope["type"], "time": envelope["time"],
     }
-    if event.subject is not None:
-        attributes["subject"] = event.subject
-    for name, value in event.extensions.items():
+    subject = envelope.get("subject")
+    if subject is not None:
+        attributes["subject"] = subject
+    for name, value in extensions.items():
         if name != "datacontenttype":
             attributes[name] = value
     return attributes
 
 
-def _structured(event: Event) -> dict[str, Any]:
-    out = _flat(event)
-    if "datacontenttype" in event.extensions:
-        out["datacontenttype"] = event.extensions["datacontenttype"]
-    if isinstance(event.data, bytes | bytearray):
-        out["data_base64"] = base64.b64encode(event.data).decode("ascii")
-    elif event.data is not None:
-        out["data"] = event.data
+def _structured(envelope: Mapping[str, Any], extensions: Mapping[str, Any]) -> dict[str, Any]:
+    out = _flat(envelope, extensions)
+    if "datacontenttype" in extensions:
+        out["datacontenttype"] = extensions["datacontenttype"]
+    if "data_base64" in envelope:
+        out["data_base64"] = envelope["data_base64"]
+    elif envelope.get("data") is not None:
+        out["data"] = envelope["data"]
     return out
 
 
-def _data(event: Event) -> tuple[bytes, str | None]:
+def _data(envelope: Mapping[str, Any], extensions: Mapping[str, Any]) -> tuple[bytes, str | None]:
     """The body of a binary-mode message and its media type."""
-    declared = event.extensions.get("datacontenttype")
+    declared = extensions.get("datacontenttype")
     content_type = declared if isinstance(declared, str) else None
-    if isinstance(event.data, bytes | bytearray):
-        return bytes(event.data), content_type or "application/octet-stream"
-    if event.data is None:
+    if "data_base64" in envelope:
+        return base64.b64decode(envelope["data_base64"]), content_type or "application/octet-stream"
+    data = envelope.get("data")
+    if data is None:
         return b"", content_type
-    if isinstance(event.data, str) and content_type and not _is_json(_media(content_type)):
-        return event.data.encode(), content_type
-    body = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False).encode()
-    return body, content_type or "application/json"
+    if isinstance(data, str) and content_type and not _is_json(_media(content_type)):
+        return data.encode(), content_type
+    return _COMPACT.encode(data).encode(), content_type or "application/json"
 
 
 def _header(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
     if isinstance(value, str):
         return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT.encode(value)
 
 
 def _text(raw: bytes) -> str:

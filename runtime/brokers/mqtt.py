@@ -10,7 +10,9 @@ paho-mqtt client it wraps (paho's `manual_ack_set` and `ack`, since 2.0).
 many unacknowledged messages. MQTT 3.1.1 has no such property; there the
 broker's own in-flight limit (Mosquitto's max_inflight_messages, 20) holds
 and the rest waits in the client. A sink publishes with QoS 1 and returns
-on the PUBACK. Choose 3.1.1 with `?version=3.1.1` on the URL.
+on the PUBACK; over MQTT 5 it keeps as many publishes awaiting their PUBACK
+as the broker's CONNACK Receive Maximum allows (up to `PUBLISH_WINDOW`), not
+paho's fixed 20. Choose 3.1.1 with `?version=3.1.1` on the URL.
 MQTT messages carry no broker position, so their events get fresh ids:
 a redelivered message is imported again.
 """
@@ -34,6 +36,10 @@ from runtime.brokers.urls import credentials, redact
 KEEPALIVE = 10
 """Seconds between PINGREQs: a connection that died without closing (a broker restarted
 under it) is noticed within 1.5x this, not aiomqtt's default 60 s (90 s)."""
+PUBLISH_WINDOW = 1_000
+"""Most QoS 1 publishes awaiting their PUBACK at once, where the broker's Receive Maximum
+allows that many (Mosquitto's default is 20, its `max_inflight_messages`)."""
+_RECEIVE_MAXIMUM = 65_535  # MQTT 5's value when the CONNACK names none
 SESSION_EXPIRY = 86_400  # seconds the broker keeps a source's session while it is away
 _PORTS = {"mqtt": 1883, "mqtts": 8883}
 
@@ -59,6 +65,10 @@ class Mqtt:
 
     async def connect(self) -> None:
         client = self._client(None, clean=True, receive_maximum=None)
+        if self.v5:
+            _follow_receive_maximum(client)
+        # A sink's batch publishes all its messages at once: not a concern to warn of.
+        client.pending_calls_threshold = PUBLISH_WINDOW
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
@@ -143,6 +153,26 @@ class Mqtt:
             identifier=client_id, tls_context=self._tls, timeout=15, keepalive=KEEPALIVE,
             **options,
         )
+
+
+def _follow_receive_maximum(client: aiomqtt.Client) -> None:
+    """Keep up to the broker's Receive Maximum (at most `PUBLISH_WINDOW`) QoS 1 publishes
+    awaiting their PUBACK, as MQTT 5 allows a client to, instead of paho's fixed 20.
+
+    paho reads the CONNACK's Server Keep Alive but not its Receive Maximum, and its
+    `max_inflight_messages` setter refuses an open connection: the limit is set as
+    the CONNACK arrives, before anything is published, then aiomqtt's own callback runs.
+    """
+    paho = client._client
+    forward: Any = paho.on_connect  # aiomqtt's own; paho types it as a union of signatures
+
+    def on_connect(paho_client: Any, userdata: Any, flags: Any, reason: Any,
+                   properties: Properties | None = None) -> None:
+        allowed = getattr(properties, "ReceiveMaximum", _RECEIVE_MAXIMUM)
+        paho._max_inflight_messages = max(1, min(allowed, PUBLISH_WINDOW))
+        forward(paho_client, userdata, flags, reason, properties)
+
+    paho.on_connect = on_connect
 
 
 def _forget_disconnection(client: aiomqtt.Client) -> None:
