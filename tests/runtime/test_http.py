@@ -309,10 +309,13 @@ async def test_chunked_body_without_length_is_bounded_while_reading(h: Harness) 
     assert await h.pending() == {}
 
 
-async def raw_exchange(h: Harness, parts: Sequence[bytes], pause: float) -> tuple[bytes, float]:
-    """Send `parts` with pauses while reading until the server closes; (reply, seconds)."""
-    started = time.monotonic()
+async def raw_exchange(h: Harness, parts: Sequence[bytes], pause: float) -> tuple[bytes, int]:
+    """Send `parts` with pauses while reading until the server closes; (reply, parts sent).
+
+    Parts sent, not seconds, tell a cut-off: on a loaded host the pauses themselves stretch.
+    """
     reply = b""
+    sent = 0
     gone = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
             ConnectionResetError)
     async with await anyio.connect_tcp("127.0.0.1", h.listening.port) as stream:
@@ -332,26 +335,27 @@ async def raw_exchange(h: Harness, parts: Sequence[bytes], pause: float) -> tupl
                 try:
                     for part in parts:
                         await stream.send(part)
+                        sent += 1
                         await anyio.sleep(pause)  # the slowness under test, not a wait for work
                 except gone:
                     pass
-    return reply, time.monotonic() - started
+    return reply, sent
 
 
 async def test_slow_body_is_cut_off(h: Harness) -> None:
     head = (b"POST /hooks/orders HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b"content-length: 1000\r\n\r\n")
-    reply, took = await raw_exchange(h, [head] + [b" "] * 100, pause=0.05)
+    reply, sent = await raw_exchange(h, [head] + [b" "] * 100, pause=0.05)
     assert reply.startswith(b"HTTP/1.1 408")
-    assert took < 5
+    assert sent < 101
     assert await h.pending() == {}
 
 
 async def test_slow_headers_are_cut_off(h: Harness) -> None:
     parts = [bytes([c]) for c in b"POST /hooks/orders HTTP/1.1\r\nhost: slow-loris\r\n"]
-    reply, took = await raw_exchange(h, parts, pause=0.05)
+    reply, sent = await raw_exchange(h, parts, pause=0.05)
     assert reply == b""  # closed before any request was read
-    assert took < 0.05 * len(parts)
+    assert sent < len(parts)
 
 
 async def test_slow_headers_of_a_second_keep_alive_request_are_cut_off(h: Harness) -> None:
@@ -359,9 +363,9 @@ async def test_slow_headers_of_a_second_keep_alive_request_are_cut_off(h: Harnes
     first = (b"POST /hooks/orders HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
              b"content-length: 2\r\n\r\n{}")
     parts = [first] + [bytes([c]) for c in b"POST /hooks/orders HTTP/1.1\r\nhost: slow\r\n"]
-    reply, took = await raw_exchange(h, parts, pause=0.05)
+    reply, sent = await raw_exchange(h, parts, pause=0.05)
     assert reply.startswith(b"HTTP/1.1 202") and reply.count(b"HTTP/1.1") == 1
-    assert took < 0.05 * len(parts)
+    assert sent < len(parts)
     assert await h.pending() == {"orders": 1}
 
 
