@@ -28,6 +28,25 @@ def run(event, ctx, fail=False, pause=0.0, key=None, mark=False, **extra):
         raise RuntimeError("poison")
 '''
 
+def paced_functions(rate: int) -> str:
+    """Two paced functions on `flow.paced`: `paced` with one budget of `rate` starts a
+    second, `paced-by-key` with `rate // 2` a second per `data.k`."""
+    return f"""
+        functions:
+          paced:
+            handler: paced.py:handle
+            triggers: [{{event: flow.paced}}]
+            concurrency: 4
+            rate_limit: {{limit: {rate}, period: 1s}}
+          paced-by-key:
+            handler: paced.py:handle
+            triggers: [{{event: flow.paced}}]
+            key: data.k
+            concurrency: 4
+            rate_limit: {{limit: {rate // 2}, period: 1s}}
+        """
+
+
 NODE_OF_WORKER = '''
 import os as _os
 

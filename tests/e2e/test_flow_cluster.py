@@ -36,6 +36,7 @@ from tests.e2e.flow_checks import (
     attempts_through_kills,
     by_key,
     max_overlap,
+    paced_functions,
     starts_within,
     within_rate,
 )
@@ -236,20 +237,7 @@ def test_rate_limit_is_one_budget_for_three_nodes(project: Project, flow_redis: 
     to 0.5 s after its claim spent the budget (three nodes, each dispatching when
     it can: with 0.25 s, as test_flow_limits allows one node, 1 run in 7 under
     `pytest -n 2` failed)."""
-    project.add("paced", f"""
-        functions:
-          paced:
-            handler: paced.py:handle
-            triggers: [{{event: flow.paced}}]
-            concurrency: 4
-            rate_limit: {{limit: {RATE}, period: 1s}}
-          paced-by-key:
-            handler: paced.py:handle
-            triggers: [{{event: flow.paced}}]
-            key: data.k
-            concurrency: 4
-            rate_limit: {{limit: {RATE // 2}, period: 1s}}
-        """, FLOW_RECORDER + NODE_OF_WORKER + """
+    project.add("paced", paced_functions(RATE), FLOW_RECORDER + NODE_OF_WORKER + """
 def handle(event, ctx):
     run(event, ctx, node=NODE)
 """)

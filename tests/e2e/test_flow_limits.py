@@ -10,6 +10,7 @@ from tests.e2e.flow_checks import (
     FULL,
     by_key,
     max_overlap,
+    paced_functions,
     starts_within,
     within_rate,
 )
@@ -57,20 +58,7 @@ def test_rate_limit_holds_starts_per_period_and_drops_none(
     """Global rate on one function, per-key rate on another (`key:` set): starts in
     each second stay within the limit, excess waits, nothing is dropped."""
     project = project_on_each_store
-    project.add("paced", f"""
-        functions:
-          paced:
-            handler: paced.py:handle
-            triggers: [{{event: flow.paced}}]
-            concurrency: 4
-            rate_limit: {{limit: {RATE}, period: 1s}}
-          paced-by-key:
-            handler: paced.py:handle
-            triggers: [{{event: flow.paced}}]
-            key: data.k
-            concurrency: 4
-            rate_limit: {{limit: {RATE // 2}, period: 1s}}
-        """, FLOW_RECORDER + """
+    project.add("paced", paced_functions(RATE), FLOW_RECORDER + """
 def handle(event, ctx):
     run(event, ctx)
 """)
