@@ -19,14 +19,14 @@ each worktree (PYTHONPATH), the benchmark's code is this checkout's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
-import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from bench.harness import Context
-from bench.procs import REPO
+from bench.procs import REPO, checkout
 from bench.scenarios import drain, latency, webhook
 
 Measure = Callable[[Context, Path, argparse.Namespace], dict[str, float]]
@@ -76,21 +76,15 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(tmp)
         root.chmod(0o755)  # workers may run as another user: they must reach their projects
         ctx = Context(quick=False, logs=LOGS, tmp=root, drain_events=args.drain_events)
-        trees = {"A": root / "A", "B": root / "B"}
-        for label, rev in (("A", args.a), ("B", args.b)):
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q",
-                            str(trees[label]), rev], check=True)
         runs: Runs = {name: {"A": [], "B": []} for name in names}
-        try:
+        with contextlib.ExitStack() as trees_kept:
+            trees = {label: trees_kept.enter_context(checkout(rev, root / label))
+                     for label, rev in (("A", args.a), ("B", args.b))}
             for index in range(args.rounds):
                 for name in names:
                     for label in order(index):
                         runs[name][label].append(measure(ctx, name, trees[label], args,
                                                          f"{index + 1}/{args.rounds}", label))
-        finally:
-            for tree in trees.values():
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                                str(tree)], check=False)
     print(f"\n{args.rounds} rounds, A = {args.a}, B = {args.b}; B/A per round is the median "
           "of each round's B/A (A and B of a round ran back to back):")
     for name in names:

@@ -197,23 +197,18 @@ def main(argv: list[str]) -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.procs import REPO
+    from bench.procs import checkout
 
     with tempfile.TemporaryDirectory(prefix="fnrun-instructions-") as tmp:
         root = Path(tmp)
         root.chmod(0o755)
         for index, rev in enumerate(args.revs):
             tree, scratch = root / f"tree{index}", root / f"run{index}"
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree),
-                            rev], check=True, capture_output=True)
-            try:
+            with checkout(rev, tree):
                 scratch.mkdir(mode=0o755)
                 supervisor = supervisor_count(tree, scratch, args.events)
                 base = worker_count(tree, scratch, BASE)
                 worker = worker_count(tree, scratch, BASE + args.events) - base
-            finally:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                                str(tree)], check=False, capture_output=True)
             print(json.dumps({"rev": rev, "events": args.events,
                               "supervisor/event": round(supervisor / args.events),
                               "worker/event": round(worker / args.events)}), flush=True)

@@ -16,6 +16,19 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def checkout(rev: str, tree: Path) -> Iterator[Path]:
+    """`rev` checked out as a detached git worktree at `tree`, removed on leaving
+    (revision A/Bs and counts load fnrun from it through PYTHONPATH)."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), rev],
+                   check=True, capture_output=True)
+    try:
+        yield tree
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+                       check=False, capture_output=True)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

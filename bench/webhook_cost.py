@@ -332,24 +332,19 @@ def main(argv: list[str]) -> None:
     if shutil.which(needs) is None or shutil.which("wrk") is None:
         raise SystemExit(f"{needs} and wrk are needed (apt-get install {needs} wrk)")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.procs import REPO
+    from bench.procs import checkout
 
     with tempfile.TemporaryDirectory(prefix="fnrun-webhook-cost-") as tmp:
         root = Path(tmp)
         root.chmod(0o755)
         for index, rev in enumerate(args.revs):
             tree, scratch = root / f"tree{index}", root / f"run{index}"
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree),
-                            rev], check=True, capture_output=True)
-            try:
+            with checkout(rev, tree):
                 scratch.mkdir(mode=0o755)
                 result = measure(tree, scratch, args.mode, args.seconds)
                 if args.keep:
                     for path in [*scratch.glob("cg.*"), *scratch.glob("calls.json")]:
                         shutil.copy(path, Path(args.keep) / f"{rev}.{path.name}")
-            finally:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                                str(tree)], check=False, capture_output=True)
             print(json.dumps({"rev": rev, "mode": args.mode, **result}), flush=True)
 
 
