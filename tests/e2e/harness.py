@@ -113,16 +113,23 @@ class Project:
 
     # -- the supervisor ---------------------------------------------------------
 
-    def start(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start `fnrun run` and wait until /_/health answers 200."""
+    def launch(self, *extra: str, port: int | None = None,
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start `fnrun run` on `port` (default the project's) in a session of its own,
+        its output in the next supervisor-N.log; not waited for."""
         full_env = {**os.environ, **(env or {})}
         with open(self.root / f"supervisor-{len(self.procs)}.log", "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "runtime", "run", "--project", str(self.root),
-                 "--port", str(self.port), *extra],
+                 "--port", str(port or self.port), *extra],
                 env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.procs.append(proc)
+        return proc
+
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start `fnrun run` and wait until /_/health answers 200."""
+        proc = self.launch(*extra, env=env)
         wait_until(lambda: proc.poll() is not None or self.healthy(), timeout=30)
         if proc.poll() is not None:
             raise AssertionError(f"fnrun run exited {proc.returncode}:\n{self.output()}")

@@ -7,7 +7,6 @@ test); the restart test runs its own `redis-server` on a free port.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
@@ -57,13 +56,7 @@ def shared_redis(service_missing: object) -> Iterator[str]:
 def start_node(project: Project, store: str) -> tuple[subprocess.Popen[bytes], int]:
     """One more `fnrun run` on its own port, sharing `store`; waits for health."""
     port = free_port()
-    with open(project.root / f"supervisor-{len(project.procs)}.log", "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime", "run", "--project", str(project.root),
-             "--store", store, "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    project.procs.append(proc)
+    proc = project.launch("--store", store, port=port)
 
     def up() -> bool:
         if proc.poll() is not None:

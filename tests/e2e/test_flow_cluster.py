@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -98,14 +97,7 @@ def healthy(project: Project, node: Node) -> bool:
 def launch(project: Project, store: str) -> Node:
     """One more `fnrun run` node sharing `store`, not waited for."""
     port = free_port()
-    with open(project.root / f"supervisor-{len(project.procs)}.log", "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime", "run", "--project", str(project.root),
-             "--store", store, "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    project.procs.append(proc)
-    return Node(proc, port)
+    return Node(project.launch("--store", store, port=port), port)
 
 
 def publish_to_each(nodes: list[Node], items: list[dict[str, Any]], chunk: int) -> list[str]:
