@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties, VariableByteIntegers
+from paho.mqtt.properties import Properties
 
 from runtime.brokers.acking import Acks
 from runtime.brokers.base import BrokerError, BrokerUnavailable, Endpoint, Message, Received, Window
@@ -115,9 +115,12 @@ class Mqtt:
         """MQTT 5's content type and user properties (the headers); none in 3.1.1."""
         if not self.v5:
             return None
-        # paho only packs what it publishes: PublishProperties packs once, by itself.
-        return cast(Properties, PublishProperties(message.content_type,
-                                                  list(message.headers.items())))
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if message.content_type:
+            properties.ContentType = message.content_type
+        if message.headers:
+            properties.UserProperty = list(message.headers.items())
+        return properties
 
     async def backlog(self, endpoint: Endpoint) -> int | None:
         """MQTT does not tell how many messages a session holds."""
@@ -150,44 +153,6 @@ class Mqtt:
             identifier=client_id, tls_context=self._tls, timeout=15, keepalive=KEEPALIVE,
             **options,
         )
-
-
-class PublishProperties:
-    """A PUBLISH's MQTT 5 Content Type and User Properties, packed once as paho's
-    `Properties.pack` packs them (same bytes), for paho's publish, which only packs them.
-
-    paho's `Properties` finds each name it sets or packs by scanning all of MQTT 5's
-    property names, rewriting each one: building and packing one message's eight
-    properties cost more CPU than the rest of the sink's work for that message.
-    """
-
-    __slots__ = ("packed",)
-
-    def __init__(self, content_type: str | None, user: Sequence[tuple[str, str]]) -> None:
-        buffer = bytearray()
-        if content_type:
-            buffer += _CONTENT_TYPE + _utf8(content_type)
-        for name, value in user:
-            buffer += _USER_PROPERTY + _utf8(name) + _utf8(value)
-        length: bytes = VariableByteIntegers.encode(len(buffer))  # type: ignore[no-untyped-call]
-        self.packed = length + bytes(buffer)
-
-    def pack(self) -> bytes:
-        return self.packed
-
-    def __str__(self) -> str:  # paho's debug log prints the properties
-        return f"[{len(self.packed)} bytes of properties]"
-
-
-_CONTENT_TYPE, _USER_PROPERTY = b"\x03", b"\x26"  # MQTT 5 property identifiers
-
-
-def _utf8(text: str) -> bytes:
-    """An MQTT UTF-8 Encoded String: two bytes of length, then the bytes."""
-    raw = text.encode()
-    if len(raw) > 65_535:
-        raise BrokerError(f"an MQTT property is {len(raw)} bytes, more than 65,535")
-    return len(raw).to_bytes(2, "big") + raw
 
 
 def _follow_receive_maximum(client: aiomqtt.Client) -> None:

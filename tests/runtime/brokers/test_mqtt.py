@@ -71,26 +71,6 @@ async def test_mqtt_3_1_1_carries_cloudevents_in_structured_mode(mqtt: MqttRig) 
         "t-1", "sensor.temp", "/sensors/3", {"c": 21.5}, "north")
 
 
-def test_publish_properties_are_packed_as_paho_packs_them() -> None:
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    from runtime.brokers.mqtt import PublishProperties
-
-    cases: list[tuple[str | None, list[tuple[str, str]]]] = [
-        ("application/json", [("specversion", "1.0"), ("id", "e1"),
-                              ("time", "2026-12-08T04:00:00.123456+00:00"), ("é", "ü" * 300)]),
-        (None, []), ("text/plain", []), (None, [("a", "b"), ("a", "c")]),
-    ]
-    for content_type, user in cases:
-        theirs = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        if content_type:
-            theirs.ContentType = content_type
-        if user:
-            theirs.UserProperty = user
-        assert PublishProperties(content_type, user).pack() == theirs.pack(), (content_type, user)
-
-
 async def test_a_batch_is_published_within_the_brokers_receive_maximum(mqtt: MqttRig) -> None:
     """The machine's Mosquitto announces Receive Maximum 20 (its max_inflight_messages
     default): a batch of 150 at once keeps 20 in flight, and all 150 are confirmed and
